@@ -1,0 +1,145 @@
+"""The unified record: one utterance, as every corpus reader produces it.
+
+The carrier is a lhotse ``MonoCut`` whose single supervision holds the text fields and whose
+``custom`` dict holds the rest. Manifests are ``CutSet`` JSONL files (lazily readable) or Shar
+shards; nothing downstream depends on which reader produced them.
+
+Record fields (the contract of the design notes):
+
+=====================  ================================================================
+``id``                 the cut id == the supervision id (unique within a corpus)
+audio source           the cut's ``Recording`` (path, offset = ``cut.start``,
+                       ``cut.duration``, ``sampling_rate``, ``channel``)
+``corpus``             corpus name (``synthcraft``, ``iemocap`` ...)
+``split``              ``train`` / ``dev`` / ``test`` (or a corpus-specific name)
+``transcript``         ``supervision.text`` (may be ``None`` where a corpus has none)
+``caption``            descriptor caption (``None`` where the corpus has none)
+``emotion``            canonical emotion label (see :data:`EMOTIONS`) or ``None``
+``attributes``         dict: gender, age, pitch, volume, speed, emphasis (where known)
+``annotator_emotions`` list of canonical labels, one per annotator (where kept)
+``speaker``            ``supervision.speaker``
+``gender``             ``supervision.gender`` (``male`` / ``female``)
+``session`` / ``fold`` corpus-specific grouping (IEMOCAP sessions)
+=====================  ================================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lhotse import AudioSource, MonoCut, Recording, SupervisionSegment
+
+# Canonical emotion labels. SynthCraft and IEMOCAP use the first four; MELD adds three;
+# SpeechCraft's "unknown" maps to None (no emotion target).
+EMOTIONS: tuple[str, ...] = ("neutral", "happy", "sad", "angry", "surprised", "fearful", "disgusted")
+
+# Aliases seen in the real releases, mapped onto the canonical labels.
+EMOTION_ALIASES: dict[str, str] = {
+    "neu": "neutral", "neutral": "neutral", "calm": "neutral",
+    "hap": "happy", "happy": "happy", "joy": "happy", "exc": "happy", "excited": "happy",
+    "happiness": "happy",
+    "sad": "sad", "sadness": "sad",
+    "ang": "angry", "angry": "angry", "anger": "angry",
+    "sur": "surprised", "surprise": "surprised", "surprised": "surprised",
+    "fea": "fearful", "fear": "fearful", "fearful": "fearful",
+    "dis": "disgusted", "disgust": "disgusted", "disgusted": "disgusted",
+}
+
+CUSTOM_FIELDS = ("corpus", "split", "caption", "emotion", "attributes", "annotator_emotions",
+                 "session", "fold")
+
+
+def canonical_emotion(label: str | None) -> str | None:
+    """Map a corpus label to a canonical one; ``None`` for unknown/other labels."""
+    if label is None:
+        return None
+    return EMOTION_ALIASES.get(label.strip().lower())
+
+
+def make_cut(
+    utt_id: str,
+    audio_path: str | Path,
+    *,
+    sampling_rate: int,
+    num_samples: int,
+    corpus: str,
+    split: str,
+    transcript: str | None = None,
+    caption: str | None = None,
+    emotion: str | None = None,
+    attributes: dict[str, Any] | None = None,
+    annotator_emotions: list[str] | None = None,
+    speaker: str | None = None,
+    gender: str | None = None,
+    language: str | None = None,
+    start: float = 0.0,
+    duration: float | None = None,
+    channel: int = 0,
+    recording_id: str | None = None,
+    recording_duration: float | None = None,
+    session: str | int | None = None,
+    fold: int | None = None,
+) -> MonoCut:
+    """Build one unified record.
+
+    ``start``/``duration`` select a segment of a longer recording (GigaSpeech); by default the
+    whole file is the utterance. ``num_samples`` is the length of the whole recording file.
+    """
+    rec_id = recording_id or utt_id
+    rec_dur = recording_duration if recording_duration is not None else num_samples / sampling_rate
+    recording = Recording(
+        id=rec_id,
+        sources=[AudioSource(type="file", channels=[channel], source=str(audio_path))],
+        sampling_rate=sampling_rate,
+        num_samples=num_samples,
+        duration=rec_dur,
+    )
+    seg_dur = duration if duration is not None else rec_dur - start
+    custom = {
+        "corpus": corpus,
+        "split": split,
+        "caption": caption,
+        "emotion": emotion,
+        "attributes": dict(attributes or {}),
+        "annotator_emotions": list(annotator_emotions) if annotator_emotions else None,
+        "session": session,
+        "fold": fold,
+    }
+    sup = SupervisionSegment(
+        id=utt_id,
+        recording_id=rec_id,
+        start=0.0,
+        duration=seg_dur,
+        channel=channel,
+        text=transcript,
+        speaker=speaker,
+        gender=gender,
+        language=language,
+        custom=custom,
+    )
+    return MonoCut(id=utt_id, start=start, duration=seg_dur, channel=channel,
+                   recording=recording, supervisions=[sup])
+
+
+def record_of(cut) -> dict[str, Any]:
+    """The record fields of a cut as a plain dict (no audio)."""
+    sup = cut.supervisions[0]
+    custom = sup.custom or {}
+    out = {
+        "id": cut.id,
+        "duration": cut.duration,
+        "transcript": sup.text,
+        "speaker": sup.speaker,
+        "gender": sup.gender,
+        "language": sup.language,
+    }
+    for key in CUSTOM_FIELDS:
+        out[key] = custom.get(key)
+    out["attributes"] = dict(out["attributes"] or {})
+    return out
+
+
+def manifest_path(out_dir: str | Path, corpus: str, split: str) -> Path:
+    """Where a corpus split's cut manifest lives inside a prepared directory."""
+    return Path(out_dir) / f"{corpus}_cuts_{split}.jsonl.gz"

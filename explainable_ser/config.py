@@ -1,0 +1,271 @@
+"""Typed configuration: dataclasses merged with YAML files and ``key=value`` overrides.
+
+``load_config(["exp.yaml", "trainer.devices=2"])`` returns an :class:`ExperimentConfig`.
+Unknown keys and values of the wrong type fail at once with :class:`ConfigError`, naming the key.
+The defaults are the offline demo (SynthCraft, filterbank front end, tiny random Llama).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from data_modules.datamodule import DataConfig
+
+
+class ConfigError(ValueError):
+    """A bad configuration: the message names the key or file."""
+
+
+@dataclass
+class EncoderConfig:
+    """The frozen speech encoder."""
+
+    kind: str = "fbank"
+    """``hf`` (HuBERT/WavLM/wav2vec2 through ``AutoModel``) or ``fbank`` (offline-demo log-mel layers)."""
+    name_or_path: str | None = None
+    """Hub name or local directory for ``from_pretrained`` (paper: facebook/hubert-large-ls960-ft)."""
+    hf_config: dict[str, Any] | None = None
+    """With no ``name_or_path``: an HF config (``model_type`` + fields) built with random weights."""
+    trust_remote_code: bool = False
+    """Allow custom code from the hub (off unless you trust the source)."""
+    attn_implementation: str = "sdpa"
+    """Attention kernel of the encoder (``sdpa`` or ``eager``)."""
+    dtype: str = "auto"
+    """Encoder compute dtype: ``auto`` (bf16 on GPU, fp32 on CPU), ``float32`` or ``bfloat16``."""
+    sampling_rate: int = 16000
+    """Input rate of the encoder."""
+    num_mel_bins: int = 80
+    """Filterbank channels (``fbank`` only)."""
+
+
+@dataclass
+class BranchConfig:
+    """Shape of both disentanglement blocks and adapters (content and descriptor)."""
+
+    variational: bool = True
+    """Disentanglement blocks on (``False``: paper Sys.4, weighted layer sum straight to the adapter)."""
+    hidden_dim: int = 256
+    """Width of the block's Linear-GELU-Linear-GELU encoder."""
+    latent_dim: int = 64
+    """Size of z (mu and sigma heads)."""
+    downsample: int = 5
+    """k: consecutive frames concatenated per speech token."""
+    adapter_dim: int = 256
+    """Hidden width of the Linear-ReLU-Linear adapter."""
+
+
+@dataclass
+class LoraConfig:
+    """LoRA on the LLM (peft)."""
+
+    r: int = 8
+    """Rank."""
+    alpha: int = 16
+    """Scaling numerator (scale = alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Module names that get LoRA adapters."""
+    modules_to_save: list[str] = field(default_factory=list)
+    """Modules trained in full besides LoRA (offline demo: embed_tokens, lm_head of a random LLM)."""
+
+
+@dataclass
+class LLMConfig:
+    """The causal LLM decoder and its tokenizer."""
+
+    name_or_path: str | None = None
+    """Hub name or local directory (paper: meta-llama/Llama-3.1-8B-Instruct)."""
+    hf_config: dict[str, Any] | None = field(default_factory=lambda: {
+        "model_type": "llama", "hidden_size": 256, "intermediate_size": 512,
+        "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "max_position_embeddings": 1024, "tie_word_embeddings": False})
+    """With no ``name_or_path``: config of a randomly initialised LLM (vocab size from the tokenizer)."""
+    tokenizer: str | None = None
+    """Tokenizer path; ``None``: the LLM's own (real path) or a word-level one built on the corpus."""
+    trust_remote_code: bool = False
+    """Allow custom code from the hub."""
+    attn_implementation: str = "sdpa"
+    """``sdpa``, ``flash_attention_2`` or ``eager``."""
+    dtype: str = "auto"
+    """Weights dtype: ``auto`` (bf16 on GPU, fp32 on CPU), ``float32``, ``bfloat16``."""
+    gradient_checkpointing: bool = False
+    """Recompute LLM activations in backward (saves memory at full scale)."""
+    load_in_4bit: bool = False
+    """QLoRA: load the LLM in 4 bit through bitsandbytes (GPU only)."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA settings."""
+
+
+@dataclass
+class ModelConfig:
+    """Encoder -> two branches -> LLM."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    """Frozen speech encoder."""
+    branch: BranchConfig = field(default_factory=BranchConfig)
+    """Disentanglement blocks and adapters."""
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    """LLM decoder."""
+    system_prompt: str = "You are a helpful language and speech assistant."
+    """System turn of the chat template."""
+
+
+@dataclass
+class StageConfig:
+    """One training stage (one ``trainer.fit``)."""
+
+    name: str = "stage1"
+    """Stage name (run subdirectory)."""
+    trainable: list[str] = field(default_factory=lambda: ["content", "lora"])
+    """Trainable groups: ``content`` (block + adapter), ``descriptor`` (block + adapter), ``lora``."""
+    tasks: list[str] = field(default_factory=lambda: ["asr"])
+    """Tasks cycled batch by batch (``[ser_sed, asr]`` alternates)."""
+    zero_descriptor: bool = True
+    """Feed zeros at the descriptor-token positions (stage 1)."""
+    epochs: int = 4
+    """Epochs of this stage."""
+    lr: float = 2e-4
+    """Peak learning rate."""
+    scheduler: str = "constant"
+    """``constant`` or ``cosine`` (both after linear warm-up)."""
+    warmup_ratio: float = 0.03
+    """Fraction of the stage's steps used for linear warm-up."""
+
+
+def paper_stages() -> list[StageConfig]:
+    return [
+        StageConfig(name="stage1", trainable=["content", "lora"], tasks=["asr"],
+                    zero_descriptor=True, epochs=4, lr=2e-4, scheduler="constant"),
+        StageConfig(name="stage2", trainable=["descriptor", "lora"], tasks=["ser_sed", "asr"],
+                    zero_descriptor=False, epochs=4, lr=2e-5, scheduler="cosine"),
+    ]
+
+
+@dataclass
+class TrainingConfig:
+    """Losses, stages and optimiser."""
+
+    stages: list[StageConfig] = field(default_factory=paper_stages)
+    """Stages run in order; each starts from the previous one's trainable weights."""
+    beta: float = 0.1353352832366127
+    """KL weight (paper default e^-2)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    fused_adamw: bool = True
+    """Use the fused AdamW kernel where the device supports it."""
+    labels: list[str] = field(default_factory=lambda: ["neutral", "happy", "sad", "angry"])
+    """Emotion label set (metrics, parsing)."""
+
+
+@dataclass
+class TrainerConfig:
+    """Passed to ``lightning.Trainer`` (per stage, ``max_epochs`` comes from the stage)."""
+
+    accelerator: str = "auto"
+    """``cpu``, ``gpu``, ``auto``."""
+    devices: Any = "auto"
+    """Devices per node (int, list or ``auto``)."""
+    num_nodes: int = 1
+    """Nodes."""
+    strategy: str = "auto"
+    """``auto``, ``ddp``, ``fsdp`` ..."""
+    precision: str = "32-true"
+    """``32-true``, ``bf16-mixed``, ``bf16-true``."""
+    gradient_clip_val: float | None = 1.0
+    """Gradient-norm clipping (on by default)."""
+    accumulate_grad_batches: int = 1
+    """Gradient accumulation."""
+    log_every_n_steps: int = 10
+    """Logging interval."""
+    val_check_interval: Any = 1.0
+    """Validation interval (fraction of an epoch or steps)."""
+    limit_train_batches: Any = None
+    """Cap on training batches per epoch (debugging)."""
+    limit_val_batches: Any = None
+    """Cap on validation batches."""
+    enable_progress_bar: bool = True
+    """Show a progress bar."""
+
+
+@dataclass
+class EvalConfig:
+    """Decoding and evaluation at the end of ``fit`` and in ``evaluate``."""
+
+    run_after_fit: bool = True
+    """Evaluate on the test split after the last stage."""
+    tasks: list[str] = field(default_factory=lambda: ["asr", "ser_sed"])
+    """Tasks decoded per utterance."""
+    num_beams: int = 1
+    """1 = greedy."""
+    max_new_tokens: int = 64
+    """Generation limit."""
+    limit: int | None = None
+    """Evaluate only the first N test utterances."""
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: data, model, training, trainer, evaluation."""
+
+    name: str = "demo"
+    """Experiment name (run directory name)."""
+    run_dir: str | None = None
+    """Output directory; default ``runs/{name}``."""
+    seed: int = 0
+    """Global seed."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Corpora and batching."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Architecture."""
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    """Stages and losses."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """Lightning Trainer settings."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation."""
+    ckpt_path: str | None = None
+    """Resume from this checkpoint (or ``last``)."""
+
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir or f"runs/{self.name}")
+
+
+def load_config(args: list[str] | None = None, base: ExperimentConfig | None = None) -> ExperimentConfig:
+    """Merge YAML files and ``key=value`` overrides, in order, onto the typed defaults."""
+    schema = OmegaConf.structured(base or ExperimentConfig())
+    merged = schema
+    for arg in args or []:
+        try:
+            if "=" in arg and not arg.endswith((".yaml", ".yml")):
+                where = f"override {arg!r}"
+                key, value = arg.split("=", 1)
+                # update() indexes into lists (data.corpora.0.dir=...) and, the schema being in
+                # struct mode, rejects unknown keys and values of the wrong type.
+                parsed = OmegaConf.from_dotlist([f"value={value}"])["value"]
+                OmegaConf.update(merged, key.strip(), parsed, merge=True)
+                continue
+            else:
+                path = Path(arg)
+                if not path.is_file():
+                    raise ConfigError(f"config file not found: {arg}")
+                layer = OmegaConf.load(path)
+                where = f"config file {arg}"
+            merged = OmegaConf.merge(merged, layer)
+        except ConfigError:
+            raise
+        except OmegaConfBaseException as err:
+            first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ConfigError(f"{where}: {first_line}") from None
+        except Exception as err:  # YAML syntax errors and the like
+            raise ConfigError(f"{where}: {err}") from None
+    return OmegaConf.to_object(merged)
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -1,0 +1,175 @@
+"""LightningModule: per-task losses, the KL of the trained branches, optimiser and schedules."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from explainable_ser.model import ExplainableSER
+from explainable_ser.prompts import get_task, render_target
+from explainable_ser.stages import adaptable_names, group_of
+
+
+def lr_lambda(warmup: int, total: int, schedule: str):
+    """Linear warm-up over ``warmup`` steps, then constant or cosine to zero."""
+
+    def f(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        if schedule == "cosine":
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        raise ValueError(f"unknown scheduler {schedule!r} (constant or cosine)")
+
+    return f
+
+
+class ExplainableSERModule(L.LightningModule):
+    """Wraps :class:`ExplainableSER`; a :class:`~explainable_ser.stages.StageCallback` sets the stage."""
+
+    def __init__(self, model: ExplainableSER, cfg, run_dir: str | Path | None = None):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.stage = None
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.skip_counts: Counter = Counter()
+        self.strict_loading = False  # checkpoints hold adaptable weights only
+        self._pad_real = 0
+        self._pad_total = 0
+
+    # -- stage ---------------------------------------------------------------------------------
+    def set_stage(self, stage) -> None:
+        self.stage = stage
+
+    def task_for_batch(self, batch_idx: int) -> str:
+        tasks = self.stage.tasks
+        return tasks[batch_idx % len(tasks)]  # alternation: one task per batch, in turn
+
+    def trained_branches(self) -> list[str]:
+        return [g for g in ("content", "descriptor") if g in self.stage.trainable]
+
+    # -- shared step ---------------------------------------------------------------------------
+    def _select(self, batch, task_name: str):
+        """Keep the utterances that have every field the task's target needs."""
+        task = get_task(task_name)
+        keep, targets = [], []
+        for i, rec in enumerate(batch["records"]):
+            target = render_target(task, rec)
+            if target is None:
+                self._skip(rec["id"], f"missing_field_for_{task_name}")
+                continue
+            keep.append(i)
+            targets.append(target)
+        if not keep:
+            return None
+        idx = torch.tensor(keep, device=batch["wave"].device)
+        lens = batch["wave_lens"][idx]
+        wave = batch["wave"][idx, : int(lens.max())]
+        return task, wave, lens, targets
+
+    def _skip(self, utt_id: str, reason: str) -> None:
+        self.skip_counts[reason] += 1
+        if self.run_dir is not None and self.global_rank == 0:
+            with open(self.run_dir / "skipped.jsonl", "a") as f:
+                f.write(json.dumps({"id": utt_id, "reason": reason,
+                                    "stage": self.stage.name if self.stage else None}) + "\n")
+
+    def _losses(self, batch, task_name: str, *, train: bool, zero_speech: bool = False):
+        sel = self._select(batch, task_name)
+        if sel is None:
+            return None
+        task, wave, lens, targets = sel
+        trained = self.trained_branches()
+        out = self.model(
+            wave, lens, task, targets,
+            sample_content=train and "content" in trained,
+            sample_descriptor=train and "descriptor" in trained,
+            zero_descriptor=self.stage.zero_descriptor or zero_speech,
+            zero_content=zero_speech)
+        ce = out["ce"].mean()  # summed over target tokens, averaged over utterances
+        kl = {b: out[f"kl_{b}"].mean() for b in ("content", "descriptor")}
+        loss = ce + self.cfg.training.beta * sum(kl[b] for b in trained)
+        return {"loss": loss, "ce": ce, "ce_per_token": out["ce_per_token"].mean(), "kl": kl,
+                "n": len(targets)}
+
+    # -- training ------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        for s in batch["skipped"]:
+            self._skip(s["id"], s["reason"])
+        if len(batch["ids"]) == 0:
+            return None  # every clip of this batch was unusable
+        task_name = self.task_for_batch(batch_idx)
+        res = self._losses(batch, task_name, train=True)
+        if res is None:
+            return None
+        if not torch.isfinite(res["loss"]):
+            self.skip_counts["non_finite_loss"] += 1
+            self.log("train/non_finite_loss_steps", float(self.skip_counts["non_finite_loss"]))
+            return None  # skip the step rather than poison the weights
+        n = res["n"]
+        self.log(f"train/loss_{task_name}", res["loss"], batch_size=n, prog_bar=True)
+        self.log(f"train/ce_{task_name}", res["ce"], batch_size=n)
+        self.log(f"train/ce_per_token_{task_name}", res["ce_per_token"], batch_size=n)
+        for b in ("content", "descriptor"):
+            self.log(f"train/kl_{b}", res["kl"][b], batch_size=n)
+        self.log("train/beta", self.cfg.training.beta, batch_size=n)
+        self.log("train/padding_efficiency", batch["padding_efficiency"], batch_size=n)
+        lens = batch["wave_lens"]
+        self._pad_real += int(lens.sum())
+        self._pad_total += int(lens.max()) * lens.numel()
+        return res["loss"]
+
+    def on_train_epoch_end(self):
+        if self._pad_total:
+            self.log("train/epoch_padding_efficiency", self._pad_real / self._pad_total)
+        self._pad_real = self._pad_total = 0
+        for reason, count in self.skip_counts.items():
+            self.log(f"skipped/{reason}", float(count))
+        self.log_layer_weights()
+
+    def log_layer_weights(self):
+        for b in ("content", "descriptor"):
+            w = getattr(self.model, b).block.layer_weights().detach().cpu()
+            for i, v in enumerate(w.tolist()):
+                self.log(f"layer_weights/{b}/{i:02d}", v)
+
+    # -- validation ----------------------------------------------------------------------------
+    def validation_step(self, batch, batch_idx):
+        if len(batch["ids"]) == 0:
+            return
+        for task_name in dict.fromkeys(self.stage.tasks):
+            for zero, suffix in ((False, ""), (True, "_no_speech")):
+                res = self._losses(batch, task_name, train=False, zero_speech=zero)
+                if res is None:
+                    continue
+                self.log(f"val/ce_per_token_{task_name}{suffix}", res["ce_per_token"], batch_size=res["n"],
+                         sync_dist=True, prog_bar=not zero)
+
+    # -- optimiser -----------------------------------------------------------------------------
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        fused = self.cfg.training.fused_adamw and all(p.is_cuda for p in params)
+        opt = torch.optim.AdamW(params, lr=self.stage.lr, weight_decay=self.cfg.training.weight_decay,
+                                fused=fused or None)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(round(self.stage.warmup_ratio * total))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, total, self.stage.scheduler))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- checkpoints: adaptable weights only ----------------------------------------------------
+    def on_save_checkpoint(self, checkpoint):
+        keep = {f"model.{n}" for n in adaptable_names(self.model)}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint["stage_name"] = self.stage.name if self.stage else None
+
+    def adaptable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self.model.named_parameters()
+                if group_of(n) is not None}

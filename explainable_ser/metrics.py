@@ -1,0 +1,651 @@
+"""Evaluation metrics for explainable speech emotion recognition.
+
+Every function here is a pure function on Python lists; the numbers come from
+the standard libraries (scikit-learn, jiwer, pycocoevalcap, scipy), this module
+only handles input validation, missing values and bookkeeping.
+
+* SER: unweighted accuracy (UA, mean per-class recall = balanced accuracy),
+  weighted accuracy (WA, plain accuracy), macro-F1 and a confusion matrix
+  (:func:`emotion_metrics`); :func:`annotator_aware_accuracy` credits a
+  prediction matching any annotator's label.
+* ASR: corpus-level word error rate after one text normaliser
+  (:func:`normalize_text`, :func:`wer`).
+* Captions: BLEU-4, METEOR, ROUGE-L, CIDEr(-D), SPICE via pycocoevalcap
+  (:func:`caption_metrics`).  Scores are on the 0-1 scale the scorers give
+  (CIDEr can exceed 1); the paper reports them multiplied by 100.
+* Speech descriptors: per-attribute accuracy (:func:`attribute_accuracy`).
+* Significance: one-tailed paired t-test between two systems on the same
+  utterances (:func:`paired_t_test`, :func:`per_utterance_scores`).
+
+Missing values: a hypothesis that is ``None`` (the model output could not be
+parsed) always counts as wrong / empty; an utterance whose *reference* is
+missing is excluded and counted separately, so no metric is ever computed on a
+made-up value.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import threading
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import jiwer
+import numpy as np
+from scipy import stats
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
+
+__all__ = [
+    "emotion_metrics",
+    "annotator_aware_accuracy",
+    "normalize_text",
+    "wer",
+    "caption_metrics",
+    "CAPTION_METRICS",
+    "paired_t_test",
+    "per_utterance_scores",
+    "attribute_accuracy",
+    "ALPHA",
+]
+
+#: Significance level used by the paper.
+ALPHA = 0.05
+
+#: Caption metric names, in the order they are reported.
+CAPTION_METRICS: tuple[str, ...] = ("bleu4", "meteor", "rouge_l", "cider", "spice")
+
+# Column name for predictions that are None or outside the label set.
+UNPARSED = "unparsed"
+
+
+def _check_same_length(**seqs: Sequence[Any]) -> None:
+    lengths = {name: len(s) for name, s in seqs.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"inputs must have the same length, got {lengths}")
+
+
+# --------------------------------------------------------------------------- #
+# Speech emotion recognition
+# --------------------------------------------------------------------------- #
+
+
+def emotion_metrics(
+    refs: Sequence[str | None],
+    hyps: Sequence[str | None],
+    labels: Sequence[str],
+) -> dict[str, Any]:
+    """UA, WA, macro-F1 and confusion matrix of emotion predictions.
+
+    Args:
+        refs: reference emotion per utterance; ``None`` = no reference, the
+            utterance is excluded (counted in ``n_no_reference``).
+        hyps: predicted emotion per utterance; ``None`` or a string not in
+            ``labels`` is "unparsed" and counts as wrong (it stays in the
+            denominator of its reference class but never matches).
+        labels: the emotion classes, in the order used for the confusion
+            matrix.  Matching is exact: canonicalise (case, spelling) upstream.
+
+    Returns:
+        ``ua``: mean recall over the classes that occur in ``refs``
+        (= ``sklearn.metrics.balanced_accuracy_score``); ``wa``: accuracy;
+        ``macro_f1``: unweighted mean of per-class F1 over the classes that
+        occur in ``refs`` (a class that is only ever predicted but never a
+        reference is not averaged, its false positives still lower the
+        recall/F1 of the true classes); ``per_class_recall``: label -> recall,
+        ``None`` for labels absent from ``refs``; ``confusion``: list of rows,
+        one per reference label in ``labels`` order, columns = predicted label
+        in ``labels`` order plus a final ``"unparsed"`` column;
+        ``confusion_columns``: the column names; ``n``: scored utterances;
+        ``n_unparsed``; ``n_no_reference``.  With nothing to score the
+        metrics are ``None`` and the confusion matrix is all zeros.
+
+    Raises:
+        ValueError: on length mismatch, duplicate labels, or a (non-None)
+            reference outside ``labels`` (a data error, not a model error).
+    """
+    _check_same_length(refs=refs, hyps=hyps)
+    labels = list(labels)
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"duplicate labels: {labels}")
+    label_set = set(labels)
+
+    # A sentinel class that cannot collide with a real label: sklearn then
+    # counts unparsed predictions as errors without a special case.
+    sentinel = "\x00" + UNPARSED
+    while sentinel in label_set:
+        sentinel += "\x00"
+
+    y_true: list[str] = []
+    y_pred: list[str] = []
+    n_no_reference = 0
+    for ref, hyp in zip(refs, hyps):
+        if ref is None:
+            n_no_reference += 1
+            continue
+        if ref not in label_set:
+            raise ValueError(f"reference label {ref!r} not in labels {labels}")
+        y_true.append(ref)
+        y_pred.append(hyp if hyp in label_set else sentinel)
+
+    n = len(y_true)
+    n_unparsed = sum(p == sentinel for p in y_pred)
+    result: dict[str, Any] = {
+        "ua": None,
+        "wa": None,
+        "macro_f1": None,
+        "per_class_recall": {label: None for label in labels},
+        "confusion": [[0] * (len(labels) + 1) for _ in labels],
+        "confusion_columns": labels + [UNPARSED],
+        "n": n,
+        "n_unparsed": n_unparsed,
+        "n_no_reference": n_no_reference,
+    }
+    if n == 0:
+        return result
+
+    present = [label for label in labels if label in set(y_true)]
+    # Averaging over the present classes only: this is exactly
+    # balanced_accuracy_score, minus its warning about the sentinel class.
+    result["ua"] = float(recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
+    result["wa"] = float(accuracy_score(y_true, y_pred))
+    result["macro_f1"] = float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
+    recalls = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=np.nan)
+    result["per_class_recall"] = {
+        label: (None if math.isnan(r) else float(r)) for label, r in zip(labels, recalls)
+    }
+    cm = confusion_matrix(y_true, y_pred, labels=labels + [sentinel])
+    # The sentinel row is always empty (it never is a reference): drop it.
+    result["confusion"] = cm[: len(labels)].tolist()
+    return result
+
+
+def annotator_aware_accuracy(
+    annotator_labels: Sequence[Sequence[str] | None],
+    hyps: Sequence[str | None],
+) -> float | None:
+    """Accuracy where a prediction is correct if *any* annotator gave that label.
+
+    Utterances with no annotator labels (``None`` or empty) are excluded; a
+    ``None`` hypothesis is wrong.  Returns ``None`` when nothing is left.
+    """
+    _check_same_length(annotator_labels=annotator_labels, hyps=hyps)
+    y_true: list[int] = []  # 1 = correct
+    for ann, hyp in zip(annotator_labels, hyps):
+        if not ann:
+            continue
+        y_true.append(int(hyp is not None and hyp in set(ann)))
+    return float(np.mean(y_true)) if y_true else None
+
+
+# --------------------------------------------------------------------------- #
+# Speech recognition
+# --------------------------------------------------------------------------- #
+
+# Apostrophe look-alikes that NFKC leaves alone but people type for "'".
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\uff07": "'"})
+# An apostrophe not between two word characters is quotation, not a contraction.
+_LOOSE_APOSTROPHE = re.compile(r"(?<!\w)'|'(?!\w)")
+
+
+def normalize_text(s: str) -> str:
+    """The single text normaliser used before WER.
+
+    Steps, in order: Unicode NFKC (full-width forms, ligatures, compatibility
+    characters); lowercase; typographic apostrophes -> ``'``; every Unicode
+    punctuation character (category ``P*``) except an apostrophe *inside* a
+    word is replaced by a space (so "well-known" -> "well known", "don't" stays,
+    "'quoted'" -> "quoted"); whitespace runs collapse to one space and the
+    ends are stripped.  Symbols (``$``, ``%``, ``+``) and digits are kept;
+    numbers are not verbalised.
+    """
+    s = unicodedata.normalize("NFKC", s).lower().translate(_APOSTROPHES)
+    # Space (not deletion) so that punctuation never glues two words together.
+    s = "".join(" " if ch != "'" and unicodedata.category(ch).startswith("P") else ch for ch in s)
+    s = _LOOSE_APOSTROPHE.sub(" ", s)
+    return " ".join(s.split())
+
+
+def wer(refs: Sequence[str | None], hyps: Sequence[str | None]) -> dict[str, Any]:
+    """Corpus-level word error rate (total edits / total reference words).
+
+    Both sides go through :func:`normalize_text`, then jiwer aligns them.  A
+    ``None`` hypothesis is scored as the empty string (all deletions).
+    Utterances whose reference is ``None`` or normalises to empty are skipped
+    (``n_skipped_empty_reference``): WER is undefined for them.
+
+    Returns:
+        ``wer`` (``None`` if nothing scored), ``substitutions``, ``deletions``,
+        ``insertions``, ``hits``, ``ref_words``, ``n``,
+        ``n_skipped_empty_reference``.
+    """
+    _check_same_length(refs=refs, hyps=hyps)
+    ref_norm: list[str] = []
+    hyp_norm: list[str] = []
+    skipped = 0
+    for ref, hyp in zip(refs, hyps):
+        r = normalize_text(ref) if ref is not None else ""
+        if not r:
+            skipped += 1
+            continue
+        ref_norm.append(r)
+        hyp_norm.append(normalize_text(hyp) if hyp is not None else "")
+
+    result: dict[str, Any] = {
+        "wer": None,
+        "substitutions": 0,
+        "deletions": 0,
+        "insertions": 0,
+        "hits": 0,
+        "ref_words": 0,
+        "n": len(ref_norm),
+        "n_skipped_empty_reference": skipped,
+    }
+    if not ref_norm:
+        return result
+    out = jiwer.process_words(ref_norm, hyp_norm)
+    result.update(
+        wer=float(out.wer),
+        substitutions=int(out.substitutions),
+        deletions=int(out.deletions),
+        insertions=int(out.insertions),
+        hits=int(out.hits),
+        ref_words=int(out.hits + out.substitutions + out.deletions),
+    )
+    return result
+
+
+# --------------------------------------------------------------------------- #
+# Captions (pycocoevalcap)
+# --------------------------------------------------------------------------- #
+
+_SPICE_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
+
+
+def _pycocoevalcap_dir(subpackage: str) -> str | None:
+    """Directory of a pycocoevalcap subpackage (the top package is a namespace
+    package without ``__file__``)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(f"pycocoevalcap.{subpackage}")
+    except ImportError:
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return list(spec.submodule_search_locations)[0]
+
+
+def _clean_caption(s: str) -> str:
+    # str.split() also splits on \r, \x0b, \x0c, \x85, \u2028...: the PTB
+    # tokenizer works line by line, so any extra line break inside a caption
+    # would silently shift every following caption onto the wrong utterance.
+    return " ".join(s.split())
+
+
+def _ptb_tokenize(sentences: dict[Any, str]) -> dict[Any, str]:
+    """Lowercase + PTB-tokenise + drop punctuation, as the COCO evaluation does."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    # Empty strings never reach Java, so they cannot disturb the line alignment.
+    todo = {k: [{"caption": s}] for k, s in sentences.items() if s}
+    out = {k: "" for k in sentences}
+    if todo:
+        tokenized = PTBTokenizer().tokenize(todo)
+        missing = [k for k in todo if len(tokenized.get(k, ())) != 1]
+        if missing:
+            raise RuntimeError(f"PTB tokenizer lost {len(missing)} caption(s)")
+        out.update({k: v[0] for k, v in tokenized.items()})
+    return out
+
+
+def _char_tokenize(s: str) -> str:
+    """Mandarin: one token per character, whitespace and punctuation dropped.
+
+    Latin letters in a Mandarin caption also become single-character tokens
+    (lowercased, mirroring the PTB ``-lowerCase`` used for English).
+    """
+    s = unicodedata.normalize("NFKC", s).lower()
+    return " ".join(
+        ch for ch in s if not ch.isspace() and not unicodedata.category(ch).startswith(("P", "C"))
+    )
+
+
+def _close_meteor(meteor: Any) -> None:
+    """Stop the METEOR java process for good (idempotent, never raises)."""
+    proc = getattr(meteor, "meteor_p", None)
+    if proc is not None:
+        try:
+            proc.stdin.close()
+        except Exception:  # noqa: BLE001 - closing a broken pipe may fail; we kill anyway
+            pass
+        proc.kill()
+        try:
+            proc.wait(timeout=30)
+        except Exception:  # noqa: BLE001
+            pass
+        for stream in (proc.stdout, proc.stderr):
+            try:
+                stream.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _safe_meteor_class() -> type:
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    class _SafeMeteor(Meteor):
+        # Meteor.__del__ takes the scorer's lock: if compute_score raised (or
+        # timed out) while holding it, garbage collection would block forever;
+        # if __init__ failed, __del__ raises AttributeError.  Ours does neither.
+        def __del__(self) -> None:
+            _close_meteor(self)
+
+    return _SafeMeteor
+
+
+def _run_meteor(gts: dict[Any, list[str]], res: dict[Any, list[str]], timeout_s: float) -> tuple[float | None, str | None]:
+    if shutil.which("java") is None:
+        return None, "METEOR needs Java (no `java` on PATH)"
+    # pycocoevalcap only strips '|||' (its field separator) from hypotheses.
+    gts = {k: [r.replace("|||", " ") for r in v] for k, v in gts.items()}
+    try:
+        meteor = _safe_meteor_class()()
+    except Exception as e:  # noqa: BLE001
+        return None, f"METEOR could not start: {type(e).__name__}: {e}"
+
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["score"] = meteor.compute_score(gts, res)[0]
+        except BaseException as e:  # noqa: BLE001 - reported to the caller below
+            box["error"] = e
+
+    # The scorer talks to java through blocking readline(); a thread with a
+    # deadline is the only way to bound it.  Killing the process makes the
+    # pending readline return EOF, so the thread then ends by itself.
+    thread = threading.Thread(target=work, name="meteor", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    timed_out = thread.is_alive()
+    _close_meteor(meteor)
+    thread.join(10)
+    if timed_out:
+        return None, f"METEOR timed out after {timeout_s:g} s"
+    if "error" in box:
+        e = box["error"]
+        return None, f"METEOR failed: {type(e).__name__}: {e}"
+    return box["score"], None
+
+
+def _spice_unavailable(language: str) -> str | None:
+    if language != "en":
+        return "SPICE parses English scene graphs only"
+    if shutil.which("java") is None:
+        return "SPICE needs Java (no `java` on PATH)"
+    spice_dir = _pycocoevalcap_dir("spice")
+    if spice_dir is None:
+        return "pycocoevalcap.spice not found"
+    missing = [j for j in _SPICE_JARS if not os.path.exists(os.path.join(spice_dir, "lib", j))]
+    if missing:
+        # Checked up front: Spice() would otherwise try a ~400 MB download.
+        return "SPICE needs Stanford CoreNLP jars (downloaded on first use; no network here): missing " + ", ".join(
+            missing
+        )
+    return None
+
+
+def caption_metrics(
+    refs: Sequence[Sequence[str] | str | None],
+    hyps: Sequence[str | None],
+    language: str = "en",
+    metrics: Iterable[str] = CAPTION_METRICS,
+    meteor_timeout_s: float = 600.0,
+) -> dict[str, Any]:
+    """COCO caption metrics of generated descriptions against references.
+
+    Args:
+        refs: per utterance one reference string or a list of them; ``None``,
+            empty strings and empty lists are dropped and an utterance left
+            without references is skipped (``n_skipped_no_reference``).
+        hyps: generated caption per utterance; ``None`` is scored as an empty
+            caption (every metric gives it 0 on that utterance).
+        language: ``"en"``: lowercase + Stanford PTB tokenisation with
+            punctuation removed (pycocoevalcap's ``PTBTokenizer``, runs Java);
+            ``"zh"``: space-separated characters, whitespace/punctuation
+            dropped.  METEOR is the English-configured jar in both cases (for
+            ``zh`` it effectively counts exact character matches); SPICE is
+            English-only.
+        metrics: subset of :data:`CAPTION_METRICS` to compute; the others are
+            ``None`` with reason "not requested".  METEOR alone takes several
+            seconds (JVM start + paraphrase table).
+        meteor_timeout_s: deadline for the METEOR java process.
+
+    Returns:
+        ``bleu4``, ``meteor``, ``rouge_l``, ``cider`` (pycocoevalcap's CIDEr
+        is CIDEr-D; its IDF comes from the references of the evaluated set, so
+        it is only meaningful on a whole test set: on one utterance it is 0),
+        ``spice``: floats on the scorers' 0-1 scale (the paper reports x100),
+        or ``None``; ``reasons``: metric -> why it is ``None``; ``n``,
+        ``n_skipped_no_reference``.  A failing scorer (no Java, missing SPICE
+        jars, timeout, any exception) gives ``None`` plus a reason, never an
+        exception and never a substitute number.
+    """
+    _check_same_length(refs=refs, hyps=hyps)
+    if language not in ("en", "zh"):
+        raise ValueError(f"language must be 'en' or 'zh', got {language!r}")
+    wanted = set(metrics)
+    unknown = wanted - set(CAPTION_METRICS)
+    if unknown:
+        raise ValueError(f"unknown caption metrics {sorted(unknown)}; choose from {CAPTION_METRICS}")
+
+    gts_raw: dict[int, list[str]] = {}
+    res_raw: dict[int, str] = {}
+    skipped = 0
+    for i, (ref, hyp) in enumerate(zip(refs, hyps)):
+        ref_list = [ref] if isinstance(ref, str) else list(ref or [])
+        ref_list = [_clean_caption(r) for r in ref_list if r is not None and r.strip()]
+        if not ref_list:
+            skipped += 1
+            continue
+        gts_raw[i] = ref_list
+        res_raw[i] = _clean_caption(hyp) if hyp is not None else ""
+
+    result: dict[str, Any] = {m: None for m in CAPTION_METRICS}
+    reasons: dict[str, str] = {m: "not requested" for m in CAPTION_METRICS if m not in wanted}
+    result.update(reasons=reasons, n=len(gts_raw), n_skipped_no_reference=skipped)
+    if not wanted:
+        return result
+    if not gts_raw:
+        reasons.update({m: "no utterances with a reference" for m in wanted})
+        return result
+
+    # Tokenise every sentence in one call: each PTB call starts a JVM.
+    flat: dict[tuple[int, int], str] = {(i, -1): h for i, h in res_raw.items()}
+    flat.update({(i, j): r for i, rs in gts_raw.items() for j, r in enumerate(rs)})
+    try:
+        if language == "en":
+            if shutil.which("java") is None:
+                raise RuntimeError("the PTB tokenizer needs Java (no `java` on PATH)")
+            tok = _ptb_tokenize(flat)
+        else:
+            tok = {k: _char_tokenize(s) for k, s in flat.items()}
+    except Exception as e:  # noqa: BLE001 - every metric depends on it
+        reasons.update({m: f"tokenisation failed: {type(e).__name__}: {e}" for m in wanted})
+        return result
+    gts = {i: [tok[(i, j)] for j in range(len(rs))] for i, rs in gts_raw.items()}
+    res = {i: [tok[(i, -1)]] for i in res_raw}
+
+    def scorer(name: str) -> tuple[float | None, str | None]:
+        if name == "bleu4":
+            from pycocoevalcap.bleu.bleu import Bleu
+
+            return Bleu(4).compute_score(gts, res, verbose=0)[0][3], None
+        if name == "meteor":
+            return _run_meteor(gts, res, meteor_timeout_s)
+        if name == "rouge_l":
+            from pycocoevalcap.rouge.rouge import Rouge
+
+            return Rouge().compute_score(gts, res)[0], None
+        if name == "cider":
+            from pycocoevalcap.cider.cider import Cider
+
+            return Cider().compute_score(gts, res)[0], None
+        reason = _spice_unavailable(language)
+        if reason is not None:
+            return None, reason
+        from pycocoevalcap.spice.spice import Spice
+
+        return Spice().compute_score(gts, res)[0], None
+
+    for name in CAPTION_METRICS:
+        if name not in wanted:
+            continue
+        try:
+            value, reason = scorer(name)
+        except Exception as e:  # noqa: BLE001 - a broken scorer must not kill the evaluation
+            value, reason = None, f"{name} failed: {type(e).__name__}: {e}"
+        if value is not None and not math.isfinite(float(value)):
+            value, reason = None, f"{name} scorer returned a non-finite value ({value})"
+        result[name] = None if value is None else float(value)
+        if reason is not None:
+            reasons[name] = reason
+    return result
+
+
+# --------------------------------------------------------------------------- #
+# Significance testing
+# --------------------------------------------------------------------------- #
+
+
+def paired_t_test(
+    a: Sequence[float],
+    b: Sequence[float],
+    alternative: str = "greater",
+    alpha: float = ALPHA,
+) -> dict[str, Any]:
+    """Paired t-test of system A's per-utterance scores against system B's.
+
+    ``alternative="greater"`` (the paper's one-tailed test) tests
+    mean(A - B) > 0, so scores must be "higher is better" (see
+    :func:`per_utterance_scores`).  Pairs where either score is NaN (an
+    utterance one of them could not be scored on) are dropped.
+
+    Degenerate cases return ``t = p = None`` with a ``reason`` rather than
+    scipy's nan/inf: fewer than two pairs, or zero variance of the differences
+    (all equal: t is 0/0; all shifted by the same non-zero amount: scipy
+    reports t = inf, p = 0, which is an artefact of dividing by zero, not
+    evidence).  ``significant`` is then ``False``.
+
+    Returns:
+        ``t``, ``p``, ``n``, ``mean_diff`` (mean of A - B), ``significant``
+        (p < alpha), ``alternative``, ``reason`` (``None`` unless degenerate).
+    """
+    _check_same_length(a=a, b=b)
+    if alternative not in ("greater", "less", "two-sided"):
+        raise ValueError(f"alternative must be 'greater', 'less' or 'two-sided', got {alternative!r}")
+    x = np.asarray(a, dtype=float)
+    y = np.asarray(b, dtype=float)
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    diff = x - y
+    result: dict[str, Any] = {
+        "t": None,
+        "p": None,
+        "n": int(diff.size),
+        "mean_diff": float(diff.mean()) if diff.size else None,
+        "significant": False,
+        "alternative": alternative,
+        "reason": None,
+    }
+    if diff.size < 2:
+        result["reason"] = "need at least 2 paired scores"
+        return result
+    if np.all(diff == diff[0]):
+        result["reason"] = "no variance in the paired differences (t undefined)"
+        return result
+    test = stats.ttest_rel(x, y, alternative=alternative)
+    t, p = float(test.statistic), float(test.pvalue)
+    if not (math.isfinite(t) and math.isfinite(p)):
+        result["reason"] = f"scipy returned t={t}, p={p}"
+        return result
+    result.update(t=t, p=p, significant=bool(p < alpha))
+    return result
+
+
+def per_utterance_scores(predictions: Sequence[Mapping[str, Any]], metric: str) -> list[float]:
+    """Per-utterance scores, "higher is better", for :func:`paired_t_test`.
+
+    ``predictions`` are dicts with ``id``, ``emotion_ref``, ``emotion`` (parsed,
+    may be ``None``), ``transcript_ref``, ``transcript`` (may be ``None``).
+    Both systems' lists must be in the same utterance order.
+
+    * ``"emotion"``: 1.0 if ``emotion == emotion_ref`` (exact match, as in
+      :func:`emotion_metrics`) else 0.0.
+    * ``"wer"``: minus the utterance's WER (after :func:`normalize_text`;
+      ``None`` transcript = empty), so that a greater score means a better
+      system and ``alternative="greater"`` keeps its meaning.
+
+    Utterances without a usable reference get NaN, which
+    :func:`paired_t_test` drops.
+    """
+    if metric not in ("emotion", "wer"):
+        raise ValueError(f"metric must be 'emotion' or 'wer', got {metric!r}")
+    scores: list[float] = []
+    for pred in predictions:
+        if metric == "emotion":
+            ref = pred.get("emotion_ref")
+            scores.append(math.nan if ref is None else float(pred.get("emotion") == ref))
+        else:
+            w = wer([pred.get("transcript_ref")], [pred.get("transcript")])["wer"]
+            scores.append(math.nan if w is None else -w)
+    return scores
+
+
+# --------------------------------------------------------------------------- #
+# Speech descriptor attributes
+# --------------------------------------------------------------------------- #
+
+
+def attribute_accuracy(
+    ref_attrs: Sequence[Mapping[str, Any] | None],
+    hyp_attrs: Sequence[Mapping[str, Any] | None],
+    keys: Sequence[str] = ("gender", "pitch", "volume", "speed", "emphasis"),
+) -> dict[str, Any]:
+    """Accuracy of predicted speech-descriptor attributes.
+
+    For each key, utterances whose reference has a non-null value are scored;
+    a missing hypothesis dict or value counts as wrong.  Values are compared
+    as stripped, case-insensitive strings.
+
+    Returns:
+        ``accuracy``: key -> accuracy (``None`` if no reference had the key);
+        ``n``: key -> number of scored utterances; ``mean``: mean accuracy
+        over the keys that had references (``None`` if none).
+    """
+    _check_same_length(ref_attrs=ref_attrs, hyp_attrs=hyp_attrs)
+
+    def canon(v: Any) -> str | None:
+        return None if v is None else str(v).strip().casefold()
+
+    accuracy: dict[str, float | None] = {}
+    counts: dict[str, int] = {}
+    for key in keys:
+        hits: list[int] = []
+        for ref, hyp in zip(ref_attrs, hyp_attrs):
+            r = canon((ref or {}).get(key))
+            if r is None:
+                continue
+            hits.append(int(canon((hyp or {}).get(key)) == r))
+        counts[key] = len(hits)
+        accuracy[key] = float(np.mean(hits)) if hits else None
+    scored = [v for v in accuracy.values() if v is not None]
+    return {
+        "accuracy": accuracy,
+        "n": counts,
+        "mean": float(np.mean(scored)) if scored else None,
+    }

@@ -1,0 +1,213 @@
+"""The model: frozen speech encoder -> two disentanglement branches -> adapters -> LLM (LoRA).
+
+Reads top to bottom, one utterance batch at a time:
+
+    wave [B, T] --encoder--> layers [L, B, F, D], frame_lens [B]
+      content branch:    weighted sum -> VIB -> z_con [B, F, Z] -> adapter -> S_con [B, N, H]
+      descriptor branch: weighted sum -> VIB -> z_des [B, F, Z] -> adapter -> S_des [B, N, H]
+    prompt: <head> S_con <mid> S_des <tail: instruction + assistant header> <target> <eot>
+      --LLM--> per-utterance cross-entropy on the target tokens only
+
+No Lightning and no data-module imports: this file is plain PyTorch + transformers + peft.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from explainable_ser.bottleneck import Adapter, DisentanglementBlock
+from explainable_ser.encoders import build_encoder
+from explainable_ser.prompts import PromptBuilder, Task
+
+IGNORE = -100  # label value outside the target
+
+
+class Branch(nn.Module):
+    """One stream: disentanglement block + downsampling adapter."""
+
+    def __init__(self, num_layers: int, in_dim: int, llm_dim: int, cfg):
+        super().__init__()
+        self.block = DisentanglementBlock(num_layers, in_dim, cfg.hidden_dim, cfg.latent_dim,
+                                          variational=cfg.variational)
+        self.adapter = Adapter(self.block.out_dim, cfg.adapter_dim, llm_dim, k=cfg.downsample)
+
+    def forward(self, layers, frame_lens, sample: bool):
+        z, kl = self.block(layers, frame_lens, sample)  # [B, F, Z], [B]
+        tokens, n_tokens = self.adapter(z, frame_lens)  # [B, N, H], [B]
+        return tokens, n_tokens, kl
+
+
+@dataclass
+class SpeechTokens:
+    content: torch.Tensor  # [B, N, H]
+    descriptor: torch.Tensor  # [B, N, H]
+    n_tokens: torch.Tensor  # [B] real tokens per utterance (same for both streams)
+    kl: dict[str, torch.Tensor]  # branch -> [B]
+
+
+class ExplainableSER(nn.Module):
+    """Encoder, branches and LLM; the prompt builder knows the splice positions."""
+
+    def __init__(self, encoder: nn.Module, llm: nn.Module, tokenizer, cfg):
+        super().__init__()
+        self.encoder = encoder  # frozen, eval mode (see train())
+        self.llm = llm  # peft-wrapped causal LM
+        llm_dim = llm.get_input_embeddings().weight.shape[1]
+        n_layers, enc_dim = encoder.num_layers, encoder.hidden_size
+        self.content = Branch(n_layers, enc_dim, llm_dim, cfg.branch)
+        self.descriptor = Branch(n_layers, enc_dim, llm_dim, cfg.branch)
+        self.tokenizer = tokenizer
+        self.prompts = PromptBuilder(tokenizer, cfg.system_prompt)
+        self.pad_id = tokenizer.pad_token_id
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.encoder.eval()  # HF HuBERT masks time steps in train mode; it stays frozen
+        return self
+
+    # -- speech -> tokens ----------------------------------------------------------------------
+    def speech_tokens(self, wave, wave_lens, *, sample_content: bool, sample_descriptor: bool,
+                      zero_descriptor: bool, zero_content: bool = False) -> SpeechTokens:
+        with torch.no_grad():
+            layers, frame_lens = self.encoder(wave, wave_lens)  # [L, B, F, D], [B]
+        layers = layers.detach()
+        s_con, n_tok, kl_con = self.content(layers, frame_lens, sample_content)  # [B, N, H]
+        s_des, _, kl_des = self.descriptor(layers, frame_lens, sample_descriptor)  # [B, N, H]
+        if zero_descriptor:
+            s_des = torch.zeros_like(s_des)  # stage 1: positions kept, information removed
+        if zero_content:
+            s_con = torch.zeros_like(s_con)  # probes: how much the model relies on the audio
+        return SpeechTokens(s_con, s_des, n_tok, {"content": kl_con, "descriptor": kl_des})
+
+    # -- tokens + prompt -> LLM inputs ---------------------------------------------------------
+    def embed_ids(self, ids: list[int], like: torch.Tensor) -> torch.Tensor:
+        t = torch.tensor(ids, dtype=torch.long, device=like.device)
+        return self.llm.get_input_embeddings()(t)  # [n, H]
+
+    def build_inputs(self, speech: SpeechTokens, task: Task, targets: list[list[int]] | None,
+                     left_pad: bool = False):
+        """Splice speech tokens into the prompt; pad; label only the targets.
+
+        Returns inputs_embeds [B, L, H], attention_mask [B, L], labels [B, L] (or None).
+        """
+        head, mid, tail = self.prompts.pieces(task)
+        emb_dtype = self.llm.get_input_embeddings().weight.dtype
+        ref = speech.content
+        e_head, e_mid, e_tail = (self.embed_ids(p, ref) for p in (head, mid, tail))
+        seqs, labels = [], []
+        for i in range(ref.shape[0]):
+            n = int(speech.n_tokens[i])
+            parts = [e_head, speech.content[i, :n].to(emb_dtype), e_mid,
+                     speech.descriptor[i, :n].to(emb_dtype), e_tail]
+            prompt_len = len(head) + len(mid) + len(tail) + 2 * n
+            lab = [IGNORE] * prompt_len
+            if targets is not None:
+                parts.append(self.embed_ids(targets[i], ref))
+                lab = lab + list(targets[i])
+            seqs.append(torch.cat(parts, dim=0))  # [L_i, H]
+            labels.append(torch.tensor(lab, dtype=torch.long, device=ref.device))
+        max_len = max(s.shape[0] for s in seqs)
+        b, h = len(seqs), seqs[0].shape[1]
+        embeds = ref.new_zeros(b, max_len, h, dtype=emb_dtype)
+        mask = torch.zeros(b, max_len, dtype=torch.long, device=ref.device)
+        lab_t = torch.full((b, max_len), IGNORE, dtype=torch.long, device=ref.device)
+        for i, (s, lab) in enumerate(zip(seqs, labels)):
+            sl = slice(max_len - s.shape[0], max_len) if left_pad else slice(0, s.shape[0])
+            embeds[i, sl] = s
+            mask[i, sl] = 1
+            lab_t[i, sl] = lab
+        return embeds, mask, (lab_t if targets is not None else None)
+
+    # -- training loss -------------------------------------------------------------------------
+    def forward(self, wave, wave_lens, task: Task, target_texts: list[str], *,
+                sample_content: bool = True, sample_descriptor: bool = True,
+                zero_descriptor: bool = False, zero_content: bool = False) -> dict[str, torch.Tensor]:
+        """Per-utterance losses [B]: ``ce`` summed over the target tokens (paper eq. 4),
+        ``ce_per_token`` (its mean, for reading curves), ``kl_content``, ``kl_descriptor``."""
+        speech = self.speech_tokens(wave, wave_lens, sample_content=sample_content,
+                                    sample_descriptor=sample_descriptor,
+                                    zero_descriptor=zero_descriptor, zero_content=zero_content)
+        targets = [self.prompts.target_ids(t) for t in target_texts]
+        embeds, mask, labels = self.build_inputs(speech, task, targets)
+        # Right padding: positions 0..L_i-1 are the same as for the utterance alone.
+        hidden = self.decoder_hidden(embeds, mask)  # [B, L, H]
+        # Logits only where a next token is labelled (saves the [B, L, V] tensor).
+        next_labels = labels[:, 1:]  # [B, L-1]
+        sel = next_labels != IGNORE
+        logits = self.lm_head(hidden[:, :-1][sel])  # [n_target_tokens, V]
+        tok_ce = F.cross_entropy(logits.float(), next_labels[sel], reduction="none")
+        row = sel.nonzero()[:, 0]  # utterance index of each target token
+        ce = torch.zeros(embeds.shape[0], device=tok_ce.device).index_add_(0, row, tok_ce)
+        return {"ce": ce, "ce_per_token": ce / sel.sum(1).clamp(min=1), "kl_content": speech.kl["content"],
+                "kl_descriptor": speech.kl["descriptor"], "n_tokens": speech.n_tokens}
+
+    def decoder_hidden(self, embeds, mask):
+        base = self.llm.get_base_model()
+        return base.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+
+    def lm_head(self, hidden):
+        return self.llm.get_base_model().lm_head(hidden)
+
+    # -- inference -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, wave, wave_lens, task: Task, *, max_new_tokens: int = 64, num_beams: int = 1,
+                 zero_descriptor: bool = False, zero_content: bool = False) -> list[str]:
+        """Decode a batch (left-padded prompts, KV cache, greedy or beam search)."""
+        speech = self.speech_tokens(wave, wave_lens, sample_content=False,
+                                    sample_descriptor=False, zero_descriptor=zero_descriptor,
+                                    zero_content=zero_content)
+        embeds, mask, _ = self.build_inputs(speech, task, None, left_pad=True)
+        eot = self.prompts.eot_id
+        out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask,
+                                max_new_tokens=max_new_tokens, num_beams=num_beams,
+                                do_sample=False, eos_token_id=eot, pad_token_id=self.pad_id)
+        return self.tokenizer.batch_decode(out, skip_special_tokens=True)
+
+
+# -- construction ------------------------------------------------------------------------------
+def resolve_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def build_llm(cfg, vocab_size: int, device: str = "cpu") -> nn.Module:
+    """The causal LM with LoRA: ``from_pretrained`` (real) or random from ``hf_config``."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    dtype = resolve_dtype(cfg.dtype, device)
+    if cfg.name_or_path:
+        kwargs = {}
+        if cfg.load_in_4bit:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+                bnb_4bit_use_double_quant=True)
+        llm = AutoModelForCausalLM.from_pretrained(
+            cfg.name_or_path, dtype=dtype, attn_implementation=cfg.attn_implementation,
+            trust_remote_code=cfg.trust_remote_code, **kwargs)
+    else:
+        hf_cfg = AutoConfig.for_model(**{**dict(cfg.hf_config), "vocab_size": vocab_size})
+        hf_cfg._attn_implementation = cfg.attn_implementation
+        llm = AutoModelForCausalLM.from_config(hf_cfg, dtype=dtype)
+    llm.requires_grad_(False)
+    if cfg.gradient_checkpointing:
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        llm.config.use_cache = False
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=list(cfg.lora.target_modules),
+                      modules_to_save=list(cfg.lora.modules_to_save) or None, task_type="CAUSAL_LM")
+    return get_peft_model(llm, lora)
+
+
+def build_model(cfg, tokenizer, device: str = "cpu") -> ExplainableSER:
+    """The whole stack from a :class:`explainable_ser.config.ModelConfig`."""
+    encoder = build_encoder(cfg.encoder)
+    llm = build_llm(cfg.llm, vocab_size=len(tokenizer), device=device)
+    return ExplainableSER(encoder, llm, tokenizer, cfg)

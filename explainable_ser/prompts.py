@@ -1,0 +1,170 @@
+"""Tasks, prompts, targets and the one parser that reads generated text back.
+
+The prompt is the LLM's own chat template (paper Fig. 1)::
+
+    system: "You are a helpful language and speech assistant."
+    user:   <Content> <Speech descriptor> {instruction}
+    assistant: {target}<|eot_id|>
+
+Speech tokens are spliced at ``<Content>`` and ``<Speech descriptor>``: the rendered template is
+cut at those two placeholders and each text piece is tokenised on its own, so the splice
+positions never depend on how a tokenizer would have split the placeholder strings.
+
+Targets are fields with fixed prefixes, in a fixed order (transcript, description, emotion)::
+
+    Transcript: the dog found a ball
+    Description: A male speaker with low pitch ... emphasizing the word "ball".
+    Emotion: sad
+
+:func:`parse_output` reads any text back into those fields. It never raises: a field it cannot
+find is ``None``, and an emotion outside the label set is ``None`` (counted as unparsed).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SYSTEM_PROMPT = "You are a helpful language and speech assistant."
+CONTENT_SLOT = "<Content>"
+DESCRIPTOR_SLOT = "<Speech descriptor>"
+
+FIELD_PREFIX = {"transcript": "Transcript:", "caption": "Description:", "emotion": "Emotion:"}
+FIELD_ORDER = ("transcript", "caption", "emotion")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One instruction and the record fields its target holds."""
+
+    name: str
+    instruction: str
+    fields: tuple[str, ...]
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        Task("asr", "Please transcribe the speech content of the input audio.", ("transcript",)),
+        Task("ser_sed", "Please caption the input audio according to content and speech "
+             "descriptor-related information, then give the emotion.", ("caption", "emotion")),
+        Task("ser", "Please recognize the emotion of the speaker in the input audio.", ("emotion",)),
+        Task("sed", "Please caption the input audio according to content and speech "
+             "descriptor-related information.", ("caption",)),
+        # Table 3 target ablation: transcript + descriptors + emotion in one target.
+        Task("asr_ser_sed", "Please transcribe the input audio, caption it according to its "
+             "speech descriptors, then give the emotion.", ("transcript", "caption", "emotion")),
+        Task("asr_ser", "Please transcribe the input audio, then give the emotion.",
+             ("transcript", "emotion")),
+    ]
+}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def render_target(task: Task, record: dict) -> str | None:
+    """Target text for a record, or ``None`` when the record lacks a field the task needs."""
+    parts = []
+    for name in task.fields:
+        value = record.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        parts.append(f"{FIELD_PREFIX[name]} {str(value).strip()}")
+    return "\n".join(parts)
+
+
+def user_message(task: Task) -> str:
+    return f"{CONTENT_SLOT}{DESCRIPTOR_SLOT}{task.instruction}"
+
+
+class PromptBuilder:
+    """Token ids of the prompt pieces around the two speech slots, per task (cached)."""
+
+    def __init__(self, tokenizer, system_prompt: str = SYSTEM_PROMPT):
+        self.tok = tokenizer
+        self.system_prompt = system_prompt
+        self._cache: dict[str, tuple[list[int], list[int], list[int]]] = {}
+        self.eot_id = tokenizer.convert_tokens_to_ids("<|eot_id|>")
+        if self.eot_id is None or self.eot_id == tokenizer.unk_token_id:
+            self.eot_id = tokenizer.eos_token_id
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def pieces(self, task: Task) -> tuple[list[int], list[int], list[int]]:
+        """(before <Content>, between the slots, after <Speech descriptor> incl. assistant header)."""
+        if task.name not in self._cache:
+            text = self.tok.apply_chat_template(
+                [{"role": "system", "content": self.system_prompt},
+                 {"role": "user", "content": user_message(task)}],
+                tokenize=False, add_generation_prompt=True)
+            head, rest = text.split(CONTENT_SLOT, 1)
+            mid, tail = rest.split(DESCRIPTOR_SLOT, 1)
+            self._cache[task.name] = (self._ids(head), self._ids(mid), self._ids(tail))
+        return self._cache[task.name]
+
+    def target_ids(self, text: str) -> list[int]:
+        """Target tokens followed by the end-of-turn token (the model learns to stop)."""
+        return self._ids(text) + [self.eot_id]
+
+
+# -- parsing ---------------------------------------------------------------------------------
+_PREFIX_RE = re.compile(r"(transcript|description|emotion)\s*:", re.IGNORECASE)
+_PREFIX_FIELD = {"transcript": "transcript", "description": "caption", "emotion": "emotion"}
+
+
+def parse_output(text: str | None, labels: tuple[str, ...] | list[str] | None = None) -> dict:
+    """Generated text -> ``{"transcript", "caption", "emotion", "parsed"}``.
+
+    The first occurrence of each prefix wins; a field runs until the next prefix. Text with no
+    prefix at all is taken as a bare transcript (ASR outputs that dropped the prefix). The
+    emotion is the first word after ``Emotion:`` if it is in ``labels`` (when given); otherwise
+    ``None``. ``parsed`` is False when an emotion was expected but not recovered.
+    """
+    out: dict = {"transcript": None, "caption": None, "emotion": None}
+    if not isinstance(text, str):
+        return {**out, "parsed": False}
+    matches = list(_PREFIX_RE.finditer(text))
+    if not matches:
+        bare = text.strip()
+        out["transcript"] = bare or None
+    for i, m in enumerate(matches):
+        field = _PREFIX_FIELD[m.group(1).lower()]
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        value = text[m.end():end].strip()
+        if out[field] is None and value:
+            out[field] = value
+    if out["emotion"] is not None:
+        word = re.findall(r"[a-z]+", out["emotion"].lower())
+        label = word[0] if word else None
+        if labels is not None and label not in labels:
+            label = None
+        out["emotion"] = label
+    out["parsed"] = out["emotion"] is not None
+    return out
+
+
+# Attribute vocabulary of SpeechCraft-style captions, read back for attribute accuracy.
+_ATTR_PATTERNS = {
+    "pitch": re.compile(r"\b(low|normal|high)[- ]pitch", re.IGNORECASE),
+    "volume": re.compile(r"\b(low|normal|high)[- ](?:volume|energy)", re.IGNORECASE),
+    "speed": re.compile(r"\b(slow|normal|fast)\b[^.,]*?\b(?:pace|speed|rate)", re.IGNORECASE),
+    "gender": re.compile(r"\b(male|female)\b", re.IGNORECASE),
+    "emphasis": re.compile(r"word\s*\"\s*([^\"]+?)\s*\"", re.IGNORECASE),
+}
+
+
+def caption_attributes(caption: str | None) -> dict[str, str | None]:
+    """Read pitch / volume / speed / gender / emphasis back from a descriptor caption."""
+    out: dict[str, str | None] = {k: None for k in _ATTR_PATTERNS}
+    if not isinstance(caption, str):
+        return out
+    for key, pattern in _ATTR_PATTERNS.items():
+        m = pattern.search(caption)
+        if m:
+            out[key] = m.group(1).lower()
+    return out

@@ -1,0 +1,93 @@
+"""The ``fit`` entry point end to end on a tiny SynthCraft and a tiny model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import TINY_LLM
+
+from data_modules.synthcraft import generate
+from explainable_ser.fit import main
+
+QUICK = ["training.stages.0.epochs=1", "training.stages.1.epochs=1", "data.max_duration=12",
+         "trainer.enable_progress_bar=false", "eval.max_new_tokens=8", "trainer.log_every_n_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthcraft")
+    generate(out, n_train=24, n_dev=6, n_test=6, seed=3, progress=False)
+    return out
+
+
+def fit_args(corpus, run_dir, *extra):
+    return [*TINY_LLM, *QUICK, f"data.corpora.0.dir={corpus}", f"run_dir={run_dir}", *extra]
+
+
+@pytest.fixture(scope="module")
+def demo_run(corpus, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    assert main(fit_args(corpus, run_dir)) == 0
+    return run_dir
+
+
+def test_fit_writes_the_run_directory(demo_run):
+    for rel in ("config.yaml", "tokenizer/tokenizer.json", "stage1/final.ckpt", "stage2/final.ckpt",
+                "predictions.jsonl", "metrics.json"):
+        assert (demo_run / rel).exists(), rel
+    assert list((demo_run / "tensorboard" / "stage1").glob("events.out.tfevents.*"))
+    metrics = json.loads((demo_run / "metrics.json").read_text())
+    for key in ("ua", "wa", "macro_f1", "wer", "bleu4", "meteor", "rouge_l", "cider", "spice",
+                "n_utterances", "n_unparsed"):
+        assert key in metrics
+    assert metrics["n_utterances"] == 6
+
+
+def test_checkpoints_hold_only_adaptable_weights_and_load_weights_only(demo_run):
+    ckpt = torch.load(demo_run / "stage2" / "final.ckpt", map_location="cpu", weights_only=True)
+    keys = set(ckpt["state_dict"])
+    assert keys, "checkpoint has weights"
+    assert all(k.startswith(("model.content.", "model.descriptor.")) or "lora_" in k
+               or "modules_to_save" in k for k in keys)
+    assert not any(k.startswith("model.encoder.") for k in keys)
+    assert "optimizer_states" in ckpt and "lr_schedulers" in ckpt
+
+
+def test_stage2_starts_from_stage1_weights(demo_run):
+    s1 = torch.load(demo_run / "stage1" / "final.ckpt", weights_only=True)["state_dict"]
+    s2 = torch.load(demo_run / "stage2" / "final.ckpt", weights_only=True)["state_dict"]
+    content = [k for k in s1 if k.startswith("model.content.")]
+    assert content
+    for k in content:  # frozen in stage 2, so carried over unchanged
+        assert torch.equal(s1[k], s2[k]), k
+    desc = [k for k in s1 if k.startswith("model.descriptor.block.encoder")]
+    assert any(not torch.equal(s1[k], s2[k]) for k in desc), "stage 2 trains the descriptor branch"
+
+
+def test_bad_config_exits_2_with_a_clear_message(capsys):
+    assert main(["training.nonexistent=3"]) == 2
+    err = capsys.readouterr().err
+    assert "nonexistent" in err and "Traceback" not in err
+
+
+def test_help_explains():
+    out = subprocess.run([sys.executable, "-m", "explainable_ser.fit", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "demo" in out and "key=value" in out
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(corpus, tmp_path):
+    assert main(fit_args(corpus, tmp_path, "trainer.strategy=ddp", "trainer.devices=2",
+                         "trainer.accelerator=cpu", "eval.run_after_fit=false")) == 0
+    assert (tmp_path / "stage2" / "final.ckpt").exists()
+
+
+@pytest.mark.slow
+def test_bf16_mixed_precision(corpus, tmp_path):
+    assert main(fit_args(corpus, tmp_path, "trainer.precision=bf16-mixed", "eval.limit=2")) == 0
+    assert (tmp_path / "metrics.json").exists()

@@ -1,0 +1,362 @@
+"""Tests for explainable_ser.metrics: library cross-checks and hand-counted cases."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+from sklearn.metrics import balanced_accuracy_score
+
+from explainable_ser import metrics as M
+
+LABELS = ["neutral", "happy", "sad", "angry"]
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="needs Java")
+
+
+# --------------------------------------------------------------------------- #
+# Emotion
+# --------------------------------------------------------------------------- #
+
+
+def test_ua_matches_sklearn_balanced_accuracy():
+    refs = ["neutral", "neutral", "happy", "sad", "sad", "sad", "angry", "angry", "neutral", "happy"]
+    hyps = ["neutral", "sad", "happy", "sad", "neutral", "sad", "angry", "happy", "neutral", "neutral"]
+    out = M.emotion_metrics(refs, hyps, LABELS)
+    assert out["ua"] == pytest.approx(balanced_accuracy_score(refs, hyps))
+    assert out["wa"] == pytest.approx(6 / 10)
+    assert out["n"] == 10 and out["n_unparsed"] == 0 and out["n_no_reference"] == 0
+
+
+def test_ua_hand_computed_three_classes():
+    # recalls: a = 2/2, b = 1/2, c = 0/2  ->  UA 0.5; WA 3/6
+    refs = ["a", "a", "b", "b", "c", "c"]
+    hyps = ["a", "a", "b", "a", "b", "a"]
+    out = M.emotion_metrics(refs, hyps, ["a", "b", "c"])
+    assert out["ua"] == pytest.approx(0.5)
+    assert out["wa"] == pytest.approx(0.5)
+    assert out["per_class_recall"] == pytest.approx({"a": 1.0, "b": 0.5, "c": 0.0})
+    # F1: a: P=2/4, R=1 -> 2/3; b: P=1/2, R=1/2 -> 1/2; c: 0  -> (2/3 + 1/2 + 0) / 3
+    assert out["macro_f1"] == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)
+    assert out["confusion"] == [[2, 0, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0]]
+    assert out["confusion_columns"] == ["a", "b", "c", "unparsed"]
+
+
+def test_unparsed_and_missing_reference():
+    refs = ["a", "a", "b", "b", None, "c"]
+    hyps = ["a", None, "b", "whatever", "a", "c"]
+    out = M.emotion_metrics(refs, hyps, ["a", "b", "c"])
+    assert out["n"] == 5 and out["n_no_reference"] == 1 and out["n_unparsed"] == 2
+    # recalls a = 1/2, b = 1/2, c = 1
+    assert out["ua"] == pytest.approx((0.5 + 0.5 + 1) / 3)
+    assert out["wa"] == pytest.approx(3 / 5)
+    assert out["confusion"] == [[1, 0, 0, 1], [0, 1, 0, 1], [0, 0, 1, 0]]
+    # F1: every predicted class is precise, so F1 = 2R/(1+R): a, b: 2/3; c: 1
+    assert out["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+
+
+def test_macro_f1_averages_over_reference_classes_only():
+    # "c" is predicted but never a reference: not averaged, but its false
+    # positive still costs "b" its recall.
+    out = M.emotion_metrics(["a", "b"], ["a", "c"], ["a", "b", "c"])
+    assert out["macro_f1"] == pytest.approx((1.0 + 0.0) / 2)
+    assert out["per_class_recall"]["c"] is None
+    assert out["ua"] == pytest.approx(0.5)
+
+
+def test_emotion_empty_and_invalid():
+    out = M.emotion_metrics([None, None], ["a", None], ["a", "b"])
+    assert out["ua"] is None and out["wa"] is None and out["macro_f1"] is None
+    assert out["n"] == 0 and out["n_no_reference"] == 2
+    assert out["confusion"] == [[0, 0, 0], [0, 0, 0]]
+    assert M.emotion_metrics([], [], ["a"])["ua"] is None
+    with pytest.raises(ValueError):
+        M.emotion_metrics(["x"], ["a"], ["a", "b"])
+    with pytest.raises(ValueError):
+        M.emotion_metrics(["a"], ["a", "b"], ["a", "b"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.sampled_from(LABELS)),
+            st.one_of(st.none(), st.sampled_from(LABELS + ["unknown", ""])),
+        ),
+        max_size=30,
+    )
+)
+def test_emotion_metrics_property(pairs):
+    refs = [r for r, _ in pairs]
+    hyps = [h for _, h in pairs]
+    out = M.emotion_metrics(refs, hyps, LABELS)
+    n = sum(r is not None for r in refs)
+    assert out["n"] == n and out["n"] + out["n_no_reference"] == len(pairs)
+    assert sum(map(sum, out["confusion"])) == n
+    assert sum(row[-1] for row in out["confusion"]) == out["n_unparsed"]
+    if n == 0:
+        assert out["ua"] is None
+    else:
+        for key in ("ua", "wa", "macro_f1"):
+            assert 0.0 <= out[key] <= 1.0
+
+
+def test_annotator_aware_accuracy():
+    ann = [["happy", "neutral"], ["sad"], None, [], ["angry", "sad"]]
+    hyps = ["neutral", "happy", "sad", "sad", None]
+    assert M.annotator_aware_accuracy(ann, hyps) == pytest.approx(1 / 3)
+    assert M.annotator_aware_accuracy([None, []], ["a", "b"]) is None
+
+
+# --------------------------------------------------------------------------- #
+# WER
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Hello, World!", "hello world"),
+        ("  Don't   STOP.  ", "don't stop"),
+        ("\u2018quoted\u2019 dogs' bones", "quoted dogs bones"),
+        ("I\u2019m fine", "i'm fine"),
+        ("well-known end.start", "well known end start"),
+        ("ＡＢＣ　１２３", "abc 123"),  # full-width -> NFKC
+        ("...", ""),
+        ("你好，世界。", "你好 世界"),
+    ],
+)
+def test_normalize_text(raw, expected):
+    assert M.normalize_text(raw) == expected
+
+
+def test_wer_hand_counted():
+    out = M.wer(["The cat sat on the mat."], ["the cat SIT on mat"])
+    assert out["wer"] == pytest.approx(2 / 6)
+    assert (out["substitutions"], out["deletions"], out["insertions"]) == (1, 1, 0)
+    assert out["ref_words"] == 6 and out["n"] == 1
+
+
+def test_wer_corpus_level_none_hyp_and_skips():
+    refs = ["a b c d", "e f", None, "..."]
+    hyps = ["a b x d y", None, "whatever", "z"]
+    out = M.wer(refs, hyps)
+    # utt 1: 1 sub + 1 ins; utt 2: 2 del  -> 4 edits / 6 ref words (not mean of 0.5 and 1.0)
+    assert out["wer"] == pytest.approx(4 / 6)
+    assert (out["substitutions"], out["deletions"], out["insertions"]) == (1, 2, 1)
+    assert out["n"] == 2 and out["n_skipped_empty_reference"] == 2
+    assert M.wer([None], ["a"])["wer"] is None
+
+
+# --------------------------------------------------------------------------- #
+# Captions
+# --------------------------------------------------------------------------- #
+
+CAP_REFS = [
+    ["A man speaks loudly with a high pitch.", "The male speaker talks loudly, pitch is high."],
+    "A woman whispers slowly and sadly.",
+    ["She speaks fast, with an angry tone!", "An angry female voice, fast speech."],
+    ["A calm male voice at normal speed."],
+]
+CAP_HYPS = [
+    "A man speaks loudly with high pitch.",
+    "The woman whispers slowly.",
+    None,
+    "A calm man speaks at a normal speed.",
+]
+
+
+def _direct_pycocoevalcap():
+    """The reference numbers: pycocoevalcap used the plain way."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    gts = {i: [{"caption": r} for r in ([r] if isinstance(r, str) else r)] for i, r in enumerate(CAP_REFS)}
+    # The empty hypothesis is given to Java as-is here; the module keeps it away.
+    res = {i: [{"caption": h or ""}] for i, h in enumerate(CAP_HYPS)}
+    tok = PTBTokenizer()
+    gts, res = tok.tokenize(gts), tok.tokenize(res)
+    assert res[2] == [""]
+    return {
+        "bleu4": Bleu(4).compute_score(gts, res, verbose=0)[0][3],
+        "rouge_l": Rouge().compute_score(gts, res)[0],
+        "cider": Cider().compute_score(gts, res)[0],
+    }
+
+
+@needs_java
+def test_caption_metrics_match_pycocoevalcap():
+    out = M.caption_metrics(CAP_REFS, CAP_HYPS, metrics=("bleu4", "rouge_l", "cider", "spice"))
+    ref = _direct_pycocoevalcap()
+    for key in ("bleu4", "rouge_l", "cider"):
+        assert out[key] == pytest.approx(ref[key]), key
+        assert key not in out["reasons"]
+    assert out["bleu4"] > 0 and out["cider"] > 0
+    assert out["meteor"] is None and out["reasons"]["meteor"] == "not requested"
+    assert out["n"] == 4 and out["n_skipped_no_reference"] == 0
+
+
+@pytest.mark.skipif(
+    all(
+        os.path.exists(os.path.join(M._pycocoevalcap_dir("spice") or "", "lib", j))
+        for j in ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
+    ),
+    reason="SPICE jars present",
+)
+def test_spice_none_with_reason_without_jars():
+    out = M.caption_metrics(["a b"], ["a b"], language="zh", metrics=("spice",))
+    assert out["spice"] is None and "English" in out["reasons"]["spice"]
+    if shutil.which("java") is not None:
+        out = M.caption_metrics(["a man speaks"], ["a man speaks"], metrics=("spice",))
+        assert out["spice"] is None and "CoreNLP" in out["reasons"]["spice"]
+
+
+@pytest.fixture
+def closed_meteors(monkeypatch):
+    """Records every METEOR scorer the module shuts down."""
+    seen = []
+    original = M._close_meteor
+
+    def spy(meteor):
+        seen.append(meteor)
+        original(meteor)
+
+    monkeypatch.setattr(M, "_close_meteor", spy)
+    return seen
+
+
+@pytest.mark.slow
+@needs_java
+def test_meteor_in_unit_interval_and_process_closed(closed_meteors):
+    out = M.caption_metrics(CAP_REFS, CAP_HYPS, metrics=("meteor",))
+    assert out["meteor"] is not None, out["reasons"]
+    assert 0.0 < out["meteor"] < 1.0
+    assert closed_meteors and closed_meteors[0].meteor_p.poll() is not None
+
+
+def test_meteor_without_java(monkeypatch):
+    monkeypatch.setattr(M.shutil, "which", lambda _: None)
+    out = M.caption_metrics(["一个男人说话"], ["一个男人"], language="zh", metrics=("bleu4", "meteor"))
+    assert out["meteor"] is None and "Java" in out["reasons"]["meteor"]
+    assert out["bleu4"] is not None  # zh needs no Java for tokenisation
+    out = M.caption_metrics(["a man"], ["a man"], metrics=("bleu4",))
+    assert out["bleu4"] is None and "Java" in out["reasons"]["bleu4"]
+
+
+@needs_java
+def test_meteor_timeout_kills_process(closed_meteors):
+    out = M.caption_metrics(["a man speaks"], ["a man speaks"], metrics=("meteor",), meteor_timeout_s=0.01)
+    assert out["meteor"] is None and "timed out" in out["reasons"]["meteor"]
+    assert closed_meteors[0].meteor_p.poll() is not None
+
+
+def test_mandarin_char_tokenisation():
+    assert M._char_tokenize("他说话很大声，语速快！ OK") == "他 说 话 很 大 声 语 速 快 o k"
+    refs = ["他说话很大声，语速很快。"]
+    hyps = ["他说话很大声。"]
+    out = M.caption_metrics(refs, hyps, language="zh", metrics=("bleu4", "rouge_l", "cider"))
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    gts = {0: ["他 说 话 很 大 声 语 速 很 快"]}
+    res = {0: ["他 说 话 很 大 声"]}
+    assert out["rouge_l"] == pytest.approx(Rouge().compute_score(gts, res)[0])
+    assert out["rouge_l"] > 0
+
+
+def test_caption_edge_cases():
+    out = M.caption_metrics([None, [], [""]], ["a", "b", "c"], language="zh")
+    assert out["n"] == 0 and out["n_skipped_no_reference"] == 3
+    assert all(out[m] is None for m in M.CAPTION_METRICS)
+    assert set(out["reasons"]) == set(M.CAPTION_METRICS)
+    with pytest.raises(ValueError):
+        M.caption_metrics(["a"], ["a"], language="fr")
+    with pytest.raises(ValueError):
+        M.caption_metrics(["a"], ["a"], metrics=("bleu",))
+
+
+@needs_java
+def test_caption_line_breaks_do_not_shift_alignment():
+    # \u2028 and \r are line breaks to the line-based Java tokenizer.
+    refs = ["first\u2028caption here", "second caption\rhere", "third caption here"]
+    out = M.caption_metrics(refs, ["first caption here", "second caption here", "third caption here"],
+                            metrics=("rouge_l",))
+    assert out["rouge_l"] == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- #
+# Significance
+# --------------------------------------------------------------------------- #
+
+A = [0.9, 0.8, 0.85, 0.7, 0.95, 0.6, 0.88]
+B = [0.7, 0.75, 0.8, 0.72, 0.9, 0.5, 0.8]
+
+
+def test_paired_t_test_matches_scipy():
+    out = M.paired_t_test(A, B)
+    ref = stats.ttest_rel(A, B, alternative="greater")
+    assert out["t"] == pytest.approx(ref.statistic)
+    assert out["p"] == pytest.approx(ref.pvalue)
+    assert out["n"] == 7 and out["mean_diff"] == pytest.approx(np.mean(np.subtract(A, B)))
+    assert out["significant"] == (ref.pvalue < 0.05) and out["significant"]
+    assert out["reason"] is None
+
+
+def test_paired_t_test_one_tailed():
+    ab, ba = M.paired_t_test(A, B), M.paired_t_test(B, A)
+    assert ab["t"] == pytest.approx(-ba["t"])
+    assert ab["p"] + ba["p"] == pytest.approx(1.0)
+    assert not ba["significant"]
+    two = M.paired_t_test(A, B, alternative="two-sided")
+    assert two["p"] == pytest.approx(2 * ab["p"])
+
+
+def test_paired_t_test_degenerate():
+    for a, b in ([[1, 1, 1], [1, 1, 1]], [[1, 1, 1], [0, 0, 0]]):
+        out = M.paired_t_test(a, b)
+        assert out["p"] is None and out["t"] is None and not out["significant"]
+        assert "variance" in out["reason"]
+    out = M.paired_t_test([1.0, math.nan], [0.0, 0.5])
+    assert out["n"] == 1 and out["p"] is None and "2" in out["reason"]
+
+
+def test_per_utterance_scores():
+    preds = [
+        {"id": "1", "emotion_ref": "happy", "emotion": "happy", "transcript_ref": "a b c d", "transcript": "a b c"},
+        {"id": "2", "emotion_ref": "sad", "emotion": None, "transcript_ref": "a b", "transcript": None},
+        {"id": "3", "emotion_ref": None, "emotion": "sad", "transcript_ref": "", "transcript": "x"},
+    ]
+    emo = M.per_utterance_scores(preds, "emotion")
+    assert emo[:2] == [1.0, 0.0] and math.isnan(emo[2])
+    w = M.per_utterance_scores(preds, "wer")
+    assert w[:2] == pytest.approx([-0.25, -1.0]) and math.isnan(w[2])
+    with pytest.raises(ValueError):
+        M.per_utterance_scores(preds, "bleu")
+
+
+# --------------------------------------------------------------------------- #
+# Attributes
+# --------------------------------------------------------------------------- #
+
+
+def test_attribute_accuracy():
+    refs = [
+        {"gender": "Male", "pitch": "high", "volume": None},
+        {"gender": "female", "pitch": "low"},
+        {"gender": "female", "pitch": "normal", "speed": "fast"},
+    ]
+    hyps = [{"gender": "male ", "pitch": "HIGH", "volume": "loud"}, None, {"gender": "male", "pitch": "normal"}]
+    out = M.attribute_accuracy(refs, hyps)
+    assert out["accuracy"]["gender"] == pytest.approx(1 / 3)
+    assert out["accuracy"]["pitch"] == pytest.approx(2 / 3)
+    assert out["accuracy"]["speed"] == 0.0  # missing hyp value counts as wrong
+    assert out["accuracy"]["volume"] is None and out["accuracy"]["emphasis"] is None
+    assert out["n"] == {"gender": 3, "pitch": 3, "volume": 0, "speed": 1, "emphasis": 0}
+    assert out["mean"] == pytest.approx((1 / 3 + 2 / 3 + 0.0) / 3)
+    assert M.attribute_accuracy([], [])["mean"] is None

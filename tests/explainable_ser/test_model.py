@@ -1,0 +1,173 @@
+"""The model stack on tiny random configs: splicing, masking, counts, losses, freezing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from explainable_ser.bottleneck import gaussian_kl
+from explainable_ser.model import IGNORE, build_model
+from explainable_ser.prompts import get_task, render_target
+from explainable_ser.stages import apply_trainable, trainable_names
+
+REC = {"transcript": "the dog found a red ball", "emotion": "sad",
+       "caption": 'A male speaker with low pitch, emphasizing the word "ball".'}
+
+
+def waves(lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.tensor(lengths)
+    wave = torch.zeros(len(lengths), max(lengths))
+    for i, n in enumerate(lengths):
+        wave[i, :n] = 0.1 * torch.randn(n, generator=g)
+    return wave, lens
+
+
+@pytest.fixture(params=["fbank", "hubert"])
+def model(request, tiny_tokenizer, seeded):
+    cfg = tiny_config(hubert=request.param == "hubert")
+    return build_model(cfg.model, tiny_tokenizer).eval()
+
+
+def test_speech_token_counts_follow_the_encoder_lengths(tiny_tokenizer):
+    cfg = tiny_config(hubert=True)
+    m = build_model(cfg.model, tiny_tokenizer)
+    samples = torch.tensor([16000, 24321, 8000])
+    wave, lens = waves(samples.tolist())
+    sp = m.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=False)
+    frames = torch.div(samples - 400, 320, rounding_mode="floor") + 1  # HuBERT's conv stack
+    assert sp.n_tokens.tolist() == (frames // 5).tolist()
+    assert sp.content.shape[1] == int(frames.max()) // 5
+
+
+def test_batched_loss_equals_one_by_one(model):
+    task = get_task("ser_sed")
+    wave, lens = waves([48000, 30000, 17000])
+    target = render_target(task, REC)
+    batched = model(wave, lens, task, [target] * 3, sample_content=False, sample_descriptor=False)
+    for i in range(3):
+        single = model(wave[i : i + 1, : lens[i]], lens[i : i + 1], task, [target],
+                       sample_content=False, sample_descriptor=False)
+        torch.testing.assert_close(batched["ce"][i], single["ce"][0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(batched["kl_content"][i], single["kl_content"][0], rtol=1e-4, atol=1e-5)
+
+
+def test_labels_are_masked_outside_the_target(model, tiny_tokenizer):
+    task = get_task("asr")
+    wave, lens = waves([32000, 16000])
+    sp = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=False)
+    target = model.prompts.target_ids(render_target(task, REC))
+    embeds, mask, labels = model.build_inputs(sp, task, [target, target])
+    head, mid, tail = model.prompts.pieces(task)
+    for i in range(2):
+        n = int(sp.n_tokens[i])
+        prompt_len = len(head) + len(mid) + len(tail) + 2 * n
+        row = labels[i][mask[i].bool()]
+        assert (row[:prompt_len] == IGNORE).all()
+        assert row[prompt_len:].tolist() == target  # target and its end-of-turn token only
+        assert target[-1] == tiny_tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    assert (labels[1][~mask[1].bool()] == IGNORE).all()  # padding never labelled
+
+
+def test_speech_tokens_sit_at_the_slots(model):
+    task = get_task("ser")
+    wave, lens = waves([32000])
+    sp = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=False)
+    embeds, _, _ = model.build_inputs(sp, task, None)
+    head, mid, _ = model.prompts.pieces(task)
+    n = int(sp.n_tokens[0])
+    torch.testing.assert_close(embeds[0, len(head) : len(head) + n], sp.content[0, :n])
+    d0 = len(head) + n + len(mid)
+    torch.testing.assert_close(embeds[0, d0 : d0 + n], sp.descriptor[0, :n])
+
+
+def test_zeroed_descriptor_keeps_positions(model):
+    wave, lens = waves([32000])
+    sp = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=True)
+    assert sp.descriptor.shape == sp.content.shape
+    assert torch.count_nonzero(sp.descriptor) == 0
+
+
+def test_kl_matches_closed_form():
+    torch.manual_seed(1)
+    mu, sigma = torch.randn(2, 7, 4), torch.rand(2, 7, 4) + 0.1
+    lens = torch.tensor([7, 3])
+    ours = gaussian_kl(mu, sigma, lens)
+    ref = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mu, sigma), torch.distributions.Normal(0.0, 1.0)).sum(-1)
+    expected = torch.stack([ref[0].mean(), ref[1, :3].mean()])  # valid frames only
+    torch.testing.assert_close(ours, expected)
+
+
+def test_sampling_only_in_training_mode(model):
+    wave, lens = waves([32000])
+    kw = dict(sample_descriptor=False, zero_descriptor=False)
+    a = model.speech_tokens(wave, lens, sample_content=True, **kw).content
+    b = model.speech_tokens(wave, lens, sample_content=True, **kw).content
+    c = model.speech_tokens(wave, lens, sample_content=False, **kw).content
+    d = model.speech_tokens(wave, lens, sample_content=False, **kw).content
+    assert not torch.equal(a, b)  # reparameterised samples differ
+    torch.testing.assert_close(c, d)  # z = mu at inference
+
+
+STAGE1 = {"content", "lora"}
+STAGE2 = {"descriptor", "lora"}
+
+
+def test_trainable_parameter_names_per_stage(tiny_tokenizer):
+    m = build_model(tiny_config().model, tiny_tokenizer)
+    s1, s2 = trainable_names(m, sorted(STAGE1)), trainable_names(m, sorted(STAGE2))
+    content = {n for n, _ in m.named_parameters() if n.startswith("content.")}
+    descriptor = {n for n, _ in m.named_parameters() if n.startswith("descriptor.")}
+    lora = {n for n, _ in m.named_parameters() if "lora_" in n}
+    expected_content = {
+        "content.block.layer_logits", "content.block.encoder.0.weight", "content.block.encoder.0.bias",
+        "content.block.encoder.2.weight", "content.block.encoder.2.bias", "content.block.mu.weight",
+        "content.block.mu.bias", "content.block.sigma.weight", "content.block.sigma.bias",
+        "content.adapter.proj.0.weight", "content.adapter.proj.0.bias", "content.adapter.proj.2.weight",
+        "content.adapter.proj.2.bias"}
+    assert content == expected_content
+    # 2 layers x 4 projections x (A, B) LoRA matrices
+    assert len(lora) == 2 * 4 * 2
+    assert all(".self_attn." in n and n.endswith((".lora_A.default.weight", ".lora_B.default.weight"))
+               for n in lora)
+    assert s1 == content | lora
+    assert s2 == descriptor | lora
+    assert not any(n.startswith("encoder.") for n in s1 | s2)
+
+
+def test_frozen_weights_unchanged_after_a_step(tiny_tokenizer, seeded):
+    m = build_model(tiny_config().model, tiny_tokenizer).train()
+    names = apply_trainable(m, sorted(STAGE1))
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+    wave, lens = waves([32000, 20000])
+    task = get_task("asr")
+    out = m(wave, lens, task, [render_target(task, REC)] * 2, zero_descriptor=True)
+    (out["ce"].mean() + out["kl_content"].mean()).backward()
+    opt.step()
+    for n, p in m.named_parameters():
+        if n in names:
+            continue
+        assert torch.equal(p, before[n]), f"frozen parameter {n} changed"
+    changed = [n for n in names if not torch.equal(dict(m.named_parameters())[n], before[n])]
+    assert "content.block.layer_logits" in changed and any("lora_B" in n for n in changed)
+
+
+def test_encoder_stays_in_eval_mode(tiny_tokenizer):
+    m = build_model(tiny_config(hubert=True).model, tiny_tokenizer)
+    m.train()
+    assert not m.encoder.training and not any(mod.training for mod in m.encoder.modules())
+    assert m.content.training
+    m.eval(); m.train()  # a validation pass then back to training
+    assert not m.encoder.training
+
+
+def test_generate_batched_equals_single(model):
+    wave, lens = waves([40000, 18000, 26000])
+    task = get_task("asr")
+    batched = model.generate(wave, lens, task, max_new_tokens=6)
+    singles = [model.generate(wave[i : i + 1, : lens[i]], lens[i : i + 1], task, max_new_tokens=6)[0]
+               for i in range(3)]
+    assert batched == singles
