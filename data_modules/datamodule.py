@@ -62,7 +62,7 @@ class DataConfig:
     """Prepared corpora; training mixes those with a ``train_split`` by ``weight``."""
     synthcraft: SynthCraftSpec = field(default_factory=SynthCraftSpec)
     """Built-in corpus parameters (used when a corpus named ``synthcraft`` has no manifests)."""
-    max_duration: float = 60.0
+    max_duration: float = 30.0
     """Seconds of audio per training batch, per device (a max-duration batch)."""
     max_cuts: int | None = None
     """Optional cap on utterances per batch, per device."""
@@ -242,18 +242,31 @@ class SpeechDataModule(L.LightningDataModule):
             self._restored_sampler_state = None
         return self._loader(self.train_sampler)
 
-    def _eval_loader(self, split_attr: str):
-        parts = self.split_cuts(split_attr)
-        world, rank = self._dist()
-        loaders = [self._loader(build_sampler(c, self.cfg, train=False, world_size=world, rank=rank))
-                   for _, c in parts]
-        return loaders[0] if len(loaders) == 1 else loaders
+    def eval_dataloaders(self, split_attr: str, world_size: int | None = None,
+                         rank: int | None = None) -> list:
+        """One loader per corpus with that split, sharded by rank (default: the trainer's)."""
+        world, own_rank = self._dist()
+        world = world if world_size is None else world_size
+        rank = own_rank if rank is None else rank
+        return [self._loader(build_sampler(c, self.cfg, train=False, world_size=world, rank=rank))
+                for _, c in self.split_cuts(split_attr)]
 
     def val_dataloader(self):
-        return self._eval_loader("val_split")
+        loaders = self.eval_dataloaders("val_split")
+        return loaders[0] if len(loaders) == 1 else loaders
 
     def test_dataloader(self):
-        return self._eval_loader("test_split")
+        loaders = self.eval_dataloaders("test_split")
+        return loaders[0] if len(loaders) == 1 else loaders
+
+    def train_batches_per_epoch(self) -> int:
+        """Batches this rank draws per epoch. Dynamic batches have no ``len``, so count them with
+        a fresh sampler (reads only manifest metadata, no audio); cached."""
+        if getattr(self, "_batches_per_epoch", None) is None:
+            world, rank = self._dist()
+            sampler = build_sampler(self.train_cuts(), self.cfg, train=True, world_size=world, rank=rank)
+            self._batches_per_epoch = sum(1 for _ in sampler)
+        return self._batches_per_epoch
 
     # -- resumable state -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -42,7 +42,6 @@ def decode(module, loader, cfg: ExperimentConfig, tasks: list[str], *, zero_desc
     """Generate for every utterance of ``loader`` and every task; returns prediction rows."""
     model = module.model.eval()
     device = next(model.parameters()).device
-    labels = tuple(cfg.training.labels)
     rows, seen = [], 0
     for batch in tqdm(loader, desc=desc, leave=False):
         if limit is not None and seen >= limit:
@@ -53,22 +52,31 @@ def decode(module, loader, cfg: ExperimentConfig, tasks: list[str], *, zero_desc
         wave, lens = batch["wave"][:n].to(device), batch["wave_lens"][:n].to(device)
         wave = wave[:, : int(lens.max())]
         seen += n
-        for task_name in tasks:
-            texts = model.generate(wave, lens, get_task(task_name), num_beams=cfg.eval.num_beams,
-                                   max_new_tokens=cfg.eval.max_new_tokens,
-                                   zero_descriptor=zero_descriptor)
-            for rec, raw in zip(batch["records"][:n], texts):
-                parsed = parse_output(raw, labels)
-                rows.append({
-                    "id": rec["id"], "task": task_name, "corpus": rec.get("corpus"),
-                    "transcript_ref": rec.get("transcript"), "caption_ref": rec.get("caption"),
-                    "emotion_ref": rec.get("emotion"), "attributes_ref": rec.get("attributes"),
-                    "annotator_emotions": rec.get("annotator_emotions"),
-                    "raw": raw, "transcript": parsed["transcript"], "caption": parsed["caption"],
-                    "emotion": parsed["emotion"], "parsed": parsed["parsed"],
-                    "caption_attributes": caption_attributes(parsed["caption"]),
-                })
+        rows += decode_batch(model, wave, lens, batch["records"][:n], tasks, cfg,
+                             zero_descriptor=zero_descriptor)
     return _gather(rows)
+
+
+def decode_batch(model, wave, lens, records: list[dict], tasks: list[str], cfg: ExperimentConfig,
+                 zero_descriptor: bool = False) -> list[dict]:
+    """Prediction rows for one batch: references, raw generated text and parsed fields."""
+    labels = tuple(cfg.training.labels)
+    rows = []
+    for task_name in tasks:
+        texts = model.generate(wave, lens, get_task(task_name), num_beams=cfg.eval.num_beams,
+                               max_new_tokens=cfg.eval.max_new_tokens, zero_descriptor=zero_descriptor)
+        for rec, raw in zip(records, texts):
+            parsed = parse_output(raw, labels)
+            rows.append({
+                "id": rec["id"], "task": task_name, "corpus": rec.get("corpus"),
+                "transcript_ref": rec.get("transcript"), "caption_ref": rec.get("caption"),
+                "emotion_ref": rec.get("emotion"), "attributes_ref": rec.get("attributes"),
+                "annotator_emotions": rec.get("annotator_emotions"),
+                "raw": raw, "transcript": parsed["transcript"], "caption": parsed["caption"],
+                "emotion": parsed["emotion"], "parsed": parsed["parsed"],
+                "caption_attributes": caption_attributes(parsed["caption"]),
+            })
+    return rows
 
 
 def _emotion_rows(rows):
@@ -76,7 +84,7 @@ def _emotion_rows(rows):
 
 
 def compute_metrics(rows: list[dict], labels: list[str], counterfactual_rows: list[dict] | None = None,
-                    language: str = "en") -> dict:
+                    language: str = "en", caption_metrics: tuple[str, ...] = M.CAPTION_METRICS) -> dict:
     """``metrics.json`` from prediction rows (keys of the design notes, plus extras)."""
     out: dict = {"n_utterances": len({r["id"] for r in rows}), "reasons": {}}
     emo = _emotion_rows(rows)
@@ -94,7 +102,8 @@ def compute_metrics(rows: list[dict], labels: list[str], counterfactual_rows: li
         out["reasons"]["wer"] = "no transcript task with references was decoded"
     cap = [r for r in rows if "caption" in get_task(r["task"]).fields and r["caption_ref"]]
     if cap:
-        cm = M.caption_metrics([r["caption_ref"] for r in cap], [r["caption"] for r in cap], language)
+        cm = M.caption_metrics([r["caption_ref"] for r in cap], [r["caption"] for r in cap], language,
+                               metrics=caption_metrics)
         for k in ("bleu4", "meteor", "rouge_l", "cider", "spice"):
             out[k] = cm[k]
         out["reasons"].update(cm.get("reasons", {}))
@@ -151,10 +160,18 @@ def print_table(metrics: dict) -> None:
     print(f"utterances: {metrics['n_utterances']}, unparsed emotions: {metrics['n_unparsed']}")
 
 
-def evaluate_module(module, dm, cfg: ExperimentConfig, out_dir: Path) -> dict:
-    """Decode the test split(s), write predictions.jsonl and metrics.json, print a table."""
-    loaders = dm.test_dataloader()
-    loader = loaders[0] if isinstance(loaders, list) else loaders
+def evaluate_module(module, dm, cfg: ExperimentConfig, out_dir: Path, world_size: int | None = None,
+                    rank: int | None = None) -> dict:
+    """Decode the test split, write predictions.jsonl and metrics.json, print a table.
+
+    By default each DDP rank decodes its shard and the rows are gathered once; ``world_size=1``
+    decodes everything in this process.
+    """
+    loaders = dm.eval_dataloaders("test_split", world_size, rank)
+    if len(loaders) > 1:
+        print(f"note: {len(loaders)} corpora have a test split; evaluating the first "
+              f"({cfg.data.corpora[0].name if loaders else ''})")
+    loader = loaders[0]
     tasks = list(cfg.eval.tasks)
     rows = decode(module, loader, cfg, tasks, limit=cfg.eval.limit)
     emo_tasks = [t for t in tasks if "emotion" in get_task(t).fields]

@@ -81,10 +81,14 @@ def load_adaptable(module: ExplainableSERModule, ckpt: Path) -> None:
                           f"{missing.unexpected_keys[:5]} ...")
 
 
-def build(cfg: ExperimentConfig, run_dir: Path):
-    """Data module, tokenizer and Lightning module for an experiment."""
+def build(cfg: ExperimentConfig, run_dir: Path, with_data: bool = True):
+    """Data module, tokenizer and Lightning module for an experiment.
+
+    ``with_data=False`` (prediction on files) needs a saved or configured tokenizer.
+    """
     dm = SpeechDataModule(cfg.data)
-    dm.prepare_data()
+    if with_data:
+        dm.prepare_data()
     tokenizer = prepare_tokenizer(cfg, dm, run_dir)
     model = build_model(cfg.model, tokenizer)
     return dm, ExplainableSERModule(model, cfg, run_dir)
@@ -96,6 +100,7 @@ def run(cfg: ExperimentConfig) -> Path:
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
     L.seed_everything(cfg.seed, workers=True)
     dm, module = build(cfg, run_dir)
+    global_rank = 0
     for stage in cfg.training.stages:
         stage_dir = run_dir / stage.name
         final = stage_dir / "final.ckpt"
@@ -115,11 +120,14 @@ def run(cfg: ExperimentConfig) -> Path:
             **trainer_kwargs(cfg))
         trainer.fit(module, datamodule=dm)
         trainer.save_checkpoint(final)
+        global_rank = trainer.global_rank
         print(f"[{stage.name}] done: checkpoint {final}, TensorBoard {logger.log_dir}")
-    if cfg.eval.run_after_fit:
+    if cfg.eval.run_after_fit and global_rank == 0:
+        # After a DDP fit every rank is still running this script; one process decodes the
+        # whole test split and writes the outputs (others would race on the same files).
         from explainable_ser.evaluate import evaluate_module
 
-        evaluate_module(module, dm, cfg, run_dir)
+        evaluate_module(module, dm, cfg, run_dir, world_size=1, rank=0)
     print(f"run directory: {run_dir}")
     return run_dir
 

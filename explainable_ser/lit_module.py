@@ -53,6 +53,37 @@ class ExplainableSERModule(L.LightningModule):
         tasks = self.stage.tasks
         return tasks[batch_idx % len(tasks)]  # alternation: one task per batch, in turn
 
+    def current_beta(self) -> float:
+        """beta: 0 for the stage's first ``kl_delay_ratio`` of steps, then a linear ramp over
+        ``kl_warmup_ratio`` of the steps, then constant."""
+        t = self.cfg.training
+        if (t.kl_delay_ratio <= 0 and t.kl_warmup_ratio <= 0) or self._trainer is None:
+            return t.beta
+        steps = self.stage_steps()
+        past_delay = self.trainer.global_step - t.kl_delay_ratio * steps
+        if past_delay < 0:
+            return 0.0
+        ramp = t.kl_warmup_ratio * steps
+        return t.beta * (min(1.0, past_delay / ramp) if ramp > 0 else 1.0)
+
+    def stage_steps(self) -> int:
+        """Optimiser steps of the current stage (for warm-up and the LR schedule).
+
+        Lightning cannot size an epoch of dynamic (max-duration) batches, so the data module counts
+        them; ``limit_train_batches`` and gradient accumulation are applied here.
+        """
+        if getattr(self, "_stage_steps", None) is None or self._stage_steps[0] != self.stage.name:
+            trainer = self.trainer
+            per_epoch = trainer.datamodule.train_batches_per_epoch()
+            limit = trainer.limit_train_batches
+            if isinstance(limit, int):
+                per_epoch = min(per_epoch, limit)
+            elif isinstance(limit, float) and limit < 1.0:
+                per_epoch = max(1, int(per_epoch * limit))
+            steps = math.ceil(per_epoch / trainer.accumulate_grad_batches) * self.stage.epochs
+            self._stage_steps = (self.stage.name, max(1, steps))
+        return self._stage_steps[1]
+
     def trained_branches(self) -> list[str]:
         return [g for g in ("content", "descriptor") if g in self.stage.trainable]
 
@@ -96,7 +127,7 @@ class ExplainableSERModule(L.LightningModule):
             zero_content=zero_speech)
         ce = out["ce"].mean()  # summed over target tokens, averaged over utterances
         kl = {b: out[f"kl_{b}"].mean() for b in ("content", "descriptor")}
-        loss = ce + self.cfg.training.beta * sum(kl[b] for b in trained)
+        loss = ce + self.current_beta() * sum(kl[b] for b in trained)
         return {"loss": loss, "ce": ce, "ce_per_token": out["ce_per_token"].mean(), "kl": kl,
                 "n": len(targets)}
 
@@ -120,7 +151,7 @@ class ExplainableSERModule(L.LightningModule):
         self.log(f"train/ce_per_token_{task_name}", res["ce_per_token"], batch_size=n)
         for b in ("content", "descriptor"):
             self.log(f"train/kl_{b}", res["kl"][b], batch_size=n)
-        self.log("train/beta", self.cfg.training.beta, batch_size=n)
+        self.log("train/beta", self.current_beta(), batch_size=n)
         self.log("train/padding_efficiency", batch["padding_efficiency"], batch_size=n)
         lens = batch["wave_lens"]
         self._pad_real += int(lens.sum())
@@ -133,6 +164,10 @@ class ExplainableSERModule(L.LightningModule):
         self._pad_real = self._pad_total = 0
         for reason, count in self.skip_counts.items():
             self.log(f"skipped/{reason}", float(count))
+        if self.skip_counts:
+            where = f" (ids in {self.run_dir / 'skipped.jsonl'})" if self.run_dir else ""
+            self.print(f"[{self.stage.name}] epoch {self.current_epoch}: skipped so far "
+                       f"{dict(self.skip_counts)}{where}")
         self.log_layer_weights()
 
     def log_layer_weights(self):
@@ -142,9 +177,13 @@ class ExplainableSERModule(L.LightningModule):
                 self.log(f"layer_weights/{b}/{i:02d}", v)
 
     # -- validation ----------------------------------------------------------------------------
+    def on_validation_epoch_start(self):
+        self._val_rows: list[dict] = []
+
     def validation_step(self, batch, batch_idx):
         if len(batch["ids"]) == 0:
             return
+        self._decode_for_curves(batch)
         for task_name in dict.fromkeys(self.stage.tasks):
             for zero, suffix in ((False, ""), (True, "_no_speech")):
                 res = self._losses(batch, task_name, train=False, zero_speech=zero)
@@ -159,7 +198,7 @@ class ExplainableSERModule(L.LightningModule):
         fused = self.cfg.training.fused_adamw and all(p.is_cuda for p in params)
         opt = torch.optim.AdamW(params, lr=self.stage.lr, weight_decay=self.cfg.training.weight_decay,
                                 fused=fused or None)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = self.stage_steps()
         warmup = int(round(self.stage.warmup_ratio * total))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, total, self.stage.scheduler))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -173,3 +212,44 @@ class ExplainableSERModule(L.LightningModule):
     def adaptable_state_dict(self) -> dict[str, torch.Tensor]:
         return {n: p.detach().clone() for n, p in self.model.named_parameters()
                 if group_of(n) is not None}
+
+    # -- decoded validation metrics for TensorBoard ---------------------------------------------
+    def _decode_for_curves(self, batch) -> None:
+        from explainable_ser.evaluate import decode_batch
+
+        room = self.cfg.eval.val_decode_limit - len({r["id"] for r in self._val_rows})
+        if room <= 0 or self.trainer.sanity_checking:
+            return
+        lens = batch["wave_lens"][:room]
+        wave = batch["wave"][:room, : int(lens.max())]
+        tasks = list(dict.fromkeys(self.stage.tasks))
+        self._val_rows += decode_batch(self.model, wave, lens, batch["records"][:room], tasks, self.cfg,
+                                       zero_descriptor=self.stage.zero_descriptor)
+
+    def on_validation_epoch_end(self):
+        rows = getattr(self, "_val_rows", [])
+        if not rows:
+            return
+        from explainable_ser.evaluate import _gather, compute_metrics
+        from explainable_ser.plots import confusion_figure, layer_weights_figure, predictions_table
+
+        rows = _gather(rows)
+        labels = list(self.cfg.training.labels)
+        # METEOR (a JVM per call) and SPICE are left to the final evaluation.
+        m = compute_metrics(rows, labels, caption_metrics=("bleu4", "rouge_l", "cider"))
+        for key in ("ua", "wa", "macro_f1", "wer", "bleu4", "rouge_l", "cider"):
+            if isinstance(m.get(key), float):
+                self.log(f"val/{key}", m[key], rank_zero_only=True)
+        aa = m.get("attribute_accuracy") or {}
+        for key, value in (aa.get("accuracy") or {}).items():
+            if value is not None:
+                self.log(f"val/attribute_accuracy/{key}", value, rank_zero_only=True)
+        writer = getattr(self.logger, "experiment", None)
+        if self.global_rank != 0 or writer is None or not hasattr(writer, "add_figure"):
+            return
+        step = self.global_step
+        writer.add_text("val/predictions", predictions_table(rows), step)
+        if m["ua"] is not None:
+            writer.add_figure("val/confusion", confusion_figure(m["confusion"], labels), step)
+        weights = {b: getattr(self.model, b).block.layer_weights().tolist() for b in ("content", "descriptor")}
+        writer.add_figure("layer_weights", layer_weights_figure(weights), step)

@@ -152,6 +152,22 @@ class ExplainableSER(nn.Module):
     def lm_head(self, hidden):
         return self.llm.get_base_model().lm_head(hidden)
 
+    @torch.no_grad()
+    def label_scores(self, wave, wave_lens, task: Task, prefixes: list[str],
+                     labels: list[str]) -> torch.Tensor:
+        """Per-class probabilities [B, C] of ``Emotion: {label}`` after each utterance's prefix.
+
+        The prefix (e.g. the generated caption) is shared by all candidates, so the differences
+        of the summed target cross-entropies are the labels' log-probabilities.
+        """
+        neg_ce = []
+        for label in labels:
+            targets = [f"{p}\nEmotion: {label}".strip() for p in prefixes]
+            out = self.forward(wave, wave_lens, task, targets, sample_content=False,
+                               sample_descriptor=False)
+            neg_ce.append(-out["ce"])
+        return torch.softmax(torch.stack(neg_ce, dim=1), dim=1)
+
     # -- inference -------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, wave, wave_lens, task: Task, *, max_new_tokens: int = 64, num_beams: int = 1,
@@ -206,8 +222,11 @@ def build_llm(cfg, vocab_size: int, device: str = "cpu") -> nn.Module:
     return get_peft_model(llm, lora)
 
 
-def build_model(cfg, tokenizer, device: str = "cpu") -> ExplainableSER:
-    """The whole stack from a :class:`explainable_ser.config.ModelConfig`."""
+def build_model(cfg, tokenizer, device: str = "cpu", vocab_size: int | None = None) -> ExplainableSER:
+    """The whole stack from a :class:`explainable_ser.config.ModelConfig`.
+
+    ``vocab_size`` overrides the tokenizer's size for a randomly initialised LLM (size-only builds).
+    """
     encoder = build_encoder(cfg.encoder)
-    llm = build_llm(cfg.llm, vocab_size=len(tokenizer), device=device)
+    llm = build_llm(cfg.llm, vocab_size=vocab_size or len(tokenizer), device=device)
     return ExplainableSER(encoder, llm, tokenizer, cfg)

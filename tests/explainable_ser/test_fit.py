@@ -91,3 +91,68 @@ def test_ddp_two_cpu_processes(corpus, tmp_path):
 def test_bf16_mixed_precision(corpus, tmp_path):
     assert main(fit_args(corpus, tmp_path, "trainer.precision=bf16-mixed", "eval.limit=2")) == 0
     assert (tmp_path / "metrics.json").exists()
+
+
+def test_evaluate_cli_rewrites_metrics(demo_run, tmp_path):
+    from explainable_ser.evaluate import main as evaluate_main
+
+    out = tmp_path / "eval"
+    assert evaluate_main(["--ckpt", str(demo_run / "stage2" / "final.ckpt"), "--out", str(out),
+                          "eval.limit=3"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_utterances"] == 3
+    lines = (out / "predictions.jsonl").read_text().splitlines()
+    assert {json.loads(l)["task"] for l in lines} == {"asr", "ser_sed"}
+
+
+def test_predict_prints_one_explanation_per_file(demo_run, corpus, capsys):
+    from explainable_ser.predict import main as predict_main
+
+    audio = sorted((corpus / "audio" / "test").glob("*.flac"))[:2]
+    assert predict_main(["--ckpt", str(demo_run / "stage2" / "final.ckpt"),
+                         *map(str, audio), "/nonexistent.wav"]) == 1  # one bad file: reported
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+    assert len(lines) == 3 and "error" in lines[2]
+    for line in lines[:2]:
+        assert set(line["emotion_scores"]) == {"neutral", "happy", "sad", "angry"}
+        assert abs(sum(line["emotion_scores"].values()) - 1.0) < 1e-3
+        assert {"transcript", "caption", "emotion", "attributes"} <= set(line)
+
+
+def test_compare_pairs_utterances(demo_run, capsys):
+    from explainable_ser.compare import main as compare_main
+
+    pred = str(demo_run / "predictions.jsonl")
+    assert compare_main([pred, pred, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n_shared"] == 12 and res["only_a"] == 0
+    assert res["metrics"]["ua"]["delta"] == 0.0
+    assert res["metrics"]["ua"]["p"] is None  # identical systems: no variance, no p-value
+    assert compare_main([pred, "/nonexistent.jsonl"]) == 2
+
+
+def scalars(run_dir, stage: str, tag: str) -> list[float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard" / stage))
+    acc.Reload()
+    return [e.value for e in acc.Scalars(tag)]
+
+
+def test_schedules_follow_the_stage_length(demo_run):
+    # Dynamic batches have no len(): the schedule must still know the stage's length.
+    for stage in ("stage1", "stage2"):
+        lrs = scalars(demo_run, stage, "lr-AdamW")
+        assert lrs and max(lrs) > 0, stage
+        betas = scalars(demo_run, stage, "train/beta")
+        assert betas[0] == 0.0 and betas[-1] == pytest.approx(0.1353352832, rel=1e-6), \
+            "beta ramps from 0 to its value during the KL warm-up"
+
+
+def test_lr_schedules():
+    from explainable_ser.lit_module import lr_lambda
+
+    cosine, constant = lr_lambda(10, 100, "cosine"), lr_lambda(10, 100, "constant")
+    assert [cosine(s) for s in (0, 9)] == [0.1, 1.0]  # linear warm-up
+    assert cosine(55) == pytest.approx(0.5) and cosine(100) == pytest.approx(0.0)
+    assert constant(5) == 0.6 and constant(99) == 1.0

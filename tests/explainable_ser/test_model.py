@@ -121,6 +121,7 @@ def test_trainable_parameter_names_per_stage(tiny_tokenizer):
     content = {n for n, _ in m.named_parameters() if n.startswith("content.")}
     descriptor = {n for n, _ in m.named_parameters() if n.startswith("descriptor.")}
     lora = {n for n, _ in m.named_parameters() if "lora_" in n}
+    saved = {n for n, _ in m.named_parameters() if "modules_to_save" in n}
     expected_content = {
         "content.block.layer_logits", "content.block.encoder.0.weight", "content.block.encoder.0.bias",
         "content.block.encoder.2.weight", "content.block.encoder.2.bias", "content.block.mu.weight",
@@ -128,12 +129,17 @@ def test_trainable_parameter_names_per_stage(tiny_tokenizer):
         "content.adapter.proj.0.weight", "content.adapter.proj.0.bias", "content.adapter.proj.2.weight",
         "content.adapter.proj.2.bias"}
     assert content == expected_content
-    # 2 layers x 4 projections x (A, B) LoRA matrices
-    assert len(lora) == 2 * 4 * 2
-    assert all(".self_attn." in n and n.endswith((".lora_A.default.weight", ".lora_B.default.weight"))
-               for n in lora)
-    assert s1 == content | lora
-    assert s2 == descriptor | lora
+    # 2 layers x 7 projections (q, k, v, o, gate, up, down) x (A, B) LoRA matrices
+    projections = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    expected_lora = {f"llm.base_model.model.model.layers.{i}.{'self_attn' if p[0] in 'qkvo' else 'mlp'}"
+                     f".{p}.lora_{ab}.default.weight"
+                     for i in range(2) for p in projections for ab in "AB"}
+    assert lora == expected_lora
+    # the demo's random LLM also trains its embeddings and head (peft modules_to_save)
+    assert saved == {"llm.base_model.model.model.embed_tokens.modules_to_save.default.weight",
+                     "llm.base_model.model.lm_head.modules_to_save.default.weight"}
+    assert s1 == content | lora | saved
+    assert s2 == descriptor | lora | saved
     assert not any(n.startswith("encoder.") for n in s1 | s2)
 
 

@@ -1,0 +1,83 @@
+"""Decoding benchmark: utterances/s of batched generation vs batch-1, and SDPA vs eager attention.
+
+    python benchmarks/decode.py [--ckpt runs/demo/stage2/final.ckpt] [--n 32] [--batch 16]
+
+With ``--ckpt`` the trained demo model decodes real SynthCraft test clips (its run directory
+gives the config and tokenizer); without it, a random tiny model does (outputs are then
+arbitrary but the timing is the same work). Greedy outputs of the batched run are compared
+with batch-1 outputs: ``identical_outputs`` must be true. Writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+from lhotse import CutSet
+
+from data_modules.datamodule import DataConfig, SpeechBatchDataset
+from data_modules.records import manifest_path
+from explainable_ser.config import load_config
+from explainable_ser.prompts import get_task
+
+
+def timed_decode(model, wave, lens, task, batch: int, max_new_tokens: int) -> tuple[list[str], float]:
+    out, t0 = [], time.perf_counter()
+    for i in range(0, wave.shape[0], batch):
+        lb = lens[i : i + batch]
+        out += model.generate(wave[i : i + batch, : int(lb.max())], lb, task, max_new_tokens=max_new_tokens)
+    return out, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ckpt", default=None)
+    ap.add_argument("--data-dir", default="data/synthcraft")
+    ap.add_argument("--n", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--task", default="ser_sed")
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--out", default="benchmarks/results/decode.json")
+    args = ap.parse_args()
+    from explainable_ser.fit import build, load_adaptable
+
+    res: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                             "torch_threads": torch.get_num_threads()}, "args": vars(args)}
+    cuts = CutSet.from_file(manifest_path(args.data_dir, "synthcraft", "test")).subset(first=args.n)
+    batch = SpeechBatchDataset(DataConfig())[cuts]
+    wave, lens = batch["wave"], batch["wave_lens"]
+    task = get_task(args.task)
+    for attn in ("sdpa", "eager"):
+        if args.ckpt:
+            run_dir = Path(args.ckpt).parent.parent
+            cfg = load_config([str(run_dir / "config.yaml"), f"model.llm.attn_implementation={attn}"])
+        else:
+            run_dir = Path("runs/bench_decode")
+            cfg = load_config([f"data.corpora.0.dir={args.data_dir}", f"model.llm.attn_implementation={attn}"])
+        torch.manual_seed(0)
+        _, module = build(cfg, run_dir, with_data=False)
+        if args.ckpt:
+            load_adaptable(module, Path(args.ckpt))
+        model = module.model.eval()
+        timed_decode(model, wave[:2], lens[:2], task, 2, 4)  # warm-up
+        batched, t_b = timed_decode(model, wave, lens, task, args.batch, args.max_new_tokens)
+        single, t_1 = timed_decode(model, wave, lens, task, 1, args.max_new_tokens)
+        res[attn] = {
+            f"utt_per_s_batch{args.batch}": args.n / t_b, "utt_per_s_batch1": args.n / t_1,
+            "speedup": t_1 / t_b, "identical_outputs": batched == single,
+            "n_mismatched": sum(a != b for a, b in zip(batched, single)),
+        }
+    res["sdpa_vs_eager_batched"] = (res["sdpa"][f"utt_per_s_batch{args.batch}"]
+                                    / res["eager"][f"utt_per_s_batch{args.batch}"])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=2))
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Explain audio files: ``python -m explainable_ser.predict --ckpt PATH AUDIO [AUDIO ...]``.
+
+Prints one JSON line per file: the transcript (``asr``), the descriptor caption and emotion
+(``ser_sed``), the attributes read back from the caption, and the per-class scores of the
+emotion (the model's probability of ``Emotion: {label}`` after its own caption). Audio in any
+format soundfile reads, any rate (resampled to 16 kHz), multichannel downmixed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from explainable_ser.config import ConfigError, load_config
+from explainable_ser.prompts import caption_attributes, get_task, parse_output
+
+_EMOTION_PREFIX = re.compile(r"emotion\s*:", re.IGNORECASE)
+
+
+def load_audio(path: str, rate: int) -> torch.Tensor:
+    audio, sr = sf.read(path, dtype="float32", always_2d=True)  # [T, C]
+    audio = audio.mean(axis=1)
+    if sr != rate:
+        audio = soxr.resample(audio, sr, rate).astype(np.float32)
+    return torch.from_numpy(audio)
+
+
+@torch.no_grad()
+def explain(model, wave: torch.Tensor, labels: list[str], max_new_tokens: int = 64,
+            num_beams: int = 1) -> dict:
+    """Transcript, caption, emotion and per-class emotion scores for one waveform [T]."""
+    w, lens = wave[None], torch.tensor([wave.numel()])
+    asr = model.generate(w, lens, get_task("asr"), max_new_tokens=max_new_tokens, num_beams=num_beams)[0]
+    task = get_task("ser_sed")
+    raw = model.generate(w, lens, task, max_new_tokens=max_new_tokens, num_beams=num_beams)[0]
+    parsed = parse_output(raw, tuple(labels))
+    m = _EMOTION_PREFIX.search(raw)
+    prefix = (raw[: m.start()] if m else raw).strip()
+    scores = model.label_scores(w, lens, task, [prefix], labels)[0]
+    return {
+        "transcript": parse_output(asr)["transcript"],
+        "caption": parsed["caption"],
+        "emotion": parsed["emotion"],
+        "emotion_scores": {lab: round(float(s), 4) for lab, s in zip(labels, scores)},
+        "attributes": caption_attributes(parsed["caption"]),
+        "raw": {"asr": asr, "ser_sed": raw},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m explainable_ser.predict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", required=True, help="checkpoint, e.g. runs/demo/stage2/final.ckpt")
+    parser.add_argument("audio", nargs="+", help="audio files")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    args = parser.parse_args(argv)
+    ckpt = Path(args.ckpt)
+    if not ckpt.is_file():
+        print(f"error: checkpoint not found: {ckpt}", file=sys.stderr)
+        return 2
+    run_dir = ckpt.parent.parent
+    try:
+        cfg = load_config([str(run_dir / "config.yaml"), *args.set])
+        from explainable_ser.fit import build, load_adaptable
+
+        _, module = build(cfg, run_dir, with_data=False)
+        load_adaptable(module, ckpt)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    model = module.model.eval()
+    status = 0
+    for path in args.audio:
+        try:
+            wave = load_audio(path, cfg.data.sampling_rate)
+        except Exception as err:  # one unreadable file must not stop the others
+            print(json.dumps({"file": path, "error": f"{type(err).__name__}: {err}"}))
+            status = 1
+            continue
+        out = explain(model, wave, list(cfg.training.labels), cfg.eval.max_new_tokens, cfg.eval.num_beams)
+        print(json.dumps({"file": path, **out}, ensure_ascii=False))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
