@@ -38,8 +38,11 @@ def _gather(rows: list[dict]) -> list[dict]:
 
 @torch.no_grad()
 def decode(module, loader, cfg: ExperimentConfig, tasks: list[str], *, zero_descriptor=False,
-           limit: int | None = None, desc: str = "decoding") -> list[dict]:
-    """Generate for every utterance of ``loader`` and every task; returns prediction rows."""
+           limit: int | None = None, desc: str = "decoding", gather: bool = True) -> list[dict]:
+    """Generate for every utterance of ``loader`` and every task; returns prediction rows.
+
+    ``gather``: the loader holds this rank's shard, so collect every rank's rows once.
+    """
     model = module.model.eval()
     device = next(model.parameters()).device
     rows, seen = [], 0
@@ -54,7 +57,7 @@ def decode(module, loader, cfg: ExperimentConfig, tasks: list[str], *, zero_desc
         seen += n
         rows += decode_batch(model, wave, lens, batch["records"][:n], tasks, cfg,
                              zero_descriptor=zero_descriptor)
-    return _gather(rows)
+    return _gather(rows) if gather else rows
 
 
 def decode_batch(model, wave, lens, records: list[dict], tasks: list[str], cfg: ExperimentConfig,
@@ -173,11 +176,15 @@ def evaluate_module(module, dm, cfg: ExperimentConfig, out_dir: Path, world_size
               f"({cfg.data.corpora[0].name if loaders else ''})")
     loader = loaders[0]
     tasks = list(cfg.eval.tasks)
-    rows = decode(module, loader, cfg, tasks, limit=cfg.eval.limit)
+    sharded = world_size is None or world_size > 1
+    rows = decode(module, loader, cfg, tasks, limit=cfg.eval.limit, gather=sharded)
     emo_tasks = [t for t in tasks if "emotion" in get_task(t).fields]
     cf_rows = decode(module, loader, cfg, emo_tasks, zero_descriptor=True, limit=cfg.eval.limit,
-                     desc="counterfactual") if emo_tasks else None
+                     desc="counterfactual", gather=sharded) if emo_tasks else None
     metrics = compute_metrics(rows, list(cfg.training.labels), cf_rows)
+    if torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_rank() != 0:
+        return metrics  # every rank holds the gathered rows; rank 0 writes them
     write_outputs(rows, metrics, out_dir)
     print_table(metrics)
     print(f"wrote {out_dir / 'predictions.jsonl'} and {out_dir / 'metrics.json'}")
