@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from explainable_ser import metrics as M
-from explainable_ser.config import ConfigError, ExperimentConfig, load_config
+from explainable_ser.config import ConfigError, ExperimentConfig
 from explainable_ser.prompts import caption_attributes, get_task, parse_output
 
 DESCRIPTION = __doc__
@@ -198,21 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output directory (default: the run directory)")
     parser.add_argument("overrides", nargs="*", help="YAML files and key=value overrides")
     args = parser.parse_args(argv)
-    ckpt = Path(args.ckpt)
-    if not ckpt.is_file():
-        print(f"error: checkpoint not found: {ckpt}", file=sys.stderr)
-        return 2
-    run_dir = ckpt.parent.parent
-    overrides = list(args.overrides)
-    if (run_dir / "config.yaml").exists() and not any(o.endswith((".yaml", ".yml")) for o in overrides):
-        overrides = [str(run_dir / "config.yaml"), *overrides]
-    try:
-        cfg = load_config(overrides)
-        cfg.run_dir = str(run_dir)
-        from explainable_ser.fit import build, load_adaptable
+    from explainable_ser.fit import load_run
 
-        dm, module = build(cfg, run_dir)
-        load_adaptable(module, ckpt)
+    try:
+        cfg, dm, module, run_dir = load_run(args.ckpt, list(args.overrides))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -94,6 +94,25 @@ def build(cfg: ExperimentConfig, run_dir: Path, with_data: bool = True):
     return dm, ExplainableSERModule(model, cfg, run_dir)
 
 
+def load_run(ckpt: str | Path, overrides: list[str], with_data: bool = True):
+    """A trained run from one of its checkpoints (``{run_dir}/{stage}/x.ckpt``).
+
+    The run's ``config.yaml`` comes first unless a YAML is given; ``overrides`` follow.
+    Returns ``(cfg, data module, Lightning module, run_dir)``; raises :class:`ConfigError`.
+    """
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise ConfigError(f"checkpoint not found: {ckpt}")
+    run_dir = ckpt.parent.parent
+    if (run_dir / "config.yaml").exists() and not any(o.endswith((".yaml", ".yml")) for o in overrides):
+        overrides = [str(run_dir / "config.yaml"), *overrides]
+    cfg = load_config(overrides)
+    cfg.run_dir = str(run_dir)
+    dm, module = build(cfg, run_dir, with_data=with_data)
+    load_adaptable(module, ckpt)
+    return cfg, dm, module, run_dir
+
+
 def run(cfg: ExperimentConfig) -> Path:
     run_dir = cfg.resolved_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -12,14 +12,13 @@ import argparse
 import json
 import re
 import sys
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 import torch
 
-from explainable_ser.config import ConfigError, load_config
+from explainable_ser.config import ConfigError
 from explainable_ser.prompts import caption_attributes, get_task, parse_output
 
 _EMOTION_PREFIX = re.compile(r"emotion\s*:", re.IGNORECASE)
@@ -62,17 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("audio", nargs="+", help="audio files")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args(argv)
-    ckpt = Path(args.ckpt)
-    if not ckpt.is_file():
-        print(f"error: checkpoint not found: {ckpt}", file=sys.stderr)
-        return 2
-    run_dir = ckpt.parent.parent
-    try:
-        cfg = load_config([str(run_dir / "config.yaml"), *args.set])
-        from explainable_ser.fit import build, load_adaptable
+    from explainable_ser.fit import load_run
 
-        _, module = build(cfg, run_dir, with_data=False)
-        load_adaptable(module, ckpt)
+    try:
+        cfg, _, module, _ = load_run(args.ckpt, list(args.set), with_data=False)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
