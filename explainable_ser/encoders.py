@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -93,21 +95,29 @@ class FbankEncoder(nn.Module):
         return layers, frame_lens
 
 
-def build_encoder(cfg) -> nn.Module:
-    """An encoder from :class:`explainable_ser.config.EncoderConfig`, frozen and in eval mode."""
+def build_encoder(cfg, random_init_dir=None) -> nn.Module:
+    """An encoder from :class:`explainable_ser.config.EncoderConfig`, frozen and in eval mode.
+
+    A randomly initialised HF encoder is saved to ``random_init_dir`` on first build and loaded
+    from there afterwards (it is frozen, so checkpoints do not hold it).
+    """
     if cfg.kind == "fbank":
         enc = FbankEncoder(sampling_rate=cfg.sampling_rate, num_mel_bins=cfg.num_mel_bins)
     elif cfg.kind == "hf":
         from transformers import AutoConfig, AutoModel
 
-        if cfg.name_or_path:
+        saved = random_init_dir is not None and (Path(random_init_dir) / "config.json").exists()
+        path = cfg.name_or_path or (str(random_init_dir) if saved else None)
+        if path:
             model = AutoModel.from_pretrained(
-                cfg.name_or_path, trust_remote_code=cfg.trust_remote_code,
+                path, trust_remote_code=cfg.trust_remote_code,
                 attn_implementation=cfg.attn_implementation)
         else:
             hf_cfg = AutoConfig.for_model(**dict(cfg.hf_config))
             hf_cfg._attn_implementation = cfg.attn_implementation
             model = AutoModel.from_config(hf_cfg)
+            if random_init_dir is not None:
+                model.save_pretrained(random_init_dir)
         enc = HFSpeechEncoder(model)
     else:
         raise ValueError(f"model.encoder.kind must be 'hf' or 'fbank', got {cfg.kind!r}")

@@ -90,7 +90,9 @@ def build(cfg: ExperimentConfig, run_dir: Path, with_data: bool = True):
     if with_data:
         dm.prepare_data()
     tokenizer = prepare_tokenizer(cfg, dm, run_dir)
-    model = build_model(cfg.model, tokenizer)
+    # Randomly initialised (offline) encoder/LLM weights live in the run directory, so every
+    # later build of this run (resume, evaluate, predict) gets the same frozen weights.
+    model = build_model(cfg.model, tokenizer, random_init_dir=run_dir / "offline_models")
     return dm, ExplainableSERModule(model, cfg, run_dir)
 
 

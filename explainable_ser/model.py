@@ -14,6 +14,7 @@ No Lightning and no data-module imports: this file is plain PyTorch + transforme
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -191,13 +192,28 @@ def resolve_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def build_llm(cfg, vocab_size: int, device: str = "cpu") -> nn.Module:
-    """The causal LM with LoRA: ``from_pretrained`` (real) or random from ``hf_config``."""
+def offline_weights(name_or_path: str | None, random_init_dir: str | Path | None) -> str | None:
+    """Where to load from: the configured model, else a random model saved by an earlier build."""
+    if name_or_path:
+        return name_or_path
+    if random_init_dir is not None and (Path(random_init_dir) / "config.json").exists():
+        return str(random_init_dir)
+    return None
+
+
+def build_llm(cfg, vocab_size: int, device: str = "cpu", random_init_dir: str | Path | None = None) -> nn.Module:
+    """The causal LM with LoRA: ``from_pretrained`` (real) or random from ``hf_config``.
+
+    A random LLM is frozen but never trained, so checkpoints do not hold it: with
+    ``random_init_dir`` it is saved there (``save_pretrained``) on first build and loaded from
+    there afterwards, exactly like a downloaded model.
+    """
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
     dtype = resolve_dtype(cfg.dtype, device)
-    if cfg.name_or_path:
+    path = offline_weights(cfg.name_or_path, random_init_dir)
+    if path:
         kwargs = {}
         if cfg.load_in_4bit:
             from transformers import BitsAndBytesConfig
@@ -206,12 +222,14 @@ def build_llm(cfg, vocab_size: int, device: str = "cpu") -> nn.Module:
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
                 bnb_4bit_use_double_quant=True)
         llm = AutoModelForCausalLM.from_pretrained(
-            cfg.name_or_path, dtype=dtype, attn_implementation=cfg.attn_implementation,
+            path, dtype=dtype, attn_implementation=cfg.attn_implementation,
             trust_remote_code=cfg.trust_remote_code, **kwargs)
     else:
         hf_cfg = AutoConfig.for_model(**{**dict(cfg.hf_config), "vocab_size": vocab_size})
         hf_cfg._attn_implementation = cfg.attn_implementation
         llm = AutoModelForCausalLM.from_config(hf_cfg, dtype=dtype)
+        if random_init_dir is not None:
+            llm.save_pretrained(random_init_dir)
     llm.requires_grad_(False)
     if cfg.gradient_checkpointing:
         llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -222,11 +240,16 @@ def build_llm(cfg, vocab_size: int, device: str = "cpu") -> nn.Module:
     return get_peft_model(llm, lora)
 
 
-def build_model(cfg, tokenizer, device: str = "cpu", vocab_size: int | None = None) -> ExplainableSER:
+def build_model(cfg, tokenizer, device: str = "cpu", vocab_size: int | None = None,
+                random_init_dir: str | Path | None = None) -> ExplainableSER:
     """The whole stack from a :class:`explainable_ser.config.ModelConfig`.
 
-    ``vocab_size`` overrides the tokenizer's size for a randomly initialised LLM (size-only builds).
+    ``vocab_size`` overrides the tokenizer's size for a randomly initialised LLM (size-only
+    builds). ``random_init_dir`` keeps randomly initialised encoder/LLM weights across builds
+    (``{dir}/encoder``, ``{dir}/llm``), so a run's checkpoints can be reloaded.
     """
-    encoder = build_encoder(cfg.encoder)
-    llm = build_llm(cfg.llm, vocab_size=vocab_size or len(tokenizer), device=device)
+    sub = (lambda name: Path(random_init_dir) / name) if random_init_dir is not None else (lambda name: None)
+    encoder = build_encoder(cfg.encoder, random_init_dir=sub("encoder"))
+    llm = build_llm(cfg.llm, vocab_size=vocab_size or len(tokenizer), device=device,
+                    random_init_dir=sub("llm"))
     return ExplainableSER(encoder, llm, tokenizer, cfg)

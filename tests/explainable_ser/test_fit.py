@@ -37,7 +37,7 @@ def demo_run(corpus, tmp_path_factory):
 
 def test_fit_writes_the_run_directory(demo_run):
     for rel in ("config.yaml", "tokenizer/tokenizer.json", "stage1/final.ckpt", "stage2/final.ckpt",
-                "predictions.jsonl", "metrics.json"):
+                "offline_models/llm/config.json", "predictions.jsonl", "metrics.json"):
         assert (demo_run / rel).exists(), rel
     assert list((demo_run / "tensorboard" / "stage1").glob("events.out.tfevents.*"))
     metrics = json.loads((demo_run / "metrics.json").read_text())
@@ -100,7 +100,7 @@ def test_bf16_mixed_precision(corpus, tmp_path):
     assert (tmp_path / "metrics.json").exists()
 
 
-def test_evaluate_cli_rewrites_metrics(demo_run, tmp_path):
+def test_evaluate_cli_reproduces_the_trained_model(demo_run, tmp_path):
     from explainable_ser.evaluate import main as evaluate_main
 
     out = tmp_path / "eval"
@@ -108,8 +108,13 @@ def test_evaluate_cli_rewrites_metrics(demo_run, tmp_path):
                           "eval.limit=3"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_utterances"] == 3
-    lines = (out / "predictions.jsonl").read_text().splitlines()
-    assert {json.loads(l)["task"] for l in lines} == {"asr", "ser_sed"}
+    reloaded = [json.loads(l) for l in (out / "predictions.jsonl").read_text().splitlines()]
+    assert {r["task"] for r in reloaded} == {"asr", "ser_sed"}
+    # A rebuild from disk (frozen random weights from offline_models/, adapters from the
+    # checkpoint) must decode exactly what the in-process model decoded after training.
+    in_process = {(r["id"], r["task"]): r["raw"]
+                  for r in map(json.loads, (demo_run / "predictions.jsonl").read_text().splitlines())}
+    assert all(in_process[(r["id"], r["task"])] == r["raw"] for r in reloaded)
 
 
 def test_predict_prints_one_explanation_per_file(demo_run, corpus, capsys):
