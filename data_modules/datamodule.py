@@ -8,7 +8,6 @@ are skipped with a reason and counted, never dropped silently.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -276,20 +275,7 @@ class SpeechDataModule(L.LightningDataModule):
         self._restored_sampler_state = state.get("train_sampler")
 
 
-def epoch_padding_efficiency(batches_lens: list[torch.Tensor]) -> float:
-    """Padding efficiency over many batches (total real / total padded samples)."""
-    real = sum(int(l.sum()) for l in batches_lens)
-    padded = sum(int(l.max()) * l.numel() for l in batches_lens if l.numel())
-    return real / padded if padded else 1.0
-
-
-def summarize_skips(skipped: list[dict]) -> dict[str, int]:
-    """Skip counts by reason (the part of a reason before ':')."""
-    return dict(Counter(s["reason"].split(":")[0] for s in skipped))
-
-
 __all__ = [
     "CorpusSpec", "DataConfig", "SpeechBatchDataset", "SpeechDataModule", "SynthCraftSpec",
-    "build_sampler", "check_waveform", "epoch_padding_efficiency", "padding_efficiency",
-    "summarize_skips",
+    "build_sampler", "check_waveform", "padding_efficiency",
 ]

@@ -95,6 +95,15 @@ class FbankEncoder(nn.Module):
         return layers, frame_lens
 
 
+def offline_weights(name_or_path: str | None, random_init_dir: str | Path | None) -> str | None:
+    """Where to load from: the configured model, else a random model saved by an earlier build."""
+    if name_or_path:
+        return name_or_path
+    if random_init_dir is not None and (Path(random_init_dir) / "config.json").exists():
+        return str(random_init_dir)
+    return None
+
+
 def build_encoder(cfg, random_init_dir=None) -> nn.Module:
     """An encoder from :class:`explainable_ser.config.EncoderConfig`, frozen and in eval mode.
 
@@ -106,8 +115,7 @@ def build_encoder(cfg, random_init_dir=None) -> nn.Module:
     elif cfg.kind == "hf":
         from transformers import AutoConfig, AutoModel
 
-        saved = random_init_dir is not None and (Path(random_init_dir) / "config.json").exists()
-        path = cfg.name_or_path or (str(random_init_dir) if saved else None)
+        path = offline_weights(cfg.name_or_path, random_init_dir)
         if path:
             model = AutoModel.from_pretrained(
                 path, trust_remote_code=cfg.trust_remote_code,

@@ -12,7 +12,7 @@ import torch
 
 from explainable_ser.model import ExplainableSER
 from explainable_ser.prompts import get_task, render_target
-from explainable_ser.stages import adaptable_names, group_of
+from explainable_ser.stages import adaptable_names
 
 
 def lr_lambda(warmup: int, total: int, schedule: str):
@@ -208,10 +208,6 @@ class ExplainableSERModule(L.LightningModule):
         keep = {f"model.{n}" for n in adaptable_names(self.model)}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint["stage_name"] = self.stage.name if self.stage else None
-
-    def adaptable_state_dict(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().clone() for n, p in self.model.named_parameters()
-                if group_of(n) is not None}
 
     # -- decoded validation metrics for TensorBoard ---------------------------------------------
     def _decode_for_curves(self, batch) -> None:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from explainable_ser.bottleneck import Adapter, DisentanglementBlock
-from explainable_ser.encoders import build_encoder
+from explainable_ser.encoders import build_encoder, offline_weights
 from explainable_ser.prompts import PromptBuilder, Task
 
 IGNORE = -100  # label value outside the target
@@ -190,15 +190,6 @@ def resolve_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
-def offline_weights(name_or_path: str | None, random_init_dir: str | Path | None) -> str | None:
-    """Where to load from: the configured model, else a random model saved by an earlier build."""
-    if name_or_path:
-        return name_or_path
-    if random_init_dir is not None and (Path(random_init_dir) / "config.json").exists():
-        return str(random_init_dir)
-    return None
 
 
 def build_llm(cfg, vocab_size: int, device: str = "cpu", random_init_dir: str | Path | None = None) -> nn.Module:

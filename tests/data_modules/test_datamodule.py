@@ -13,7 +13,7 @@ from lhotse import CutSet
 
 from data_modules.datamodule import (DataConfig, SpeechBatchDataset, build_sampler,
                                      padding_efficiency)
-from data_modules.records import make_cut, record_of
+from data_modules.records import canonical_emotion, make_cut, record_of
 
 
 def fake_cuts(n: int, seed: int = 0) -> CutSet:
@@ -131,3 +131,10 @@ def test_record_round_trip():
     assert rec["attributes"] == {"pitch": "low"} and rec["annotator_emotions"] == ["happy", "sad"]
     assert rec["speaker"] == "s1" and rec["gender"] == "female" and rec["session"] == 2
     assert rec["duration"] == 2.0
+
+
+def test_canonical_emotion_labels():
+    assert canonical_emotion("exc") == "happy"  # IEMOCAP: excited merged into happy
+    assert canonical_emotion(" Joy ") == "happy" and canonical_emotion("anger") == "angry"
+    assert canonical_emotion("unknown") is None and canonical_emotion("fru") is None
+    assert canonical_emotion(None) is None
