@@ -170,11 +170,12 @@ def evaluate_module(module, dm, cfg: ExperimentConfig, out_dir: Path, world_size
     By default each DDP rank decodes its shard and the rows are gathered once; ``world_size=1``
     decodes everything in this process.
     """
-    loaders = dm.eval_dataloaders("test_split", world_size, rank)
-    if len(loaders) > 1:
-        print(f"note: {len(loaders)} corpora have a test split; evaluating the first "
-              f"({cfg.data.corpora[0].name if loaders else ''})")
-    loader = loaders[0]
+    names = [c.name for c in cfg.data.corpora if c.test_split is not None]
+    if not names:
+        raise ConfigError("no corpus in data.corpora has a test_split to evaluate on")
+    if len(names) > 1:
+        print(f"note: corpora {names} have a test split; evaluating the first ({names[0]})")
+    loader = dm.eval_dataloaders("test_split", world_size, rank)[0]
     tasks = list(cfg.eval.tasks)
     sharded = world_size is None or world_size > 1
     rows = decode(module, loader, cfg, tasks, limit=cfg.eval.limit, gather=sharded)

@@ -223,13 +223,16 @@ class ExplainableSERModule(L.LightningModule):
                                        zero_descriptor=self.stage.zero_descriptor)
 
     def on_validation_epoch_end(self):
-        rows = getattr(self, "_val_rows", [])
-        if not rows:
+        if self.trainer.sanity_checking or self.cfg.eval.val_decode_limit <= 0:
             return
         from explainable_ser.evaluate import _gather, compute_metrics
         from explainable_ser.plots import confusion_figure, layer_weights_figure, predictions_table
 
-        rows = _gather(rows)
+        # Gather before any early return: it is a collective, and a rank whose shard decoded
+        # nothing must still take part or the others wait forever.
+        rows = _gather(getattr(self, "_val_rows", []))
+        if not rows:
+            return
         labels = list(self.cfg.training.labels)
         # METEOR (a JVM per call) and SPICE are left to the final evaluation.
         m = compute_metrics(rows, labels, caption_metrics=("bleu4", "rouge_l", "cider"))

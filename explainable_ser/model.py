@@ -22,7 +22,7 @@ from torch import nn
 
 from explainable_ser.bottleneck import Adapter, DisentanglementBlock
 from explainable_ser.encoders import build_encoder, offline_weights
-from explainable_ser.prompts import PromptBuilder, Task
+from explainable_ser.prompts import FIELD_PREFIX, PromptBuilder, Task
 
 IGNORE = -100  # label value outside the target
 
@@ -163,7 +163,7 @@ class ExplainableSER(nn.Module):
         """
         neg_ce = []
         for label in labels:
-            targets = [f"{p}\nEmotion: {label}".strip() for p in prefixes]
+            targets = [f"{p}\n{FIELD_PREFIX['emotion']} {label}".strip() for p in prefixes]
             out = self.forward(wave, wave_lens, task, targets, sample_content=False,
                                sample_descriptor=False)
             neg_ce.append(-out["ce"])

@@ -13,10 +13,13 @@ import json
 import re
 import sys
 
-import numpy as np
+from pathlib import Path
+
 import soundfile as sf
-import soxr
 import torch
+
+from data_modules.datamodule import SpeechBatchDataset
+from data_modules.records import make_cut
 
 from explainable_ser.config import ConfigError
 from explainable_ser.prompts import caption_attributes, get_task, parse_output
@@ -24,11 +27,14 @@ from explainable_ser.prompts import caption_attributes, get_task, parse_output
 _EMOTION_PREFIX = re.compile(r"emotion\s*:", re.IGNORECASE)
 
 
-def load_audio(path: str, rate: int) -> torch.Tensor:
-    audio, sr = sf.read(path, dtype="float32", always_2d=True)  # [T, C]
-    audio = audio.mean(axis=1)
-    if sr != rate:
-        audio = soxr.resample(audio, sr, rate).astype(np.float32)
+def load_audio(path: str, data_cfg) -> torch.Tensor:
+    """Through the data module's own loader: same downmix, resampling and validity checks."""
+    info = sf.info(path)
+    cut = make_cut(Path(path).stem, path, sampling_rate=info.samplerate, num_samples=info.frames,
+                   corpus="files", split="predict")
+    audio, reason = SpeechBatchDataset(data_cfg).load(cut)
+    if reason is not None:
+        raise ValueError(reason)
     return torch.from_numpy(audio)
 
 
@@ -72,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     for path in args.audio:
         try:
-            wave = load_audio(path, cfg.data.sampling_rate)
+            wave = load_audio(path, cfg.data)
         except Exception as err:  # one unreadable file must not stop the others
             print(json.dumps({"file": path, "error": f"{type(err).__name__}: {err}"}))
             status = 1
