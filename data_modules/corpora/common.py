@@ -122,6 +122,7 @@ def write_prepared(cuts_by_split: dict[str, Iterable], out_dir: str | Path, repo
         paths[split] = path
         if shar:
             # Audio re-encoded into the shards, so a streaming job needs no access to the release.
+            shar_dir(out_dir, split).mkdir(parents=True, exist_ok=True)
             CutSet.from_file(path).to_shar(shar_dir(out_dir, split), fields={"recording": audio_format},
                                            shard_size=SHAR_SHARD_SIZE)
     report_path(out_dir, report.corpus).write_text(json.dumps(report.to_dict(), indent=2))
