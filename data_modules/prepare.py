@@ -64,12 +64,32 @@ def _run_synthcraft(args: argparse.Namespace) -> int:
     return 0
 
 
-# name -> (add_args: declares the options, its docstring is the help; run: prepares the corpus
-# and returns the exit status)
-SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
-                             Callable[[argparse.Namespace], int]]] = {
-    "synthcraft": (_add_synthcraft_args, _run_synthcraft),
-}
+# Corpus readers living in data_modules/corpora/<name>.py: each module defines
+# ``add_args(parser)`` (its docstring is the subcommand's help) and ``run(args) -> int``.
+# Modules keep heavy imports inside functions, so building the parser stays fast.
+READER_MODULES = ("speechcraft", "iemocap", "meld", "emosec")
+
+
+def _subcommands() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None],
+                                      Callable[[argparse.Namespace], int]]]:
+    """name -> (add_args: declares the options, its docstring is the help; run: prepares the
+    corpus and returns the exit status)."""
+    import importlib
+
+    found = {"synthcraft": (_add_synthcraft_args, _run_synthcraft)}
+    for name in READER_MODULES:
+        try:
+            module = importlib.import_module(f"data_modules.corpora.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"data_modules.corpora.{name}":
+                raise  # a missing dependency of an existing reader is a real error
+            continue
+        found[name] = (module.add_args, module.run)
+    return found
+
+
+SUBCOMMANDS = _subcommands()
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
