@@ -111,7 +111,12 @@ def write_prepared(cuts_by_split: dict[str, Iterable], out_dir: str | Path, repo
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     for split, cuts in cuts_by_split.items():
-        cuts = CutSet.from_cuts(cuts) if not isinstance(cuts, CutSet) else cuts
+        if not isinstance(cuts, CutSet):
+            cuts = list(cuts)
+            if not cuts:  # lhotse reads an empty manifest back as None: write none at all
+                report.note(f"split {split!r} has no utterances; no manifest written")
+                continue
+            cuts = CutSet.from_cuts(cuts)
         path = manifest_path(out_dir, report.corpus, split)
         # Write atomically: a killed preparation never leaves a half manifest that looks whole.
         tmp = path.with_name(path.name + ".tmp.jsonl.gz")
