@@ -152,7 +152,8 @@ def parse_output(text: str | None, labels: tuple[str, ...] | list[str] | None = 
 _ATTR_PATTERNS = {
     "pitch": re.compile(r"\b(low|normal|high)[- ]pitch", re.IGNORECASE),
     "volume": re.compile(r"\b(low|normal|high)[- ](?:volume|energy)", re.IGNORECASE),
-    "speed": re.compile(r"\b(slow|normal|fast)\b[^.,]*?\b(?:pace|speed|rate)", re.IGNORECASE),
+    # Adjacent words only: "normal pitch ... at a slow pace" must read "slow".
+    "speed": re.compile(r"\b(slow|normal|fast)[- ](?:pace|speed|rate|tempo)", re.IGNORECASE),
     "gender": re.compile(r"\b(male|female)\b", re.IGNORECASE),
     "emphasis": re.compile(r"word\s*\"\s*([^\"]+?)\s*\"", re.IGNORECASE),
 }

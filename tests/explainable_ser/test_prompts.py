@@ -59,3 +59,16 @@ def test_parser_never_raises(text):
     assert set(out) == {"transcript", "caption", "emotion", "parsed"}
     assert out["emotion"] in (None, *LABELS)
     caption_attributes(out["caption"])
+
+
+def test_caption_attributes_reads_back_every_synthcraft_template_and_value():
+    import itertools
+
+    from data_modules.synthcraft import CAPTION_TEMPLATES, render_caption
+
+    for template, gender, pitch, volume, speed in itertools.product(
+            range(len(CAPTION_TEMPLATES)), ("male", "female"), ("low", "normal", "high"),
+            ("low", "normal", "high"), ("slow", "normal", "fast")):
+        attrs = {"gender": gender, "pitch": pitch, "volume": volume, "speed": speed, "emphasis": "ball"}
+        caption = render_caption(attrs, template=template)
+        assert caption_attributes(caption) == attrs, caption
