@@ -4,19 +4,50 @@ The sampler decides what is in a batch (lhotse's ``DynamicBucketingSampler``, sh
 DDP ranks by the sampler itself, so the Trainer runs with ``use_distributed_sampler=False``);
 :class:`SpeechBatchDataset` only turns a ``CutSet`` into tensors. Bad clips found at load time
 are skipped with a reason and counted, never dropped silently.
+
+Streaming at scale
+------------------
+* **Manifests are never held whole.** A corpus split is read lazily either from
+  ``{dir}/{name}_cuts_{split}.jsonl.gz`` (``CutSet.from_file`` on ``.jsonl.gz`` is a lazy
+  iterator) or from Lhotse Shar shards in ``{dir}/shar/{split}/`` (``CutSet.from_shar``; see
+  :attr:`CorpusSpec.format`). Training corpora are mixed by weight with ``CutSet.mux`` (lazy).
+* **Memory is bounded by the sampler's buffer, not the corpus.** ``DynamicBucketingSampler``
+  holds at most :attr:`DataConfig.buffer_size` cuts (plus the first
+  ``num_cuts_for_bins_estimate`` durations once, to place the bucket bins, unless
+  :attr:`DataConfig.duration_bins` gives them). With audio-carrying Shar the buffered cuts hold
+  their compressed audio, so the default buffer is smaller there (:func:`resolved_buffer_size`).
+* **DDP ranks x DataLoader workers never duplicate.** The sampler lives in the training process
+  of each rank (map-style loading): every rank reads the same stream and keeps every
+  ``world_size``-th batch (lhotse's ``CutSampler``; equal batch counts per rank, the last partial
+  batches redistributed; only when fewer cuts than ranks are left at the very end does lhotse pad
+  with at most ``world_size - 1`` copies, ids marked ``<id>_dup<k>``, so every rank steps), and
+  the workers only decode the ``CutSet`` each batch index hands them, so a worker can never see
+  a cut twice. Cost: with audio-carrying Shar every rank reads every
+  shard's bytes (I/O x world_size); decoding still happens once, in the worker that owns the batch.
+* **Shard order changes per epoch, reproducibly.** Shar shards are shuffled with
+  ``seed + epoch`` (not lhotse's ``stateful_shuffle``, which counts full passes of one iterator
+  object and so differs between a run and its resumed copy); the sampler forwards
+  ``set_epoch`` to the lazy source (:class:`EpochCuts`).
+* **Mid-epoch resume is exact.** :meth:`SpeechDataModule.state_dict` stores the sampler state
+  with the number of batches *training consumed* (counted in ``on_before_batch_transfer``), not
+  the number the sampler produced: DataLoader workers and Lightning prefetch run several batches
+  ahead, and those must be served again after a restart. The restored sampler fast-forwards over
+  the manifest metadata (no audio is decoded; with Shar the shard bytes are read again).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import lightning as L
 import numpy as np
 import soxr
 import torch
 from lhotse import CutSet
-from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
+from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler, SimpleCutSampler
 
 from data_modules.records import manifest_path, record_of
 
@@ -37,6 +68,10 @@ class CorpusSpec:
     """Split used for validation (``None``: not validated on)."""
     test_split: str | None = "test"
     """Split used by ``evaluate`` (``None``: not evaluated on)."""
+    format: str = "auto"
+    """Where a split is read from: ``jsonl`` (``{dir}/{name}_cuts_{split}.jsonl.gz``), ``shar``
+    (Lhotse Shar shards in ``{dir}/shar/{split}/``, written by ``prepare --shar``) or ``auto``
+    (Shar when that split has shards, else the JSONL manifest). Both are read lazily."""
 
 
 @dataclass
@@ -71,6 +106,21 @@ class DataConfig:
     """Duration bucketing (``False``: random batches, the naive baseline)."""
     num_buckets: int = 10
     """Duration buckets of the bucketing sampler."""
+    duration_bins: list[float] | None = None
+    """Bucket boundaries in seconds (ascending; ``num_buckets`` is then ``len + 1``). ``None``:
+    estimated from the first ``num_cuts_for_bins_estimate`` training cuts of the stream."""
+    num_cuts_for_bins_estimate: int = 10000
+    """Cuts read (durations only) to estimate ``duration_bins`` when they are not given."""
+    buffer_size: int | None = None
+    """Cuts the bucketing sampler holds at once, across buckets: the bound on the pipeline's
+    memory and the reach of its shuffling. ``None``: 20000 (lhotse's default) for manifests
+    that reference audio files, 5000 when a training corpus reads Shar shards that carry the
+    audio (each buffered cut then holds its compressed clip, ~100 KB for 5 s of FLAC)."""
+    steps_per_epoch: int | None = None
+    """Training batches per epoch per rank, when known or estimated (for the LR schedule and
+    KL warm-up). ``None``: counted by one pass of the sampler over the manifest metadata
+    (:meth:`SpeechDataModule.train_batches_per_epoch`; O(corpus) time, bounded memory). The
+    loader is not truncated: an epoch is still one full pass of the data."""
     shuffle: bool = True
     """Shuffle training batches each epoch (seeded by ``seed`` and the epoch)."""
     drop_last: bool = False
@@ -88,8 +138,13 @@ class DataConfig:
 
 
 def check_waveform(audio: np.ndarray, sr: int, cfg: DataConfig) -> str | None:
-    """Reason a loaded waveform is unusable, or ``None`` when it is fine."""
-    if audio.size == 0:
+    """Reason a loaded waveform is unusable, or ``None`` when it is fine.
+
+    Reasons: ``empty_audio`` (no samples), ``non_finite_audio`` (NaN/inf samples),
+    ``too_short`` / ``too_long`` (outside ``[min_clip_seconds, max_clip_seconds]``) and
+    ``silent_audio`` (every sample is zero).
+    """
+    if audio.size == 0 or sr <= 0:
         return "empty_audio"
     if not np.all(np.isfinite(audio)):
         return "non_finite_audio"
@@ -104,16 +159,109 @@ def check_waveform(audio: np.ndarray, sr: int, cfg: DataConfig) -> str | None:
 
 
 class SpeechBatchDataset(torch.utils.data.Dataset):
-    """Turns a sampled ``CutSet`` into a padded batch; skips unusable clips with a reason."""
+    """Turns a sampled ``CutSet`` into a padded batch; skips unusable clips with a reason.
+
+    A clip is skipped (``batch["skipped"]``: id and reason; the training module counts and logs
+    them) instead of failing the batch when, checked in this order:
+
+    * its audio would be read through a shell (``unsafe_audio_source``): a lhotse ``command``
+      source, a ``pipe:`` URL, or a ``.sph``/``.opus`` path with shell metacharacters (lhotse
+      hands those to ``sph2pipe``/``ffmpeg`` via ``shell=True``); nothing is executed;
+    * it has no supervision (``missing_supervision``) or a text field (transcript, caption,
+      emotion) that is not valid UTF-8, e.g. a manifest line carrying ``\\udcff``-style escapes
+      of undecodable bytes (``invalid_utf8_text``);
+    * its manifest duration is zero or outside the clip limits (``empty_audio``, ``too_short``,
+      ``too_long``): decided before any decoding, so an hour-long file is never read;
+    * decoding fails (``audio_decode_failed: CAUSE``, CAUSE = ``missing_file``,
+      ``sample_rate_mismatch`` (the file's rate is not the manifest's), ``truncated`` (fewer
+      frames than declared) or the decoder's exception type);
+    * the decoded waveform fails :func:`check_waveform`.
+
+    Clips at another (declared, correct) rate are resampled to ``cfg.sampling_rate`` with soxr.
+    """
+
+    TEXT_FIELDS = ("transcript", "caption", "emotion")
+    SHELL_DECODED = (".sph", ".opus")  # lhotse reads these through sph2pipe / ffmpeg subprocesses
+    SAFE_PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                "0123456789_-./+=@,%")
 
     def __init__(self, cfg: DataConfig):
         self.cfg = cfg
 
+    @classmethod
+    def unsafe_source(cls, cut) -> bool:
+        """Whether lhotse would pass a string of this cut's manifest to a shell."""
+        recording = getattr(cut, "recording", None)
+        for src in getattr(recording, "sources", None) or ():
+            text = str(src.source) if isinstance(src.source, (str, Path)) else ""
+            if src.type == "command" or text.startswith("pipe:"):
+                return True
+            if text.lower().endswith(cls.SHELL_DECODED) and not set(text) <= cls.SAFE_PATH_CHARS:
+                return True
+        return False
+
+    @classmethod
+    def text_problem(cls, cut) -> str | None:
+        """``missing_supervision`` / ``invalid_utf8_text`` for a cut's record, else ``None``."""
+        if not getattr(cut, "supervisions", None):
+            return "missing_supervision"
+        sup = cut.supervisions[0]
+        custom = sup.custom if isinstance(sup.custom, dict) else {}
+        for value in (sup.text, custom.get("caption"), custom.get("emotion")):
+            if isinstance(value, str):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:  # lone surrogates: undecodable bytes upstream
+                    return "invalid_utf8_text"
+        return None
+
+    def metadata_problem(self, cut) -> str | None:
+        """Why a cut is unusable from its manifest entry alone (no audio is read), or ``None``."""
+        if self.unsafe_source(cut):
+            return "unsafe_audio_source"
+        reason = self.text_problem(cut)
+        if reason is not None:
+            return reason
+        duration = float(cut.duration)
+        if not duration > 0:  # also NaN
+            return "empty_audio"
+        if duration > self.cfg.max_clip_seconds:
+            return "too_long"
+        if duration < self.cfg.min_clip_seconds:
+            return "too_short"
+        return None
+
+    @staticmethod
+    def decode_failure(cut, err: Exception) -> str:
+        """The cause of a decoding error, for the skip reason (looked at only after a failure)."""
+        recording = getattr(cut, "recording", None)
+        for src in getattr(recording, "sources", None) or ():
+            if src.type != "file":
+                continue
+            path = Path(str(src.source))
+            if not path.is_file():
+                return "missing_file"
+            try:
+                import soundfile as sf
+
+                info = sf.info(str(path))
+            except Exception:
+                break
+            if info.samplerate != recording.sampling_rate:
+                return "sample_rate_mismatch"
+            if info.frames < recording.num_samples:
+                return "truncated"
+        return type(err).__name__
+
     def load(self, cut) -> tuple[np.ndarray | None, str | None]:
+        """``(mono float32 waveform at cfg.sampling_rate, None)`` or ``(None, reason)``."""
+        reason = self.metadata_problem(cut)
+        if reason is not None:
+            return None, reason
         try:
             audio = cut.load_audio()  # [channels, samples]
         except Exception as err:  # any decoder failure is a per-clip skip, not a crash
-            return None, f"audio_decode_failed: {type(err).__name__}"
+            return None, f"audio_decode_failed: {self.decode_failure(cut, err)}"
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim == 2:
             audio = audio.mean(axis=0)  # downmix multichannel to mono
@@ -157,20 +305,143 @@ def padding_efficiency(lens: torch.Tensor | list[int]) -> float:
     return float(lens.sum()) / float(lens.max() * lens.numel())
 
 
-def build_sampler(cuts: CutSet, cfg: DataConfig, *, train: bool, world_size: int = 1, rank: int = 0):
-    """The sampler for one split: bucketed (or random) max-duration batches, sharded by rank."""
+LHOTSE_BUFFER_SIZE = 20000
+"""``DynamicBucketingSampler``'s own default ``buffer_size`` (manifests referencing audio files)."""
+SHAR_AUDIO_BUFFER_SIZE = 5000
+"""Default ``buffer_size`` when training reads audio-carrying Shar (buffered cuts hold audio)."""
+
+
+def shar_split_dir(spec: CorpusSpec, split: str) -> Path:
+    """Where ``prepare --shar`` writes a split's shards: ``{dir}/shar/{split}/``."""
+    return Path(spec.dir) / "shar" / split
+
+
+def _shar_manifests(directory: Path) -> list[Path]:
+    return sorted(directory.glob("cuts.*.jsonl*")) if directory.is_dir() else []
+
+
+def split_format(spec: CorpusSpec, split: str) -> str:
+    """``jsonl`` or ``shar``: how :func:`read_split` reads this corpus split."""
+    if spec.format not in ("auto", "jsonl", "shar"):
+        raise ValueError(f"corpus '{spec.name}': format must be auto, jsonl or shar, "
+                         f"not {spec.format!r}")
+    if spec.format != "auto":
+        return spec.format
+    return "shar" if _shar_manifests(shar_split_dir(spec, split)) else "jsonl"
+
+
+def shar_carries_audio(spec: CorpusSpec, split: str) -> bool:
+    """Whether the split is read from Shar shards that hold the audio (``recording.*.tar``)."""
+    return (split_format(spec, split) == "shar"
+            and any(shar_split_dir(spec, split).glob("recording.*")))
+
+
+def read_split(spec: CorpusSpec, split: str, *, shuffle_shards: bool = False, seed: int = 0,
+               metadata_only: bool = False) -> CutSet:
+    """A corpus split as a lazy ``CutSet`` (nothing is read until it is iterated).
+
+    JSONL: ``CutSet.from_file`` streams the ``.jsonl.gz`` manifest line by line. Shar:
+    ``CutSet.from_shar`` streams shard after shard, in an order shuffled by ``seed`` when
+    ``shuffle_shards``; ``metadata_only`` reads only the ``cuts.*.jsonl.gz`` part of each shard
+    (durations and labels, no audio bytes), for counting batches.
+    """
+    fmt = split_format(spec, split)
+    if fmt == "jsonl":
+        path = manifest_path(spec.dir, spec.name, split)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"manifest for corpus '{spec.name}' split '{split}' not found: {path} "
+                f"(run `python -m data_modules.prepare {spec.name} ...` first)")
+        return CutSet.from_file(path)  # lazy for .jsonl(.gz)
+    directory = shar_split_dir(spec, split)
+    manifests = _shar_manifests(directory)
+    if not manifests:
+        raise FileNotFoundError(
+            f"Shar shards for corpus '{spec.name}' split '{split}' not found in {directory} "
+            f"(run `python -m data_modules.prepare {spec.name} ... --shar` first)")
+    # stateful_shuffle=False: the shard order is a function of ``seed`` alone (callers pass
+    # ``cfg.seed + epoch``), so a resumed run reads the shards in the same order as the original.
+    kwargs = dict(shuffle_shards=shuffle_shards, stateful_shuffle=False, seed=seed)
+    if metadata_only:
+        return CutSet.from_shar(fields={"cuts": [str(m) for m in manifests]}, **kwargs)
+    return CutSet.from_shar(in_dir=directory, **kwargs)
+
+
+class EpochCuts:
+    """A lazy cut source rebuilt for every epoch: ``CutSet(EpochCuts(build))`` iterates
+    ``build(epoch)``. The samplers of :func:`build_sampler` forward ``set_epoch`` to it (the
+    convention lhotse's ``IterableDatasetWrapper`` uses for sharded sources), so Shar shard order
+    follows the epoch deterministically."""
+
+    def __init__(self, build: Callable[[int], CutSet]):
+        self.build = build
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(self.build(self.epoch))
+
+
+class _ForwardsEpoch:
+    """Sampler mixin: ``set_epoch`` also reaches an :class:`EpochCuts` source."""
+
+    epoch_source: EpochCuts | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        if self.epoch_source is not None:
+            self.epoch_source.set_epoch(epoch)
+
+
+class BucketingSampler(_ForwardsEpoch, DynamicBucketingSampler):
+    """lhotse's ``DynamicBucketingSampler`` that forwards ``set_epoch`` to its lazy source."""
+
+
+class StreamingCutSampler(_ForwardsEpoch, DynamicCutSampler):
+    """lhotse's ``DynamicCutSampler`` (streaming shuffle, no bucketing) that forwards
+    ``set_epoch`` to its lazy source. Used for unbucketed training instead of
+    ``SimpleCutSampler``, whose restore is inexact with more than one rank (it fast-forwards by
+    this rank's cut count while every rank consumed the shared stream)."""
+
+
+def resolved_buffer_size(cfg: DataConfig) -> int:
+    """``cfg.buffer_size``, or its default: smaller when training reads audio-carrying Shar."""
+    if cfg.buffer_size:
+        return cfg.buffer_size
+    audio_shar = any(spec.train_split is not None and shar_carries_audio(spec, spec.train_split)
+                     for spec in cfg.corpora)
+    return SHAR_AUDIO_BUFFER_SIZE if audio_shar else LHOTSE_BUFFER_SIZE
+
+
+def build_sampler(cuts: CutSet, cfg: DataConfig, *, train: bool, world_size: int = 1, rank: int = 0,
+                  buffer_size: int | None = None):
+    """The sampler for one split: bucketed (or random) max-duration batches, sharded by rank.
+
+    ``buffer_size`` overrides ``cfg.buffer_size`` (``None`` in both: lhotse's default).
+    """
     max_dur = cfg.max_duration if train else cfg.eval_max_duration
     if train and cfg.bucketing:
-        return DynamicBucketingSampler(
+        sampler = BucketingSampler(
             cuts, max_duration=max_dur, max_cuts=cfg.max_cuts, num_buckets=cfg.num_buckets,
             shuffle=cfg.shuffle, drop_last=cfg.drop_last, world_size=world_size, rank=rank,
-            seed=cfg.seed,
+            seed=cfg.seed, buffer_size=buffer_size or cfg.buffer_size or LHOTSE_BUFFER_SIZE,
+            duration_bins=list(cfg.duration_bins) if cfg.duration_bins else None,
+            num_cuts_for_bins_estimate=cfg.num_cuts_for_bins_estimate,
         )
-    return SimpleCutSampler(
-        cuts, max_duration=max_dur, max_cuts=cfg.max_cuts if train else None,
-        shuffle=train and cfg.shuffle, drop_last=train and cfg.drop_last,
-        world_size=world_size, rank=rank, seed=cfg.seed,
-    )
+    elif train:
+        sampler = StreamingCutSampler(
+            cuts, max_duration=max_dur, max_cuts=cfg.max_cuts, shuffle=cfg.shuffle,
+            drop_last=cfg.drop_last, world_size=world_size, rank=rank, seed=cfg.seed,
+            shuffle_buffer_size=buffer_size or cfg.buffer_size or LHOTSE_BUFFER_SIZE,
+        )
+    else:  # evaluation: in manifest order, every utterance once
+        return SimpleCutSampler(cuts, max_duration=max_dur, shuffle=False, drop_last=False,
+                                world_size=world_size, rank=rank, seed=cfg.seed)
+    if isinstance(cuts.data, EpochCuts):
+        sampler.epoch_source = cuts.data
+    return sampler
 
 
 class SpeechDataModule(L.LightningDataModule):
@@ -185,6 +456,7 @@ class SpeechDataModule(L.LightningDataModule):
         self.cfg = cfg
         self.train_sampler = None
         self._restored_sampler_state: dict | None = None
+        self._consumed: tuple[int, int, int] | None = None  # (epoch, batches, cuts) trained on
 
     # -- manifests -------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -197,28 +469,37 @@ class SpeechDataModule(L.LightningDataModule):
                 ensure_synthcraft(spec.dir, n_train=s.n_train, n_dev=s.n_dev, n_test=s.n_test,
                                   seed=s.seed)
 
-    def split_cuts(self, split_attr: str) -> list[tuple[CorpusSpec, CutSet]]:
+    def split_cuts(self, split_attr: str, metadata_only: bool = False
+                   ) -> list[tuple[CorpusSpec, CutSet]]:
+        """``(spec, lazy CutSet)`` per corpus that has this split, in a fixed order (no shuffle).
+
+        ``metadata_only``: for Shar input, skip the audio tar files (texts and labels only).
+        """
         out = []
         for spec in self.cfg.corpora:
             split = getattr(spec, split_attr)
             if split is None:
                 continue
-            path = manifest_path(spec.dir, spec.name, split)
-            if not path.exists():
-                raise FileNotFoundError(
-                    f"manifest for corpus '{spec.name}' split '{split}' not found: {path} "
-                    f"(run `python -m data_modules.prepare {spec.name} ...` first)")
-            out.append((spec, CutSet.from_file(path)))  # lazy for .jsonl(.gz)
+            out.append((spec, read_split(spec, split, metadata_only=metadata_only)))
         return out
 
-    def train_cuts(self) -> CutSet:
-        parts = self.split_cuts("train_split")
+    def train_cuts(self, epoch: int = 0, metadata_only: bool = False) -> CutSet:
+        """The training stream of one epoch: every corpus with a ``train_split``, Shar shards
+        shuffled with ``seed + epoch`` (when ``shuffle``), mixed by weight (``CutSet.mux``)."""
+        parts = [(spec, read_split(spec, spec.train_split, shuffle_shards=self.cfg.shuffle,
+                                   seed=self.cfg.seed + epoch, metadata_only=metadata_only))
+                 for spec in self.cfg.corpora if spec.train_split is not None]
         if not parts:
             raise ValueError("no corpus has a train_split")
         if len(parts) == 1:
             return parts[0][1]
         return CutSet.mux(*[c for _, c in parts], weights=[s.weight for s, _ in parts],
                           seed=self.cfg.seed)
+
+    def train_stream(self, metadata_only: bool = False) -> CutSet:
+        """The lazy training ``CutSet`` given to the sampler: :meth:`train_cuts` of the sampler's
+        current epoch (see :class:`EpochCuts`)."""
+        return CutSet(EpochCuts(lambda epoch: self.train_cuts(epoch, metadata_only)))
 
     # -- loaders ---------------------------------------------------------------------------
     def _dist(self) -> tuple[int, int]:
@@ -228,18 +509,33 @@ class SpeechDataModule(L.LightningDataModule):
         return 1, 0
 
     def _loader(self, sampler) -> torch.utils.data.DataLoader:
+        # Map-style loading: the sampler runs in this process and hands each worker a whole
+        # CutSet to decode, so workers never need sharding of their own.
         return torch.utils.data.DataLoader(
             SpeechBatchDataset(self.cfg), sampler=sampler, batch_size=None,
             num_workers=self.cfg.num_workers, persistent_workers=False)
 
-    def train_dataloader(self):
-        world, rank = self._dist()
-        self.train_sampler = build_sampler(self.train_cuts(), self.cfg, train=True,
-                                           world_size=world, rank=rank)
+    def build_train_sampler(self, world_size: int | None = None, rank: int | None = None):
+        """A fresh training sampler for this rank (default: the trainer's) over the stream."""
+        world, own_rank = self._dist()
+        return build_sampler(self.train_stream(), self.cfg, train=True,
+                             world_size=world if world_size is None else world_size,
+                             rank=own_rank if rank is None else rank,
+                             buffer_size=resolved_buffer_size(self.cfg))
+
+    def train_loader(self, world_size: int | None = None, rank: int | None = None):
+        """The training loader of one rank (default: the trainer's); restores a loaded state."""
+        self.train_sampler = self.build_train_sampler(world_size, rank)
         if self._restored_sampler_state is not None:
-            self.train_sampler.load_state_dict(self._restored_sampler_state)
-            self._restored_sampler_state = None
+            # lhotse's load_state_dict consumes the dict it is given; keep ours intact.
+            self.train_sampler.load_state_dict(copy.deepcopy(self._restored_sampler_state))
+            self._restored_sampler_state = None  # the consumed count came with it
+        else:
+            self._consumed = None  # a fresh sampler (e.g. the next stage): nothing consumed yet
         return self._loader(self.train_sampler)
+
+    def train_dataloader(self):
+        return self.train_loader()
 
     def eval_dataloaders(self, split_attr: str, world_size: int | None = None,
                          rank: int | None = None) -> list:
@@ -259,23 +555,72 @@ class SpeechDataModule(L.LightningDataModule):
         return loaders[0] if len(loaders) == 1 else loaders
 
     def train_batches_per_epoch(self) -> int:
-        """Batches this rank draws per epoch. Dynamic batches have no ``len``, so count them with
-        a fresh sampler (reads only manifest metadata, no audio); cached."""
+        """Batches this rank draws per epoch (cached), for the LR schedule and KL warm-up.
+
+        ``cfg.steps_per_epoch`` when given. Otherwise dynamic batches have no ``len``, so a fresh
+        sampler (same seed, bins and buffer as training, epoch 0) is run over the manifest
+        *metadata* only: JSONL lines, or just the ``cuts.*.jsonl.gz`` of Shar shards, never audio.
+        Memory stays within the sampler buffer; time is linear in the corpus (the benchmark in
+        ``benchmarks/streaming.py`` reports cuts/s). Later epochs, shuffled differently, may
+        differ by a batch or two.
+        """
+        if self.cfg.steps_per_epoch:
+            return int(self.cfg.steps_per_epoch)
         if getattr(self, "_batches_per_epoch", None) is None:
             world, rank = self._dist()
-            sampler = build_sampler(self.train_cuts(), self.cfg, train=True, world_size=world, rank=rank)
+            sampler = build_sampler(self.train_stream(metadata_only=True), self.cfg, train=True,
+                                    world_size=world, rank=rank,
+                                    buffer_size=resolved_buffer_size(self.cfg))
             self._batches_per_epoch = sum(1 for _ in sampler)
         return self._batches_per_epoch
 
     # -- resumable state -------------------------------------------------------------------
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Count the training batches (and cuts) that reached the training step this epoch."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.training and self.train_sampler is not None \
+                and isinstance(batch, dict) and "ids" in batch:
+            self.note_consumed(len(batch["ids"]) + len(batch.get("skipped", ())))
+        return batch
+
+    def note_consumed(self, n_cuts: int) -> None:
+        """Record that training consumed one batch of ``n_cuts`` cuts of the current epoch."""
+        epoch = self.train_sampler.epoch
+        if self._consumed is None or self._consumed[0] != epoch:
+            self._consumed = (epoch, 0, 0)
+        self._consumed = (epoch, self._consumed[1] + 1, self._consumed[2] + n_cuts)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"train_sampler": self.train_sampler.state_dict() if self.train_sampler else None}
+        """The sampler state, positioned after the batches training consumed.
+
+        The sampler itself is ahead of training by the batches in flight (worker prefetch, the
+        Trainer's own prefetch); once training batches are being counted the state's progress
+        is rewritten to the consumed count, so a restart serves the in-flight batches again.
+        """
+        if self.train_sampler is None:
+            return {"train_sampler": None}
+        state = self.train_sampler.state_dict()
+        if self._consumed is not None:
+            epoch = state["epoch"]
+            _, batches, cuts = self._consumed if self._consumed[0] == epoch else (epoch, 0, 0)
+            stats = state["diagnostics"]["stats_per_epoch"].setdefault(epoch, {"epoch": epoch})
+            stats.update(kept_batches=batches, discarded_batches=0, kept_cuts=cuts,
+                         discarded_cuts=0)
+        return {"train_sampler": state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._restored_sampler_state = state.get("train_sampler")
+        sd = self._restored_sampler_state
+        if sd is not None:
+            stats = sd["diagnostics"]["stats_per_epoch"].get(sd["epoch"])
+            self._consumed = (sd["epoch"], 0, 0) if stats is None else (
+                sd["epoch"], stats["kept_batches"] + stats["discarded_batches"],
+                stats["kept_cuts"] + stats["discarded_cuts"])
 
 
 __all__ = [
-    "CorpusSpec", "DataConfig", "SpeechBatchDataset", "SpeechDataModule", "SynthCraftSpec",
-    "build_sampler", "check_waveform", "padding_efficiency",
+    "BucketingSampler", "CorpusSpec", "DataConfig", "EpochCuts", "SpeechBatchDataset",
+    "SpeechDataModule", "StreamingCutSampler", "SynthCraftSpec", "build_sampler",
+    "check_waveform", "padding_efficiency", "read_split", "resolved_buffer_size",
+    "shar_carries_audio", "shar_split_dir", "split_format",
 ]
