@@ -10,6 +10,12 @@
   ``Wav2LogFilterBank``, no torchaudio) exposed as three fixed "layers": raw log-mel (keeps
   loudness), per-utterance normalised log-mel (phonetics), and its time delta. Two 10 ms frames
   are stacked to give HuBERT's 50 frames/s.
+* :class:`CTCFbankEncoder`: the offline stand-in for ``hubert-large-ls960-ft``, which is HuBERT
+  *fine-tuned for ASR with CTC*. The filterbank layers above, then a small stack of dilated
+  residual convolutions trained with CTC on the corpus's training transcripts
+  (:func:`train_ctc`) before the frozen encoder is used, so that, as with the real model, the
+  upper layers carry localised phonetic content and the lower ones keep the raw acoustics.
+  Weights are saved (safetensors) and reloaded like a downloaded model.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ class FbankEncoder(nn.Module):
         from lhotse.features.kaldi.layers import Wav2LogFilterBank
 
         self.fbank = Wav2LogFilterBank(sampling_rate=sampling_rate, num_filters=num_mel_bins)
+        self.sampling_rate = sampling_rate
         self.hop = int(round(0.01 * sampling_rate))
         self.stack = stack
         self.num_mel_bins = num_mel_bins
@@ -95,6 +102,163 @@ class FbankEncoder(nn.Module):
         return layers, frame_lens
 
 
+class CTCFbankEncoder(nn.Module):
+    """Filterbank layers + dilated residual conv layers (trained with CTC on characters).
+
+    ``forward`` returns ``3 + num_conv_layers`` layers of ``[B, F, 2 * num_mel_bins]`` at 50
+    frames/s; the CTC head is used in :func:`train_ctc` only.
+    """
+
+    DILATIONS = (1, 2, 4, 1, 2, 4)  # receptive field of about +-0.6 s at 50 frames/s
+
+    def __init__(self, sampling_rate: int = 16000, num_mel_bins: int = 80,
+                 alphabet: str = " 'abcdefghijklmnopqrstuvwxyz"):
+        super().__init__()
+        self.fbank = FbankEncoder(sampling_rate, num_mel_bins)
+        d = self.fbank.hidden_size
+        self.alphabet = alphabet
+        self.convs = nn.ModuleList([nn.Conv1d(d, d, 5, padding=2 * k, dilation=k) for k in self.DILATIONS])
+        self.norms = nn.ModuleList([nn.LayerNorm(d) for _ in self.DILATIONS])
+        self.ctc_head = nn.Linear(d, len(alphabet) + 1)  # index 0 = CTC blank
+
+    @property
+    def num_layers(self) -> int:
+        return self.fbank.num_layers + len(self.convs)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.fbank.hidden_size
+
+    def frame_lengths(self, wave_lens: torch.Tensor) -> torch.Tensor:
+        return self.fbank.frame_lengths(wave_lens)
+
+    def forward(self, wave: torch.Tensor, wave_lens: torch.Tensor):
+        base, frame_lens = self.fbank(wave, wave_lens)  # [3, B, F, D]
+        return self.add_conv_layers(base, frame_lens), frame_lens  # [L, B, F, D], [B]
+
+    def add_conv_layers(self, base: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
+        """Filterbank layers [3, B, F, D] -> all layers [3 + n_conv, B, F, D]."""
+        mask = (torch.arange(base.shape[2], device=base.device)[None] < frame_lens[:, None])
+        # [B, 1, F]: padding stays zero, so a batch gives each utterance's features alone.
+        mask = mask[:, None].to(base.dtype)
+        h = base[1].transpose(1, 2)  # normalised log-mel, [B, D, F]
+        layers = list(base)
+        for conv, norm in zip(self.convs, self.norms):
+            h = h + torch.nn.functional.gelu(norm(conv(h).transpose(1, 2)).transpose(1, 2)) * mask
+            layers.append(h.transpose(1, 2))  # [B, F, D]
+        return torch.stack(layers, dim=0)
+
+    def encode_text(self, text: str) -> list[int]:
+        """Character ids (1-based; characters outside the alphabet are dropped)."""
+        return [self.alphabet.index(c) + 1 for c in text.lower() if c in self.alphabet]
+
+    def greedy_decode(self, log_probs: torch.Tensor, frame_lens: torch.Tensor) -> list[str]:
+        out = []
+        for row, n in zip(log_probs.argmax(-1), frame_lens.tolist()):
+            ids = torch.unique_consecutive(row[:n])
+            out.append("".join(self.alphabet[i - 1] for i in ids.tolist() if i > 0))
+        return out
+
+    def save(self, directory: str | Path) -> None:
+        import json
+
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, directory / "model.safetensors")
+        (directory / "config.json").write_text(json.dumps({
+            "model_type": "ctc_fbank", "sampling_rate": self.fbank.sampling_rate,
+            "num_mel_bins": self.fbank.num_mel_bins, "alphabet": self.alphabet}, indent=2))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "CTCFbankEncoder":
+        import json
+
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        cfg = json.loads((directory / "config.json").read_text())
+        if cfg.get("model_type") != "ctc_fbank":
+            raise ValueError(f"{directory} does not hold a CTC filterbank encoder (config.json "
+                             f"model_type={cfg.get('model_type')!r})")
+        enc = cls(cfg["sampling_rate"], cfg["num_mel_bins"], cfg["alphabet"])
+        enc.load_state_dict(load_file(directory / "model.safetensors"))
+        return enc
+
+
+def train_ctc(encoder: CTCFbankEncoder, train: list, dev: list, *, epochs: int = 8,
+              lr: float = 2e-3, batch_size: int = 32, seed: int = 0, progress: bool = True) -> dict:
+    """Fine-tune the conv layers of a :class:`CTCFbankEncoder` with CTC on (wave [T], text) pairs.
+
+    Filterbanks are computed once; returns ``{"dev_cer": ..., "dev_wer": ..., "seconds": ...}``.
+    """
+    import random
+    import time
+
+    import jiwer
+    from tqdm.auto import tqdm
+
+    def features(items):
+        feats = []
+        with torch.no_grad():
+            for wave, text in items:
+                layers, _ = encoder.fbank(wave[None], torch.tensor([wave.shape[0]]))
+                feats.append((layers[:, 0], text))  # [3, F, D]
+        return feats
+
+    def batch(items):
+        lens = torch.tensor([f.shape[1] for f, _ in items])
+        x = torch.zeros(3, len(items), int(lens.max()), encoder.hidden_size)
+        for i, (f, _) in enumerate(items):
+            x[:, i, : f.shape[1]] = f
+        targets = [torch.tensor(encoder.encode_text(t), dtype=torch.long) for _, t in items]
+        return x, lens, targets
+
+    def run_convs(x, lens):  # forward() on precomputed filterbanks -> CTC log-probs [B, F, C]
+        return encoder.ctc_head(encoder.add_conv_layers(x, lens)[-1]).log_softmax(-1)
+
+    start = time.time()
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    train_f, dev_f = features(train), features(dev)
+    params = [p for n, p in encoder.named_parameters() if not n.startswith("fbank.")]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr)
+    steps = epochs * ((len(train_f) + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    ctc = nn.CTCLoss(zero_infinity=True)
+    encoder.train()
+    bar = tqdm(total=steps, desc="CTC encoder", disable=not progress)
+    for _ in range(epochs):
+        rng.shuffle(train_f)
+        for i in range(0, len(train_f), batch_size):
+            x, lens, targets = batch(train_f[i : i + batch_size])
+            log_probs = run_convs(x, lens)
+            loss = ctc(log_probs.transpose(0, 1), torch.cat(targets), lens,
+                       torch.tensor([len(t) for t in targets]))
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            bar.update()
+            bar.set_postfix(ctc=f"{loss.item():.3f}")
+    bar.close()
+    encoder.requires_grad_(False)
+    encoder.eval()
+    with torch.no_grad():
+        refs, hyps = [], []
+        for i in range(0, len(dev_f), batch_size):
+            x, lens, _ = batch(dev_f[i : i + batch_size])
+            hyps += encoder.greedy_decode(run_convs(x, lens), lens)
+            refs += [t for _, t in dev_f[i : i + batch_size]]
+    return {"dev_cer": jiwer.cer(refs, hyps) if refs else None,
+            "dev_wer": jiwer.wer(refs, hyps) if refs else None,
+            "seconds": round(time.time() - start, 1), "epochs": epochs}
+
+
 def offline_weights(name_or_path: str | None, random_init_dir: str | Path | None) -> str | None:
     """Where to load from: the configured model, else a random model saved by an earlier build."""
     if name_or_path:
@@ -112,6 +276,12 @@ def build_encoder(cfg, random_init_dir=None) -> nn.Module:
     """
     if cfg.kind == "fbank":
         enc = FbankEncoder(sampling_rate=cfg.sampling_rate, num_mel_bins=cfg.num_mel_bins)
+    elif cfg.kind == "ctc_fbank":
+        path = offline_weights(cfg.name_or_path, random_init_dir)
+        if path:
+            enc = CTCFbankEncoder.load(path)
+        else:  # untrained: fit.py trains it with train_ctc and saves it before training the SER
+            enc = CTCFbankEncoder(sampling_rate=cfg.sampling_rate, num_mel_bins=cfg.num_mel_bins)
     elif cfg.kind == "hf":
         from transformers import AutoConfig, AutoModel
 
@@ -128,6 +298,6 @@ def build_encoder(cfg, random_init_dir=None) -> nn.Module:
                 model.save_pretrained(random_init_dir)
         enc = HFSpeechEncoder(model)
     else:
-        raise ValueError(f"model.encoder.kind must be 'hf' or 'fbank', got {cfg.kind!r}")
+        raise ValueError(f"model.encoder.kind must be 'hf', 'ctc_fbank' or 'fbank', got {cfg.kind!r}")
     enc.requires_grad_(False)
     return enc.eval()

@@ -24,6 +24,7 @@ import torch
 
 from data_modules.datamodule import SpeechDataModule
 from data_modules.records import record_of
+from explainable_ser.checkpointing import AtomicCheckpointIO, resume_checkpoint
 from explainable_ser.config import ConfigError, ExperimentConfig, load_config, to_yaml
 from explainable_ser.lit_module import ExplainableSERModule
 from explainable_ser.model import build_model
@@ -35,7 +36,7 @@ DESCRIPTION = __doc__
 
 def corpus_texts(dm: SpeechDataModule, labels: list[str]):
     """Transcripts, captions and labels of the training split (offline tokenizer vocabulary)."""
-    for _, cuts in dm.split_cuts("train_split"):
+    for _, cuts in dm.split_cuts("train_split", metadata_only=True):  # Shar: no audio bytes
         for cut in cuts:
             rec = record_of(cut)
             for key in ("transcript", "caption"):
@@ -81,6 +82,48 @@ def load_adaptable(module: ExplainableSERModule, ckpt: Path) -> None:
                           f"{missing.unexpected_keys[:5]} ...")
 
 
+def ensure_ctc_encoder(cfg: ExperimentConfig, dm: SpeechDataModule, directory: Path) -> None:
+    """Offline demo: fine-tune the ``ctc_fbank`` encoder with CTC on the training transcripts
+    once, before the SER stages, and save it where :func:`build_model` loads it (like a
+    downloaded ``hubert-large-ls960-ft``). Clips that fail the data checks are left out."""
+    import json
+
+    from data_modules.datamodule import SpeechBatchDataset
+    from explainable_ser.encoders import CTCFbankEncoder, train_ctc
+
+    enc_cfg = cfg.model.encoder
+    if enc_cfg.kind != "ctc_fbank" or enc_cfg.name_or_path or (directory / "config.json").exists():
+        return
+    loader = SpeechBatchDataset(cfg.data)
+
+    def pairs(split_attr):
+        out, skipped = [], 0
+        for _, cuts in dm.split_cuts(split_attr):
+            for cut in cuts:
+                audio, _reason = loader.load(cut)
+                text = record_of(cut)["transcript"]
+                if audio is None or not text:
+                    skipped += 1
+                    continue
+                out.append((torch.from_numpy(audio), text))
+        return out, skipped
+
+    train, skipped = pairs("train_split")
+    dev, _ = pairs("val_split")
+    if not train:
+        raise ConfigError("model.encoder.kind=ctc_fbank needs transcripts in the training split")
+    print(f"[encoder] CTC fine-tuning of the offline encoder on {len(train)} utterances "
+          f"({skipped} without usable audio or transcript), {enc_cfg.ctc_epochs} epochs")
+    torch.manual_seed(cfg.seed)
+    enc = CTCFbankEncoder(enc_cfg.sampling_rate, enc_cfg.num_mel_bins)
+    stats = train_ctc(enc, train, dev, epochs=enc_cfg.ctc_epochs, lr=enc_cfg.ctc_lr, seed=cfg.seed,
+                      progress=cfg.trainer.enable_progress_bar)
+    enc.save(directory)
+    (directory / "ctc_training.json").write_text(json.dumps(stats, indent=2))
+    print(f"[encoder] dev CER {stats['dev_cer']:.3f}, WER {stats['dev_wer']:.3f} "
+          f"({stats['seconds']:.0f} s); saved to {directory}")
+
+
 def build(cfg: ExperimentConfig, run_dir: Path, with_data: bool = True):
     """Data module, tokenizer and Lightning module for an experiment.
 
@@ -90,9 +133,12 @@ def build(cfg: ExperimentConfig, run_dir: Path, with_data: bool = True):
     if with_data:
         dm.prepare_data()
     tokenizer = prepare_tokenizer(cfg, dm, run_dir)
+    if with_data:
+        ensure_ctc_encoder(cfg, dm, run_dir / "offline_models" / "encoder")
     # Randomly initialised (offline) encoder/LLM weights live in the run directory, so every
     # later build of this run (resume, evaluate, predict) gets the same frozen weights.
-    model = build_model(cfg.model, tokenizer, random_init_dir=run_dir / "offline_models")
+    model = build_model(cfg.model, tokenizer, random_init_dir=run_dir / "offline_models",
+                        init_seed=cfg.seed)
     return dm, ExplainableSERModule(model, cfg, run_dir)
 
 
@@ -115,31 +161,50 @@ def load_run(ckpt: str | Path, overrides: list[str], with_data: bool = True):
     return cfg, dm, module, run_dir
 
 
-def run(cfg: ExperimentConfig) -> Path:
+def checkpoint_callback(cfg: ExperimentConfig, stage_dir: Path):
+    every = cfg.trainer.checkpoint_every_n_steps
+    if every and every > 0:
+        return L.pytorch.callbacks.ModelCheckpoint(dirpath=str(stage_dir), save_last=True, save_top_k=0,
+                                                   every_n_train_steps=every)
+    return L.pytorch.callbacks.ModelCheckpoint(dirpath=str(stage_dir), save_last=True, save_top_k=0)
+
+
+def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_io=None) -> Path:
+    """Train every unfinished stage, then evaluate. ``extra_callbacks`` and ``checkpoint_io``
+    are for programmatic use (tests inject faults through them)."""
     run_dir = cfg.resolved_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
     L.seed_everything(cfg.seed, workers=True)
     dm, module = build(cfg, run_dir)
     global_rank = 0
-    for stage in cfg.training.stages:
+    for index, stage in enumerate(cfg.training.stages):
         stage_dir = run_dir / stage.name
         final = stage_dir / "final.ckpt"
         if final.exists():  # finished earlier: carry its weights into the next stage
             print(f"[{stage.name}] already finished, loading {final}")
             load_adaptable(module, final)
             continue
+        resume = resume_checkpoint(cfg.ckpt_path, run_dir, stage.name)
+        if resume is None and (stage_dir / "last.ckpt").exists():
+            raise ConfigError(f"stage {stage.name} of {run_dir} was interrupted ({stage_dir / 'last.ckpt'} "
+                              f"exists): pass ckpt_path=last to resume it, or choose another run_dir")
+        if resume is not None:
+            print(f"[{stage.name}] resuming from {resume}")
         logger = L.pytorch.loggers.TensorBoardLogger(str(run_dir), name="tensorboard",
                                                      version=stage.name)
-        ckpt_cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=str(stage_dir), save_last=True,
-                                                      save_top_k=0)
         trainer = L.Trainer(
             max_epochs=stage.epochs, logger=logger, default_root_dir=str(run_dir),
-            callbacks=[StageCallback(stage), ckpt_cb,
-                       L.pytorch.callbacks.LearningRateMonitor(logging_interval="step")],
+            callbacks=[StageCallback(stage), checkpoint_callback(cfg, stage_dir),
+                       L.pytorch.callbacks.LearningRateMonitor(logging_interval="step"),
+                       *(extra_callbacks or [])],
+            plugins=[checkpoint_io or AtomicCheckpointIO()],
             use_distributed_sampler=False,  # the lhotse sampler shards across ranks itself
             **trainer_kwargs(cfg))
-        trainer.fit(module, datamodule=dm)
+        # Each stage starts from its own seed, so a stage started after a restart draws the same
+        # random numbers as in an uninterrupted run (a resumed one restores them from its checkpoint).
+        L.seed_everything(cfg.seed + index, workers=True, verbose=False)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
         trainer.save_checkpoint(final)
         global_rank = trainer.global_rank
         print(f"[{stage.name}] done: checkpoint {final}, TensorBoard {logger.log_dir}")
@@ -167,7 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    run(cfg)
+    try:
+        run(cfg)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from explainable_ser.checkpointing import rng_state, set_rng_state
 from explainable_ser.model import ExplainableSER
 from explainable_ser.prompts import get_task, render_target
 from explainable_ser.stages import adaptable_names
@@ -203,11 +204,28 @@ class ExplainableSERModule(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, total, self.stage.scheduler))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    # -- checkpoints: adaptable weights only ----------------------------------------------------
+    # -- checkpoints: adaptable weights only, plus what an exact resume needs -------------------
     def on_save_checkpoint(self, checkpoint):
         keep = {f"model.{n}" for n in adaptable_names(self.model)}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint["stage_name"] = self.stage.name if self.stage else None
+        checkpoint["rng"] = rng_state()
+        checkpoint["skip_counts"] = dict(self.skip_counts)
+
+    def on_load_checkpoint(self, checkpoint):
+        if self.stage is not None and checkpoint.get("stage_name") not in (None, self.stage.name):
+            raise ValueError(f"checkpoint of stage {checkpoint['stage_name']!r} cannot resume "
+                             f"stage {self.stage.name!r}")
+        # Applied at the first training batch, not now: between loading and that batch Lightning
+        # still draws from the generators (sanity validation, the loader's base seed), which an
+        # uninterrupted run did not do at this point.
+        self._pending_rng = checkpoint.get("rng")
+        self.skip_counts = Counter(checkpoint.get("skip_counts", {}))
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if getattr(self, "_pending_rng", None) is not None:
+            set_rng_state(self._pending_rng)
+            self._pending_rng = None
 
     # -- decoded validation metrics for TensorBoard ---------------------------------------------
     def _decode_for_curves(self, batch) -> None:

@@ -192,7 +192,8 @@ def resolve_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def build_llm(cfg, vocab_size: int, device: str = "cpu", random_init_dir: str | Path | None = None) -> nn.Module:
+def build_llm(cfg, vocab_size: int, device: str = "cpu", random_init_dir: str | Path | None = None,
+              init_seed: int | None = None) -> nn.Module:
     """The causal LM with LoRA: ``from_pretrained`` (real) or random from ``hf_config``.
 
     A random LLM is frozen but never trained, so checkpoints do not hold it: with
@@ -225,6 +226,10 @@ def build_llm(cfg, vocab_size: int, device: str = "cpu", random_init_dir: str | 
     if cfg.gradient_checkpointing:
         llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         llm.config.use_cache = False
+    if init_seed is not None:
+        # LoRA (and, after it, the branches) start from the same numbers whether the frozen
+        # weights were just drawn at random or loaded: a restarted run initialises identically.
+        torch.manual_seed(init_seed)
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=list(cfg.lora.target_modules),
                       modules_to_save=list(cfg.lora.modules_to_save) or None, task_type="CAUSAL_LM")
@@ -232,15 +237,16 @@ def build_llm(cfg, vocab_size: int, device: str = "cpu", random_init_dir: str | 
 
 
 def build_model(cfg, tokenizer, device: str = "cpu", vocab_size: int | None = None,
-                random_init_dir: str | Path | None = None) -> ExplainableSER:
+                random_init_dir: str | Path | None = None, init_seed: int | None = None) -> ExplainableSER:
     """The whole stack from a :class:`explainable_ser.config.ModelConfig`.
 
     ``vocab_size`` overrides the tokenizer's size for a randomly initialised LLM (size-only
     builds). ``random_init_dir`` keeps randomly initialised encoder/LLM weights across builds
-    (``{dir}/encoder``, ``{dir}/llm``), so a run's checkpoints can be reloaded.
+    (``{dir}/encoder``, ``{dir}/llm``), so a run's checkpoints can be reloaded. ``init_seed``
+    seeds the trainable parts' initialisation (LoRA, branches).
     """
     sub = (lambda name: Path(random_init_dir) / name) if random_init_dir is not None else (lambda name: None)
     encoder = build_encoder(cfg.encoder, random_init_dir=sub("encoder"))
     llm = build_llm(cfg.llm, vocab_size=vocab_size or len(tokenizer), device=device,
-                    random_init_dir=sub("llm"))
+                    random_init_dir=sub("llm"), init_seed=init_seed)
     return ExplainableSER(encoder, llm, tokenizer, cfg)

@@ -17,7 +17,8 @@ TINY_TEXTS = [
 TINY_LLM = ["model.llm.hf_config.hidden_size=32", "model.llm.hf_config.intermediate_size=64",
             "model.llm.hf_config.num_hidden_layers=2", "model.llm.hf_config.num_attention_heads=2",
             "model.llm.hf_config.num_key_value_heads=1", "model.llm.lora.dropout=0.0",
-            "model.branch.hidden_dim=16", "model.branch.latent_dim=8", "model.branch.adapter_dim=16"]
+            "model.branch.hidden_dim=16", "model.branch.latent_dim=8", "model.branch.adapter_dim=16",
+            "model.encoder.ctc_epochs=1"]
 
 HUBERT_FIELDS = dict(model_type="hubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, conv_dim=[16] * 7, feat_extract_norm="layer",
