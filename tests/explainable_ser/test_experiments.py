@@ -1,0 +1,271 @@
+"""Every YAML in experiments/: loads into the schema, says what the paper says, builds at full
+size on the meta device with the expected trainable parameters, and (SynthCraft scale) trains.
+
+Full-scale files are layered (``base.yaml SYSTEM.yaml [data_CORPUS.yaml]``); SynthCraft-scale
+ones likewise under ``experiments/synthcraft/``. A YAML that fits none of the categories fails
+:func:`test_every_yaml_is_covered`, so a new experiment cannot go untested.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_LLM
+
+from explainable_ser.config import ExperimentConfig, load_config
+from explainable_ser.prompts import get_task
+from explainable_ser.stages import GROUPS
+
+REPO = Path(__file__).resolve().parents[2]
+EXPERIMENTS = REPO / "experiments"
+BASE = EXPERIMENTS / "base.yaml"
+SINGLE_FILE = EXPERIMENTS / "sys7_iemocap.yaml"  # the self-contained Sys.7 recipe
+DATA = sorted(EXPERIMENTS.glob("data_*.yaml"))
+SYSTEMS = sorted(p for p in EXPERIMENTS.glob("*.yaml") if p not in (BASE, SINGLE_FILE, *DATA))
+SYNTH = EXPERIMENTS / "synthcraft"
+SYNTH_BASE = SYNTH / "base.yaml"
+SYNTH_SYSTEMS = sorted(p for p in SYNTH.glob("*.yaml") if p != SYNTH_BASE)
+
+# Architecture of the paper's models: the reference configs when the shared folder is beside the
+# checkout, else the values they hold (HuBERT-large's original config.json is not public).
+HF_CONFIGS = next((p for p in (REPO / "shared" / "reference" / "hf_configs",
+                               REPO.parent / "shared" / "reference" / "hf_configs") if p.is_dir()), None)
+LLAMA_31_8B = dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                   num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072,
+                   rope_theta=500000.0, tie_word_embeddings=False, vocab_size=128256,
+                   rope_scaling={"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                 "original_max_position_embeddings": 8192, "rope_type": "llama3"})
+HUBERT_LARGE = dict(model_type="hubert", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                    intermediate_size=4096, feat_extract_norm="layer", do_stable_layer_norm=True,
+                    conv_bias=True, num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16)
+
+
+def hf_config(folder: str, fallback: dict) -> dict:
+    path = HF_CONFIGS / folder / "config.json" if HF_CONFIGS else None
+    return json.loads(path.read_text()) if path and path.is_file() else dict(fallback)
+
+
+def full(system: Path, data: Path | None = None, *overrides: str) -> ExperimentConfig:
+    return load_config([str(BASE), str(system), *([str(data)] if data else []), *overrides])
+
+
+def synth(system: Path, *overrides: str) -> ExperimentConfig:
+    return load_config([str(SYNTH_BASE), str(system), *overrides])
+
+
+def ids(paths):
+    return [p.stem for p in paths]
+
+
+# -- schema and recipe ---------------------------------------------------------------------------
+def test_every_yaml_is_covered():
+    known = {BASE, SINGLE_FILE, *DATA, *SYSTEMS, SYNTH_BASE, *SYNTH_SYSTEMS}
+    assert set(EXPERIMENTS.rglob("*.yaml")) == known
+    assert {p.stem for p in SYSTEMS} >= {"sys4", "sys5", "sys6", "sys7", "ablation_two_stage",
+                                         "ablation_beta_e0", "ablation_beta_e-1", "ablation_beta_e-3",
+                                         "ablation_beta_e-4"}
+    assert {p.stem for p in DATA} == {"data_iemocap", "data_meld", "data_emosec"}
+
+
+@pytest.mark.parametrize("data", [None, *DATA], ids=["speechcraft", *ids(DATA)])
+@pytest.mark.parametrize("system", SYSTEMS, ids=ids(SYSTEMS))
+def test_full_scale_configs_follow_the_paper(system, data):
+    cfg = full(system, data)
+    assert cfg.name == system.stem, "the experiment name is the file name (run dirs, notebooks)"
+    corpus = data.stem.removeprefix("data_") if data else "speechcraft"
+    assert cfg.resolved_run_dir() == Path("runs") / cfg.name / corpus
+    m = cfg.model
+    assert (m.encoder.kind, m.encoder.name_or_path) == ("hf", "facebook/hubert-large-ls960-ft")
+    assert m.llm.name_or_path == "meta-llama/Llama-3.1-8B-Instruct" and m.llm.hf_config is None
+    assert m.llm.lora.modules_to_save == [] and m.llm.dtype == "bfloat16"
+    t = cfg.trainer
+    assert (t.accelerator, t.strategy, t.precision) == ("gpu", "ddp", "bf16-mixed")
+    assert cfg.training.kl_delay_ratio == 0.0 and cfg.training.kl_warmup_ratio == 0.0
+    assert cfg.data.max_cuts == 8  # paper: batch 8
+    trained = set()
+    for stage in cfg.training.stages:
+        assert set(stage.trainable) <= set(GROUPS) and stage.trainable
+        for task in stage.tasks:
+            get_task(task)
+        trained |= set(stage.tasks)
+        assert stage.warmup_ratio == 0.03
+    assert sum(s.epochs for s in cfg.training.stages) == 8, "paper: 4 + 4 epochs (one stage: 8)"
+    assert set(cfg.eval.tasks) <= trained, "evaluate only what was trained"
+    tested = [c for c in cfg.data.corpora if c.test_split]
+    assert len(tested) == 1 and tested[0].name == corpus
+    assert all(c.weight > 0 for c in cfg.data.corpora if c.train_split), "mux never draws weight 0"
+    if corpus == "iemocap":
+        assert cfg.training.labels == ["neutral", "happy", "sad", "angry"]
+        assert tested[0].test_split == "fold1_test"
+    else:
+        assert len(cfg.training.labels) == 7
+
+
+def test_paper_systems_differ_only_where_the_paper_says():
+    sys7 = full(EXPERIMENTS / "sys7.yaml")
+    base = load_config([str(BASE)])
+    assert sys7 == base, "base.yaml is Sys.7"
+    two = [(s.trainable, s.tasks, s.zero_descriptor, s.epochs, s.lr, s.scheduler) for s in sys7.training.stages]
+    assert two == [(["content", "lora"], ["asr"], True, 4, 2e-4, "constant"),
+                   (["descriptor", "lora"], ["ser_sed", "asr"], False, 4, 2e-5, "cosine")]
+    assert sys7.training.beta == pytest.approx(math.exp(-2))
+    assert full(EXPERIMENTS / "sys4.yaml").model.branch.variational is False
+    assert [s.tasks for s in full(EXPERIMENTS / "sys5.yaml").training.stages] == [["asr"], ["ser", "asr"]]
+    (joint,) = full(EXPERIMENTS / "sys6.yaml").training.stages
+    assert joint.trainable == ["content", "descriptor", "lora"] and joint.tasks == ["ser_sed"]
+    assert [s.tasks for s in full(EXPERIMENTS / "ablation_two_stage.yaml").training.stages] == \
+        [["asr"], ["ser_sed"]]
+    for k in (0, 1, 3, 4):
+        cfg = full(EXPERIMENTS / f"ablation_beta_e{-k if k else 0}.yaml")
+        assert cfg.training.beta == pytest.approx(math.exp(-k))
+        assert cfg.training.stages == sys7.training.stages and cfg.model == sys7.model
+
+
+def test_single_file_recipe_equals_the_layers():
+    single = load_config([str(SINGLE_FILE)])
+    layered = full(EXPERIMENTS / "sys7.yaml", EXPERIMENTS / "data_iemocap.yaml")
+    single.name, single.run_dir = layered.name, layered.run_dir
+    assert single == layered
+
+
+def structure(cfg: ExperimentConfig) -> dict:
+    """What makes a system that system, independent of scale."""
+    return {"stages": [(s.name, s.trainable, s.tasks, s.zero_descriptor, s.scheduler)
+                       for s in cfg.training.stages],
+            "beta": cfg.training.beta, "variational": cfg.model.branch.variational,
+            "eval": cfg.eval.tasks}
+
+
+@pytest.mark.parametrize("system", SYNTH_SYSTEMS, ids=ids(SYNTH_SYSTEMS))
+def test_synthcraft_scale_mirrors_full_scale(system):
+    small = synth(system, "seed=2")
+    assert small.name == system.stem
+    assert structure(small) == structure(full(EXPERIMENTS / system.name))
+    assert small.trainer.accelerator == "cpu" and small.model.llm.name_or_path is None
+    assert small.resolved_run_dir() == Path("runs/synthcraft") / small.name / "seed2"
+    assert small.data.seed == 2, "batch order follows the seed"
+    assert sum(s.epochs for s in small.training.stages) == 4, "sized for 2-4 min on 2 cores"
+
+
+def test_every_full_scale_system_has_a_synthcraft_twin():
+    assert {p.name for p in SYNTH_SYSTEMS} == {p.name for p in SYSTEMS}
+
+
+# -- full-size parameter counts (meta device, no weights) -----------------------------------------
+def expected_groups(cfg: ExperimentConfig, llm: dict, enc: dict) -> dict[str, int]:
+    """Trainable parameters per group from the config alone.
+
+    LoRA: r * (in + out) per target projection per decoder layer. Branch: the layer-weight
+    logits (encoder layers + embedding output), then, when variational, Linear(D, H), Linear(H, H),
+    the mu and sigma heads Linear(H, Z); the adapter Linear(k * Z, A), Linear(A, llm width).
+    """
+    width = llm["hidden_size"]
+    kv = llm["num_key_value_heads"] * (llm.get("head_dim") or width // llm["num_attention_heads"])
+    ffn = llm["intermediate_size"]
+    shapes = {"q_proj": (width, width), "k_proj": (width, kv), "v_proj": (width, kv),
+              "o_proj": (width, width), "gate_proj": (width, ffn), "up_proj": (width, ffn),
+              "down_proj": (ffn, width)}
+    lora = cfg.model.llm.lora
+    n_lora = llm["num_hidden_layers"] * sum(lora.r * sum(shapes[m]) for m in lora.target_modules)
+
+    def linear(n_in: int, n_out: int) -> int:
+        return n_in * n_out + n_out
+
+    b, d = cfg.model.branch, enc["hidden_size"]
+    block = enc["num_hidden_layers"] + 1
+    if b.variational:
+        block += linear(d, b.hidden_dim) + linear(b.hidden_dim, b.hidden_dim) + 2 * linear(b.hidden_dim, b.latent_dim)
+    z = b.latent_dim if b.variational else d
+    branch = block + linear(z * b.downsample, b.adapter_dim) + linear(b.adapter_dim, width)
+    return {"content": branch, "descriptor": branch, "lora": n_lora}
+
+
+@functools.lru_cache(maxsize=None)
+def meta_model_groups(model_yaml: str) -> dict[str, int]:
+    """Parameters per trainable group of the full-size stack (built once per model config)."""
+    from omegaconf import OmegaConf
+
+    from explainable_ser.config import ModelConfig
+    from explainable_ser.model import build_model
+    from explainable_ser.stages import group_of
+    from explainable_ser.tokenizer import build_word_tokenizer
+
+    mcfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig()), OmegaConf.create(model_yaml)))
+    llm = hf_config("Llama-3.1-8B-Instruct", LLAMA_31_8B)
+    # Built from the architecture configs instead of from_pretrained: no download, no weights.
+    mcfg.encoder.name_or_path, mcfg.encoder.hf_config = None, hf_config("hubert-large-ls960-ft", HUBERT_LARGE)
+    mcfg.llm.name_or_path, mcfg.llm.hf_config = None, llm
+    with torch.device("meta"):
+        # The prompt builder only needs the special tokens; the LLM gets Llama-3's vocabulary.
+        model = build_model(mcfg, build_word_tokenizer([]), vocab_size=llm["vocab_size"])
+    counts = dict.fromkeys(GROUPS, 0)
+    for name, p in model.named_parameters():
+        if group_of(name) is not None:
+            counts[group_of(name)] += p.numel()
+    assert sum(p.numel() for n, p in model.named_parameters() if n.startswith("encoder.")) == 315_438_720
+    return counts
+
+
+@pytest.mark.parametrize("system", SYSTEMS, ids=ids(SYSTEMS))
+def test_full_size_trainable_parameters_per_stage(system):
+    from omegaconf import OmegaConf
+
+    cfg = full(system)
+    groups = meta_model_groups(OmegaConf.to_yaml(OmegaConf.structured(cfg.model)))
+    expected = expected_groups(cfg, hf_config("Llama-3.1-8B-Instruct", LLAMA_31_8B),
+                               hf_config("hubert-large-ls960-ft", HUBERT_LARGE))
+    assert groups == expected
+    for stage in cfg.training.stages:
+        n = sum(groups[g] for g in stage.trainable)
+        assert n == sum(expected[g] for g in stage.trainable), stage.name
+    if system.stem == "sys7":  # benchmarks/results/param_counts.json, README
+        assert [sum(groups[g] for g in s.trainable) for s in cfg.training.stages] == [23_602_201] * 2
+        assert groups["lora"] == 6_815_744
+
+
+# -- SynthCraft scale: a few real training steps per config ---------------------------------------
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    from data_modules.synthcraft import generate
+
+    out = tmp_path_factory.mktemp("synthcraft")
+    generate(out, n_train=24, n_dev=6, n_test=6, seed=4, progress=False)
+    return out
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matrices: more threads only add contention on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("system", SYNTH_SYSTEMS, ids=ids(SYNTH_SYSTEMS))
+def test_synthcraft_config_trains_and_evaluates(system, tiny_corpus, tmp_path, monkeypatch, one_thread):
+    import functools as ft
+
+    from explainable_ser import evaluate
+    from explainable_ser.fit import run
+
+    # The Java caption scorers are tested elsewhere; here they would only cost time.
+    monkeypatch.setattr(evaluate, "compute_metrics", ft.partial(evaluate.compute_metrics, caption_metrics=()))
+    cfg = synth(system, *TINY_LLM, f"data.corpora.0.dir={tiny_corpus}", f"run_dir={tmp_path}",
+                "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "data.max_duration=12",
+                "eval.limit=2", "eval.max_new_tokens=4", "eval.val_decode_limit=0")
+    run(cfg)
+    for stage in cfg.training.stages:
+        assert (tmp_path / stage.name / "final.ckpt").exists()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["n_utterances"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert {r["task"] for r in rows} == set(cfg.eval.tasks)
+    emotion_decoded = any("emotion" in get_task(t).fields for t in cfg.eval.tasks)
+    assert (metrics["ua"] is not None) == emotion_decoded
+    assert (metrics["wer"] is not None) == ("asr" in cfg.eval.tasks)
