@@ -907,10 +907,17 @@ def main(argv: list[str] | None = None) -> int:
     cfg = BinningConfig(normalize_by=args.normalize_by, percentiles=args.percentiles,
                         pitch_measure=args.pitch_measure, volume_measure=args.volume_measure,
                         min_speaker_utterances=args.min_speaker_utterances)
-    report = annotate_manifest(args.manifest, args.out, reference_stats=args.reference_stats,
-                               save_stats=args.save_stats, cfg=cfg,
-                               overwrite_captions=args.overwrite_captions,
-                               workers=args.workers, progress=not args.no_progress)
+    if args.reference_stats is not None and not args.reference_stats.is_file():
+        print(f"error: reference stats not found: {args.reference_stats}", file=sys.stderr)
+        return 2
+    try:
+        report = annotate_manifest(args.manifest, args.out, reference_stats=args.reference_stats,
+                                   save_stats=args.save_stats, cfg=cfg,
+                                   overwrite_captions=args.overwrite_captions,
+                                   workers=args.workers, progress=not args.no_progress)
+    except ValueError as err:  # --out == --manifest, foreign stats file, unparsable manifest line
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(format_report(report))
     if args.report is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)

@@ -352,7 +352,7 @@ def read_split(spec: CorpusSpec, split: str, *, shuffle_shards: bool = False, se
             raise FileNotFoundError(
                 f"manifest for corpus '{spec.name}' split '{split}' not found: {path} "
                 f"(run `python -m data_modules.prepare {spec.name} ...` first)")
-        return CutSet.from_file(path)  # lazy for .jsonl(.gz)
+        return CutSet(TolerantJsonl(path))  # lazy, like CutSet.from_file on .jsonl(.gz)
     directory = shar_split_dir(spec, split)
     manifests = _shar_manifests(directory)
     if not manifests:
@@ -365,6 +365,36 @@ def read_split(spec: CorpusSpec, split: str, *, shuffle_shards: bool = False, se
     if metadata_only:
         return CutSet.from_shar(fields={"cuts": [str(m) for m in manifests]}, **kwargs)
     return CutSet.from_shar(in_dir=directory, **kwargs)
+
+
+class TolerantJsonl:
+    """The cuts of a JSONL(.gz) manifest, read lazily, tolerating undecodable bytes.
+
+    lhotse decodes manifest lines strictly, so one invalid UTF-8 byte would end the epoch.
+    Lines are decoded with ``surrogateescape`` instead: the record then carries lone
+    surrogates and :class:`SpeechBatchDataset` skips it (``invalid_utf8_text``, counted and
+    logged). A line that is not a cut at all is skipped with a warning naming it.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __iter__(self):
+        import gzip
+        import warnings
+
+        from lhotse.serialization import decode_json_line, deserialize_item
+
+        opener = gzip.open if self.path.suffix == ".gz" else open
+        with opener(self.path, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    yield deserialize_item(decode_json_line(raw.decode("utf-8", "surrogateescape")))
+                except Exception as err:  # not JSON, not a cut
+                    warnings.warn(f"{self.path}:{number}: unreadable manifest line skipped "
+                                  f"({type(err).__name__}: {err})")
 
 
 class EpochCuts:

@@ -106,8 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 prepared; 1 nothing could be kept; 2 a bad argument or input/output path
+    (the readers' layout errors included), with one ``error:`` line on stderr."""
     args = build_parser().parse_args(argv)
-    return SUBCOMMANDS[args.corpus][1](args)
+    try:
+        return SUBCOMMANDS[args.corpus][1](args)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError,
+            PermissionError) as err:  # e.g. --out names an existing file
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

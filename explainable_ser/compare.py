@@ -56,16 +56,36 @@ def compare(a_rows: dict, b_rows: dict, labels: list[str] | None = None) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m explainable_ser.compare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="exit status: 0 compared; 2 a file is missing or unreadable, "
+                                            "or the two share no (id, task) pair")
     parser.add_argument("a", help="predictions.jsonl of system A (the one tested for being better)")
     parser.add_argument("b", help="predictions.jsonl of system B")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = parser.parse_args(argv)
+    rows = []
+    for path in (args.a, args.b):
+        try:
+            rows.append(read_predictions(path))
+        except (OSError, ValueError) as err:  # missing, a directory, not UTF-8, not JSON lines
+            text = str(err) if str(path) in str(err) else f"{path}: {err}"
+            print(f"error: {text}", file=sys.stderr)
+            return 2
+    a_rows, b_rows = rows
     try:
-        res = compare(read_predictions(args.a), read_predictions(args.b))
-    except (OSError, ValueError) as err:
+        if not set(a_rows) & set(b_rows):
+            raise ValueError(f"{args.a} ({len(a_rows)} rows) and {args.b} ({len(b_rows)} rows) share "
+                             f"no (id, task) pair: they are not predictions on the same utterances")
+        res = compare(a_rows, b_rows)
+    except KeyError as err:  # a JSON line without a field the metrics need
+        print(f"error: a prediction row lacks the field {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # no shared pair, an unknown task name
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if res["only_a"] or res["only_b"]:
+        print(f"note: {res['only_a']} (id, task) pair(s) only in A and {res['only_b']} only in B "
+              f"are left out", file=sys.stderr)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0

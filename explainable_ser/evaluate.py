@@ -194,7 +194,9 @@ def evaluate_module(module, dm, cfg: ExperimentConfig, out_dir: Path, world_size
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m explainable_ser.evaluate", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="exit status: 0 done; 2 a bad argument, config or checkpoint, "
+                                            "or a missing file (one line on stderr)")
     parser.add_argument("--ckpt", required=True, help="checkpoint (e.g. runs/demo/stage2/final.ckpt)")
     parser.add_argument("--out", default=None, help="output directory (default: the run directory)")
     parser.add_argument("overrides", nargs="*", help="YAML files and key=value overrides")
@@ -203,10 +205,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg, dm, module, run_dir = load_run(args.ckpt, list(args.overrides))
-    except ConfigError as err:
+        evaluate_module(module, dm, cfg, Path(args.out) if args.out else run_dir)
+    except (ConfigError, FileNotFoundError) as err:  # e.g. a test manifest not prepared yet
         print(f"error: {err}", file=sys.stderr)
         return 2
-    evaluate_module(module, dm, cfg, Path(args.out) if args.out else run_dir)
     return 0
 
 

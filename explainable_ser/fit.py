@@ -35,9 +35,15 @@ DESCRIPTION = __doc__
 
 
 def corpus_texts(dm: SpeechDataModule, labels: list[str]):
-    """Transcripts, captions and labels of the training split (offline tokenizer vocabulary)."""
+    """Transcripts, captions and labels of the training split (offline tokenizer vocabulary).
+
+    Cuts the data pipeline skips for their text (no supervision, invalid UTF-8) are left out."""
+    from data_modules.datamodule import SpeechBatchDataset
+
     for _, cuts in dm.split_cuts("train_split", metadata_only=True):  # Shar: no audio bytes
         for cut in cuts:
+            if SpeechBatchDataset.text_problem(cut) is not None:
+                continue
             rec = record_of(cut)
             for key in ("transcript", "caption"):
                 if rec.get(key):
@@ -74,12 +80,42 @@ def trainer_kwargs(cfg: ExperimentConfig) -> dict:
     return kw
 
 
-def load_adaptable(module: ExplainableSERModule, ckpt: Path) -> None:
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    missing = module.load_state_dict(state, strict=False)
-    if missing.unexpected_keys:
+def read_checkpoint(ckpt: Path) -> dict:
+    """A checkpoint's ``state_dict``, loaded with ``weights_only=True``; :class:`ConfigError`
+    when the file is not a readable checkpoint (corrupt, truncated, holding arbitrary objects)."""
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    except Exception as err:  # UnpicklingError, zip/EOF errors, KeyError, OSError ...
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        # torch's weights-only refusal names the offending global on a later line
+        detail = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else repr(err))
+        raise ConfigError(f"checkpoint {ckpt} cannot be loaded with weights_only=True: "
+                          f"{detail[:200]}") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"checkpoint {ckpt} has no state_dict of tensors")
+    return state
+
+
+def check_compatible(module: ExplainableSERModule, state: dict, ckpt: Path) -> None:
+    """:class:`ConfigError` naming the first mismatch when ``state`` was trained with another
+    model config (unknown parameter names or other shapes)."""
+    own = module.state_dict()
+    unexpected = [k for k in state if k not in own]
+    if unexpected:
         raise ConfigError(f"checkpoint {ckpt} does not match this model: unexpected keys "
-                          f"{missing.unexpected_keys[:5]} ...")
+                          f"{unexpected[:5]} ...")
+    wrong = [k for k, v in state.items() if tuple(getattr(v, "shape", ())) != tuple(own[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise ConfigError(f"checkpoint {ckpt} comes from an incompatible config: {k} has shape "
+                          f"{tuple(state[k].shape)} there, {tuple(own[k].shape)} here "
+                          f"({len(wrong)} tensor(s) differ; check the model.* settings)")
+
+
+def load_adaptable(module: ExplainableSERModule, ckpt: Path, state: dict | None = None) -> None:
+    state = read_checkpoint(ckpt) if state is None else state
+    check_compatible(module, state, ckpt)
+    module.load_state_dict(state, strict=False)
 
 
 def ensure_ctc_encoder(cfg: ExperimentConfig, dm: SpeechDataModule, directory: Path) -> None:
@@ -100,8 +136,8 @@ def ensure_ctc_encoder(cfg: ExperimentConfig, dm: SpeechDataModule, directory: P
         out, skipped = [], 0
         for _, cuts in dm.split_cuts(split_attr):
             for cut in cuts:
-                audio, _reason = loader.load(cut)
-                text = record_of(cut)["transcript"]
+                audio, _reason = loader.load(cut)  # also refuses cuts with unusable text
+                text = record_of(cut)["transcript"] if audio is not None else None
                 if audio is None or not text:
                     skipped += 1
                     continue
@@ -154,10 +190,11 @@ def load_run(ckpt: str | Path, overrides: list[str], with_data: bool = True):
     run_dir = ckpt.parent.parent
     if (run_dir / "config.yaml").exists() and not any(o.endswith((".yaml", ".yml")) for o in overrides):
         overrides = [str(run_dir / "config.yaml"), *overrides]
+    state = read_checkpoint(ckpt)  # a bad file fails here, before any model is built
     cfg = load_config(overrides)
     cfg.run_dir = str(run_dir)
     dm, module = build(cfg, run_dir, with_data=with_data)
-    load_adaptable(module, ckpt)
+    load_adaptable(module, ckpt, state)
     return cfg, dm, module, run_dir
 
 
@@ -190,6 +227,7 @@ def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_i
             raise ConfigError(f"stage {stage.name} of {run_dir} was interrupted ({stage_dir / 'last.ckpt'} "
                               f"exists): pass ckpt_path=last to resume it, or choose another run_dir")
         if resume is not None:
+            check_compatible(module, read_checkpoint(resume), resume)
             print(f"[{stage.name}] resuming from {resume}")
         logger = L.pytorch.loggers.TensorBoardLogger(str(run_dir), name="tensorboard",
                                                      version=stage.name)

@@ -92,11 +92,24 @@ class ExplainableSERModule(L.LightningModule):
     def _select(self, batch, task_name: str):
         """Keep the utterances that have every field the task's target needs."""
         task = get_task(task_name)
+        labels = set(self.cfg.training.labels)
+        prompts = self.model.prompts
+        # Text tokens must leave the LLM's context room (speech tokens come on top).
+        room = getattr(getattr(self.model.llm, "config", None), "max_position_embeddings", None)
+        if room:
+            room -= sum(len(p) for p in prompts.pieces(task))
         keep, targets = [], []
         for i, rec in enumerate(batch["records"]):
+            if "emotion" in task.fields and rec.get("emotion") is not None \
+                    and rec["emotion"] not in labels:
+                self._skip(rec["id"], f"unknown_emotion_for_{task_name}")
+                continue
             target = render_target(task, rec)
             if target is None:
                 self._skip(rec["id"], f"missing_field_for_{task_name}")
+                continue
+            if room and len(prompts.target_ids(target)) > room:
+                self._skip(rec["id"], f"sequence_too_long_for_{task_name}")
                 continue
             keep.append(i)
             targets.append(target)
@@ -192,6 +205,21 @@ class ExplainableSERModule(L.LightningModule):
                     continue
                 self.log(f"val/ce_per_token_{task_name}{suffix}", res["ce_per_token"], batch_size=res["n"],
                          sync_dist=True, prog_bar=not zero)
+
+    def on_before_optimizer_step(self, optimizer):
+        """A non-finite gradient skips the optimiser step (counted) instead of poisoning the
+        weights. Runs after backward (and the DDP all-reduce), before clipping. Setting the
+        grads to ``None`` makes AdamW leave those parameters and their moments untouched
+        (zeroed grads would still move them through the moments and weight decay)."""
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        grads = [p.grad for p in params if p.grad is not None]
+        bad = bool(grads) and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+        # Sharded grads (FSDP) differ per rank: skip everywhere if any rank saw a bad one.
+        if self.trainer.strategy.reduce_boolean_decision(bad, all=False):
+            for p in params:
+                p.grad = None
+            self.skip_counts["non_finite_grad"] += 1
+            self.log("train/non_finite_grad_steps", float(self.skip_counts["non_finite_grad"]))
 
     # -- optimiser -----------------------------------------------------------------------------
     def configure_optimizers(self):

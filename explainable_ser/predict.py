@@ -62,16 +62,24 @@ def explain(model, wave: torch.Tensor, labels: list[str], max_new_tokens: int = 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m explainable_ser.predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="exit status: 0 every file explained; 1 some files could not "
+                                            "be read (their JSON line has an 'error'); 2 a bad argument, "
+                                            "config or checkpoint, or no audio file exists")
     parser.add_argument("--ckpt", required=True, help="checkpoint, e.g. runs/demo/stage2/final.ckpt")
     parser.add_argument("audio", nargs="+", help="audio files")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args(argv)
+    missing = [path for path in args.audio if not Path(path).is_file()]
+    if len(missing) == len(args.audio):  # nothing to do: say so before loading any model
+        print(f"error: audio file{'s' if len(missing) > 1 else ''} not found: {', '.join(missing)}",
+              file=sys.stderr)
+        return 2
     from explainable_ser.fit import load_run
 
     try:
         cfg, _, module, _ = load_run(args.ckpt, list(args.set), with_data=False)
-    except ConfigError as err:
+    except (ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     model = module.model.eval()
@@ -80,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             wave = load_audio(path, cfg.data)
         except Exception as err:  # one unreadable file must not stop the others
-            print(json.dumps({"file": path, "error": f"{type(err).__name__}: {err}"}))
+            reason = "file not found" if path in missing else f"{type(err).__name__}: {err}"
+            print(json.dumps({"file": path, "error": reason}))
+            print(f"error: {path}: {reason}", file=sys.stderr)
             status = 1
             continue
         out = explain(model, wave, list(cfg.training.labels), cfg.eval.max_new_tokens, cfg.eval.num_beams)

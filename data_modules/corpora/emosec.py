@@ -83,7 +83,7 @@ def read_captions(path: Path, report) -> tuple[dict[str, object], dict[str, str]
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         return data, {}
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:  # RecursionError: absurdly deep nesting
         report.note(f"{path} is not valid JSON ({err}); read line by line")
     captions: dict[str, object] = {}
     broken: dict[str, str] = {}
@@ -93,7 +93,7 @@ def read_captions(path: Path, report) -> tuple[dict[str, object], dict[str, str]
             continue
         try:
             captions.update(json.loads("{" + line + "}"))
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:
             detail = f"{path}:{lineno}: {err}: {line!r}"
             utt_id = CAPTION_KEY.match(line)
             if utt_id:

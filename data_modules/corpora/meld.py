@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 import os
 import sys
 from dataclasses import dataclass, replace
@@ -131,9 +132,10 @@ def _timestamp_seconds(text: str | None) -> float | None:
     """``"00:16:16,059"`` -> 976.059; ``None`` when the field is not such a time."""
     try:
         hours, minutes, seconds = (text or "").strip().replace(",", ".").split(":")
-        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        value = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
     except ValueError:
         return None
+    return value if math.isfinite(value) else None  # "nan", "1e999" parse as floats
 
 
 def _clean(text: str | None) -> str | None:
@@ -164,7 +166,18 @@ def read_csv(path: str | Path, split: str, report: PrepareReport) -> list[MeldIt
         raise BadInput("unrecognised_csv", f"{path}: no column(s) {', '.join(missing)}")
     items: list[MeldItem] = []
     seen: set[str] = set()
-    for row in reader:
+    failures = 0  # in a row; each consumes input, the bound is only a safety net
+    while failures < 1000:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:  # e.g. a field over csv's size limit: that row only
+            failures += 1
+            report.skip("bad_csv_row", f"{split}:{path.name}:after line {reader.line_num}",
+                        str(err))
+            continue
+        failures = 0
         where = f"{split}:{path.name}:{reader.line_num}"
         try:
             dia, utt = int(row["Dialogue_ID"]), int(row["Utterance_ID"])

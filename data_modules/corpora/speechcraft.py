@@ -149,6 +149,8 @@ def _jsonl_pairs(text: str) -> Iterator[tuple[int, Any]]:
                 yield number, json.loads(line)
             except json.JSONDecodeError as err:
                 yield number, err
+            except (ValueError, RecursionError) as err:  # a >4300-digit int, deep nesting
+                yield number, json.JSONDecodeError(f"{type(err).__name__}: {err}", line, 0)
 
 
 def read_label_file(path: Path, report: PrepareReport) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -183,8 +185,9 @@ def read_label_file(path: Path, report: PrepareReport) -> Iterator[tuple[str, di
     else:
         try:
             document = json.loads(text)
-        except json.JSONDecodeError as err:
-            report.skip("bad_label_file", str(path), str(err))
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, huge ints, deep nesting
+            detail = str(err) if isinstance(err, json.JSONDecodeError) else f"{type(err).__name__}: {err}"
+            report.skip("bad_label_file", str(path), detail)
             return
         if not isinstance(document, dict):
             report.skip("bad_label_file", str(path), "top level is not a JSON object")
