@@ -150,6 +150,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from data_modules.cli_types import positive_int
+
 # ---------------------------------------------------------------------------- measurement setup
 ANALYSIS_SR = 16000
 MIN_SECONDS = 0.1             # shorter clips: every attribute null ("too_short")
@@ -815,15 +817,6 @@ def annotate_manifest(manifest: str | Path, out: str | Path, *,
 _MANIFEST_NAME = re.compile(r"^(?P<corpus>.+?)_cuts_(?P<split>.+)\.jsonl(\.gz)?$")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -848,7 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-stats", type=Path, metavar="STATS.json",
                         help="write the reference distribution used (quantiles per measure, "
                              "gender and normalisation) for annotating other corpora")
-    parser.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--workers", type=positive_int, default=None, metavar="N",
                         help="measurement processes (default: min(2, CPU count))")
     parser.add_argument("--overwrite-captions", action="store_true",
                         help="replace the corpus's captions and pitch/volume/speed with the "
@@ -870,7 +863,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--volume-measure", choices=sorted(VOLUME_MEASURES), default="lufs",
                         help="integrated loudness (LUFS), or the median RMS (level) or peak "
                              "(peak) level of the voiced frames, dBFS (default: %(default)s)")
-    parser.add_argument("--min-speaker-utterances", type=_positive_int, default=10, metavar="K",
+    parser.add_argument("--min-speaker-utterances", type=positive_int, default=10, metavar="K",
                         help="speaker normalisation and speaker-level gender need K measured "
                              "utterances of the speaker (default: %(default)s)")
     parser.add_argument("--report", type=Path, metavar="REPORT.json",

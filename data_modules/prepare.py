@@ -16,30 +16,23 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from data_modules.cli_types import positive_int
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _add_synthcraft_args(parser: argparse.ArgumentParser) -> None:
     """Generate the built-in synthetic corpus (espeak-ng speech with known descriptors)."""
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="output directory (audio/, manifests and synthcraft_report.json)")
-    parser.add_argument("--n-train", type=_positive_int, metavar="N", default=2000,
+    parser.add_argument("--n-train", type=positive_int, metavar="N", default=2000,
                         help="clips in the train split (default: %(default)s)")
-    parser.add_argument("--n-dev", type=_positive_int, metavar="N", default=200,
+    parser.add_argument("--n-dev", type=positive_int, metavar="N", default=200,
                         help="clips in the dev split (default: %(default)s)")
-    parser.add_argument("--n-test", type=_positive_int, metavar="N", default=200,
+    parser.add_argument("--n-test", type=positive_int, metavar="N", default=200,
                         help="clips in the test split (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, metavar="S",
                         help="corpus seed; the same seed gives the same corpus (default: 0)")
-    parser.add_argument("--workers", type=_positive_int, default=None, metavar="W",
+    parser.add_argument("--workers", type=positive_int, default=None, metavar="W",
                         help="render processes (default: min(2, CPU count))")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

@@ -69,6 +69,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from data_modules.cli_types import fraction
+
 CORPUS = "iemocap"
 SESSIONS: tuple[int, ...] = (1, 2, 3, 4, 5)
 RELEASE_DIR = "IEMOCAP_full_release"
@@ -375,15 +377,6 @@ def prepare_iemocap(root: str | Path, out_dir: str | Path, *, val_fraction: floa
 # --------------------------------------------------------------------------- CLI
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return value
-
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     """Prepare IEMOCAP (4 classes, exc->hap) with leave-one-session-out folds fold{1..5}_{train,dev,test}."""
@@ -393,7 +386,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="output directory (manifests and iemocap_report.json)")
     parser.add_argument("--shar", action="store_true",
                         help="also write Shar shards with the audio as FLAC under OUT_DIR/shar/")
-    parser.add_argument("--val-fraction", type=_fraction, default=0.1, metavar="F",
+    parser.add_argument("--val-fraction", type=fraction, default=0.1, metavar="F",
                         help="share of each training speaker's utterances held out as a fold's "
                              "dev split (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, metavar="S",

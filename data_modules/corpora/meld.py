@@ -57,6 +57,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from data_modules.cli_types import positive_float, positive_int
+
 if TYPE_CHECKING:  # lhotse (imported by common) takes seconds: only where work is done
     from data_modules.corpora.common import PrepareReport
 
@@ -456,24 +458,6 @@ def prepare(root: str | Path, out_dir: str | Path, *, max_duration: float = DEFA
 
 
 # ------------------------------------------------------------------------------- CLI
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -483,10 +467,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="OUT_DIR",
                         help="output directory: audio/{split}/*.flac, manifests, meld_report.json")
     parser.add_argument("--shar", action="store_true", help="also write Shar shards per split")
-    parser.add_argument("--max-duration", type=_positive_float, default=DEFAULT_MAX_DURATION,
+    parser.add_argument("--max-duration", type=positive_float, default=DEFAULT_MAX_DURATION,
                         metavar="SECONDS",
                         help="skip longer clips (wrongly cut ones run to 305 s; default: 30)")
-    parser.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--workers", type=positive_int, default=None, metavar="N",
                         help="decoding processes (default: min(2, CPU count))")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

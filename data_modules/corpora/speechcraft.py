@@ -64,6 +64,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
+from data_modules.cli_types import fraction
+
 if TYPE_CHECKING:  # lhotse (imported by common) takes seconds: only where work is done
     from data_modules.corpora.common import PrepareReport
 
@@ -494,15 +496,6 @@ def prepare(opts: Options) -> tuple[PrepareReport, dict[str, Path]]:
 
 
 # ------------------------------------------------------------------------------ CLI
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
-
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     """Prepare SpeechCraft labels/captions joined with their audio (GigaSpeech or segment files)."""
@@ -520,9 +513,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="lhotse GigaSpeech supervision manifest(s) "
                              "(gigaspeech_supervisions_*.jsonl.gz) giving segment times in "
                              "the long recordings")
-    parser.add_argument("--dev-fraction", type=_fraction, default=DEFAULT_DEV_FRACTION,
+    parser.add_argument("--dev-fraction", type=fraction, default=DEFAULT_DEV_FRACTION,
                         metavar="F", help="share of recordings in dev (default: %(default)s)")
-    parser.add_argument("--test-fraction", type=_fraction, default=DEFAULT_TEST_FRACTION,
+    parser.add_argument("--test-fraction", type=fraction, default=DEFAULT_TEST_FRACTION,
                         metavar="F", help="share of recordings in test (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, metavar="S",
                         help="seed of the recording split (default: 0)")
