@@ -49,6 +49,7 @@ import torch
 from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler, SimpleCutSampler
 
+from data_modules.corpora.common import shar_dir
 from data_modules.records import manifest_path, record_of
 
 
@@ -313,7 +314,7 @@ SHAR_AUDIO_BUFFER_SIZE = 5000
 
 def shar_split_dir(spec: CorpusSpec, split: str) -> Path:
     """Where ``prepare --shar`` writes a split's shards: ``{dir}/shar/{split}/``."""
-    return Path(spec.dir) / "shar" / split
+    return shar_dir(spec.dir, split)
 
 
 def _shar_manifests(directory: Path) -> list[Path]:

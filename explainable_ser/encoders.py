@@ -253,7 +253,8 @@ def train_ctc(encoder: CTCFbankEncoder, train: list, dev: list, *, epochs: int =
         for i in range(0, len(dev_f), batch_size):
             x, lens, _ = batch(dev_f[i : i + batch_size])
             hyps += encoder.greedy_decode(run_convs(x, lens), lens)
-            refs += [t for _, t in dev_f[i : i + batch_size]]
+            # Scored on the alphabet the head can write (lowercase, no punctuation).
+            refs += ["".join(c for c in t.lower() if c in encoder.alphabet) for _, t in dev_f[i : i + batch_size]]
     return {"dev_cer": jiwer.cer(refs, hyps) if refs else None,
             "dev_wer": jiwer.wer(refs, hyps) if refs else None,
             "seconds": round(time.time() - start, 1), "epochs": epochs}

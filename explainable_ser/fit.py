@@ -16,7 +16,10 @@ end, then evaluates on the test split. Everything lands under the run directory
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -130,6 +133,13 @@ def ensure_ctc_encoder(cfg: ExperimentConfig, dm: SpeechDataModule, directory: P
     enc_cfg = cfg.model.encoder
     if enc_cfg.kind != "ctc_fbank" or enc_cfg.name_or_path or (directory / "config.json").exists():
         return
+    if enc_cfg.ctc_epochs < 1:
+        raise ConfigError("model.encoder.ctc_epochs must be >= 1 for kind=ctc_fbank")
+    if int(os.environ.get("RANK", "0")) != 0:
+        # DDP launched by torchrun/SLURM: rank 0 trains and saves, the others wait for it.
+        while not (directory / "config.json").exists():
+            time.sleep(5)
+        return
     loader = SpeechBatchDataset(cfg.data)
 
     def pairs(split_attr):
@@ -154,10 +164,14 @@ def ensure_ctc_encoder(cfg: ExperimentConfig, dm: SpeechDataModule, directory: P
     enc = CTCFbankEncoder(enc_cfg.sampling_rate, enc_cfg.num_mel_bins)
     stats = train_ctc(enc, train, dev, epochs=enc_cfg.ctc_epochs, lr=enc_cfg.ctc_lr, seed=cfg.seed,
                       progress=cfg.trainer.enable_progress_bar)
-    enc.save(directory)
-    (directory / "ctc_training.json").write_text(json.dumps(stats, indent=2))
-    print(f"[encoder] dev CER {stats['dev_cer']:.3f}, WER {stats['dev_wer']:.3f} "
-          f"({stats['seconds']:.0f} s); saved to {directory}")
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    enc.save(tmp)
+    (tmp / "ctc_training.json").write_text(json.dumps(stats, indent=2))
+    tmp.replace(directory)  # other ranks and later builds see a complete encoder or none
+    scores = (f"dev CER {stats['dev_cer']:.3f}, WER {stats['dev_wer']:.3f}" if stats["dev_cer"] is not None
+              else "no dev split to score")
+    print(f"[encoder] {scores} ({stats['seconds']:.0f} s); saved to {directory}")
 
 
 def build(cfg: ExperimentConfig, run_dir: Path, with_data: bool = True):
@@ -200,10 +214,8 @@ def load_run(ckpt: str | Path, overrides: list[str], with_data: bool = True):
 
 def checkpoint_callback(cfg: ExperimentConfig, stage_dir: Path):
     every = cfg.trainer.checkpoint_every_n_steps
-    if every and every > 0:
-        return L.pytorch.callbacks.ModelCheckpoint(dirpath=str(stage_dir), save_last=True, save_top_k=0,
-                                                   every_n_train_steps=every)
-    return L.pytorch.callbacks.ModelCheckpoint(dirpath=str(stage_dir), save_last=True, save_top_k=0)
+    return L.pytorch.callbacks.ModelCheckpoint(dirpath=str(stage_dir), save_last=True, save_top_k=0,
+                                               every_n_train_steps=every if every and every > 0 else None)
 
 
 def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_io=None) -> Path:
@@ -215,6 +227,7 @@ def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_i
     L.seed_everything(cfg.seed, workers=True)
     dm, module = build(cfg, run_dir)
     global_rank = 0
+    used_ckpt = cfg.ckpt_path in (None, "last") or Path(cfg.ckpt_path).resolve() == run_dir.resolve()
     for index, stage in enumerate(cfg.training.stages):
         stage_dir = run_dir / stage.name
         final = stage_dir / "final.ckpt"
@@ -226,6 +239,10 @@ def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_i
         if resume is None and (stage_dir / "last.ckpt").exists():
             raise ConfigError(f"stage {stage.name} of {run_dir} was interrupted ({stage_dir / 'last.ckpt'} "
                               f"exists): pass ckpt_path=last to resume it, or choose another run_dir")
+        if not used_ckpt and resume is None:  # a file that belongs to no stage that is left to train
+            raise ConfigError(f"ckpt_path {cfg.ckpt_path} is not a checkpoint of the next unfinished "
+                              f"stage of {run_dir} ({stage.name}); pass ckpt_path=last")
+        used_ckpt = True  # only the first unfinished stage resumes from a given file
         if resume is not None:
             check_compatible(module, read_checkpoint(resume), resume)
             print(f"[{stage.name}] resuming from {resume}")

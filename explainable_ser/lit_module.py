@@ -96,7 +96,7 @@ class ExplainableSERModule(L.LightningModule):
         prompts = self.model.prompts
         # Text tokens must leave the LLM's context room (speech tokens come on top).
         room = getattr(getattr(self.model.llm, "config", None), "max_position_embeddings", None)
-        if room:
+        if room is not None:
             room -= sum(len(p) for p in prompts.pieces(task))
         keep, targets = [], []
         for i, rec in enumerate(batch["records"]):
@@ -108,7 +108,7 @@ class ExplainableSERModule(L.LightningModule):
             if target is None:
                 self._skip(rec["id"], f"missing_field_for_{task_name}")
                 continue
-            if room and len(prompts.target_ids(target)) > room:
+            if room is not None and len(prompts.target_ids(target)) > room:
                 self._skip(rec["id"], f"sequence_too_long_for_{task_name}")
                 continue
             keep.append(i)
@@ -147,18 +147,19 @@ class ExplainableSERModule(L.LightningModule):
 
     # -- training ------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
+        self._nothing_trained = False
         for s in batch["skipped"]:
             self._skip(s["id"], s["reason"])
         if len(batch["ids"]) == 0:
-            return None  # every clip of this batch was unusable
+            return self._no_step()  # every clip of this batch was unusable
         task_name = self.task_for_batch(batch_idx)
         res = self._losses(batch, task_name, train=True)
         if res is None:
-            return None
+            return self._no_step()
         if not torch.isfinite(res["loss"]):
             self.skip_counts["non_finite_loss"] += 1
             self.log("train/non_finite_loss_steps", float(self.skip_counts["non_finite_loss"]))
-            return None  # skip the step rather than poison the weights
+            return self._no_step()  # skip the step rather than poison the weights
         n = res["n"]
         self.log(f"train/loss_{task_name}", res["loss"], batch_size=n, prog_bar=True)
         self.log(f"train/ce_{task_name}", res["ce"], batch_size=n)
@@ -171,6 +172,13 @@ class ExplainableSERModule(L.LightningModule):
         self._pad_real += int(lens.sum())
         self._pad_total += int(lens.max()) * lens.numel()
         return res["loss"]
+
+    def _no_step(self) -> torch.Tensor:
+        """A zero loss tied to the trainable weights, for a batch that trains nothing. Returning
+        ``None`` would skip backward on this rank only and hang the others' gradient all-reduce;
+        when every rank has nothing, :meth:`on_before_optimizer_step` skips the update."""
+        self._nothing_trained = True
+        return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
 
     def on_train_epoch_end(self):
         if self._pad_total:
@@ -220,6 +228,12 @@ class ExplainableSERModule(L.LightningModule):
                 p.grad = None
             self.skip_counts["non_finite_grad"] += 1
             self.log("train/non_finite_grad_steps", float(self.skip_counts["non_finite_grad"]))
+            return
+        # Every rank's batch trained nothing (all its grads are exact zeros): no update at all,
+        # not even AdamW's moments and weight decay.
+        if self.trainer.strategy.reduce_boolean_decision(getattr(self, "_nothing_trained", False), all=True):
+            for p in params:
+                p.grad = None
 
     # -- optimiser -----------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -237,7 +251,8 @@ class ExplainableSERModule(L.LightningModule):
         keep = {f"model.{n}" for n in adaptable_names(self.model)}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint["stage_name"] = self.stage.name if self.stage else None
-        checkpoint["rng"] = rng_state()
+        # One state per rank (each rank draws its own dropout masks); saving runs on every rank.
+        checkpoint["rng"] = self._gather_objects(rng_state())
         checkpoint["skip_counts"] = dict(self.skip_counts)
 
     def on_load_checkpoint(self, checkpoint):
@@ -247,8 +262,16 @@ class ExplainableSERModule(L.LightningModule):
         # Applied at the first training batch, not now: between loading and that batch Lightning
         # still draws from the generators (sanity validation, the loader's base seed), which an
         # uninterrupted run did not do at this point.
-        self._pending_rng = checkpoint.get("rng")
+        states = checkpoint.get("rng") or [None]
+        self._pending_rng = states[self.global_rank] if self.global_rank < len(states) else None
         self.skip_counts = Counter(checkpoint.get("skip_counts", {}))
+
+    def _gather_objects(self, obj) -> list:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            out = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(out, obj)
+            return out
+        return [obj]
 
     def on_train_batch_start(self, batch, batch_idx):
         if getattr(self, "_pending_rng", None) is not None:

@@ -21,6 +21,7 @@ up on stdout.
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable
@@ -127,6 +128,8 @@ def write_prepared(cuts_by_split: dict[str, Iterable], out_dir: str | Path, repo
         paths[split] = path
         if shar:
             # Audio re-encoded into the shards, so a streaming job needs no access to the release.
+            # Start empty: shards of an earlier, larger preparation would otherwise be read too.
+            shutil.rmtree(shar_dir(out_dir, split), ignore_errors=True)
             shar_dir(out_dir, split).mkdir(parents=True, exist_ok=True)
             CutSet.from_file(path).to_shar(shar_dir(out_dir, split), fields={"recording": audio_format},
                                            shard_size=SHAR_SHARD_SIZE)
