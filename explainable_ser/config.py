@@ -231,6 +231,9 @@ class EvalConfig:
     """Generation limit."""
     limit: int | None = None
     """Evaluate only the first N test utterances."""
+    caption_language: str = "auto"
+    """Caption scoring: ``en`` (PTB tokenizer), ``zh`` (characters, EMOSEC) or ``auto`` (from
+    the records' ``language``)."""
     val_decode_limit: int = 64
     """Utterances decoded per validation epoch (per rank) for UA/WER/caption curves; 0 = off."""
 

@@ -183,7 +183,7 @@ def write_summary(cfg: ExperimentConfig, root: Path, folds: list[int]) -> dict[s
         rows += [{**r, "fold": k} for r in read_jsonl(root / f"fold{k}" / "predictions.jsonl")]
     _write_atomic(root / "predictions.jsonl",
                   "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    pooled = compute_metrics(rows, list(cfg.training.labels))
+    pooled = compute_metrics(rows, list(cfg.training.labels), language=cfg.eval.caption_language)
     pooled["folds"] = folds
     _write_atomic(root / "metrics.json", json.dumps(pooled, indent=2, ensure_ascii=False))
     _write_atomic(root / "crossval.json", json.dumps(summary, indent=2))

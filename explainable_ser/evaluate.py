@@ -72,7 +72,7 @@ def decode_batch(model, wave, lens, records: list[dict], tasks: list[str], cfg: 
             parsed = parse_output(raw, labels)
             rows.append({
                 "id": rec["id"], "task": task_name, "corpus": rec.get("corpus"),
-                "transcript_ref": rec.get("transcript"), "caption_ref": rec.get("caption"),
+                "language": rec.get("language"), "transcript_ref": rec.get("transcript"), "caption_ref": rec.get("caption"),
                 "emotion_ref": rec.get("emotion"), "attributes_ref": rec.get("attributes"),
                 "annotator_emotions": rec.get("annotator_emotions"),
                 "raw": raw, "transcript": parsed["transcript"], "caption": parsed["caption"],
@@ -87,8 +87,12 @@ def _emotion_rows(rows):
 
 
 def compute_metrics(rows: list[dict], labels: list[str], counterfactual_rows: list[dict] | None = None,
-                    language: str = "en", caption_metrics: tuple[str, ...] = M.CAPTION_METRICS) -> dict:
-    """``metrics.json`` from prediction rows (keys of the design notes, plus extras)."""
+                    language: str = "auto", caption_metrics: tuple[str, ...] = M.CAPTION_METRICS) -> dict:
+    """``metrics.json`` from prediction rows (keys of the design notes, plus extras).
+
+    ``language`` of the captions: ``en`` (PTB tokens), ``zh`` (characters) or ``auto``: ``zh``
+    when most caption rows' records say ``language: zh`` (EMOSEC), else ``en``.
+    """
     out: dict = {"n_utterances": len({r["id"] for r in rows}), "reasons": {}}
     emo = _emotion_rows(rows)
     em = M.emotion_metrics([r["emotion_ref"] for r in emo], [r["emotion"] for r in emo], labels)
@@ -105,6 +109,10 @@ def compute_metrics(rows: list[dict], labels: list[str], counterfactual_rows: li
         out["reasons"]["wer"] = "no transcript task with references was decoded"
     cap = [r for r in rows if "caption" in get_task(r["task"]).fields and r["caption_ref"]]
     if cap:
+        if language == "auto":
+            zh = sum(str(r.get("language") or "").lower().startswith("zh") for r in cap)
+            language = "zh" if zh * 2 > len(cap) else "en"
+        out["caption_language"] = language
         cm = M.caption_metrics([r["caption_ref"] for r in cap], [r["caption"] for r in cap], language,
                                metrics=caption_metrics)
         for k in ("bleu4", "meteor", "rouge_l", "cider", "spice"):
@@ -182,7 +190,7 @@ def evaluate_module(module, dm, cfg: ExperimentConfig, out_dir: Path, world_size
     emo_tasks = [t for t in tasks if "emotion" in get_task(t).fields]
     cf_rows = decode(module, loader, cfg, emo_tasks, zero_descriptor=True, limit=cfg.eval.limit,
                      desc="counterfactual", gather=sharded) if emo_tasks else None
-    metrics = compute_metrics(rows, list(cfg.training.labels), cf_rows)
+    metrics = compute_metrics(rows, list(cfg.training.labels), cf_rows, language=cfg.eval.caption_language)
     if torch.distributed.is_available() and torch.distributed.is_initialized() \
             and torch.distributed.get_rank() != 0:
         return metrics  # every rank holds the gathered rows; rank 0 writes them

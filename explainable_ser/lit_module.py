@@ -304,7 +304,8 @@ class ExplainableSERModule(L.LightningModule):
             return
         labels = list(self.cfg.training.labels)
         # METEOR (a JVM per call) and SPICE are left to the final evaluation.
-        m = compute_metrics(rows, labels, caption_metrics=("bleu4", "rouge_l", "cider"))
+        m = compute_metrics(rows, labels, caption_metrics=("bleu4", "rouge_l", "cider"),
+                            language=self.cfg.eval.caption_language)
         for key in ("ua", "wa", "macro_f1", "wer", "bleu4", "rouge_l", "cider"):
             if isinstance(m.get(key), float):
                 self.log(f"val/{key}", m[key], rank_zero_only=True)

@@ -360,3 +360,18 @@ def test_attribute_accuracy():
     assert out["n"] == {"gender": 3, "pitch": 3, "volume": 0, "speed": 1, "emphasis": 0}
     assert out["mean"] == pytest.approx((1 / 3 + 2 / 3 + 0.0) / 3)
     assert M.attribute_accuracy([], [])["mean"] is None
+
+
+def test_caption_language_auto_scores_mandarin_records_by_characters():
+    from explainable_ser.evaluate import compute_metrics
+
+    def row(i, lang):
+        return {"id": str(i), "task": "sed", "language": lang, "caption_ref": "说话人语速很快，情绪激动",
+                "caption": "说话人语速很快", "attributes_ref": {}, "caption_attributes": {},
+                "emotion_ref": None, "emotion": None, "transcript_ref": None}
+
+    zh = compute_metrics([row(i, "zh") for i in range(3)], ["neutral"], caption_metrics=("bleu4",))
+    en = compute_metrics([row(i, None) for i in range(3)], ["neutral"], caption_metrics=("bleu4",))
+    assert zh["caption_language"] == "zh" and en["caption_language"] == "en"
+    # One PTB "word" per Mandarin caption gives no 4-gram; characters do.
+    assert zh["bleu4"] > 0.3 and zh["bleu4"] != en["bleu4"]
