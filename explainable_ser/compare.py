@@ -32,24 +32,38 @@ def read_predictions(path: str | Path) -> dict[tuple[str, str], dict]:
     return rows
 
 
+def _by_utterance(rows: dict, field: str) -> dict[str, dict]:
+    """Each utterance's row for the task that outputs ``field`` (the first such task by name),
+    so systems decoding different tasks (Sys.5 ``ser`` vs Sys.7 ``ser_sed``) still pair up."""
+    out: dict[str, dict] = {}
+    for (utt, task), row in sorted(rows.items()):
+        if field in get_task(task).fields:
+            out.setdefault(utt, row)
+    return out
+
+
 def compare(a_rows: dict, b_rows: dict, labels: list[str] | None = None) -> dict:
-    shared = sorted(set(a_rows) & set(b_rows))
-    out: dict = {"n_shared": len(shared), "only_a": len(set(a_rows) - set(b_rows)),
-                 "only_b": len(set(b_rows) - set(a_rows)), "metrics": {}}
-    emo = [k for k in shared if "emotion" in get_task(k[1]).fields and a_rows[k]["emotion_ref"]]
+    """UA and WER of A and B on the utterances both decoded, with the paired one-tailed t-test
+    that A is better. Rows are keyed ``(id, task)``; pairs are made per utterance."""
+    a_ids, b_ids = {k[0] for k in a_rows}, {k[0] for k in b_rows}
+    out: dict = {"n_shared": len(a_ids & b_ids), "only_a": len(a_ids - b_ids),
+                 "only_b": len(b_ids - a_ids), "metrics": {}}
+    a_emo, b_emo = _by_utterance(a_rows, "emotion"), _by_utterance(b_rows, "emotion")
+    emo = [u for u in sorted(set(a_emo) & set(b_emo)) if a_emo[u]["emotion_ref"]]
     if emo:
-        labs = labels or sorted({a_rows[k]["emotion_ref"] for k in emo})
-        ua = [M.emotion_metrics([r[k]["emotion_ref"] for k in emo], [r[k]["emotion"] for k in emo],
-                                labs)["ua"] for r in (a_rows, b_rows)]
-        test = M.paired_t_test(M.per_utterance_scores([a_rows[k] for k in emo], "emotion"),
-                               M.per_utterance_scores([b_rows[k] for k in emo], "emotion"))
+        labs = labels or sorted({a_emo[u]["emotion_ref"] for u in emo})
+        ua = [M.emotion_metrics([r[u]["emotion_ref"] for u in emo], [r[u]["emotion"] for u in emo],
+                                labs)["ua"] for r in (a_emo, b_emo)]
+        test = M.paired_t_test(M.per_utterance_scores([a_emo[u] for u in emo], "emotion"),
+                               M.per_utterance_scores([b_emo[u] for u in emo], "emotion"))
         out["metrics"]["ua"] = {"a": ua[0], "b": ua[1], "delta": ua[0] - ua[1], **test}
-    asr = [k for k in shared if "transcript" in get_task(k[1]).fields and a_rows[k]["transcript_ref"]]
+    a_asr, b_asr = _by_utterance(a_rows, "transcript"), _by_utterance(b_rows, "transcript")
+    asr = [u for u in sorted(set(a_asr) & set(b_asr)) if a_asr[u]["transcript_ref"]]
     if asr:
-        wer = [M.wer([r[k]["transcript_ref"] for k in asr], [r[k]["transcript"] for k in asr])["wer"]
-               for r in (a_rows, b_rows)]
-        test = M.paired_t_test(M.per_utterance_scores([a_rows[k] for k in asr], "wer"),
-                               M.per_utterance_scores([b_rows[k] for k in asr], "wer"))
+        wer = [M.wer([r[u]["transcript_ref"] for u in asr], [r[u]["transcript"] for u in asr])["wer"]
+               for r in (a_asr, b_asr)]
+        test = M.paired_t_test(M.per_utterance_scores([a_asr[u] for u in asr], "wer"),
+                               M.per_utterance_scores([b_asr[u] for u in asr], "wer"))
         out["metrics"]["wer"] = {"a": wer[0], "b": wer[1], "delta": wer[0] - wer[1], **test}
     return out
 

@@ -375,3 +375,19 @@ def test_caption_language_auto_scores_mandarin_records_by_characters():
     assert zh["caption_language"] == "zh" and en["caption_language"] == "en"
     # One PTB "word" per Mandarin caption gives no 4-gram; characters do.
     assert zh["bleu4"] > 0.3 and zh["bleu4"] != en["bleu4"]
+
+
+def test_compare_pairs_systems_that_decode_different_emotion_tasks():
+    from explainable_ser.compare import compare
+
+    def rows(task, emotions):
+        return {(str(i), task): {"id": str(i), "task": task, "emotion_ref": ref, "emotion": hyp,
+                                 "transcript_ref": None}
+                for i, (ref, hyp) in enumerate(emotions)}
+
+    refs = ["happy", "sad", "angry", "neutral"] * 5
+    a = rows("ser_sed", [(r, r) for r in refs])  # always right
+    b = rows("ser", [(r, "neutral") for r in refs])  # right on neutral only
+    res = compare(a, b, ["neutral", "happy", "sad", "angry"])
+    assert res["n_shared"] == 20 and res["metrics"]["ua"]["a"] == 1.0 and res["metrics"]["ua"]["b"] == 0.25
+    assert res["metrics"]["ua"]["significant"]
