@@ -542,9 +542,13 @@ class SpeechDataModule(L.LightningDataModule):
     def _loader(self, sampler) -> torch.utils.data.DataLoader:
         # Map-style loading: the sampler runs in this process and hands each worker a whole
         # CutSet to decode, so workers never need sharding of their own.
+        # Its own generator: starting an iterator draws a worker base seed, and drawing it from
+        # the global RNG would make a resumed run's dropout/sampling depend on when loaders
+        # (validation, the next epoch) were created relative to the checkpoint.
         return torch.utils.data.DataLoader(
             SpeechBatchDataset(self.cfg), sampler=sampler, batch_size=None,
-            num_workers=self.cfg.num_workers, persistent_workers=False)
+            num_workers=self.cfg.num_workers, persistent_workers=False,
+            generator=torch.Generator().manual_seed(self.cfg.seed))
 
     def build_train_sampler(self, world_size: int | None = None, rank: int | None = None):
         """A fresh training sampler for this rank (default: the trainer's) over the stream."""
