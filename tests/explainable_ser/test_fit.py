@@ -137,7 +137,7 @@ def test_compare_pairs_utterances(demo_run, capsys):
     pred = str(demo_run / "predictions.jsonl")
     assert compare_main([pred, pred, "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["n_shared"] == 12 and res["only_a"] == 0
+    assert res["n_shared"] == 6 and res["only_a"] == 0  # 6 test utterances, each decoded for 2 tasks
     assert res["metrics"]["ua"]["delta"] == 0.0
     assert res["metrics"]["ua"]["p"] is None  # identical systems: no variance, no p-value
     assert compare_main([pred, "/nonexistent.jsonl"]) == 2
