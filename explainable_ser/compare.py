@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m explainable_ser.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="exit status: 0 compared; 2 a file is missing or unreadable, "
-                                            "or the two share no (id, task) pair")
+                                            "or the two share no utterance")
     parser.add_argument("a", help="predictions.jsonl of system A (the one tested for being better)")
     parser.add_argument("b", help="predictions.jsonl of system B")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     a_rows, b_rows = rows
     try:
-        if not set(a_rows) & set(b_rows):
+        if not {k[0] for k in a_rows} & {k[0] for k in b_rows}:
             raise ValueError(f"{args.a} ({len(a_rows)} rows) and {args.b} ({len(b_rows)} rows) share "
-                             f"no (id, task) pair: they are not predictions on the same utterances")
+                             f"no utterance id: they are not predictions on the same utterances")
         res = compare(a_rows, b_rows)
     except KeyError as err:  # a JSON line without a field the metrics need
         print(f"error: a prediction row lacks the field {err}", file=sys.stderr)
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if res["only_a"] or res["only_b"]:
-        print(f"note: {res['only_a']} (id, task) pair(s) only in A and {res['only_b']} only in B "
+        print(f"note: {res['only_a']} utterance(s) only in A and {res['only_b']} only in B "
               f"are left out", file=sys.stderr)
     if args.json:
         print(json.dumps(res, indent=2))
