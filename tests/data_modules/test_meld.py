@@ -27,12 +27,6 @@ HEADER = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID
 TRICKY_TEXT = 'Oh, he said "no, no" — you’re… sure?'
 
 
-def test_shared_folder_is_resolved_next_to_the_repo():
-    assert SHARED.parent == Path(__file__).resolve().parents[2].parent
-    if SHARED.exists():
-        assert SHARED.resolve() == Path("/work/shared").resolve()
-
-
 # ------------------------------------------------------------------------------ fixtures
 def encode_mp4(path: Path, seconds: float = 0.3, channels: int = 2, rate: int = 48000) -> None:
     """A real mp4 with one AAC audio stream (a tone on every channel)."""

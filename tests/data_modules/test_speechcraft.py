@@ -27,12 +27,6 @@ needs_reference = pytest.mark.skipif(not LJ_LABELS.is_file() or not FORK_LABELS.
 SR = 16000
 
 
-def test_shared_folder_is_resolved_next_to_the_repo():
-    assert SHARED.parent == Path(__file__).resolve().parents[2].parent
-    if SHARED.exists():
-        assert SHARED.resolve() == Path("/work/shared").resolve()
-
-
 def labels(**fields: str) -> str:
     return "\t".join(f"{k}:{v}" for k, v in fields.items())
 
