@@ -126,6 +126,9 @@ class ModelConfig:
     """LLM decoder."""
     system_prompt: str = "You are a helpful language and speech assistant."
     """System turn of the chat template."""
+    compile: bool = False
+    """``torch.compile`` both branches (disentanglement block + adapter) with dynamic shapes.
+    Fuses their elementwise work on GPU; the first batches pay the compilation."""
 
 
 @dataclass

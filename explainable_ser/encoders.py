@@ -53,6 +53,8 @@ class HFSpeechEncoder(nn.Module):
         mask = None
         if self.use_attention_mask:
             mask = (torch.arange(wave.shape[1], device=wave.device)[None] < wave_lens[:, None]).long()
+        # The frozen encoder may be stored in bf16 (``model.encoder.dtype``): inputs follow it.
+        wave = wave.to(self.model.dtype)
         out = self.model(wave, attention_mask=mask, output_hidden_states=True)
         layers = torch.stack(out.hidden_states, dim=0)  # [L, B, F, D]
         frame_lens = self.frame_lengths(wave_lens).clamp(max=layers.shape[2])
@@ -260,6 +262,16 @@ def train_ctc(encoder: CTCFbankEncoder, train: list, dev: list, *, epochs: int =
             "seconds": round(time.time() - start, 1), "epochs": epochs}
 
 
+def resolve_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
+    """``auto`` is bf16 on a GPU and fp32 elsewhere (CPU bf16 matmuls are slow)."""
+    if name == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in dtypes:
+        raise ValueError(f"dtype must be 'auto' or one of {sorted(dtypes)}, got {name!r}")
+    return dtypes[name]
+
+
 def offline_weights(name_or_path: str | None, random_init_dir: str | Path | None) -> str | None:
     """Where to load from: the configured model, else a random model saved by an earlier build."""
     if name_or_path:
@@ -269,12 +281,15 @@ def offline_weights(name_or_path: str | None, random_init_dir: str | Path | None
     return None
 
 
-def build_encoder(cfg, random_init_dir=None) -> nn.Module:
+def build_encoder(cfg, random_init_dir=None, device: str = "cpu") -> nn.Module:
     """An encoder from :class:`explainable_ser.config.EncoderConfig`, frozen and in eval mode.
 
     A randomly initialised HF encoder is saved to ``random_init_dir`` on first build and loaded
-    from there afterwards (it is frozen, so checkpoints do not hold it).
+    from there afterwards (it is frozen, so checkpoints do not hold it). An HF encoder's weights
+    take ``cfg.dtype`` (``auto``: bf16 when ``device`` is a GPU); the filterbank front ends
+    always compute in fp32 (log of small energies).
     """
+
     if cfg.kind == "fbank":
         enc = FbankEncoder(sampling_rate=cfg.sampling_rate, num_mel_bins=cfg.num_mel_bins)
     elif cfg.kind == "ctc_fbank":
@@ -297,7 +312,7 @@ def build_encoder(cfg, random_init_dir=None) -> nn.Module:
             model = AutoModel.from_config(hf_cfg)
             if random_init_dir is not None:
                 model.save_pretrained(random_init_dir)
-        enc = HFSpeechEncoder(model)
+        enc = HFSpeechEncoder(model.to(resolve_dtype(cfg.dtype, device)))
     else:
         raise ValueError(f"model.encoder.kind must be 'hf', 'ctc_fbank' or 'fbank', got {cfg.kind!r}")
     enc.requires_grad_(False)

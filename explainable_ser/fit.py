@@ -69,10 +69,10 @@ def prepare_tokenizer(cfg: ExperimentConfig, dm: SpeechDataModule, run_dir: Path
     return tok
 
 
-def trainer_kwargs(cfg: ExperimentConfig) -> dict:
+def trainer_kwargs(cfg: ExperimentConfig, model: torch.nn.Module | None = None) -> dict:
     t = cfg.trainer
     kw = dict(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
-              strategy=t.strategy, precision=t.precision, gradient_clip_val=t.gradient_clip_val,
+              strategy=strategy(t.strategy, model), precision=t.precision, gradient_clip_val=t.gradient_clip_val,
               accumulate_grad_batches=t.accumulate_grad_batches,
               log_every_n_steps=t.log_every_n_steps, val_check_interval=t.val_check_interval,
               enable_progress_bar=t.enable_progress_bar)
@@ -81,6 +81,18 @@ def trainer_kwargs(cfg: ExperimentConfig) -> dict:
     if t.limit_val_batches is not None:
         kw["limit_val_batches"] = t.limit_val_batches
     return kw
+
+
+def strategy(name: str, model: torch.nn.Module | None):
+    """``fsdp`` shards each LLM decoder layer as its own unit (one unit for the whole model
+    would gather all 8B weights at once); other names go to Lightning as they are. DDP needs
+    no ``find_unused_parameters``: stages freeze parameters before the model is wrapped."""
+    if name != "fsdp" or model is None:
+        return name
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    layer = type(model.llm.get_base_model().model.layers[0])
+    return FSDPStrategy(auto_wrap_policy={layer}, state_dict_type="full")
 
 
 def read_checkpoint(ckpt: Path) -> dict:
@@ -174,6 +186,12 @@ def ensure_ctc_encoder(cfg: ExperimentConfig, dm: SpeechDataModule, directory: P
     print(f"[encoder] {scores} ({stats['seconds']:.0f} s); saved to {directory}")
 
 
+def compute_device(cfg: ExperimentConfig) -> str:
+    """Where the Trainer will run the model: decides what ``dtype: auto`` means."""
+    wants_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    return "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"
+
+
 def build(cfg: ExperimentConfig, run_dir: Path, with_data: bool = True):
     """Data module, tokenizer and Lightning module for an experiment.
 
@@ -187,8 +205,8 @@ def build(cfg: ExperimentConfig, run_dir: Path, with_data: bool = True):
         ensure_ctc_encoder(cfg, dm, run_dir / "offline_models" / "encoder")
     # Randomly initialised (offline) encoder/LLM weights live in the run directory, so every
     # later build of this run (resume, evaluate, predict) gets the same frozen weights.
-    model = build_model(cfg.model, tokenizer, random_init_dir=run_dir / "offline_models",
-                        init_seed=cfg.seed)
+    model = build_model(cfg.model, tokenizer, device=compute_device(cfg),
+                        random_init_dir=run_dir / "offline_models", init_seed=cfg.seed)
     return dm, ExplainableSERModule(model, cfg, run_dir)
 
 
@@ -255,7 +273,7 @@ def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_i
                        *(extra_callbacks or [])],
             plugins=[checkpoint_io or AtomicCheckpointIO()],
             use_distributed_sampler=False,  # the lhotse sampler shards across ranks itself
-            **trainer_kwargs(cfg))
+            **trainer_kwargs(cfg, module.model))
         # Each stage starts from its own seed, so a stage started after a restart draws the same
         # random numbers as in an uninterrupted run (a resumed one restores them from its checkpoint).
         L.seed_everything(cfg.seed + index, workers=True, verbose=False)

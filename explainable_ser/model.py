@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from explainable_ser.bottleneck import Adapter, DisentanglementBlock
-from explainable_ser.encoders import build_encoder, offline_weights
+from explainable_ser.encoders import build_encoder, offline_weights, resolve_dtype
 from explainable_ser.prompts import FIELD_PREFIX, PromptBuilder, Task
 
 IGNORE = -100  # label value outside the target
@@ -71,11 +71,17 @@ class ExplainableSER(nn.Module):
         return self
 
     # -- speech -> tokens ----------------------------------------------------------------------
+    def encode(self, wave, wave_lens):
+        """Frozen encoder: every layer [L, B, F, D] and the real frame counts [B]."""
+        # inference_mode skips autograd's version counters and views entirely (cheaper than
+        # no_grad); its outputs may not be saved for backward, so the branches get a copy.
+        with torch.inference_mode():
+            layers, frame_lens = self.encoder(wave, wave_lens)
+        return layers.clone(), frame_lens.clone()
+
     def speech_tokens(self, wave, wave_lens, *, sample_content: bool, sample_descriptor: bool,
                       zero_descriptor: bool, zero_content: bool = False) -> SpeechTokens:
-        with torch.no_grad():
-            layers, frame_lens = self.encoder(wave, wave_lens)  # [L, B, F, D], [B]
-        layers = layers.detach()
+        layers, frame_lens = self.encode(wave, wave_lens)  # [L, B, F, D], [B]
         s_con, n_tok, kl_con = self.content(layers, frame_lens, sample_content)  # [B, N, H]
         s_des, _, kl_des = self.descriptor(layers, frame_lens, sample_descriptor)  # [B, N, H]
         if zero_descriptor:
@@ -186,12 +192,6 @@ class ExplainableSER(nn.Module):
 
 
 # -- construction ------------------------------------------------------------------------------
-def resolve_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
 def build_llm(cfg, vocab_size: int, device: str = "cpu", random_init_dir: str | Path | None = None,
               init_seed: int | None = None) -> nn.Module:
     """The causal LM with LoRA: ``from_pretrained`` (real) or random from ``hf_config``.
@@ -210,6 +210,10 @@ def build_llm(cfg, vocab_size: int, device: str = "cpu", random_init_dir: str | 
         if cfg.load_in_4bit:
             from transformers import BitsAndBytesConfig
 
+            if not torch.cuda.is_available():
+                raise ValueError("model.llm.load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes")
+            # Quantisation happens while loading, on this process's GPU (one per DDP rank).
+            kwargs["device_map"] = {"": torch.cuda.current_device()}
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
                 bnb_4bit_use_double_quant=True)
@@ -246,7 +250,12 @@ def build_model(cfg, tokenizer, device: str = "cpu", vocab_size: int | None = No
     seeds the trainable parts' initialisation (LoRA, branches).
     """
     sub = (lambda name: Path(random_init_dir) / name) if random_init_dir is not None else (lambda name: None)
-    encoder = build_encoder(cfg.encoder, random_init_dir=sub("encoder"))
+    encoder = build_encoder(cfg.encoder, random_init_dir=sub("encoder"), device=device)
     llm = build_llm(cfg.llm, vocab_size=vocab_size or len(tokenizer), device=device,
                     random_init_dir=sub("llm"), init_seed=init_seed)
-    return ExplainableSER(encoder, llm, tokenizer, cfg)
+    model = ExplainableSER(encoder, llm, tokenizer, cfg)
+    if cfg.compile:
+        # Module.compile compiles in place: parameter names, hence checkpoints, are unchanged.
+        model.content.compile(dynamic=True)
+        model.descriptor.compile(dynamic=True)
+    return model
