@@ -168,3 +168,20 @@ def test_lr_schedules():
     assert [cosine(s) for s in (0, 9)] == [0.1, 1.0]  # linear warm-up
     assert cosine(55) == pytest.approx(0.5) and cosine(100) == pytest.approx(0.0)
     assert constant(5) == 0.6 and constant(99) == 1.0
+
+
+def test_fsdp_wraps_each_llm_decoder_layer(tiny_tokenizer):
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from conftest import tiny_config
+    from explainable_ser.fit import trainer_kwargs
+    from explainable_ser.model import build_model
+
+    cfg = tiny_config("trainer.strategy=fsdp")
+    model = build_model(cfg.model, tiny_tokenizer)
+    strategy = trainer_kwargs(cfg, model)["strategy"]
+    assert isinstance(strategy, FSDPStrategy)
+    layer = type(model.llm.get_base_model().model.layers[0])
+    assert strategy.kwargs["auto_wrap_policy"]._module_classes == {layer}
+    assert strategy.kwargs["use_orig_params"]  # frozen and LoRA weights share units
+    assert trainer_kwargs(tiny_config("trainer.strategy=ddp"), model)["strategy"] == "ddp"

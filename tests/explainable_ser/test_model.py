@@ -177,3 +177,47 @@ def test_generate_batched_equals_single(model):
     singles = [model.generate(wave[i : i + 1, : lens[i]], lens[i : i + 1], task, max_new_tokens=6)[0]
                for i in range(3)]
     assert batched == singles
+
+
+def test_encoder_dtype_is_applied_to_hf_weights(tiny_tokenizer, seeded):
+    cfg = tiny_config("model.encoder.dtype=bfloat16", hubert=True)
+    m = build_model(cfg.model, tiny_tokenizer)
+    assert {p.dtype for p in m.encoder.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in m.content.parameters()} == {torch.float32}  # branches train in fp32
+    wave, lens = waves([16000, 12000])
+    layers, frames = m.encode(wave, lens)  # fp32 audio in, bf16 layers out
+    assert layers.dtype == torch.bfloat16 and not layers.is_inference()
+    # "auto" follows the device: fp32 on CPU, bf16 on a GPU.
+    auto = build_model(tiny_config(hubert=True).model, tiny_tokenizer)
+    assert {p.dtype for p in auto.encoder.parameters()} == {torch.float32}
+
+
+def test_encoder_outputs_feed_backward_although_encoded_under_inference_mode(tiny_tokenizer, seeded):
+    m = build_model(tiny_config(hubert=True).model, tiny_tokenizer).train()
+    apply_trainable(m, sorted(STAGE1))
+    wave, lens = waves([16000, 9000])
+    task = get_task("asr")
+    out = m(wave, lens, task, [render_target(task, REC)] * 2, zero_descriptor=True)
+    (out["ce"].mean() + out["kl_content"].mean()).backward()
+    assert m.content.block.layer_logits.grad is not None
+    assert all(p.grad is None for p in m.encoder.parameters())
+
+
+@pytest.mark.slow
+def test_compiled_branches_keep_names_and_outputs(tiny_tokenizer):
+    torch.manual_seed(0)
+    eager = build_model(tiny_config().model, tiny_tokenizer).eval()
+    torch.manual_seed(0)
+    compiled = build_model(tiny_config("model.compile=true").model, tiny_tokenizer).eval()
+    assert [n for n, _ in eager.named_parameters()] == [n for n, _ in compiled.named_parameters()]
+    wave, lens = waves([16000, 11000])
+    task = get_task("ser_sed")
+    targets = [render_target(task, REC)] * 2
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    a = eager(wave, lens, task, targets, sample_content=False, sample_descriptor=False)
+    b = compiled(wave, lens, task, targets, sample_content=False, sample_descriptor=False)
+    # Both branches ran through dynamo (one graph: the two modules share their code).
+    assert counters["stats"]["unique_graphs"] >= 1 and counters["stats"]["calls_captured"] > 0
+    torch.testing.assert_close(a["ce"], b["ce"], rtol=1e-4, atol=1e-4)
