@@ -1,0 +1,109 @@
+"""benchmarks/train_step.py: its written-out FLOP count against torch's FLOP counter, and a run.
+
+No timing is asserted here (timings live in the JSON the scripts write).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from explainable_ser.prompts import get_task
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def ts():
+    return load_script("train_step")
+
+
+def small_stack(ts, head_trainable: bool):
+    """The benchmark's stack, smaller still, with eager attention (torch counts its matmuls)."""
+    cfg, enc_hf, llm_hf = ts.experiment_config("tiny", "naive")
+    enc_hf.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, conv_dim=[32] * 7,
+                  num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    llm_hf.update(hidden_size=64, intermediate_size=96, num_hidden_layers=2)
+    cfg.model.branch.hidden_dim, cfg.model.branch.latent_dim, cfg.model.branch.adapter_dim = 48, 16, 80
+    cfg.model.llm.lora.target_modules = ["q_proj", "v_proj", "down_proj"]
+    cfg.model.llm.lora.modules_to_save = ["lm_head"] if head_trainable else []
+    return cfg, enc_hf, llm_hf
+
+
+@pytest.mark.parametrize("head_trainable", [False, True])
+def test_flop_formula_matches_torch_flop_counter(ts, head_trainable, tmp_path):
+    torch.manual_seed(0)
+    cfg, enc_hf, llm_hf = small_stack(ts, head_trainable)
+    vocab = 1000
+    model, _ = ts.build(cfg, "cpu", vocab, tmp_path)
+    model.train()
+    task = get_task("ser_sed")
+    n = 16000  # equal lengths: the counter sees the padded work, the formula the real one
+    wave, lens = torch.randn(3, n) * 0.1, torch.tensor([n] * 3)
+    target = " ".join(f"w{i}" for i in range(12))
+    head, mid, tail = model.prompts.pieces(task)
+    prompt_len = len(head) + len(mid) + len(tail)
+    n_target = len(model.prompts.target_ids(target))
+
+    with FlopCounterMode(display=False) as counter:
+        out = model(wave, lens, task, [target] * 3)
+        (out["ce"] + out["kl_descriptor"]).mean().backward()
+    counted = counter.get_total_flops()
+    formula = ts.step_flops(cfg, enc_hf, llm_hf, vocab, [n] * 3, prompt_len, n_target)
+    # Every matmul, convolution and attention product, forward and backward, is accounted for.
+    assert formula["total"] == pytest.approx(counted, rel=1e-6)
+    assert formula["llm_backward"] > formula["llm_forward"]  # attention backward is twice its forward
+
+
+def test_encoder_flops_match_the_counter_alone(ts):
+    """The encoder term on its own (its matmuls dominate the check above at this size)."""
+    from transformers import AutoConfig, AutoModel
+
+    _, enc_hf, _ = ts.experiment_config("tiny", "naive")
+    hf = AutoConfig.for_model(**enc_hf)
+    hf._attn_implementation = "eager"
+    model = AutoModel.from_config(hf).eval()
+    wave = torch.randn(2, 24000)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(wave)
+    assert 2 * ts.encoder_flops(enc_hf, 24000) == pytest.approx(counter.get_total_flops(), rel=1e-3)
+
+
+def test_bucketed_and_naive_batches_have_the_same_mean_duration(ts):
+    for config in ("project", "naive"):
+        lengths = ts.clip_lengths(config, 400, 10.0)
+        assert sum(lengths) / len(lengths) / ts.SR == pytest.approx(10.0, rel=0.05)
+    assert max(ts.clip_lengths("project", 8, 10.0)) <= 10.5 * ts.SR
+    assert max(ts.clip_lengths("naive", 8, 10.0)) > 12 * ts.SR
+
+
+@pytest.mark.slow
+def test_train_step_script_writes_its_json(tmp_path):
+    out = tmp_path / "train_step.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "train_step.py"), "--size", "tiny", "--cpu",
+         "--configs", "project,naive,qlora", "--steps", "1", "--warmup", "1", "--seconds", "2",
+         "--batch", "2", "--matmul-n", "256", "--out", str(out)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    project, naive = res["configs"]["project"], res["configs"]["naive"]
+    assert project["samples_per_s"] > 0 and 0 < project["mfu"]
+    assert naive["llm"]["attn"] == "eager" and project["llm"]["attn"] == "sdpa"
+    assert project["flops_per_step"]["total"] > 0 and project["peak_rss_gb"] > 0
+    assert "skipped" in res["configs"]["qlora"]  # no GPU here: said, not faked
+    assert set(res["speedup_vs_naive"]) == {"project"}
