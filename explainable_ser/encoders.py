@@ -289,7 +289,6 @@ def build_encoder(cfg, random_init_dir=None, device: str = "cpu") -> nn.Module:
     take ``cfg.dtype`` (``auto``: bf16 when ``device`` is a GPU); the filterbank front ends
     always compute in fp32 (log of small energies).
     """
-
     if cfg.kind == "fbank":
         enc = FbankEncoder(sampling_rate=cfg.sampling_rate, num_mel_bins=cfg.num_mel_bins)
     elif cfg.kind == "ctc_fbank":

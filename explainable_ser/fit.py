@@ -89,6 +89,8 @@ def strategy(name: str, model: torch.nn.Module | None):
     no ``find_unused_parameters``: stages freeze parameters before the model is wrapped."""
     if name != "fsdp" or model is None:
         return name
+    if not torch.cuda.is_available():  # Lightning's FSDP runs on CUDA devices only
+        raise ConfigError("trainer.strategy=fsdp needs CUDA GPUs; use ddp (or auto) on CPU")
     from lightning.pytorch.strategies import FSDPStrategy
 
     layer = type(model.llm.get_base_model().model.layers[0])

@@ -13,6 +13,7 @@ No Lightning and no data-module imports: this file is plain PyTorch + transforme
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,8 +213,9 @@ def build_llm(cfg, vocab_size: int, device: str = "cpu", random_init_dir: str | 
 
             if not torch.cuda.is_available():
                 raise ValueError("model.llm.load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes")
-            # Quantisation happens while loading, on this process's GPU (one per DDP rank).
-            kwargs["device_map"] = {"": torch.cuda.current_device()}
+            # Quantisation happens while loading, on this process's GPU: the model is built
+            # before the Trainer picks the rank's device, so the launcher's LOCAL_RANK says which.
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
                 bnb_4bit_use_double_quant=True)

@@ -170,15 +170,20 @@ def test_lr_schedules():
     assert constant(5) == 0.6 and constant(99) == 1.0
 
 
-def test_fsdp_wraps_each_llm_decoder_layer(tiny_tokenizer):
+def test_fsdp_wraps_each_llm_decoder_layer(tiny_tokenizer, monkeypatch):
     from lightning.pytorch.strategies import FSDPStrategy
 
     from conftest import tiny_config
+    from explainable_ser.config import ConfigError
     from explainable_ser.fit import trainer_kwargs
     from explainable_ser.model import build_model
 
     cfg = tiny_config("trainer.strategy=fsdp")
     model = build_model(cfg.model, tiny_tokenizer)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="fsdp needs CUDA"):
+            trainer_kwargs(cfg, model)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # build the strategy only
     strategy = trainer_kwargs(cfg, model)["strategy"]
     assert isinstance(strategy, FSDPStrategy)
     layer = type(model.llm.get_base_model().model.layers[0])
