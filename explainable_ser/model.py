@@ -73,12 +73,16 @@ class ExplainableSER(nn.Module):
 
     # -- speech -> tokens ----------------------------------------------------------------------
     def encode(self, wave, wave_lens):
-        """Frozen encoder: every layer [L, B, F, D] and the real frame counts [B]."""
+        """Frozen encoder: every layer [L, B, F, D] in the branches' dtype, real frame counts [B]."""
         # inference_mode skips autograd's version counters and views entirely (cheaper than
-        # no_grad); its outputs may not be saved for backward, so the branches get a copy.
+        # no_grad). Its outputs may not be saved for backward, so training gets a copy; the
+        # copy also brings a bf16 encoder's layers to the branches' dtype (no autocast needed).
         with torch.inference_mode():
             layers, frame_lens = self.encoder(wave, wave_lens)
-        return layers.clone(), frame_lens.clone()
+        dtype = self.content.block.layer_logits.dtype
+        if torch.is_grad_enabled() or layers.dtype != dtype:
+            layers = layers.to(dtype, copy=True)
+        return layers, frame_lens.clone()
 
     def speech_tokens(self, wave, wave_lens, *, sample_content: bool, sample_descriptor: bool,
                       zero_descriptor: bool, zero_content: bool = False) -> SpeechTokens:
@@ -215,7 +219,7 @@ def build_llm(cfg, vocab_size: int, device: str = "cpu", random_init_dir: str | 
                 raise ValueError("model.llm.load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes")
             # Quantisation happens while loading, on this process's GPU: the model is built
             # before the Trainer picks the rank's device, so the launcher's LOCAL_RANK says which.
-            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))}
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
                 bnb_4bit_use_double_quant=True)
