@@ -39,7 +39,8 @@ class EncoderConfig:
     attn_implementation: str = "sdpa"
     """Attention kernel of the encoder (``sdpa`` or ``eager``)."""
     dtype: str = "auto"
-    """Encoder compute dtype: ``auto`` (bf16 on GPU, fp32 on CPU), ``float32`` or ``bfloat16``."""
+    """Weights dtype of an HF encoder (the filterbank ones stay fp32): ``auto`` (bf16 on a GPU with
+    ``trainer.precision`` bf16-*, except under FSDP; fp32 otherwise), ``float32`` or ``bfloat16``."""
     sampling_rate: int = 16000
     """Input rate of the encoder."""
     num_mel_bins: int = 80
@@ -105,7 +106,8 @@ class LLMConfig:
     attn_implementation: str = "sdpa"
     """``sdpa``, ``flash_attention_2`` or ``eager``."""
     dtype: str = "auto"
-    """Weights dtype: ``auto`` (bf16 on GPU, fp32 on CPU), ``float32``, ``bfloat16``."""
+    """Weights dtype: ``auto`` (bf16 on a GPU with ``trainer.precision`` bf16-*, except under
+    FSDP; fp32 otherwise), ``float32``, ``bfloat16``."""
     gradient_checkpointing: bool = False
     """Recompute LLM activations in backward (saves memory at full scale)."""
     load_in_4bit: bool = False

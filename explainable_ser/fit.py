@@ -91,6 +91,11 @@ def strategy(name: str, model: torch.nn.Module | None):
         return name
     if not torch.cuda.is_available():  # Lightning's FSDP runs on CUDA devices only
         raise ConfigError("trainer.strategy=fsdp needs CUDA GPUs; use ddp (or auto) on CPU")
+    dtypes = {p.dtype for p in model.parameters()}
+    if len(dtypes) > 1:  # FSDP flattens each unit's parameters into one tensor
+        raise ConfigError(f"trainer.strategy=fsdp needs one parameter dtype, the model has "
+                          f"{sorted(map(str, dtypes))}: set model.llm.dtype and model.encoder.dtype "
+                          f"to float32 (or auto) and trainer.precision=bf16-mixed, which computes in bf16")
     from lightning.pytorch.strategies import FSDPStrategy
 
     layer = type(model.llm.get_base_model().model.layers[0])
@@ -189,9 +194,17 @@ def ensure_ctc_encoder(cfg: ExperimentConfig, dm: SpeechDataModule, directory: P
 
 
 def compute_device(cfg: ExperimentConfig) -> str:
-    """Where the Trainer will run the model: decides what ``dtype: auto`` means."""
+    """Where the Trainer runs the model (and where evaluation and prediction decode)."""
     wants_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
     return "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"
+
+
+def auto_dtype_device(cfg: ExperimentConfig) -> str:
+    """The device that ``dtype: auto`` is resolved for: bf16 weights only on a GPU with a bf16
+    precision (a ``32-true`` run keeps fp32 weights) and not under FSDP, which needs one dtype
+    per sharded unit and casts to bf16 for compute itself."""
+    bf16 = cfg.trainer.precision.startswith("bf16") and cfg.trainer.strategy != "fsdp"
+    return compute_device(cfg) if bf16 else "cpu"
 
 
 def build(cfg: ExperimentConfig, run_dir: Path, with_data: bool = True):
@@ -207,7 +220,7 @@ def build(cfg: ExperimentConfig, run_dir: Path, with_data: bool = True):
         ensure_ctc_encoder(cfg, dm, run_dir / "offline_models" / "encoder")
     # Randomly initialised (offline) encoder/LLM weights live in the run directory, so every
     # later build of this run (resume, evaluate, predict) gets the same frozen weights.
-    model = build_model(cfg.model, tokenizer, device=compute_device(cfg),
+    model = build_model(cfg.model, tokenizer, device=auto_dtype_device(cfg),
                         random_init_dir=run_dir / "offline_models", init_seed=cfg.seed)
     return dm, ExplainableSERModule(model, cfg, run_dir)
 
@@ -228,6 +241,7 @@ def load_run(ckpt: str | Path, overrides: list[str], with_data: bool = True):
     cfg = load_config(overrides)
     cfg.run_dir = str(run_dir)
     dm, module = build(cfg, run_dir, with_data=with_data)
+    module.to(compute_device(cfg))  # evaluate / predict decode where training ran
     load_adaptable(module, ckpt, state)
     return cfg, dm, module, run_dir
 
@@ -288,6 +302,7 @@ def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_i
         # whole test split and writes the outputs (others would race on the same files).
         from explainable_ser.evaluate import evaluate_module
 
+        module.to(compute_device(cfg))  # the Trainer hands the model back on the CPU
         evaluate_module(module, dm, cfg, run_dir, world_size=1, rank=0)
     print(f"run directory: {run_dir}")
     return run_dir

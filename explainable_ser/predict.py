@@ -42,7 +42,8 @@ def load_audio(path: str, data_cfg) -> torch.Tensor:
 def explain(model, wave: torch.Tensor, labels: list[str], max_new_tokens: int = 64,
             num_beams: int = 1) -> dict:
     """Transcript, caption, emotion and per-class emotion scores for one waveform [T]."""
-    w, lens = wave[None], torch.tensor([wave.numel()])
+    device = next(model.parameters()).device
+    w, lens = wave[None].to(device), torch.tensor([wave.numel()], device=device)
     asr = model.generate(w, lens, get_task("asr"), max_new_tokens=max_new_tokens, num_beams=num_beams)[0]
     task = get_task("ser_sed")
     raw = model.generate(w, lens, task, max_new_tokens=max_new_tokens, num_beams=num_beams)[0]
