@@ -190,3 +190,19 @@ def test_fsdp_wraps_each_llm_decoder_layer(tiny_tokenizer, monkeypatch):
     assert strategy.kwargs["auto_wrap_policy"]._module_classes == {layer}
     assert strategy.kwargs["use_orig_params"]  # frozen and LoRA weights share units
     assert trainer_kwargs(tiny_config("trainer.strategy=ddp"), model)["strategy"] == "ddp"
+    # FSDP flattens each unit into one tensor: a bf16 LLM with fp32 LoRA and branches is refused.
+    bf16 = build_model(tiny_config("model.llm.dtype=bfloat16").model, tiny_tokenizer)
+    with pytest.raises(ConfigError, match="one parameter dtype"):
+        trainer_kwargs(cfg, bf16)
+
+
+def test_dtype_auto_means_bf16_only_on_a_gpu_with_bf16_precision(monkeypatch):
+    from conftest import tiny_config
+    from explainable_ser.fit import auto_dtype_device, compute_device
+
+    assert auto_dtype_device(tiny_config("trainer.precision=bf16-mixed")) == compute_device(tiny_config())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert auto_dtype_device(tiny_config("trainer.precision=bf16-mixed")) == "cuda"
+    assert auto_dtype_device(tiny_config("trainer.precision=32-true")) == "cpu"
+    assert auto_dtype_device(tiny_config("trainer.precision=bf16-mixed", "trainer.strategy=fsdp")) == "cpu"
+    assert auto_dtype_device(tiny_config("trainer.precision=bf16-mixed", "trainer.accelerator=cpu")) == "cpu"

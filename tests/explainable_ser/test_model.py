@@ -185,11 +185,19 @@ def test_encoder_dtype_is_applied_to_hf_weights(tiny_tokenizer, seeded):
     assert {p.dtype for p in m.encoder.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in m.content.parameters()} == {torch.float32}  # branches train in fp32
     wave, lens = waves([16000, 12000])
-    layers, frames = m.encode(wave, lens)  # fp32 audio in, bf16 layers out
-    assert layers.dtype == torch.bfloat16 and not layers.is_inference()
+    layers, frames = m.encode(wave, lens)  # fp32 audio in, the branches' fp32 layers out
+    assert layers.dtype == torch.float32 and not layers.is_inference()
     # "auto" follows the device: fp32 on CPU, bf16 on a GPU.
     auto = build_model(tiny_config(hubert=True).model, tiny_tokenizer)
     assert {p.dtype for p in auto.encoder.parameters()} == {torch.float32}
+    # A whole training step without autocast: the branches get fp32 layers, not bf16 ones.
+    m.train()
+    apply_trainable(m, sorted(STAGE1))
+    task = get_task("asr")
+    out = m(wave, lens, task, [render_target(task, REC)] * 2, zero_descriptor=True)
+    (out["ce"].mean() + out["kl_content"].mean()).backward()
+    assert torch.isfinite(out["ce"]).all() and m.content.block.layer_logits.grad is not None
+    assert m.generate(wave, lens, task, max_new_tokens=3)  # and decoding, under no_grad
 
 
 def test_encoder_outputs_feed_backward_although_encoded_under_inference_mode(tiny_tokenizer, seeded):
