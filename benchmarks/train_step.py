@@ -14,9 +14,10 @@ with like on a shared machine:
 * ``project``: encoder in bf16 on GPU under ``inference_mode``, SDPA attention, duration
   bucketing (the 8 clips within 10 s +- 0.5 s), fused AdamW, bf16 autocast.
 * ``project_ckpt``: the same with gradient checkpointing of the LLM (what fits a 48 GB card).
-* ``naive``: the same model with an fp32 encoder tracking gradients, eager attention in the
-  encoder and the LLM, no bucketing (8 clips of 2 to 18 s, 10 s on average, padded to the
-  longest), no gradient checkpointing, unfused AdamW.
+* ``naive``: the same model with an fp32 encoder tracking gradients (on a GPU its matmuls still
+  run under the bf16 autocast that ``bf16-mixed`` puts around the whole step), eager attention
+  in the encoder and the LLM, no bucketing (8 clips of 2 to 18 s padded to the longest; the
+  same 80 s of audio in total as the bucketed batch), no gradient checkpointing, unfused AdamW.
 * ``qlora`` (GPU with bitsandbytes only): the LLM loaded in 4 bit (NF4) + gradient checkpointing.
 
 MFU = model FLOPs per step / step time / the bf16 matmul peak measured in the same run (an
@@ -114,11 +115,15 @@ def llm_flops(hf: dict, vocab: int, seq_len: int, n_target: int, lora_r: int, lo
 
 
 def branch_flops(n_layers: int, enc_dim: int, hidden: int, latent: int, k: int, adapter: int,
-                 llm_dim: int, frames: int, trained: bool) -> float:
-    """One branch (weighted layer sum, VIB MLP, adapter) on one clip; x3 when trained."""
+                 llm_dim: int, frames: int, trained: bool, variational: bool = True) -> float:
+    """One branch (weighted layer sum, VIB MLP, adapter) on one clip; x3 when trained. Without
+    the VIB (Sys.4) the layer sum feeds the adapter directly."""
     tokens = frames // k
     layer_sum = 2 * n_layers * frames * enc_dim
-    mlp = 2 * frames * (enc_dim * hidden + hidden * hidden + 2 * hidden * latent)
+    if variational:
+        mlp = 2 * frames * (enc_dim * hidden + hidden * hidden + 2 * hidden * latent)
+    else:
+        mlp, latent = 0, enc_dim
     adapt = 2 * tokens * (latent * k * adapter + adapter * llm_dim)
     fwd = layer_sum + mlp + adapt
     # Backward: input and weight gradients of every matmul; the layer sum only its weights'.
@@ -134,8 +139,8 @@ def step_flops(cfg, enc_hf: dict, llm_hf: dict, vocab: int, clip_samples: list[i
                            enc_hf.get("conv_stride", [5, 2, 2, 2, 2, 2, 2])) for n in clip_samples]
     n_layers, d = enc_hf["num_hidden_layers"] + 1, enc_hf["hidden_size"]
     common = (n_layers, d, b.hidden_dim, b.latent_dim, b.downsample, b.adapter_dim, llm_hf["hidden_size"])
-    branches = sum(branch_flops(*common, f, trained=False) + branch_flops(*common, f, trained=True)
-                   for f in frames)
+    branches = sum(branch_flops(*common, f, trained=False, variational=b.variational)
+                   + branch_flops(*common, f, trained=True, variational=b.variational) for f in frames)
     llm = {"forward": 0.0, "backward": 0.0}
     for f in frames:
         seq = prompt_len + 2 * (f // b.downsample) + n_target
@@ -168,10 +173,13 @@ def experiment_config(size: str, config: str):
 
 
 def clip_lengths(config: str, batch: int, seconds: float, seed: int = 0) -> list[int]:
-    """Bucketed: every clip within +-5 % of ``seconds``; naive: 0.2x to 1.8x of it (same mean)."""
+    """Bucketed: every clip within +-5 % of ``seconds``; naive: 0.2x to 1.8x of it. Both are
+    scaled to exactly ``batch * seconds`` of audio, so every configuration does the same work."""
     rng = random.Random(seed)
     lo, hi = (0.95, 1.05) if config != "naive" else (0.2, 1.8)
-    return [int(SR * seconds * rng.uniform(lo, hi)) for _ in range(batch)]
+    draws = [rng.uniform(lo, hi) for _ in range(batch)]
+    scale = batch / sum(draws)
+    return [int(SR * seconds * d * scale) for d in draws]
 
 
 def build(cfg, device: str, vocab: int, work_dir: Path):
@@ -273,13 +281,15 @@ def run_one(args) -> dict:
     return res
 
 
-def matmul_peak(device: str, n: int, repeats: int = 10) -> dict:
-    """Measured matmul throughput: bf16 on GPU, fp32 on CPU (no fast bf16 path there)."""
+def matmul_peak(device: str, n: int, repeats: int | None = None) -> dict:
+    """Measured matmul throughput: bf16 on GPU, fp32 on CPU (no fast bf16 path there). On a GPU
+    100 products (seconds of work) let the clocks settle; fewer would understate the peak."""
+    repeats = repeats or (100 if device == "cuda" else 10)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(2):
+    for _ in range(max(2, repeats // 10)):
         a @ b
     sync()
     t0 = time.perf_counter()
