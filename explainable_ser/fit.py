@@ -35,6 +35,7 @@ from explainable_ser.stages import StageCallback
 from explainable_ser.tokenizer import build_word_tokenizer, load_tokenizer
 
 DESCRIPTION = __doc__
+DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 
 
 def corpus_texts(dm: SpeechDataModule, labels: list[str]):
@@ -140,13 +141,79 @@ def load_adaptable(module: ExplainableSERModule, ckpt: Path, state: dict | None 
     module.load_state_dict(state, strict=False)
 
 
+def usable_clips(cfg: ExperimentConfig, dm: SpeechDataModule, split_attr: str):
+    """``([(wave [T], record)], n_skipped)`` of one split, through the data pipeline's own
+    checks (clips it would skip for their audio or text are counted, not returned)."""
+    from data_modules.datamodule import SpeechBatchDataset
+
+    loader = SpeechBatchDataset(cfg.data)
+    out, skipped = [], 0
+    for _, cuts in dm.split_cuts(split_attr):
+        for cut in cuts:
+            audio, _reason = loader.load(cut)  # also refuses cuts with unusable text
+            if audio is None:
+                skipped += 1
+                continue
+            out.append((torch.from_numpy(audio), record_of(cut)))
+    return out, skipped
+
+
+def ensure_warm_start(cfg: ExperimentConfig, dm: SpeechDataModule, module: ExplainableSERModule,
+                      run_dir: Path) -> None:
+    """Demo-only alignment warm start (``training.warm_start``), once per run: the warmed
+    branches are saved to ``{run_dir}/warm_start/`` and loaded from there on a restart."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from explainable_ser.warmstart import warm_start
+
+    ws = cfg.training.warm_start
+    if not ws.branches:
+        return
+    unknown = set(ws.branches) - {"content", "descriptor"}
+    if unknown:
+        raise ConfigError(f"training.warm_start.branches: unknown branch(es) {sorted(unknown)}; "
+                          f"use content and/or descriptor")
+    first = cfg.training.stages[0].name if cfg.training.stages else None
+    if first and ((run_dir / first / "final.ckpt").exists() or (run_dir / first / "last.ckpt").exists()):
+        return  # the stages' checkpoints already hold the (warmed, then trained) branches
+    out = run_dir / "warm_start"
+    model = module.model
+    todo = [b for b in ws.branches if not (out / f"{b}.safetensors").exists()]
+    if todo:
+        if int(os.environ.get("RANK", "0")) != 0:
+            raise ConfigError("training.warm_start runs in one process: run it first on one "
+                              "device (it writes {run_dir}/warm_start/), then launch DDP")
+        train, skipped = usable_clips(cfg, dm, "train_split")
+        dev, _ = usable_clips(cfg, dm, "val_split")
+        print(f"[warm start] {len(train)} training clips ({skipped} skipped by the data checks), "
+              f"{len(dev)} dev clips; branches {todo}")
+        out.mkdir(parents=True, exist_ok=True)
+        cache: dict = {}
+        for branch in todo:
+            report = warm_start(model, branch, train, dev, model.tokenizer,
+                                fields=list(ws.descriptor_fields), epochs=ws.epochs, lr=ws.lr,
+                                batch_size=ws.batch_size, scale=ws.scale, norm_weight=ws.norm_weight,
+                                seed=cfg.seed, progress=cfg.trainer.enable_progress_bar, cache=cache)
+            state = {k: v.detach().contiguous() for k, v in getattr(model, branch).state_dict().items()}
+            save_file(state, out / f"{branch}.tmp.safetensors")
+            os.replace(out / f"{branch}.tmp.safetensors", out / f"{branch}.safetensors")
+            (out / f"{branch}.json").write_text(json.dumps(report, indent=2))
+            print(f"[warm start] {branch}: dev error rate of the CTC decode "
+                  f"{report['dev_error_rate']:.3f} after {report['steps']} steps "
+                  f"({report['seconds']:.0f} s); saved to {out / (branch + '.safetensors')}")
+        del cache
+    for branch in ws.branches:
+        getattr(model, branch).load_state_dict(load_file(out / f"{branch}.safetensors"))
+
+
 def ensure_ctc_encoder(cfg: ExperimentConfig, dm: SpeechDataModule, directory: Path) -> None:
     """Offline demo: fine-tune the ``ctc_fbank`` encoder with CTC on the training transcripts
     once, before the SER stages, and save it where :func:`build_model` loads it (like a
     downloaded ``hubert-large-ls960-ft``). Clips that fail the data checks are left out."""
     import json
 
-    from data_modules.datamodule import SpeechBatchDataset
     from explainable_ser.encoders import CTCFbankEncoder, train_ctc
 
     enc_cfg = cfg.model.encoder
@@ -159,19 +226,10 @@ def ensure_ctc_encoder(cfg: ExperimentConfig, dm: SpeechDataModule, directory: P
         while not (directory / "config.json").exists():
             time.sleep(5)
         return
-    loader = SpeechBatchDataset(cfg.data)
-
     def pairs(split_attr):
-        out, skipped = [], 0
-        for _, cuts in dm.split_cuts(split_attr):
-            for cut in cuts:
-                audio, _reason = loader.load(cut)  # also refuses cuts with unusable text
-                text = record_of(cut)["transcript"] if audio is not None else None
-                if audio is None or not text:
-                    skipped += 1
-                    continue
-                out.append((torch.from_numpy(audio), text))
-        return out, skipped
+        clips, skipped = usable_clips(cfg, dm, split_attr)
+        out = [(wave, rec["transcript"]) for wave, rec in clips if rec.get("transcript")]
+        return out, skipped + len(clips) - len(out)
 
     train, skipped = pairs("train_split")
     dev, _ = pairs("val_split")
@@ -260,6 +318,7 @@ def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_i
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
     L.seed_everything(cfg.seed, workers=True)
     dm, module = build(cfg, run_dir)
+    ensure_warm_start(cfg, dm, module, run_dir)
     global_rank = 0
     used_ckpt = cfg.ckpt_path in (None, "last") or Path(cfg.ckpt_path).resolve() == run_dir.resolve()
     for index, stage in enumerate(cfg.training.stages):
@@ -283,7 +342,7 @@ def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_i
         logger = L.pytorch.loggers.TensorBoardLogger(str(run_dir), name="tensorboard",
                                                      version=stage.name)
         trainer = L.Trainer(
-            max_epochs=stage.epochs, logger=logger, default_root_dir=str(run_dir),
+            max_epochs=stage.epochs, max_steps=stage.max_steps or -1, logger=logger, default_root_dir=str(run_dir),
             callbacks=[StageCallback(stage), checkpoint_callback(cfg, stage_dir),
                        L.pytorch.callbacks.LearningRateMonitor(logging_interval="step"),
                        *(extra_callbacks or [])],
@@ -317,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
                "  python -m explainable_ser.fit name=quick training.stages.0.epochs=1")
     parser.add_argument("overrides", nargs="*", help="YAML files and key=value overrides, applied in order")
     args = parser.parse_args(argv)
+    if not args.overrides:
+        args.overrides = [str(DEMO_CONFIG)]
+    args.overrides = [str(DEMO_CONFIG) if a == "demo" else a for a in args.overrides]
     try:
         cfg = load_config(args.overrides)
     except ConfigError as err:

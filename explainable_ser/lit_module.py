@@ -82,6 +82,8 @@ class ExplainableSERModule(L.LightningModule):
             elif isinstance(limit, float) and limit < 1.0:
                 per_epoch = max(1, int(per_epoch * limit))
             steps = math.ceil(per_epoch / trainer.accumulate_grad_batches) * self.stage.epochs
+            if self.stage.max_steps:
+                steps = min(steps, self.stage.max_steps)
             self._stage_steps = (self.stage.name, max(1, steps))
         return self._stage_steps[1]
 

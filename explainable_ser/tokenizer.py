@@ -53,8 +53,11 @@ def build_word_tokenizer(corpus_texts: Iterable[str], min_frequency: int = 1) ->
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
-    """The real path: a hub name or a local directory (e.g. a run's saved tokenizer)."""
-    tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    """The real path: a hub name, a local directory (e.g. a run's saved tokenizer) or a
+    ``pkg:`` packaged model."""
+    from explainable_ser.pretrained import resolve
+
+    tok = AutoTokenizer.from_pretrained(resolve(name_or_path), trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         # Llama-3 has no pad token; its reserved fine-tune pad token is the usual choice.
         pad = "<|finetune_right_pad_id|>"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -72,3 +73,29 @@ def test_caption_attributes_reads_back_every_synthcraft_template_and_value():
         attrs = {"gender": gender, "pitch": pitch, "volume": volume, "speed": speed, "emphasis": "ball"}
         caption = render_caption(attrs, template=template)
         assert caption_attributes(caption) == attrs, caption
+
+
+@pytest.mark.packaged
+def test_chatml_pieces_of_smollm2_splice_at_the_slots_and_end_with_im_end():
+    """SmolLM2's own ChatML template: the three pieces are the rendered prompt with the two
+    slots cut out, each tokenised alone; the target ends with <|im_end|>, its end of turn."""
+    from explainable_ser.prompts import CONTENT_SLOT, DESCRIPTOR_SLOT, PromptBuilder, get_task
+    from explainable_ser.tokenizer import load_tokenizer
+
+    tok = load_tokenizer("pkg:smollm2-135m-instruct")
+    builder = PromptBuilder(tok, "You are a helpful language and speech assistant.")
+    for name in ("asr", "ser_sed"):
+        task = get_task(name)
+        head, mid, tail = builder.pieces(task)
+        text = tok.apply_chat_template(
+            [{"role": "system", "content": builder.system_prompt},
+             {"role": "user", "content": f"{CONTENT_SLOT}{DESCRIPTOR_SLOT}{task.instruction}"}],
+            tokenize=False, add_generation_prompt=True)
+        assert tok.decode(head) == text.split(CONTENT_SLOT)[0]
+        assert tok.decode(head).endswith("<|im_start|>user\n")
+        assert mid == []  # the two slots are adjacent in the user turn
+        assert tok.decode(tail) == task.instruction + "<|im_end|>\n<|im_start|>assistant\n"
+        assert tok.decode(head + mid + tail) == text.replace(CONTENT_SLOT, "").replace(DESCRIPTOR_SLOT, "")
+    target = builder.target_ids("Emotion: sad")
+    assert target[-1] == tok.convert_tokens_to_ids("<|im_end|>") == builder.eot_id
+    assert tok.decode(target[:-1]) == "Emotion: sad"

@@ -1,0 +1,189 @@
+"""Alignment warm start of the branches (demo-only, not in the paper).
+
+The paper trains the branches and LoRA from scratch through the LLM's cross-entropy for
+about 300 k steps. A CPU demo has a few hundred, and in that time a pretrained LLM learns the
+targets' grammar and ignores the speech tokens. This warm start first puts each branch's
+output into the LLM's own input-embedding space, cheaply (no LLM forward), so that the LLM
+stages start from speech tokens the LLM can already half read (LegoSLM-style):
+
+* **content**: CTC over the transcript's LLM tokens, at the adapter's token rate (k frames).
+* **descriptor**: CTC over the words of the record's descriptor fields (e.g.
+  ``female normal pitch high volume slow speed sang angry``), so the descriptor tokens spell
+  the attributes the caption and emotion targets need.
+
+The CTC output layer is the LLM's frozen input embedding matrix, restricted to the token ids
+the targets use (the full 49k-way softmax per frame was the main cost in probes), plus one
+learned blank vector: ``logits = scale * cos(token, [blank; E])``. A penalty keeps each
+token's norm at the embeddings' mean norm, so the LLM receives vectors of the size it knows.
+The frozen encoder runs once per clip; its layers are cached for all epochs.
+
+Plain PyTorch: :func:`warm_start` takes the model and lists of ``(wave, record)`` pairs.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# How a record's descriptor field is spelled in the warm-start target.
+_SPELLING = {"pitch": "{} pitch", "volume": "{} volume", "speed": "{} speed"}
+
+
+def descriptor_words(record: dict, fields: list[str]) -> str | None:
+    """``female normal pitch high volume slow speed sang angry`` for ``fields`` in order; None
+    when the record lacks one of them."""
+    attrs = record.get("attributes") or {}
+    words = []
+    for name in fields:
+        value = record.get("emotion") if name == "emotion" else attrs.get(name, record.get(name))
+        if value is None or not str(value).strip():
+            return None
+        words.append(_SPELLING.get(name, "{}").format(str(value).strip()))
+    return " ".join(words)
+
+
+def branch_targets(branch: str, record: dict, fields: list[str]) -> str | None:
+    if branch == "content":
+        text = record.get("transcript")
+        return text.strip() if isinstance(text, str) and text.strip() else None
+    return descriptor_words(record, fields)
+
+
+@torch.no_grad()
+def encode_all(model, waves: list[torch.Tensor], batch_size: int = 16, progress: bool = True) -> list:
+    """The frozen encoder once per clip: a list of ``[L, F_i, D]`` bf16 tensors."""
+    from tqdm.auto import tqdm
+
+    order = sorted(range(len(waves)), key=lambda i: waves[i].shape[0])
+    out: list = [None] * len(waves)
+    bar = tqdm(total=len(waves), desc="warm start: encoding", disable=not progress)
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        lens = torch.tensor([waves[i].shape[0] for i in idx])
+        wave = torch.zeros(len(idx), int(lens.max()))
+        for j, i in enumerate(idx):
+            wave[j, : lens[j]] = waves[i]
+        layers, frame_lens = model.encode(wave, lens)  # [L, B, F, D]
+        for j, i in enumerate(idx):
+            out[i] = layers[:, j, : int(frame_lens[j])].to(torch.bfloat16).clone()
+        bar.update(len(idx))
+    bar.close()
+    return out
+
+
+class CTCHead(nn.Module):
+    """Cosine logits against frozen embedding rows, with a learned blank (index 0)."""
+
+    def __init__(self, embeddings: torch.Tensor, scale: float):
+        super().__init__()
+        self.register_buffer("rows", F.normalize(embeddings.float(), dim=-1))  # [V, H]
+        self.blank = nn.Parameter(embeddings.float().mean(0) + 0.01 * torch.randn(embeddings.shape[1]))
+        self.log_scale = nn.Parameter(torch.tensor(math.log(scale)))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        rows = torch.cat([F.normalize(self.blank, dim=-1)[None], self.rows], dim=0)  # [1+V, H]
+        return self.log_scale.exp() * F.normalize(tokens.float(), dim=-1) @ rows.T  # [B, N, 1+V]
+
+
+def warm_start(model, branch: str, train: list, dev: list, tokenizer, *, fields: list[str],
+               epochs: int, lr: float, batch_size: int, scale: float, norm_weight: float,
+               seed: int, progress: bool = True, cache: dict | None = None) -> dict:
+    """Train ``model.<branch>`` (block + adapter, layer weights included) with the CTC above.
+
+    ``train``/``dev``: lists of ``(wave [T], record)``. ``cache`` (optional, shared between the
+    two branches) maps ``"train"``/``"dev"`` to encoder outputs, computed on first use.
+    Returns a report: dev error rate of the greedy CTC decode (token-level WER for content,
+    word error rate of the descriptor words), steps, seconds.
+    """
+    import jiwer
+    from tqdm.auto import tqdm
+
+    start = time.time()
+    module = getattr(model, branch)
+    cache = {} if cache is None else cache
+
+    def usable(items):
+        return [(i, t) for i, (_, rec) in enumerate(items)
+                if (t := branch_targets(branch, rec, fields)) is not None]
+
+    train_t, dev_t = usable(train), usable(dev)
+    if not train_t:
+        raise ValueError(f"warm start of the {branch} branch: no training record has its target fields")
+    for split, items in (("train", train), ("dev", dev)):
+        if split not in cache:
+            cache[split] = encode_all(model, [w for w, _ in items], progress=progress)
+    ids = {i: tokenizer(text, add_special_tokens=False)["input_ids"] for i, text in train_t}
+    dev_ids = {i: tokenizer(text, add_special_tokens=False)["input_ids"] for i, text in dev_t}
+    vocab = sorted({t for seq in ids.values() for t in seq})
+    index = {t: j + 1 for j, t in enumerate(vocab)}  # 0 = blank
+    emb = model.llm.get_input_embeddings().weight.detach()
+    target_norm = float(emb[vocab].float().norm(dim=-1).mean())
+    torch.manual_seed(seed)
+    head = CTCHead(emb[vocab], scale)
+    params = [p for p in module.parameters()] + list(head.parameters())
+    for p in module.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr)
+    steps = epochs * math.ceil(len(train_t) / batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    ctc = nn.CTCLoss(blank=0, zero_infinity=True)
+    rng = random.Random(seed)
+
+    def batch(items, split):
+        feats = [cache[split][i] for i, _ in items]
+        lens = torch.tensor([f.shape[1] for f in feats])
+        x = torch.zeros(feats[0].shape[0], len(feats), int(lens.max()), feats[0].shape[2])
+        for j, f in enumerate(feats):
+            x[:, j, : f.shape[1]] = f.float()
+        return x, lens
+
+    module.train()
+    bar = tqdm(total=steps, desc=f"warm start: {branch} branch (CTC onto LLM embeddings)",
+               disable=not progress)
+    order = list(train_t)
+    epoch_loss = []
+    for _ in range(epochs):
+        rng.shuffle(order)
+        epoch_loss.append(0.0)
+        for s in range(0, len(order), batch_size):
+            items = order[s : s + batch_size]
+            x, lens = batch(items, "train")
+            tokens, n_tok, _ = module(x, lens, sample=False)  # [B, N, H], [B]
+            log_probs = head(tokens).log_softmax(-1)  # [B, N, 1+V]
+            targets = [torch.tensor([index[t] for t in ids[i]]) for i, _ in items]
+            loss = ctc(log_probs.transpose(0, 1), torch.cat(targets), n_tok,
+                       torch.tensor([len(t) for t in targets]))
+            valid = torch.arange(tokens.shape[1])[None] < n_tok[:, None]
+            norms = tokens.float().norm(dim=-1)[valid]
+            loss = loss + norm_weight * ((norms / target_norm - 1.0) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            epoch_loss[-1] += loss.item() * len(items) / len(order)
+    bar.close()
+    module.eval()
+    refs, hyps = [], []
+    with torch.no_grad():
+        for s in range(0, len(dev_t), batch_size):
+            items = dev_t[s : s + batch_size]
+            x, lens = batch(items, "dev")
+            tokens, n_tok, _ = module(x, lens, sample=False)
+            best = head(tokens).argmax(-1)  # [B, N]
+            for (i, text), row, n in zip(items, best, n_tok.tolist()):
+                seq = [vocab[j - 1] for j in torch.unique_consecutive(row[:n]).tolist() if j > 0]
+                hyps.append(tokenizer.decode(seq).strip().lower())
+                refs.append(tokenizer.decode(dev_ids[i]).strip().lower())
+    err = jiwer.wer(refs, hyps) if refs else None
+    return {"branch": branch, "dev_error_rate": err, "dev_utterances": len(refs),
+            "train_utterances": len(train_t), "vocab": len(vocab), "steps": steps,
+            "loss_first_epoch": round(epoch_loss[0], 4), "loss_last_epoch": round(epoch_loss[-1], 4),
+            "seconds": round(time.time() - start, 1), "example": (refs[:1] + hyps[:1]) if refs else None}
