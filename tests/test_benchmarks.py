@@ -118,3 +118,18 @@ def test_train_step_script_writes_its_json(tmp_path):
     assert project["flops_per_step"]["total"] > 0 and project["peak_rss_gb"] > 0
     assert "skipped" in res["configs"]["qlora"]  # no GPU here: said, not faked
     assert set(res["speedup_vs_naive"]) == {"project"}
+
+
+def test_device_check_script_dry_runs_on_cpu(tmp_path):
+    """The prepared GPU check, at tiny shapes on CPU: every step runs and the summary is written."""
+    import os
+
+    env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path / "dc"), "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "device_check.sh")], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "dc" / "summary.json").read_text())
+    assert set(summary["train_step"]) == {"project", "naive"}
+    assert all("samples_per_s" in v for v in summary["train_step"].values())
+    assert summary["decode"]["identical_outputs"] is True
+    assert summary["demo_metrics"]["n_utterances"] == 2
