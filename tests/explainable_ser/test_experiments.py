@@ -30,6 +30,7 @@ SYSTEMS = sorted(p for p in EXPERIMENTS.glob("*.yaml") if p not in (BASE, SINGLE
 SYNTH = EXPERIMENTS / "synthcraft"
 SYNTH_BASE = SYNTH / "base.yaml"
 SYNTH_SYSTEMS = sorted(p for p in SYNTH.glob("*.yaml") if p != SYNTH_BASE)
+DEMO_SYSTEMS = sorted((EXPERIMENTS / "demo").glob("*.yaml"))  # overlays of the packaged demo YAML
 
 # Architecture of the paper's models: the reference configs when the shared folder is beside the
 # checkout, else the values they hold (HuBERT-large's original config.json is not public).
@@ -64,7 +65,7 @@ def ids(paths):
 
 # -- schema and recipe ---------------------------------------------------------------------------
 def test_every_yaml_is_covered():
-    known = {BASE, SINGLE_FILE, *DATA, *SYSTEMS, SYNTH_BASE, *SYNTH_SYSTEMS}
+    known = {BASE, SINGLE_FILE, *DATA, *SYSTEMS, SYNTH_BASE, *SYNTH_SYSTEMS, *DEMO_SYSTEMS}
     assert set(EXPERIMENTS.rglob("*.yaml")) == known
     assert {p.stem for p in SYSTEMS} >= {"sys4", "sys5", "sys6", "sys7", "ablation_two_stage",
                                          "ablation_beta_e0", "ablation_beta_e-1", "ablation_beta_e-3",
@@ -269,3 +270,26 @@ def test_synthcraft_config_trains_and_evaluates(system, tiny_corpus, tmp_path, m
     emotion_decoded = any("emotion" in get_task(t).fields for t in cfg.eval.tasks)
     assert (metrics["ua"] is not None) == emotion_decoded
     assert (metrics["wer"] is not None) == ("asr" in cfg.eval.tasks)
+
+
+def test_demo_system_overlays_differ_from_the_demo_only_where_their_system_does():
+    from explainable_ser.fit import DEMO_CONFIG
+
+    demo = load_config([str(DEMO_CONFIG)])
+    assert {p.stem for p in DEMO_SYSTEMS} == {"sys4", "sys5", "sys7"}
+    for path in DEMO_SYSTEMS:
+        cfg = load_config([str(DEMO_CONFIG), str(path), "seed=1"])
+        assert cfg.resolved_run_dir() == Path(f"runs/demo_systems/{path.stem}/seed1")
+        assert cfg.data.seed == 1
+        assert cfg.model.encoder == demo.model.encoder and cfg.model.llm == demo.model.llm
+        assert cfg.training.stages[0] == demo.training.stages[0]
+        assert cfg.model.branch.variational is (path.stem != "sys4")
+        stage2 = cfg.training.stages[1]
+        assert (stage2.max_steps, stage2.lr, stage2.trainable) == (210, demo.training.stages[1].lr,
+                                                                    ["descriptor", "lora"])
+        if path.stem == "sys5":
+            assert stage2.tasks == ["ser", "ser", "asr"] and cfg.eval.tasks == ["asr", "ser"]
+            assert cfg.training.warm_start.descriptor_fields == ["emotion"]
+        else:
+            assert stage2.tasks == demo.training.stages[1].tasks and cfg.eval.tasks == demo.eval.tasks
+            assert cfg.training.warm_start == demo.training.warm_start
