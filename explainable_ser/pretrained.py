@@ -285,29 +285,26 @@ def whisper_state_dict(v: dict) -> tuple[dict, dict]:
     for i in ("1", "2"):
         linear(f"model.encoder.conv{i}", f"encoder/conv{i}")
     sd["model.encoder.embed_positions.weight"] = t("encoder/position_encodings/encodings")
-    for i in range(enc_layers):
-        src, dst = f"encoder/layer_{i}", f"model.encoder.layers.{i}"
+    def self_attention_and_ffn(src, dst):  # what encoder and decoder layers share
         norm(f"{dst}.self_attn_layer_norm", f"{src}/self_attention/layer_norm")
         split([f"{dst}.self_attn.{p}_proj" for p in "qkv"], f"{src}/self_attention/linear_0")
         linear(f"{dst}.self_attn.out_proj", f"{src}/self_attention/linear_1")
         norm(f"{dst}.final_layer_norm", f"{src}/ffn/layer_norm")
         linear(f"{dst}.fc1", f"{src}/ffn/linear_0")
         linear(f"{dst}.fc2", f"{src}/ffn/linear_1")
+
+    for i in range(enc_layers):
+        self_attention_and_ffn(f"encoder/layer_{i}", f"model.encoder.layers.{i}")
     norm("model.encoder.layer_norm", "encoder/layer_norm")
     sd["model.decoder.embed_tokens.weight"] = t("decoder/embeddings/weight")
     sd["model.decoder.embed_positions.weight"] = t("decoder/position_encodings/encodings")
     for i in range(dec_layers):
         src, dst = f"decoder/layer_{i}", f"model.decoder.layers.{i}"
-        norm(f"{dst}.self_attn_layer_norm", f"{src}/self_attention/layer_norm")
-        split([f"{dst}.self_attn.{p}_proj" for p in "qkv"], f"{src}/self_attention/linear_0")
-        linear(f"{dst}.self_attn.out_proj", f"{src}/self_attention/linear_1")
-        norm(f"{dst}.encoder_attn_layer_norm", f"{src}/attention/layer_norm")
+        self_attention_and_ffn(src, dst)
+        norm(f"{dst}.encoder_attn_layer_norm", f"{src}/attention/layer_norm")  # cross-attention
         linear(f"{dst}.encoder_attn.q_proj", f"{src}/attention/linear_0")
         split([f"{dst}.encoder_attn.{p}_proj" for p in "kv"], f"{src}/attention/linear_1")
         linear(f"{dst}.encoder_attn.out_proj", f"{src}/attention/linear_2")
-        norm(f"{dst}.final_layer_norm", f"{src}/ffn/layer_norm")
-        linear(f"{dst}.fc1", f"{src}/ffn/linear_0")
-        linear(f"{dst}.fc2", f"{src}/ffn/linear_1")
     norm("model.decoder.layer_norm", "decoder/layer_norm")
     sd["proj_out.weight"] = sd["model.decoder.embed_tokens.weight"]  # tied (CTranslate2 alias)
     d_model = sd["model.encoder.conv1.weight"].shape[0]
