@@ -188,8 +188,8 @@ def ensure_warm_start(cfg: ExperimentConfig, dm: SpeechDataModule, module: Expla
     todo = [b for b in ws.branches if not (out / f"{b}.safetensors").exists()]
     if todo:
         if int(os.environ.get("RANK", "0")) != 0:
-            raise ConfigError("training.warm_start runs in one process: run it first on one "
-                              "device (it writes {run_dir}/warm_start/), then launch DDP")
+            raise ConfigError(f"training.warm_start runs in one process: run it first on one "
+                              f"device (it writes {out}/), then launch DDP")
         train, skipped = usable_clips(cfg, dm, "train_split")
         dev, _ = usable_clips(cfg, dm, "val_split")
         print(f"[warm start] {len(train)} training clips ({skipped} skipped by the data checks), "
