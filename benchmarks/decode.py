@@ -44,7 +44,8 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--out", default="benchmarks/results/decode.json")
     args = ap.parse_args()
-    from explainable_ser.fit import build, load_adaptable
+    from explainable_ser.assembly import build
+    from explainable_ser.checkpointing import load_adaptable
 
     res: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                              "torch_threads": torch.get_num_threads()}, "args": vars(args)}
@@ -58,7 +59,8 @@ def main() -> None:
             cfg = load_config([str(run_dir / "config.yaml"), f"model.llm.attn_implementation={attn}"])
         else:
             run_dir = Path("runs/bench_decode")
-            cfg = load_config([f"data.corpora.0.dir={args.data_dir}", f"model.llm.attn_implementation={attn}"])
+            cfg = load_config(["offline", f"data.corpora.0.dir={args.data_dir}",
+                               f"model.llm.attn_implementation={attn}"])
         torch.manual_seed(0)
         _, module = build(cfg, run_dir, with_data=False)
         if args.ckpt:

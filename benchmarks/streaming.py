@@ -20,7 +20,7 @@ What it does, in order:
    with the parent are not counted twice). Then ``train_batches_per_epoch()`` (the metadata-only
    counting pass) is timed.
 4. **Training step**: the default model (``model.encoder.kind=fbank``), built by
-   ``explainable_ser.fit.build`` in a temporary run directory, runs forward + backward + AdamW on
+   ``explainable_ser.assembly.build`` in a temporary run directory, runs forward + backward + AdamW on
    SynthCraft batches of the same data module (the last stage's trainable groups and task
    alternation); utterances/s and seconds of audio/s over ``--steps`` steps after 2 warm-up steps.
 
@@ -228,15 +228,15 @@ def train_step_rate(steps: int, run_dir: Path) -> dict:
     import torch
 
     from explainable_ser.config import load_config
-    from explainable_ser.fit import build
+    from explainable_ser.assembly import build
     from explainable_ser.stages import apply_trainable
 
-    cfg = load_config(["model.encoder.kind=fbank", "eval.run_after_fit=false"])
+    cfg = load_config(["offline", "model.encoder.kind=fbank", "eval.run_after_fit=false"])
     cfg.run_dir = str(run_dir)
     torch.manual_seed(0)
     dm, module = build(cfg, run_dir)
     stage = cfg.training.stages[-1]
-    module.set_stage(stage)
+    module.set_stage(stage, steps)
     apply_trainable(module.model, list(stage.trainable))
     module.train()
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)

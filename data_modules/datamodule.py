@@ -38,7 +38,6 @@ Streaming at scale
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,93 +48,9 @@ import torch
 from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler, SimpleCutSampler
 
+from data_modules.config import CorpusSpec, DataConfig
 from data_modules.corpora.common import shar_dir
 from data_modules.records import manifest_path, record_of
-
-
-@dataclass
-class CorpusSpec:
-    """One prepared corpus that the data module reads."""
-
-    name: str = "synthcraft"
-    """Corpus name; manifests are ``{dir}/{name}_cuts_{split}.jsonl.gz``."""
-    dir: str = "data/synthcraft"
-    """Directory written by ``python -m data_modules.prepare``."""
-    weight: float = 1.0
-    """Mixing weight of this corpus in the training stream (``CutSet.mux``)."""
-    train_split: str | None = "train"
-    """Split used for training (``None``: this corpus is evaluation-only)."""
-    val_split: str | None = "dev"
-    """Split used for validation (``None``: not validated on)."""
-    test_split: str | None = "test"
-    """Split used by ``evaluate`` (``None``: not evaluated on)."""
-    format: str = "auto"
-    """Where a split is read from: ``jsonl`` (``{dir}/{name}_cuts_{split}.jsonl.gz``), ``shar``
-    (Lhotse Shar shards in ``{dir}/shar/{split}/``, written by ``prepare --shar``) or ``auto``
-    (Shar when that split has shards, else the JSONL manifest). Both are read lazily."""
-
-
-@dataclass
-class SynthCraftSpec:
-    """Size of the built-in corpus, generated on first use when its manifests are absent."""
-
-    n_train: int = 2000
-    """Training clips."""
-    n_dev: int = 200
-    """Validation clips."""
-    n_test: int = 200
-    """Test clips."""
-    seed: int = 0
-    """Generation seed (same seed, same corpus)."""
-
-
-@dataclass
-class DataConfig:
-    """Everything about reading and batching speech."""
-
-    corpora: list[CorpusSpec] = field(default_factory=lambda: [CorpusSpec()])
-    """Prepared corpora; training mixes those with a ``train_split`` by ``weight``."""
-    synthcraft: SynthCraftSpec = field(default_factory=SynthCraftSpec)
-    """Built-in corpus parameters (used when a corpus named ``synthcraft`` has no manifests)."""
-    max_duration: float = 30.0
-    """Seconds of audio per training batch, per device (a max-duration batch)."""
-    max_cuts: int | None = None
-    """Optional cap on utterances per batch, per device."""
-    eval_max_duration: float = 120.0
-    """Seconds of audio per validation/test batch, per device."""
-    bucketing: bool = True
-    """Duration bucketing (``False``: random batches, the naive baseline)."""
-    num_buckets: int = 10
-    """Duration buckets of the bucketing sampler."""
-    duration_bins: list[float] | None = None
-    """Bucket boundaries in seconds (ascending; ``num_buckets`` is then ``len + 1``). ``None``:
-    estimated from the first ``num_cuts_for_bins_estimate`` training cuts of the stream."""
-    num_cuts_for_bins_estimate: int = 10000
-    """Cuts read (durations only) to estimate ``duration_bins`` when they are not given."""
-    buffer_size: int | None = None
-    """Cuts the bucketing sampler holds at once, across buckets: the bound on the pipeline's
-    memory and the reach of its shuffling. ``None``: 20000 (lhotse's default) for manifests
-    that reference audio files, 5000 when a training corpus reads Shar shards that carry the
-    audio (each buffered cut then holds its compressed clip, ~100 KB for 5 s of FLAC)."""
-    steps_per_epoch: int | None = None
-    """Training batches per epoch per rank, when known or estimated (for the LR schedule and
-    KL warm-up). ``None``: counted by one pass of the sampler over the manifest metadata
-    (:meth:`SpeechDataModule.train_batches_per_epoch`; O(corpus) time, bounded memory). The
-    loader is not truncated: an epoch is still one full pass of the data."""
-    shuffle: bool = True
-    """Shuffle training batches each epoch (seeded by ``seed`` and the epoch)."""
-    drop_last: bool = False
-    """Drop the last incomplete batch. With ``False`` every utterance is served once per epoch."""
-    num_workers: int = 0
-    """DataLoader worker processes (audio decoding runs there)."""
-    seed: int = 0
-    """Sampler seed."""
-    sampling_rate: int = 16000
-    """Model input rate; clips at other rates are resampled with soxr."""
-    min_clip_seconds: float = 0.3
-    """Shorter clips are skipped (reason ``too_short``)."""
-    max_clip_seconds: float = 30.0
-    """Longer clips are skipped (reason ``too_long``)."""
 
 
 def check_waveform(audio: np.ndarray, sr: int, cfg: DataConfig) -> str | None:
@@ -490,16 +405,6 @@ class SpeechDataModule(L.LightningDataModule):
         self._consumed: tuple[int, int, int] | None = None  # (epoch, batches, cuts) trained on
 
     # -- manifests -------------------------------------------------------------------------
-    def prepare_data(self) -> None:
-        # Generate the built-in corpus on first use (rank 0 only; Lightning calls this once).
-        for spec in self.cfg.corpora:
-            if spec.name == "synthcraft" and not manifest_path(spec.dir, spec.name, "train").exists():
-                from data_modules.synthcraft import ensure_synthcraft
-
-                s = self.cfg.synthcraft
-                ensure_synthcraft(spec.dir, n_train=s.n_train, n_dev=s.n_dev, n_test=s.n_test,
-                                  seed=s.seed)
-
     def split_cuts(self, split_attr: str, metadata_only: bool = False
                    ) -> list[tuple[CorpusSpec, CutSet]]:
         """``(spec, lazy CutSet)`` per corpus that has this split, in a fixed order (no shuffle).
@@ -513,6 +418,21 @@ class SpeechDataModule(L.LightningDataModule):
                 continue
             out.append((spec, read_split(spec, split, metadata_only=metadata_only)))
         return out
+
+    def usable_clips(self, split_attr: str) -> tuple[list[tuple[torch.Tensor, dict]], int]:
+        """``([(wave [T], record)], n_skipped)`` of one split, whole, through the pipeline's own
+        checks (clips it would skip for their audio or text are counted, not returned). For
+        the offline stand-ins' pre-training, which needs a small split in memory."""
+        loader = SpeechBatchDataset(self.cfg)
+        out, skipped = [], 0
+        for _, cuts in self.split_cuts(split_attr):
+            for cut in cuts:
+                audio, _reason = loader.load(cut)  # also refuses cuts with unusable text
+                if audio is None:
+                    skipped += 1
+                    continue
+                out.append((torch.from_numpy(audio), record_of(cut)))
+        return out, skipped
 
     def train_cuts(self, epoch: int = 0, metadata_only: bool = False) -> CutSet:
         """The training stream of one epoch: every corpus with a ``train_split``, Shar shards
@@ -655,7 +575,7 @@ class SpeechDataModule(L.LightningDataModule):
 
 __all__ = [
     "BucketingSampler", "CorpusSpec", "DataConfig", "EpochCuts", "SpeechBatchDataset",
-    "SpeechDataModule", "StreamingCutSampler", "SynthCraftSpec", "build_sampler",
+    "SpeechDataModule", "StreamingCutSampler", "build_sampler",
     "check_waveform", "padding_efficiency", "read_split", "resolved_buffer_size",
     "shar_carries_audio", "shar_split_dir", "split_format",
 ]

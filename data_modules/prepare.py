@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Callable
 
 from data_modules.cli_types import positive_int
+from data_modules.config import SynthCraftSpec
+
+SIZES = SynthCraftSpec()  # default split sizes, defined once in the data schema
 
 
 
@@ -24,14 +27,14 @@ def _add_synthcraft_args(parser: argparse.ArgumentParser) -> None:
     """Generate the built-in synthetic corpus (espeak-ng speech with known descriptors)."""
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="output directory (audio/, manifests and synthcraft_report.json)")
-    parser.add_argument("--n-train", type=positive_int, metavar="N", default=2000,
+    parser.add_argument("--n-train", type=positive_int, metavar="N", default=SIZES.n_train,
                         help="clips in the train split (default: %(default)s)")
-    parser.add_argument("--n-dev", type=positive_int, metavar="N", default=200,
+    parser.add_argument("--n-dev", type=positive_int, metavar="N", default=SIZES.n_dev,
                         help="clips in the dev split (default: %(default)s)")
-    parser.add_argument("--n-test", type=positive_int, metavar="N", default=200,
+    parser.add_argument("--n-test", type=positive_int, metavar="N", default=SIZES.n_test,
                         help="clips in the test split (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S",
-                        help="corpus seed; the same seed gives the same corpus (default: 0)")
+    parser.add_argument("--seed", type=int, default=SIZES.seed, metavar="S",
+                        help="corpus seed; the same seed gives the same corpus (default: %(default)s)")
     parser.add_argument("--workers", type=positive_int, default=None, metavar="W",
                         help="render processes (default: min(2, CPU count))")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -140,6 +140,26 @@ def record_of(cut) -> dict[str, Any]:
     return out
 
 
+def read_jsonl(path: str | Path) -> list[dict]:
+    """One dict per non-empty line of a JSONL file (``predictions.jsonl``, manifests' rows);
+    a line that is not a JSON object is a :class:`ValueError` naming the file and line."""
+    import json
+
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{n}: not a JSON line ({err})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{n}: not a JSON object")
+            rows.append(row)
+    return rows
+
+
 def manifest_path(out_dir: str | Path, corpus: str, split: str) -> Path:
     """Where a corpus split's cut manifest lives inside a prepared directory."""
     return Path(out_dir) / f"{corpus}_cuts_{split}.jsonl.gz"

@@ -50,7 +50,10 @@ import soxr
 from lhotse import CutSet
 from tqdm import tqdm
 
+from data_modules.config import SynthCraftSpec
 from data_modules.records import EMOTIONS, make_cut, manifest_path
+
+SIZES = SynthCraftSpec()  # the default split sizes, defined once in the data schema
 
 CORPUS = "synthcraft"
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
@@ -508,8 +511,8 @@ def _rendered(jobs: list[tuple[ClipPlan, str]], num_workers: int,
                 bar.update()
 
 
-def generate(out_dir: str | Path, n_train: int = 2000, n_dev: int = 200, n_test: int = 200,
-             seed: int = 0, num_workers: int | None = None,
+def generate(out_dir: str | Path, n_train: int = SIZES.n_train, n_dev: int = SIZES.n_dev,
+             n_test: int = SIZES.n_test, seed: int = SIZES.seed, num_workers: int | None = None,
              progress: bool = True) -> dict[str, Path]:
     """Generate the corpus into ``out_dir``; returns the manifest path of each split.
 

@@ -7,6 +7,9 @@
   checkpoint so dropout and the bottlenecks' sampling continue as in an uninterrupted run.
 * :func:`resume_checkpoint` resolves ``ckpt_path`` (``last``, a run directory or a file) to the
   checkpoint of the stage being resumed.
+* :func:`read_checkpoint`, :func:`check_compatible`, :func:`load_adaptable`: every read of a
+  checkpoint's weights goes through them (safe unpickler, a clear error naming the first
+  mismatching tensor).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from explainable_ser.config import ConfigError
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -80,3 +85,42 @@ def resume_checkpoint(ckpt_path: str | None, run_dir: Path, stage_name: str) -> 
         raise FileNotFoundError(f"ckpt_path {ckpt_path} is neither 'last', the run directory "
                                 f"{run_dir}, nor a checkpoint file")
     return path if path.resolve().parent == stage_dir.resolve() else None
+
+
+def read_checkpoint(ckpt: Path) -> dict:
+    """A checkpoint's ``state_dict``, loaded with ``weights_only=True``; :class:`ConfigError`
+    when the file is not a readable checkpoint (corrupt, truncated, holding arbitrary objects)."""
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    except Exception as err:  # UnpicklingError, zip/EOF errors, KeyError, OSError ...
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        # torch's weights-only refusal names the offending global on a later line
+        detail = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else repr(err))
+        raise ConfigError(f"checkpoint {ckpt} cannot be loaded with weights_only=True: "
+                          f"{detail[:200]}") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"checkpoint {ckpt} has no state_dict of tensors")
+    return state
+
+
+def check_compatible(module: torch.nn.Module, state: dict, ckpt: Path) -> None:
+    """:class:`ConfigError` naming the first mismatch when ``state`` was trained with another
+    model config (unknown parameter names or other shapes)."""
+    own = module.state_dict()
+    unexpected = [k for k in state if k not in own]
+    if unexpected:
+        raise ConfigError(f"checkpoint {ckpt} does not match this model: unexpected keys "
+                          f"{unexpected[:5]} ...")
+    wrong = [k for k, v in state.items() if tuple(getattr(v, "shape", ())) != tuple(own[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise ConfigError(f"checkpoint {ckpt} comes from an incompatible config: {k} has shape "
+                          f"{tuple(state[k].shape)} there, {tuple(own[k].shape)} here "
+                          f"({len(wrong)} tensor(s) differ; check the model.* settings)")
+
+
+def load_adaptable(module: torch.nn.Module, ckpt: Path, state: dict | None = None) -> None:
+    """Load a checkpoint's adaptable weights into ``module`` after checking they fit it."""
+    state = read_checkpoint(ckpt) if state is None else state
+    check_compatible(module, state, ckpt)
+    module.load_state_dict(state, strict=False)

@@ -13,22 +13,18 @@ import json
 import sys
 from pathlib import Path
 
+from data_modules.records import read_jsonl
 from explainable_ser import metrics as M
 from explainable_ser.prompts import get_task
 
 
 def read_predictions(path: str | Path) -> dict[tuple[str, str], dict]:
+    """A ``predictions.jsonl`` keyed ``(id, task)``; a line without both is a ValueError."""
     rows = {}
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                r = json.loads(line)
-                rows[(r["id"], r["task"])] = r
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"{path}:{n}: not a prediction line ({err})") from None
+    for n, r in enumerate(read_jsonl(path), 1):
+        if "id" not in r or "task" not in r:
+            raise ValueError(f"{path}: prediction {n} has no {'id' if 'id' not in r else 'task'}")
+        rows[(r["id"], r["task"])] = r
     return rows
 
 

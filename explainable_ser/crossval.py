@@ -38,6 +38,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from data_modules.records import read_jsonl
 from explainable_ser.config import ConfigError, ExperimentConfig, load_config, to_yaml
 
 DESCRIPTION = __doc__
@@ -121,12 +122,6 @@ def summarize(per_fold: dict[int, dict[str, Any]]) -> dict[str, Any]:
             "mean": mean, "std": std, "n_folds": n}
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """One dict per non-empty line (predictions.jsonl)."""
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def _write_atomic(path: Path, text: str) -> None:
     # Folds may run as parallel jobs that all summarise at the end: never leave half a file.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -143,7 +138,7 @@ def is_rank_zero() -> bool:
 
 def run_fit(cfg: ExperimentConfig) -> Path:
     """Train and evaluate one fold (a seam for tests)."""
-    from explainable_ser.fit import run
+    from explainable_ser.recipe import run
 
     return run(cfg)
 
@@ -174,7 +169,7 @@ def crossvalidate(args: list[str], folds: list[int], corpus: str = "iemocap") ->
 
 def write_summary(cfg: ExperimentConfig, root: Path, folds: list[int]) -> dict[str, Any]:
     """crossval.json, the concatenated predictions.jsonl, pooled metrics.json, config.yaml."""
-    from explainable_ser.evaluate import compute_metrics
+    from explainable_ser.metrics import compute_metrics
 
     per_fold = {k: json.loads((root / f"fold{k}" / "metrics.json").read_text()) for k in folds}
     summary = summarize(per_fold)

@@ -23,9 +23,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from data_modules.records import read_jsonl
+
 from explainable_ser import plots
 from explainable_ser.compare import compare
-from explainable_ser.crossval import read_jsonl
 from explainable_ser.prompts import get_task
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

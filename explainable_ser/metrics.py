@@ -39,6 +39,8 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 
+from explainable_ser.prompts import get_task
+
 __all__ = [
     "emotion_metrics",
     "annotator_aware_accuracy",
@@ -49,6 +51,8 @@ __all__ = [
     "paired_t_test",
     "per_utterance_scores",
     "attribute_accuracy",
+    "compute_metrics",
+    "counterfactual",
     "ALPHA",
 ]
 
@@ -649,3 +653,72 @@ def attribute_accuracy(
         "n": counts,
         "mean": float(np.mean(scored)) if scored else None,
     }
+
+
+# -- metrics.json from prediction rows ------------------------------------------------------
+_score_captions = caption_metrics  # compute_metrics' argument of that name would shadow it
+
+
+def _emotion_rows(rows):
+    return [r for r in rows if "emotion" in get_task(r["task"]).fields]
+
+
+def compute_metrics(rows: list[dict], labels: list[str], counterfactual_rows: list[dict] | None = None,
+                    language: str = "auto", caption_metrics: tuple[str, ...] = CAPTION_METRICS) -> dict:
+    """``metrics.json`` from prediction rows (keys of the design notes, plus extras).
+
+    ``language`` of the captions: ``en`` (PTB tokens), ``zh`` (characters) or ``auto``: ``zh``
+    when most caption rows' records say ``language: zh`` (EMOSEC), else ``en``.
+    """
+    out: dict = {"n_utterances": len({r["id"] for r in rows}), "reasons": {}}
+    emo = _emotion_rows(rows)
+    em = emotion_metrics([r["emotion_ref"] for r in emo], [r["emotion"] for r in emo], labels)
+    out.update(ua=em["ua"], wa=em["wa"], macro_f1=em["macro_f1"], n_unparsed=em["n_unparsed"],
+               confusion=em["confusion"], per_class_recall=em["per_class_recall"], labels=labels)
+    if not emo:
+        out["reasons"]["ua"] = "no emotion task was decoded"
+    ann = [r for r in emo if r.get("annotator_emotions")]
+    out["annotator_aware_accuracy"] = annotator_aware_accuracy(
+        [r["annotator_emotions"] for r in ann], [r["emotion"] for r in ann]) if ann else None
+    asr = [r for r in rows if "transcript" in get_task(r["task"]).fields and r["transcript_ref"]]
+    out["wer"] = wer([r["transcript_ref"] for r in asr], [r["transcript"] for r in asr])["wer"] if asr else None
+    if not asr:
+        out["reasons"]["wer"] = "no transcript task with references was decoded"
+    cap = [r for r in rows if "caption" in get_task(r["task"]).fields and r["caption_ref"]]
+    if cap:
+        if language == "auto":
+            zh = sum(str(r.get("language") or "").lower().startswith("zh") for r in cap)
+            language = "zh" if zh * 2 > len(cap) else "en"
+        out["caption_language"] = language
+        cm = _score_captions([r["caption_ref"] for r in cap], [r["caption"] for r in cap], language,
+                               metrics=caption_metrics)
+        for k in ("bleu4", "meteor", "rouge_l", "cider", "spice"):
+            out[k] = cm[k]
+        out["reasons"].update(cm.get("reasons", {}))
+        aa = attribute_accuracy([r["attributes_ref"] or {} for r in cap],
+                                  [r["caption_attributes"] for r in cap])
+        out["attribute_accuracy"] = aa
+    else:
+        for k in ("bleu4", "meteor", "rouge_l", "cider", "spice"):
+            out[k] = None
+            out["reasons"][k] = "no caption task with references was decoded"
+        out["attribute_accuracy"] = None
+    if counterfactual_rows is not None:
+        out["counterfactual"] = counterfactual(emo, _emotion_rows(counterfactual_rows), labels)
+    return out
+
+
+def counterfactual(rows: list[dict], zeroed: list[dict], labels: list[str]) -> dict:
+    """Decode again with descriptor tokens zeroed: how often the emotion changes, how UA moves."""
+    by_key = {(r["id"], r["task"]): r for r in zeroed}
+    pairs = [(r, by_key[(r["id"], r["task"])]) for r in rows if (r["id"], r["task"]) in by_key]
+    if not pairs:
+        return {"n": 0}
+    changed = sum(a["emotion"] != b["emotion"] for a, b in pairs) / len(pairs)
+    ua_zero = emotion_metrics([b["emotion_ref"] for _, b in pairs], [b["emotion"] for _, b in pairs],
+                                labels)["ua"]
+    ua = emotion_metrics([a["emotion_ref"] for a, _ in pairs], [a["emotion"] for a, _ in pairs],
+                           labels)["ua"]
+    return {"n": len(pairs), "emotion_changed_rate": changed, "ua": ua,
+            "ua_descriptor_zeroed": ua_zero,
+            "ua_delta": None if ua is None or ua_zero is None else ua_zero - ua}

@@ -7,6 +7,8 @@ Reads top to bottom, one utterance batch at a time:
       descriptor branch: weighted sum -> VIB -> z_des [B, F, Z] -> adapter -> S_des [B, N, H]
     prompt: <head> S_con <mid> S_des <tail: instruction + assistant header> <target> <eot>
       --LLM--> per-utterance cross-entropy on the target tokens only
+    objective (:meth:`ExplainableSER.loss`): CE summed over target tokens + beta * KL of the
+      trained branches
 
 No Lightning and no data-module imports: this file is plain PyTorch + transformers + peft.
 """
@@ -22,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from explainable_ser.bottleneck import Adapter, DisentanglementBlock
-from explainable_ser.encoders import build_encoder, offline_weights, resolve_dtype
+from explainable_ser.encoders import build_encoder, resolve_dtype
+from explainable_ser.offline.random_init import offline_weights, random_model
 from explainable_ser.prompts import FIELD_PREFIX, PromptBuilder, Task
 
 IGNORE = -100  # label value outside the target
@@ -157,6 +160,22 @@ class ExplainableSER(nn.Module):
         return {"ce": ce, "ce_per_token": ce / sel.sum(1).clamp(min=1), "kl_content": speech.kl["content"],
                 "kl_descriptor": speech.kl["descriptor"], "n_tokens": speech.n_tokens}
 
+    def loss(self, wave, wave_lens, task: Task, target_texts: list[str], *, beta: float,
+             trained: list[str], sample: bool, zero_descriptor: bool = False,
+             zero_content: bool = False) -> dict:
+        """The objective: ``L = CE + beta * KL``, the cross-entropy summed over each target's
+        tokens (eq. 4) and averaged over the batch, plus the KL of each *trained* branch
+        (``trained``: ``content`` and/or ``descriptor``). ``sample``: z drawn from the trained
+        branches' posteriors (training); otherwise z = mu. A frozen branch always gives z = mu."""
+        out = self(wave, wave_lens, task, target_texts,
+                   sample_content=sample and "content" in trained,
+                   sample_descriptor=sample and "descriptor" in trained,
+                   zero_descriptor=zero_descriptor, zero_content=zero_content)
+        ce = out["ce"].mean()  # summed over target tokens, averaged over utterances
+        kl = {b: out[f"kl_{b}"].mean() for b in ("content", "descriptor")}  # scalars
+        loss = ce + beta * sum(kl[b] for b in trained)
+        return {"loss": loss, "ce": ce, "ce_per_token": out["ce_per_token"].mean(), "kl": kl}
+
     def decoder_hidden(self, embeds, mask):
         base = self.llm.get_base_model()
         return base.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
@@ -206,7 +225,7 @@ def build_llm(cfg, vocab_size: int, device: str = "cpu", random_init_dir: str | 
     there afterwards, exactly like a downloaded model.
     """
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     dtype = resolve_dtype(cfg.dtype, device)
     path = offline_weights(cfg.name_or_path, random_init_dir)
@@ -227,11 +246,8 @@ def build_llm(cfg, vocab_size: int, device: str = "cpu", random_init_dir: str | 
             path, dtype=dtype, attn_implementation=cfg.attn_implementation,
             trust_remote_code=cfg.trust_remote_code, **kwargs)
     else:
-        hf_cfg = AutoConfig.for_model(**{**dict(cfg.hf_config), "vocab_size": vocab_size})
-        hf_cfg._attn_implementation = cfg.attn_implementation
-        llm = AutoModelForCausalLM.from_config(hf_cfg, dtype=dtype)
-        if random_init_dir is not None:
-            llm.save_pretrained(random_init_dir)
+        llm = random_model(AutoModelForCausalLM, {**dict(cfg.hf_config), "vocab_size": vocab_size},
+                           cfg.attn_implementation, random_init_dir, dtype=dtype)
     llm.requires_grad_(False)
     if cfg.gradient_checkpointing:
         llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

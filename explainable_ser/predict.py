@@ -76,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: audio file{'s' if len(missing) > 1 else ''} not found: {', '.join(missing)}",
               file=sys.stderr)
         return 2
-    from explainable_ser.fit import load_run
+    from explainable_ser.assembly import load_trained
 
     try:
-        cfg, _, module, _ = load_run(args.ckpt, list(args.set), with_data=False)
+        cfg, _, module, _ = load_trained(args.ckpt, list(args.set), with_data=False)
     except (ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -77,6 +77,32 @@ def render_target(task: Task, record: dict) -> str | None:
     return "\n".join(parts)
 
 
+def select_targets(prompts: "PromptBuilder", task: Task, records: list[dict], labels,
+                   room: int | None) -> tuple[list[int], list[str], list[tuple[str, str]]]:
+    """The utterances of a batch that ``task`` can train on: ``(kept indices, their target texts,
+    [(id, reason) skipped])``. Reasons: an emotion outside ``labels``
+    (``unknown_emotion_for_{task}``), a field the target needs is missing
+    (``missing_field_for_{task}``), a target longer than the LLM's ``room`` of text tokens
+    (``sequence_too_long_for_{task}``)."""
+    if room is not None:
+        room -= sum(len(p) for p in prompts.pieces(task))  # speech tokens come on top
+    keep, targets, skipped = [], [], []
+    for i, rec in enumerate(records):
+        if "emotion" in task.fields and rec.get("emotion") is not None and rec["emotion"] not in labels:
+            skipped.append((rec["id"], f"unknown_emotion_for_{task.name}"))
+            continue
+        target = render_target(task, rec)
+        if target is None:
+            skipped.append((rec["id"], f"missing_field_for_{task.name}"))
+            continue
+        if room is not None and len(prompts.target_ids(target)) > room:
+            skipped.append((rec["id"], f"sequence_too_long_for_{task.name}"))
+            continue
+        keep.append(i)
+        targets.append(target)
+    return keep, targets, skipped
+
+
 def user_message(task: Task) -> str:
     return f"{CONTENT_SLOT}{DESCRIPTOR_SLOT}{task.instruction}"
 

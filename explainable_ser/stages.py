@@ -9,9 +9,14 @@ Groups:
 The speech encoder and the LLM's base weights never train. Checkpoints keep only the
 *adaptable* parameters (every group above), so a stage-2 checkpoint also carries stage 1's
 content weights.
+
+A stage also fixes its length in optimiser steps (:func:`stage_steps`: the LR schedule and the
+KL schedule :func:`kl_weight` span it).
 """
 
 from __future__ import annotations
+
+import math
 
 import lightning as L
 from torch import nn
@@ -50,8 +55,37 @@ def apply_trainable(model: nn.Module, groups: list[str]) -> set[str]:
     return names
 
 
+def kl_weight(beta: float, step: int | None, steps: int, delay_ratio: float, warmup_ratio: float) -> float:
+    """beta at optimiser ``step`` of a stage of ``steps``: 0 for the first ``delay_ratio`` of the
+    steps, then a linear ramp over ``warmup_ratio`` of them, then ``beta`` (the paper: both 0,
+    beta throughout; ``step=None``, outside a Trainer: ``beta``)."""
+    if (delay_ratio <= 0 and warmup_ratio <= 0) or step is None:
+        return beta
+    past_delay = step - delay_ratio * steps
+    if past_delay < 0:
+        return 0.0
+    ramp = warmup_ratio * steps
+    return beta * (min(1.0, past_delay / ramp) if ramp > 0 else 1.0)
+
+
+def stage_steps(stage, trainer) -> int:
+    """Optimiser steps of a stage: its epochs of the data module's batches per epoch (Lightning
+    cannot size an epoch of dynamic max-duration batches, the data module counts them), after
+    ``limit_train_batches`` and gradient accumulation, capped by the stage's ``max_steps``."""
+    per_epoch = trainer.datamodule.train_batches_per_epoch()
+    limit = trainer.limit_train_batches
+    if isinstance(limit, int):
+        per_epoch = min(per_epoch, limit)
+    elif isinstance(limit, float) and limit < 1.0:
+        per_epoch = max(1, int(per_epoch * limit))
+    steps = math.ceil(per_epoch / trainer.accumulate_grad_batches) * stage.epochs
+    if stage.max_steps:
+        steps = min(steps, stage.max_steps)
+    return max(1, steps)
+
+
 class StageCallback(L.Callback):
-    """Puts the module into one stage: freezing at ``setup``, the task of each batch."""
+    """Puts the module into one stage: freezing and the stage's length at ``setup``."""
 
     def __init__(self, stage):
         self.stage = stage
@@ -59,7 +93,7 @@ class StageCallback(L.Callback):
     def setup(self, trainer, pl_module, stage=None):
         # Runs before the strategy wraps the model, so DDP sees the final requires_grad flags
         # and needs no find_unused_parameters.
-        pl_module.set_stage(self.stage)
+        pl_module.set_stage(self.stage, stage_steps(self.stage, trainer))
         names = apply_trainable(pl_module.model, list(self.stage.trainable))
         n_params = sum(p.numel() for n, p in pl_module.model.named_parameters() if n in names)
         pl_module.print(f"[{self.stage.name}] trainable groups {list(self.stage.trainable)}: "

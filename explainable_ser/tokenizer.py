@@ -1,61 +1,17 @@
-"""Tokenizers: the real one from ``from_pretrained``, or an offline word-level one.
+"""Tokenizers: the real one from ``from_pretrained`` (hub, local directory or ``pkg:NAME``).
 
-The offline tokenizer is a ``tokenizers`` WordLevel model trained on the corpus text, carrying
-Llama-3's special tokens and a Llama-3-style chat template, wrapped as a
-``PreTrainedTokenizerFast`` so the rest of the code sees the same API as with Llama's. It is
-saved with ``save_pretrained`` into the run directory and reloaded with ``AutoTokenizer``.
+The offline word-level tokenizer for a random LLM is :mod:`explainable_ser.offline.tokenizer`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-from explainable_ser.prompts import FIELD_PREFIX, SYSTEM_PROMPT, TASKS
-
-# Llama-3's special tokens (ids differ in the offline tokenizer; names are what matters).
-LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
-                   "<|end_header_id|>", "<|eot_id|>", "<|finetune_right_pad_id|>"]
-UNK = "<unk>"
-
-# Llama-3 layout without the date lines and tool branches of the real template.
-LLAMA3_STYLE_TEMPLATE = (
-    "{{- bos_token }}"
-    "{%- for message in messages %}"
-    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif %}"
-)
-
-
-def prompt_texts() -> list[str]:
-    """Every fixed string the prompts use, so their words are in the vocabulary."""
-    texts = [SYSTEM_PROMPT, "system user assistant", *FIELD_PREFIX.values()]
-    texts += [t.instruction for t in TASKS.values()]
-    return texts
-
-
-def build_word_tokenizer(corpus_texts: Iterable[str], min_frequency: int = 1) -> PreTrainedTokenizerFast:
-    """A lowercase word-level tokenizer over ``corpus_texts`` plus the prompt strings."""
-    tok = Tokenizer(models.WordLevel(unk_token=UNK))
-    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()  # words and punctuation runs
-    trainer = trainers.WordLevelTrainer(special_tokens=[UNK, *LLAMA3_SPECIALS],
-                                        min_frequency=min_frequency)
-    tok.train_from_iterator(list(corpus_texts) + prompt_texts(), trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
-        pad_token="<|finetune_right_pad_id|>", unk_token=UNK)
-    fast.chat_template = LLAMA3_STYLE_TEMPLATE
-    return fast
+from transformers import AutoTokenizer
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     """The real path: a hub name, a local directory (e.g. a run's saved tokenizer) or a
     ``pkg:`` packaged model."""
-    from explainable_ser.pretrained import resolve
+    from explainable_ser.offline.pretrained import resolve
 
     tok = AutoTokenizer.from_pretrained(resolve(name_or_path), trust_remote_code=trust_remote_code)
     if tok.pad_token is None:

@@ -44,7 +44,7 @@ def env(tmp_path_factory):
     """A tiny corpus, a run directory with a (compatible, untrained) checkpoint, bad files."""
     from data_modules.synthcraft import generate
     from explainable_ser.config import load_config, to_yaml
-    from explainable_ser.fit import build
+    from explainable_ser.assembly import build
     from explainable_ser.stages import adaptable_names
 
     tmp = tmp_path_factory.mktemp("cli")
@@ -66,7 +66,7 @@ def env(tmp_path_factory):
     torch.save({"state_dict": state, "stage_name": "stage1"}, run_dir / "stage1" / "last.ckpt")
 
     marker = tmp / "payload-ran"
-    bad = tmp / "bad-run" / "stage2"  # load_run takes a checkpoint's grandparent as its run
+    bad = tmp / "bad-run" / "stage2"  # load_trained takes a checkpoint's grandparent as its run
     bad.mkdir(parents=True)
     torch.save({"state_dict": {"x": Payload(f"touch {marker}")}}, bad / "unsafe.ckpt")
     (bad / "corrupt.ckpt").write_bytes(b"PK\x03\x04 not really a zip" * 10)

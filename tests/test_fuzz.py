@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from data_modules.corpora import emosec, iemocap, meld, speechcraft
 from data_modules.corpora.common import BadInput, PrepareReport
 from data_modules.records import EMOTIONS
-from explainable_ser.config import ConfigError, ExperimentConfig, load_config
+from explainable_ser.config import ConfigError, ExperimentConfig, load_config, to_yaml
 
 FAST = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -95,7 +95,7 @@ def test_config_overrides_raise_only_config_error(args):
     except ConfigError as err:
         assert str(err) and "\n" not in str(err) and len(str(err)) < 600, str(err)
         return
-    assert isinstance(cfg, ExperimentConfig)
+    assert_round_trips(cfg)
 
 
 @settings(max_examples=250, **FAST)
@@ -116,7 +116,16 @@ def test_config_yaml_text_raises_only_config_error(scratch, text):
         assert str(path) in str(err) or "key" in str(err), str(err)
         assert "\n" not in str(err)
         return
-    assert isinstance(cfg, ExperimentConfig)
+    assert_round_trips(cfg)
+
+
+def assert_round_trips(cfg) -> None:
+    """What a run writes as its config.yaml loads back to the same configuration."""
+    text = to_yaml(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(text, encoding="utf-8")
+        assert to_yaml(load_config([str(path)])) == text
 
 
 def _nested(keys: list[str], value):
@@ -153,7 +162,7 @@ def test_structured_config_yaml_raises_only_config_error(scratch, layers):
         cfg = load_config(paths)
     except ConfigError:
         return
-    assert isinstance(cfg, ExperimentConfig)
+    assert_round_trips(cfg)
 
 
 # --------------------------------------------------------------------------------- IEMOCAP

@@ -194,7 +194,7 @@ def meta_model_groups(model_yaml: str) -> dict[str, int]:
     from explainable_ser.config import ModelConfig
     from explainable_ser.model import build_model
     from explainable_ser.stages import group_of
-    from explainable_ser.tokenizer import build_word_tokenizer
+    from explainable_ser.offline.tokenizer import build_word_tokenizer
 
     mcfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig()), OmegaConf.create(model_yaml)))
     llm = hf_config("Llama-3.1-8B-Instruct", LLAMA_31_8B)
@@ -253,7 +253,7 @@ def test_synthcraft_config_trains_and_evaluates(system, tiny_corpus, tmp_path, m
     import functools as ft
 
     from explainable_ser import evaluate
-    from explainable_ser.fit import run
+    from explainable_ser.recipe import run
 
     # The Java caption scorers are tested elsewhere; here they would only cost time.
     monkeypatch.setattr(evaluate, "compute_metrics", ft.partial(evaluate.compute_metrics, caption_metrics=()))
@@ -273,7 +273,8 @@ def test_synthcraft_config_trains_and_evaluates(system, tiny_corpus, tmp_path, m
 
 
 def test_demo_system_overlays_differ_from_the_demo_only_where_their_system_does():
-    from explainable_ser.fit import DEMO_CONFIG
+    from explainable_ser.config import PACKAGED_CONFIGS
+    DEMO_CONFIG = PACKAGED_CONFIGS["demo"]
 
     demo = load_config([str(DEMO_CONFIG)])
     assert {p.stem for p in DEMO_SYSTEMS} == {"sys4", "sys5", "sys7"}

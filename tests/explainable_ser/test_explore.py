@@ -10,7 +10,7 @@ import pytest
 from explainable_ser import explore
 from explainable_ser import metrics as M
 from explainable_ser.config import load_config, to_yaml
-from explainable_ser.evaluate import compute_metrics
+from explainable_ser.metrics import compute_metrics
 from explainable_ser.prompts import caption_attributes
 
 LABELS = ["neutral", "happy", "sad", "angry"]
@@ -32,7 +32,7 @@ def make_run(root: Path, name: str, seed: int, rows: list[dict], corpus: str = "
     """A run directory as fit writes it: config.yaml, predictions.jsonl, metrics.json."""
     run = root / name / f"seed{seed}"
     run.mkdir(parents=True)
-    cfg = load_config([f"name={name}", f"seed={seed}", f"data.corpora.0.name={corpus}"])
+    cfg = load_config(["offline", f"name={name}", f"seed={seed}", f"data.corpora.0.name={corpus}"])
     (run / "config.yaml").write_text(to_yaml(cfg))
     (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     # No caption references in the scored rows: the Java caption scorers are not needed here.
@@ -163,7 +163,8 @@ def test_curves_and_layer_weights_from_event_files(runs):
                                           "descriptor": pytest.approx([0.2, 0.8])}
     fig = explore.curves_figure({"a": run, "b": run}, ("train/loss_asr", "val/ua", "lr-AdamW"))
     assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["train/loss_asr"]
-    assert explore.layer_weights_figure(run) is not None
+    bars = [[p.get_height() for p in c] for c in explore.layer_weights_figure(run).axes[0].containers]
+    assert bars == [pytest.approx([0.6, 0.4]), pytest.approx([0.2, 0.8])]  # content, descriptor
     assert explore.tensorboard_runs([str(runs / "sys7")]) == {f"{runs / 'sys7'}/seed0": run}
     with pytest.raises(ValueError):
         explore.curves_figure({"a": run}, ("nope",))

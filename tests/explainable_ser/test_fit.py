@@ -35,16 +35,30 @@ def demo_run(corpus, tmp_path_factory):
     return run_dir
 
 
-def test_fit_writes_the_run_directory(demo_run):
-    for rel in ("config.yaml", "tokenizer/tokenizer.json", "stage1/final.ckpt", "stage2/final.ckpt",
-                "offline_models/llm/config.json", "predictions.jsonl", "metrics.json"):
-        assert (demo_run / rel).exists(), rel
-    assert list((demo_run / "tensorboard" / "stage1").glob("events.out.tfevents.*"))
+def test_fit_writes_a_run_directory_that_reads_back(demo_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from data_modules.records import read_jsonl
+    from explainable_ser.config import load_config
+    from explainable_ser.metrics import compute_metrics
+    from explainable_ser.tokenizer import load_tokenizer
+
+    cfg = load_config([str(demo_run / "config.yaml")])  # the resolved config, loadable as is
+    assert cfg.run_dir == str(demo_run) and cfg.model.encoder.kind == "fbank"
+    rows = read_jsonl(demo_run / "predictions.jsonl")
+    assert sorted((r["id"], r["task"]) for r in rows) == sorted(
+        (u, t) for u in {r["id"] for r in rows} for t in cfg.eval.tasks)
+    tok = load_tokenizer(str(demo_run / "tokenizer"))  # the run's own word-level tokenizer
+    assert tok.unk_token_id not in tok(rows[0]["transcript_ref"])["input_ids"]
     metrics = json.loads((demo_run / "metrics.json").read_text())
-    for key in ("ua", "wa", "macro_f1", "wer", "bleu4", "meteor", "rouge_l", "cider", "spice",
-                "n_utterances", "n_unparsed"):
-        assert key in metrics
-    assert metrics["n_utterances"] == 6
+    again = compute_metrics(rows, list(cfg.training.labels), caption_metrics=("bleu4",))
+    assert metrics["n_utterances"] == again["n_utterances"] == 6
+    for key in ("ua", "wa", "macro_f1", "wer", "bleu4", "n_unparsed"):
+        assert metrics[key] == again[key], key  # metrics.json is what its predictions give
+    assert (demo_run / "offline_models" / "llm" / "config.json").exists()  # the frozen random LLM
+    for stage in ("stage1", "stage2"):
+        events = EventAccumulator(str(demo_run / "tensorboard" / stage)).Reload()
+        assert any(tag.startswith("train/loss_") for tag in events.Tags()["scalars"]), stage
 
 
 def test_checkpoints_hold_only_adaptable_weights_and_load_weights_only(demo_run):
@@ -74,10 +88,14 @@ def test_bad_config_exits_2_with_a_clear_message(capsys):
     assert "nonexistent" in err and "Traceback" not in err
 
 
-def test_help_explains():
-    out = subprocess.run([sys.executable, "-m", "explainable_ser.fit", "--help"], capture_output=True,
-                         text=True, check=True).stdout
-    assert "demo" in out and "key=value" in out
+def test_a_value_outside_a_fields_choices_exits_2_naming_field_and_choices():
+    proc = subprocess.run([sys.executable, "-m", "explainable_ser.fit", "model.encoder.kind=foo"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert "model.encoder.kind" in lines[0] and "'foo'" in lines[0]
+    assert all(f"'{kind}'" in lines[0] for kind in ("hf", "whisper", "fbank", "ctc_fbank"))
 
 
 @pytest.mark.slow
@@ -97,7 +115,14 @@ def test_ddp_two_cpu_processes(corpus, tmp_path):
 @pytest.mark.slow
 def test_bf16_mixed_precision(corpus, tmp_path):
     assert main(fit_args(corpus, tmp_path, "trainer.precision=bf16-mixed", "eval.limit=2")) == 0
-    assert (tmp_path / "metrics.json").exists()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["n_utterances"] == 2 and isinstance(metrics["wer"], float)
+    s1 = torch.load(tmp_path / "stage1" / "final.ckpt", weights_only=True)["state_dict"]
+    s2 = torch.load(tmp_path / "stage2" / "final.ckpt", weights_only=True)["state_dict"]
+    # Autocast computes in bf16; the trained (master) weights stay fp32, finite, and moved.
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in s2.values())
+    lora = [k for k in s2 if "lora_" in k]
+    assert lora and any(not torch.equal(s1[k], s2[k]) for k in lora)
 
 
 def test_evaluate_cli_reproduces_the_trained_model(demo_run, tmp_path):
@@ -175,7 +200,7 @@ def test_fsdp_wraps_each_llm_decoder_layer(tiny_tokenizer, monkeypatch):
 
     from conftest import tiny_config
     from explainable_ser.config import ConfigError
-    from explainable_ser.fit import trainer_kwargs
+    from explainable_ser.recipe import trainer_kwargs
     from explainable_ser.model import build_model
 
     cfg = tiny_config("trainer.strategy=fsdp")
@@ -198,7 +223,7 @@ def test_fsdp_wraps_each_llm_decoder_layer(tiny_tokenizer, monkeypatch):
 
 def test_dtype_auto_means_bf16_only_on_a_gpu_with_bf16_precision(monkeypatch):
     from conftest import tiny_config
-    from explainable_ser.fit import auto_dtype_device, compute_device
+    from explainable_ser.assembly import auto_dtype_device, compute_device
 
     assert auto_dtype_device(tiny_config("trainer.precision=bf16-mixed")) == compute_device(tiny_config())
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -363,7 +363,7 @@ def test_attribute_accuracy():
 
 
 def test_caption_language_auto_scores_mandarin_records_by_characters():
-    from explainable_ser.evaluate import compute_metrics
+    from explainable_ser.metrics import compute_metrics
 
     def row(i, lang):
         return {"id": str(i), "task": "sed", "language": lang, "caption_ref": "说话人语速很快，情绪激动",

@@ -82,11 +82,26 @@ def test_speech_tokens_sit_at_the_slots(model):
     torch.testing.assert_close(embeds[0, d0 : d0 + n], sp.descriptor[0, :n])
 
 
-def test_zeroed_descriptor_keeps_positions(model):
-    wave, lens = waves([32000])
-    sp = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=True)
-    assert sp.descriptor.shape == sp.content.shape
-    assert torch.count_nonzero(sp.descriptor) == 0
+def test_zeroed_descriptor_removes_the_branch_but_keeps_the_positions(model):
+    """Stage 1 and the counterfactual: nothing of the descriptor branch reaches the LLM, while
+    the prompt keeps its layout (the content tokens and the target stay where they were)."""
+    wave, lens = waves([32000, 20000])
+    task = get_task("ser_sed")
+    targets = [render_target(task, REC)] * 2
+    kw = dict(sample_content=False, sample_descriptor=False)
+    with torch.no_grad():
+        zeroed = model(wave, lens, task, targets, zero_descriptor=True, **kw)
+        live = model(wave, lens, task, targets, zero_descriptor=False, **kw)
+        for p in model.descriptor.parameters():  # another descriptor branch altogether
+            p.add_(torch.randn_like(p))
+        zeroed_other = model(wave, lens, task, targets, zero_descriptor=True, **kw)
+        sp = model.speech_tokens(wave, lens, zero_descriptor=True, **kw)
+        e_zero, _, lab_zero = model.build_inputs(sp, task, [model.prompts.target_ids(t) for t in targets])
+        sp_live = model.speech_tokens(wave, lens, zero_descriptor=False, **kw)
+        e_live, _, lab_live = model.build_inputs(sp_live, task, [model.prompts.target_ids(t) for t in targets])
+    torch.testing.assert_close(zeroed_other["ce"], zeroed["ce"], rtol=0, atol=0)
+    assert not torch.allclose(live["ce"], zeroed["ce"]), "un-zeroed, the descriptor tokens count"
+    assert e_zero.shape == e_live.shape and torch.equal(lab_zero, lab_live)
 
 
 def test_kl_matches_closed_form():

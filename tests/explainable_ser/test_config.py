@@ -1,0 +1,86 @@
+"""The schema: paper defaults, packaged names, ``base:`` chains, choices checked at load."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from explainable_ser.config import PACKAGED_CONFIGS, ConfigError, load_config, to_yaml
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+
+
+def test_the_schema_defaults_are_the_papers_sys7():
+    cfg = load_config([])
+    assert cfg.model.encoder.kind == "hf" and cfg.model.encoder.name_or_path == "facebook/hubert-large-ls960-ft"
+    assert cfg.model.llm.name_or_path == "meta-llama/Llama-3.1-8B-Instruct" and cfg.model.llm.hf_config is None
+    assert cfg.model.branch.variational and cfg.model.llm.lora.modules_to_save == []
+    s1, s2 = cfg.training.stages
+    assert (s1.tasks, s1.epochs, s1.lr, s1.scheduler) == (["asr"], 4, 2e-4, "constant")
+    assert (s2.tasks, s2.epochs, s2.lr, s2.scheduler) == (["ser_sed", "asr"], 4, 2e-5, "cosine")
+    assert cfg.training.kl_delay_ratio == cfg.training.kl_warmup_ratio == 0.0
+    assert [c.name for c in cfg.data.corpora] == ["speechcraft"]
+    # experiments/base.yaml adds hardware and batching only: the method is the same.
+    base = load_config([str(EXPERIMENTS / "base.yaml")])
+    assert base.training == cfg.training and base.model.branch == cfg.model.branch
+    for part in ("encoder", "llm"):  # base.yaml pins bf16 weights where the schema says auto
+        here, there = getattr(cfg.model, part), getattr(base.model, part)
+        assert there.dtype == "bfloat16" and dataclasses.replace(there, dtype=here.dtype) == here
+
+
+@pytest.mark.parametrize("system", ["sys4", "sys5", "sys6", "ablation_two_stage", "data_meld"])
+def test_a_system_file_alone_means_the_papers_system(system):
+    alone = load_config([str(EXPERIMENTS / f"{system}.yaml")])
+    layered = load_config([str(EXPERIMENTS / "base.yaml"), str(EXPERIMENTS / f"{system}.yaml")])
+    assert to_yaml(alone) == to_yaml(layered)
+    assert alone.model.llm.name_or_path == "meta-llama/Llama-3.1-8B-Instruct"
+
+
+@pytest.mark.parametrize("path", sorted((EXPERIMENTS / "synthcraft").glob("*.yaml")), ids=lambda p: p.stem)
+def test_a_synthcraft_file_alone_means_the_synthcraft_system(path):
+    alone = load_config([str(path)])
+    assert to_yaml(alone) == to_yaml(load_config([str(EXPERIMENTS / "synthcraft" / "base.yaml"), str(path)]))
+    assert alone.model.encoder.kind == "fbank" and alone.data.corpora[0].name == "synthcraft"
+
+
+def test_a_base_already_merged_is_not_merged_again():
+    files = [str(EXPERIMENTS / f) for f in ("base.yaml", "data_meld.yaml", "sys5.yaml")]
+    cfg = load_config(files)
+    assert [c.name for c in cfg.data.corpora] == ["speechcraft", "meld"]  # sys5's base kept MELD
+    assert cfg.name == "sys5" and cfg.training.stages[1].tasks == ["ser", "asr"]
+
+
+def test_packaged_names_stand_for_their_files():
+    assert to_yaml(load_config(["demo"])) == to_yaml(load_config([str(PACKAGED_CONFIGS["demo"])]))
+    assert load_config(["offline"]).model.encoder.kind == "fbank"
+    assert load_config(["demo"]).model.llm.name_or_path == "pkg:smollm2-135m-instruct"
+
+
+def test_base_chains_fail_loudly(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\nseed: 1\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nseed: 2\n")
+    with pytest.raises(ConfigError, match="comes back to itself"):
+        load_config([str(tmp_path / "a.yaml")])
+    (tmp_path / "c.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ConfigError, match="missing.yaml"):
+        load_config([str(tmp_path / "c.yaml")])
+
+
+@pytest.mark.parametrize("override, key", [
+    ("model.encoder.kind=foo", "model.encoder.kind"),
+    ("training.stages.0.scheduler=linear", "scheduler"),
+    ("data.corpora.0.format=tar", "format"),
+    ("model.llm.dtype=int8", "dtype"),
+    ("eval.caption_language=fr", "caption_language"),
+    ("training.stages.1.tasks=[ser,bogus]", "training.stages.1.tasks"),
+    ("training.stages.0.trainable=[encoder]", "training.stages.0.trainable"),
+    ("eval.tasks=[transcribe]", "eval.tasks"),
+    ("training.warm_start.branches=[lora]", "training.warm_start.branches"),
+])
+def test_a_value_outside_its_choices_is_one_line_naming_key_and_choices(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(["offline", override])
+    message = str(err.value)
+    assert key in message and "expected one of" in message and "\n" not in message
