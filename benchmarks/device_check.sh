@@ -27,7 +27,7 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
   TS_ARGS=(--size tiny --cpu --configs project,naive --steps 1 --warmup 0 --matmul-n 256)
   DEC_ARGS=(--n 2 --batch 2 --max-new-tokens 4 --data-dir "$OUT/synthcraft")
   python -m data_modules.prepare synthcraft --out "$OUT/synthcraft" --n-train 8 --n-dev 2 --n-test 2 >/dev/null
-  DEMO=("data.corpora.0.dir=$OUT/synthcraft" data.num_buckets=2 training.stages.0.max_steps=1 training.stages.1.max_steps=1
+  DEMO=(offline "data.corpora.0.dir=$OUT/synthcraft" data.num_buckets=2 training.stages.0.max_steps=1 training.stages.1.max_steps=1
         training.stages.0.epochs=1 training.stages.1.epochs=1 eval.limit=2 eval.max_new_tokens=4
         model.llm.hf_config.num_hidden_layers=1 model.llm.hf_config.hidden_size=32
         model.llm.hf_config.intermediate_size=32 model.llm.hf_config.num_attention_heads=2
