@@ -44,15 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.overrides:
         args.overrides = ["demo"]
-    elif not any(a in PACKAGED_CONFIGS or a.endswith((".yaml", ".yml")) for a in args.overrides):
-        print("note: no config file given, so the schema defaults apply: the paper's Sys.7 at full "
-              "scale (HuBERT-large, Llama-3.1-8B-Instruct, SpeechCraft); 'demo' or 'offline' first "
-              "runs an offline stack with these overrides", file=sys.stderr)
     try:
         cfg = load_config(args.overrides)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if not any(a in PACKAGED_CONFIGS or a.endswith((".yaml", ".yml")) for a in args.overrides):
+        print("note: no config file given, so the schema defaults apply: the paper's Sys.7 at full "
+              "scale (HuBERT-large, Llama-3.1-8B-Instruct, SpeechCraft); 'demo' or 'offline' first "
+              "runs an offline stack with these overrides", file=sys.stderr)
     from explainable_ser.offline.pretrained import PackagedModelError
     from explainable_ser.recipe import run
 
