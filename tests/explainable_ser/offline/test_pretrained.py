@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from explainable_ser import pretrained as P
+from explainable_ser.offline import pretrained as P
 
 # The converted Whisper's own WER on the 12 clips of synth_test_clips, measured (see the test).
 WHISPER_BASE_MAX_WER = 0.70  # measured 0.674
