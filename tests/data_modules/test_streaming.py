@@ -202,7 +202,7 @@ def test_state_counts_consumed_batches_not_the_prefetched_ones(corpus):
 
 
 def test_next_stage_loader_starts_counting_afresh(corpus):
-    """fit.run reuses one data module across stages; each stage's sampler starts at epoch 0."""
+    """recipe.run reuses one data module across stages; each stage's sampler starts at epoch 0."""
     dm = SpeechDataModule(config(corpus, "jsonl"))
     dm.trainer = FakeTrainer()
     for batch in dm.train_dataloader():
