@@ -13,14 +13,15 @@ def frame_mask(lens: torch.Tensor, max_len: int) -> torch.Tensor:
 
 
 def gaussian_kl(mu: torch.Tensor, sigma: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, sigma^2) || N(0, I)) per utterance: summed over latent dims, mean over valid frames.
+    """KL(N(mu, sigma^2) || N(0, I)) per utterance, summed over latent dims and valid frames
+    (the objective chooses the reduction: ``training.kl_reduction``).
 
     mu, sigma: [B, F, Z]; lens: [B] -> [B]. Computed in fp32 (bf16 loses the small terms).
     """
     mu, sigma = mu.float(), sigma.float()
     kl = 0.5 * (mu.pow(2) + sigma.pow(2) - 1.0 - 2.0 * torch.log(sigma)).sum(-1)  # [B, F]
     mask = frame_mask(lens, mu.shape[1]).float()
-    return (kl * mask).sum(1) / lens.clamp(min=1).float()
+    return (kl * mask).sum(1)
 
 
 class DisentanglementBlock(nn.Module):

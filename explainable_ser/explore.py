@@ -40,10 +40,10 @@ PAPER_SYSTEMS: dict[str, tuple[str, str]] = {
     "sys6": ("6", "HuBERT+FD+LLM-SER+SED"),
     "sys7": ("7", "HuBERT+FD+LLM-SER+SED+ASR"),
     "ablation_two_stage": ("T3.2", "two-stage, no alternation"),
-    "ablation_beta_e0": ("T3.5", "beta = e^0"),
-    "ablation_beta_e-1": ("T3.6", "beta = e^-1"),
-    "ablation_beta_e-3": ("T3.7", "beta = e^-3"),
-    "ablation_beta_e-4": ("T3.8", "beta = e^-4"),
+    "ablation_beta_1e0": ("T3.5", "beta = 1"),
+    "ablation_beta_1e-1": ("T3.6", "beta = 10^-1"),
+    "ablation_beta_1e-3": ("T3.7", "beta = 10^-3"),
+    "ablation_beta_1e-4": ("T3.8", "beta = 10^-4"),
     "ablation_targets_no_emotion": ("-", "targets without emotion"),
 }
 """Experiment name (``name`` in experiments/*.yaml) -> (paper ID, system), in table order."""
@@ -58,13 +58,13 @@ PAPER_RESULTS: dict[str, dict[str, dict[str, float]]] = {
              "emosec": {"bleu4": 10.3, "meteor": 22.1, "rouge_l": 30.4, "cider": 19.3, "spice": 9.0}},
     "ablation_two_stage": {"iemocap": {"ua": 76.8, "wer": 10.7}, "meld": {"ua": 59.1, "wer": 25.0},
                            "emosec": {"bleu4": 8.0, "meteor": 17.9, "rouge_l": 26.7, "cider": 16.3, "spice": 5.1}},
-    "ablation_beta_e0": {"iemocap": {"ua": 72.8, "wer": 17.7}, "meld": {"ua": 53.5, "wer": 28.6},
+    "ablation_beta_1e0": {"iemocap": {"ua": 72.8, "wer": 17.7}, "meld": {"ua": 53.5, "wer": 28.6},
                          "emosec": {"bleu4": 7.8, "meteor": 16.9, "rouge_l": 25.2, "cider": 12.4, "spice": 6.7}},
-    "ablation_beta_e-1": {"iemocap": {"ua": 77.3, "wer": 11.8}, "meld": {"ua": 59.7, "wer": 26.0},
+    "ablation_beta_1e-1": {"iemocap": {"ua": 77.3, "wer": 11.8}, "meld": {"ua": 59.7, "wer": 26.0},
                           "emosec": {"bleu4": 9.8, "meteor": 21.5, "rouge_l": 29.6, "cider": 18.9, "spice": 8.6}},
-    "ablation_beta_e-3": {"iemocap": {"ua": 77.4, "wer": 11.3}, "meld": {"ua": 60.2, "wer": 25.1},
+    "ablation_beta_1e-3": {"iemocap": {"ua": 77.4, "wer": 11.3}, "meld": {"ua": 60.2, "wer": 25.1},
                           "emosec": {"bleu4": 10.4, "meteor": 21.9, "rouge_l": 30.3, "cider": 19.4, "spice": 8.9}},
-    "ablation_beta_e-4": {"iemocap": {"ua": 77.1, "wer": 11.6}, "meld": {"ua": 59.8, "wer": 25.8},
+    "ablation_beta_1e-4": {"iemocap": {"ua": 77.1, "wer": 11.6}, "meld": {"ua": 59.8, "wer": 25.8},
                           "emosec": {"bleu4": 10.0, "meteor": 21.7, "rouge_l": 29.6, "cider": 18.6, "spice": 8.5}},
 }
 """The paper's numbers (Tables 1-3, percent / x100) by experiment name and test corpus."""

@@ -89,7 +89,7 @@ class ExplainableSERModule(L.LightningModule):
         res = self.model.loss(wave, lens, task, targets, beta=self.current_beta(),
                               trained=self.trained_branches(), sample=train,
                               zero_descriptor=self.stage.zero_descriptor or zero_speech,
-                              zero_content=zero_speech)
+                              zero_content=zero_speech, kl_reduction=self.cfg.training.kl_reduction)
         return {**res, "n": len(targets)}
 
     # -- training ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ Reads top to bottom, one utterance batch at a time:
     prompt: <head> S_con <mid> S_des <tail: instruction + assistant header> <target> <eot>
       --LLM--> per-utterance cross-entropy on the target tokens only
     objective (:meth:`ExplainableSER.loss`): CE summed over target tokens + beta * KL of the
-      trained branches
+      trained branches (KL per utterance: mean over frames, or summed: training.kl_reduction)
 
 No Lightning and no data-module imports: this file is plain PyTorch + transformers + peft.
 """
@@ -51,7 +51,8 @@ class SpeechTokens:
     content: torch.Tensor  # [B, N, H]
     descriptor: torch.Tensor  # [B, N, H]
     n_tokens: torch.Tensor  # [B] real tokens per utterance (same for both streams)
-    kl: dict[str, torch.Tensor]  # branch -> [B]
+    kl: dict[str, torch.Tensor]  # branch -> [B], summed over frames and latent dims
+    frame_lens: torch.Tensor  # [B] encoder frames the KL sums over
 
 
 class ExplainableSER(nn.Module):
@@ -96,7 +97,7 @@ class ExplainableSER(nn.Module):
             s_des = torch.zeros_like(s_des)  # stage 1: positions kept, information removed
         if zero_content:
             s_con = torch.zeros_like(s_con)  # probes: how much the model relies on the audio
-        return SpeechTokens(s_con, s_des, n_tok, {"content": kl_con, "descriptor": kl_des})
+        return SpeechTokens(s_con, s_des, n_tok, {"content": kl_con, "descriptor": kl_des}, frame_lens)
 
     # -- tokens + prompt -> LLM inputs ---------------------------------------------------------
     def embed_ids(self, ids: list[int], like: torch.Tensor) -> torch.Tensor:
@@ -142,7 +143,8 @@ class ExplainableSER(nn.Module):
                 sample_content: bool = True, sample_descriptor: bool = True,
                 zero_descriptor: bool = False, zero_content: bool = False) -> dict[str, torch.Tensor]:
         """Per-utterance losses [B]: ``ce`` summed over the target tokens (paper eq. 4),
-        ``ce_per_token`` (its mean, for reading curves), ``kl_content``, ``kl_descriptor``."""
+        ``ce_per_token`` (its mean, for reading curves), ``kl_content``, ``kl_descriptor``
+        (summed over frames and latent dims), ``frames`` (the encoder frames of each)."""
         speech = self.speech_tokens(wave, wave_lens, sample_content=sample_content,
                                     sample_descriptor=sample_descriptor,
                                     zero_descriptor=zero_descriptor, zero_content=zero_content)
@@ -158,21 +160,27 @@ class ExplainableSER(nn.Module):
         row = sel.nonzero()[:, 0]  # utterance index of each target token
         ce = torch.zeros(embeds.shape[0], device=tok_ce.device).index_add_(0, row, tok_ce)
         return {"ce": ce, "ce_per_token": ce / sel.sum(1).clamp(min=1), "kl_content": speech.kl["content"],
-                "kl_descriptor": speech.kl["descriptor"], "n_tokens": speech.n_tokens}
+                "kl_descriptor": speech.kl["descriptor"], "frames": speech.frame_lens,
+                "n_tokens": speech.n_tokens}
 
     def loss(self, wave, wave_lens, task: Task, target_texts: list[str], *, beta: float,
              trained: list[str], sample: bool, zero_descriptor: bool = False,
-             zero_content: bool = False) -> dict:
+             zero_content: bool = False, kl_reduction: str = "frame_mean") -> dict:
         """The objective: ``L = CE + beta * KL``, the cross-entropy summed over each target's
         tokens (eq. 4) and averaged over the batch, plus the KL of each *trained* branch
-        (``trained``: ``content`` and/or ``descriptor``). ``sample``: z drawn from the trained
-        branches' posteriors (training); otherwise z = mu. A frozen branch always gives z = mu."""
+        (``trained``: ``content`` and/or ``descriptor``), per utterance averaged over its frames
+        (``kl_reduction="frame_mean"``) or summed (``"sum"``, eq. 2's per-sample KL), then
+        averaged over the batch. ``sample``: z drawn from the trained branches' posteriors
+        (training); otherwise z = mu. A frozen branch always gives z = mu, also in training."""
         out = self(wave, wave_lens, task, target_texts,
                    sample_content=sample and "content" in trained,
                    sample_descriptor=sample and "descriptor" in trained,
                    zero_descriptor=zero_descriptor, zero_content=zero_content)
         ce = out["ce"].mean()  # summed over target tokens, averaged over utterances
-        kl = {b: out[f"kl_{b}"].mean() for b in ("content", "descriptor")}  # scalars
+        if kl_reduction not in ("frame_mean", "sum"):
+            raise ValueError(f"kl_reduction must be 'frame_mean' or 'sum', got {kl_reduction!r}")
+        per = out["frames"].clamp(min=1).float() if kl_reduction == "frame_mean" else 1.0  # [B]
+        kl = {b: (out[f"kl_{b}"] / per).mean() for b in ("content", "descriptor")}  # scalars
         loss = ce + beta * sum(kl[b] for b in trained)
         return {"loss": loss, "ce": ce, "ce_per_token": out["ce_per_token"].mean(), "kl": kl}
 

@@ -111,8 +111,41 @@ def test_kl_matches_closed_form():
     ours = gaussian_kl(mu, sigma, lens)
     ref = torch.distributions.kl_divergence(
         torch.distributions.Normal(mu, sigma), torch.distributions.Normal(0.0, 1.0)).sum(-1)
-    expected = torch.stack([ref[0].mean(), ref[1, :3].mean()])  # valid frames only
+    expected = torch.stack([ref[0].sum(), ref[1, :3].sum()])  # valid frames only
     torch.testing.assert_close(ours, expected)
+
+
+@pytest.mark.parametrize("reduction", ["frame_mean", "sum"])
+def test_objective_weighs_the_kl_as_configured(model, reduction):
+    """L = mean_b CE_b + beta * sum over trained branches of mean_b KL_b, KL_b computed here by
+    hand from the branch's own mu and sigma, per frame mean or summed."""
+    task = get_task("asr")
+    wave, lens = waves([48000, 17000])
+    targets = [REC["transcript"]] * 2
+    beta = 0.25
+    res = model.loss(wave, lens, task, targets, beta=beta, trained=["content"], sample=False,
+                     kl_reduction=reduction)
+    ce = model(wave, lens, task, targets, sample_content=False, sample_descriptor=False)["ce"]
+    layers, frames = model.encode(wave, lens)
+    block = model.content.block
+    x = torch.einsum("l,lbfd->bfd", block.layer_weights(), layers)
+    h = block.encoder(x)
+    mu, sigma = block.mu(h), torch.nn.functional.softplus(block.sigma(h)) + 1e-5
+    per_frame = (0.5 * (mu**2 + sigma**2 - 1 - 2 * sigma.log())).sum(-1)  # [B, F]
+    kl = [per_frame[i, : frames[i]].sum() for i in range(2)]
+    if reduction == "frame_mean":
+        kl = [k / frames[i] for i, k in enumerate(kl)]
+    expected = ce.mean() + beta * torch.stack(kl).mean()
+    torch.testing.assert_close(res["loss"], expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(res["kl"]["content"], torch.stack(kl).mean(), rtol=1e-5, atol=1e-5)
+    assert frames[0] > 2 * frames[1], "the two reductions differ only if clip lengths differ"
+
+
+def test_objective_names_a_bad_kl_reduction(model):
+    wave, lens = waves([16000])
+    with pytest.raises(ValueError, match="kl_reduction must be"):
+        model.loss(wave, lens, get_task("asr"), ["a"], beta=0.1, trained=["content"], sample=False,
+                   kl_reduction="mean")
 
 
 def test_sampling_only_in_training_mode(model):
