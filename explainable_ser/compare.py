@@ -1,9 +1,17 @@
 """Compare two systems: ``python -m explainable_ser.compare A/predictions.jsonl B/predictions.jsonl``.
 
-Pairs the utterances both files decoded (same id and task), then reports per metric the value
-of A and of B, the delta, and the paper's significance test: a paired one-tailed t-test that A
-is better than B on per-utterance scores (emotion correct = 1/0; ASR: minus the utterance WER),
-significant at p < 0.05. Utterances present in only one file are counted and left out.
+Pairs the utterances both files decoded (same id), then reports per metric the value of A and of
+B, the delta, and the paper's significance test, a paired one-tailed t-test that A is better
+(p < 0.05), each on per-utterance scores whose mean is that metric or its sentence-level form:
+
+    ua        class-weighted emotion correctness (correct x n / (C n_c)): the mean is the UA
+    accuracy  emotion correctness 1/0: the mean is the WA (what the paper's test runs on, strictly)
+    wer       minus the utterance's WER (the value shown is the corpus WER)
+    bleu4     sentence BLEU-4 (the value shown is the corpus BLEU-4)
+    meteor, rouge_l, cider   the scorers' per-caption scores (CIDEr-D's IDF from the shared set)
+
+Caption tests need captions in both files and Java (PTB tokenizer, METEOR); otherwise they are
+left out with a reason. Utterances present in only one file are counted and left out.
 """
 
 from __future__ import annotations
@@ -16,6 +24,18 @@ from pathlib import Path
 from data_modules.records import read_jsonl
 from explainable_ser import metrics as M
 from explainable_ser.prompts import get_task
+
+#: What each test's per-utterance scores are (``test`` in the JSON, the ``test on`` column).
+TESTS = {
+    "ua": "class-weighted correctness (mean = UA)",
+    "accuracy": "correctness 1/0 (mean = WA)",
+    "wer": "minus utterance WER",
+    "bleu4": "sentence BLEU-4",
+    "meteor": "per-caption METEOR",
+    "rouge_l": "per-caption ROUGE-L",
+    "cider": "per-caption CIDEr-D",
+}
+CAPTION_TESTS = ("bleu4", "meteor", "rouge_l", "cider")
 
 
 def read_predictions(path: str | Path) -> dict[tuple[str, str], dict]:
@@ -38,29 +58,59 @@ def _by_utterance(rows: dict, field: str) -> dict[str, dict]:
     return out
 
 
-def compare(a_rows: dict, b_rows: dict, labels: list[str] | None = None) -> dict:
-    """UA and WER of A and B on the utterances both decoded, with the paired one-tailed t-test
-    that A is better. Rows are keyed ``(id, task)``; pairs are made per utterance."""
+def _paired(a_rows: dict, b_rows: dict, field: str) -> tuple[list[dict], list[dict]]:
+    """The two systems' rows for ``field`` on the utterances both decoded that have its reference."""
+    a, b = _by_utterance(a_rows, field), _by_utterance(b_rows, field)
+    ids = [u for u in sorted(set(a) & set(b)) if a[u][f"{field}_ref"]]  # a row without it: KeyError
+    return [a[u] for u in ids], [b[u] for u in ids]
+
+
+def _entry(metric: str, a: float | None, b: float | None, test: dict) -> dict:
+    delta = None if a is None or b is None else a - b
+    return {"a": a, "b": b, "delta": delta, "test": TESTS[metric], **test}
+
+
+def compare(a_rows: dict, b_rows: dict, labels: list[str] | None = None,
+            captions: bool = True) -> dict:
+    """Metrics of A and B on the utterances both decoded, each with the paired one-tailed t-test
+    that A is better (see the module docstring). Rows are keyed ``(id, task)``; pairs are made
+    per utterance. ``captions=False`` skips the caption tests (they start Java)."""
     a_ids, b_ids = {k[0] for k in a_rows}, {k[0] for k in b_rows}
     out: dict = {"n_shared": len(a_ids & b_ids), "only_a": len(a_ids - b_ids),
-                 "only_b": len(b_ids - a_ids), "metrics": {}}
-    a_emo, b_emo = _by_utterance(a_rows, "emotion"), _by_utterance(b_rows, "emotion")
-    emo = [u for u in sorted(set(a_emo) & set(b_emo)) if a_emo[u]["emotion_ref"]]
-    if emo:
-        labs = labels or sorted({a_emo[u]["emotion_ref"] for u in emo})
-        ua = [M.emotion_metrics([r[u]["emotion_ref"] for u in emo], [r[u]["emotion"] for u in emo],
-                                labs)["ua"] for r in (a_emo, b_emo)]
-        test = M.paired_t_test(M.per_utterance_scores([a_emo[u] for u in emo], "emotion"),
-                               M.per_utterance_scores([b_emo[u] for u in emo], "emotion"))
-        out["metrics"]["ua"] = {"a": ua[0], "b": ua[1], "delta": ua[0] - ua[1], **test}
-    a_asr, b_asr = _by_utterance(a_rows, "transcript"), _by_utterance(b_rows, "transcript")
-    asr = [u for u in sorted(set(a_asr) & set(b_asr)) if a_asr[u]["transcript_ref"]]
-    if asr:
-        wer = [M.wer([r[u]["transcript_ref"] for u in asr], [r[u]["transcript"] for u in asr])["wer"]
-               for r in (a_asr, b_asr)]
-        test = M.paired_t_test(M.per_utterance_scores([a_asr[u] for u in asr], "wer"),
-                               M.per_utterance_scores([b_asr[u] for u in asr], "wer"))
-        out["metrics"]["wer"] = {"a": wer[0], "b": wer[1], "delta": wer[0] - wer[1], **test}
+                 "only_b": len(b_ids - a_ids), "metrics": {}, "reasons": {}}
+    a_emo, b_emo = _paired(a_rows, b_rows, "emotion")
+    if a_emo:
+        labs = labels or sorted({r["emotion_ref"] for r in a_emo})
+        em = [M.emotion_metrics([r["emotion_ref"] for r in rows], [r["emotion"] for r in rows], labs)
+              for rows in (a_emo, b_emo)]
+        for metric, key in (("ua", "ua"), ("accuracy", "wa")):
+            test = M.paired_t_test(M.per_utterance_scores(a_emo, metric),
+                                   M.per_utterance_scores(b_emo, metric))
+            out["metrics"][metric] = _entry(metric, em[0][key], em[1][key], test)
+    a_asr, b_asr = _paired(a_rows, b_rows, "transcript")
+    if a_asr:
+        wer = [M.wer([r["transcript_ref"] for r in rows], [r["transcript"] for r in rows])["wer"]
+               for rows in (a_asr, b_asr)]
+        test = M.paired_t_test(M.per_utterance_scores(a_asr, "wer"), M.per_utterance_scores(b_asr, "wer"))
+        out["metrics"]["wer"] = _entry("wer", wer[0], wer[1], test)
+    a_cap, b_cap = _paired(a_rows, b_rows, "caption")
+    if a_cap and captions:
+        languages = {r.get("language") or "en" for r in a_cap}
+        if len(languages) > 1:
+            out["reasons"]["captions"] = f"captions in several languages {sorted(languages)}: score them apart"
+        else:
+            lang = languages.pop()
+            scored = [M.caption_metrics([r["caption_ref"] for r in rows], [r.get("caption") for r in rows],
+                                        language=lang, metrics=CAPTION_TESTS, per_item=True)
+                      for rows in (a_cap, b_cap)]
+            for metric in CAPTION_TESTS:
+                if scored[0][metric] is None or scored[1][metric] is None:
+                    out["reasons"][metric] = scored[0]["reasons"].get(metric) or scored[1]["reasons"].get(metric)
+                    continue
+                nan = float("nan")
+                per = [[nan if v is None else v for v in s["per_item"][metric]] for s in scored]
+                out["metrics"][metric] = _entry(metric, scored[0][metric], scored[1][metric],
+                                                M.paired_t_test(per[0], per[1]))
     return out
 
 
@@ -72,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("a", help="predictions.jsonl of system A (the one tested for being better)")
     parser.add_argument("b", help="predictions.jsonl of system B")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
+    parser.add_argument("--no-captions", action="store_true",
+                        help="skip the caption tests (they start Java for tokenisation and METEOR)")
     args = parser.parse_args(argv)
     rows = []
     for path in (args.a, args.b):
@@ -86,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         if not {k[0] for k in a_rows} & {k[0] for k in b_rows}:
             raise ValueError(f"{args.a} ({len(a_rows)} rows) and {args.b} ({len(b_rows)} rows) share "
                              f"no utterance id: they are not predictions on the same utterances")
-        res = compare(a_rows, b_rows)
+        res = compare(a_rows, b_rows, captions=not args.no_captions)
     except KeyError as err:  # a JSON line without a field the metrics need
         print(f"error: a prediction row lacks the field {err}", file=sys.stderr)
         return 2
@@ -100,11 +152,15 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res, indent=2))
         return 0
     print(f"paired utterances: {res['n_shared']} (only in A: {res['only_a']}, only in B: {res['only_b']})")
-    print(f"{'metric':>7} {'A':>8} {'B':>8} {'delta':>8} {'p (A>B)':>9}  significant")
+    print("paired one-tailed t-tests that A is better than B (significant: p < 0.05)")
+    print(f"{'metric':>9} {'test on':<40} {'A':>8} {'B':>8} {'delta':>8} {'t':>7} {'p (A>B)':>9}  significant")
     for name, m in res["metrics"].items():
         p = "n/a" if m["p"] is None else f"{m['p']:.4f}"
-        print(f"{name:>7} {m['a']:>8.4f} {m['b']:>8.4f} {m['delta']:>+8.4f} {p:>9}  "
-              f"{'yes' if m['significant'] else 'no'}")
+        t = "n/a" if m["t"] is None else f"{m['t']:.2f}"
+        print(f"{name:>9} {m['test']:<40} {m['a']:>8.4f} {m['b']:>8.4f} {m['delta']:>+8.4f} {t:>7} {p:>9}  "
+              f"{'yes' if m['significant'] else 'no'}" + (f" ({m['reason']})" if m["reason"] else ""))
+    for name, why in res["reasons"].items():
+        print(f"{name:>9} not tested: {why}")
     return 0
 
 

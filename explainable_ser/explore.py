@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from data_modules.records import read_jsonl
 
 from explainable_ser import plots
-from explainable_ser.compare import compare
+from explainable_ser.compare import CAPTION_TESTS, compare
 from explainable_ser.prompts import get_task
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -366,9 +366,10 @@ def runs_overview(runs: Iterable[Run]) -> list[dict]:
              "ua": r.metrics.get("ua"), "wer": r.metrics.get("wer"), "path": str(r.path)} for r in runs]
 
 
-def significance_table(runs: Iterable[Run], system: str = "sys7") -> list[dict]:
-    """``system`` against every other system on each shared test corpus: UA/WER of both, the
-    delta and the one-tailed p-value that ``system`` is better (seeds pooled)."""
+def significance_table(runs: Iterable[Run], system: str = "sys7", captions: bool = True) -> list[dict]:
+    """``system`` against every other system on each shared test corpus: per metric of
+    ``compare.compare`` (UA, accuracy, WER, captions) both values, the delta, what the test's
+    per-utterance scores are and the one-tailed p-value that ``system`` is better (seeds pooled)."""
     groups: dict[tuple[str, str | None], list[Run]] = {}
     for run in runs:
         groups.setdefault(_group_key(run), []).append(run)
@@ -376,9 +377,10 @@ def significance_table(runs: Iterable[Run], system: str = "sys7") -> list[dict]:
     for (name, corpus), group in groups.items():
         if name == system or (system, corpus) not in groups:
             continue
-        res = significance(groups[(system, corpus)], group, group[0].labels or None)
+        res = significance(groups[(system, corpus)], group, group[0].labels or None, captions)
         for metric, m in res["metrics"].items():
-            out.append({"corpus": corpus, "A": system, "B": name, "metric": metric, "A value": m["a"],
+            out.append({"corpus": corpus, "A": system, "B": name, "metric": metric, "test on": m["test"],
+                        "A value": m["a"],
                         "B value": m["b"], "delta": m["delta"], "p (A better)": m["p"],
                         "significant": "yes" if m["significant"] else "no", "pairs": res["n_shared"]})
     return out
@@ -406,13 +408,15 @@ def _metric_value(run: Run, key: str) -> float | None:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def significance(a: list[Run], b: list[Run], labels: list[str] | None = None) -> dict[str, Any]:
+def significance(a: list[Run], b: list[Run], labels: list[str] | None = None,
+                 captions: bool = True) -> dict[str, Any]:
     """Paired one-tailed t-tests that system A beats system B (``compare.compare``), pooling the
-    seeds both have (utterance i of seed s paired with utterance i of seed s)."""
+    seeds both have (utterance i of seed s paired with utterance i of seed s). The UA test's
+    class weights come from the pooled references."""
     seeds = sorted({r.seed for r in a} & {r.seed for r in b}, key=str)
     if not seeds:
-        return {"n_shared": 0, "metrics": {}}
-    return compare(_paired_rows(a, seeds), _paired_rows(b, seeds), labels)
+        return {"n_shared": 0, "metrics": {}, "reasons": {}}
+    return compare(_paired_rows(a, seeds), _paired_rows(b, seeds), labels, captions=captions)
 
 
 def system_table(runs: Iterable[Run], metrics: Sequence[str] = ("ua", "wer"),
@@ -424,8 +428,9 @@ def system_table(runs: Iterable[Run], metrics: Sequence[str] = ("ua", "wer"),
 
     ``marks`` (default Table 2's, :data:`PAPER_MARKS`): symbol -> baseline system; the symbol
     follows a UA (or WER) value when the row's system is significantly better than that
-    baseline on the same utterances (paired one-tailed t-test, p < 0.05, pooled over seeds).
-    Caption metrics get no marks (no per-utterance scores).
+    baseline on the same utterances (paired one-tailed t-test, p < 0.05, pooled over seeds):
+    ``ua`` on class-weighted correctness, ``wer`` on utterance WERs, a caption metric on its
+    per-caption scores (see ``compare``).
     """
     marks = PAPER_MARKS if marks is None else marks
     systems = PAPER_SYSTEMS if systems is None else systems
@@ -446,7 +451,8 @@ def system_table(runs: Iterable[Run], metrics: Sequence[str] = ("ua", "wer"),
             if not group:
                 row.update({f"{corpus} {m}": "/" for m in metrics})
                 continue
-            tests = {sym: significance(group, groups[(base, corpus)], group[0].labels or None)
+            tests = {sym: significance(group, groups[(base, corpus)], group[0].labels or None,
+                                       captions=any(m in CAPTION_TESTS for m in metrics))
                      for sym, base in marks.items() if base != name and (base, corpus) in groups}
             for m in metrics:
                 row[f"{corpus} {m}"] = _cell([_metric_value(r, m) for r in group], scale) + "".join(

@@ -351,21 +351,23 @@ def _safe_meteor_class() -> type:
     return _SafeMeteor
 
 
-def _run_meteor(gts: dict[Any, list[str]], res: dict[Any, list[str]], timeout_s: float) -> tuple[float | None, str | None]:
+def _run_meteor(gts: dict[Any, list[str]], res: dict[Any, list[str]],
+                timeout_s: float) -> tuple[float | None, str | None, list[float] | None]:
+    """(corpus METEOR, reason it is None, per-item scores in ``gts`` key order)."""
     if shutil.which("java") is None:
-        return None, "METEOR needs Java (no `java` on PATH)"
+        return None, "METEOR needs Java (no `java` on PATH)", None
     # pycocoevalcap only strips '|||' (its field separator) from hypotheses.
     gts = {k: [r.replace("|||", " ") for r in v] for k, v in gts.items()}
     try:
         meteor = _safe_meteor_class()()
     except Exception as e:  # noqa: BLE001
-        return None, f"METEOR could not start: {type(e).__name__}: {e}"
+        return None, f"METEOR could not start: {type(e).__name__}: {e}", None
 
     box: dict[str, Any] = {}
 
     def work() -> None:
         try:
-            box["score"] = meteor.compute_score(gts, res)[0]
+            box["score"], box["scores"] = meteor.compute_score(gts, res)
         except BaseException as e:  # noqa: BLE001 - reported to the caller below
             box["error"] = e
 
@@ -379,11 +381,11 @@ def _run_meteor(gts: dict[Any, list[str]], res: dict[Any, list[str]], timeout_s:
     _close_meteor(meteor)
     thread.join(10)
     if timed_out:
-        return None, f"METEOR timed out after {timeout_s:g} s"
+        return None, f"METEOR timed out after {timeout_s:g} s", None
     if "error" in box:
         e = box["error"]
-        return None, f"METEOR failed: {type(e).__name__}: {e}"
-    return box["score"], None
+        return None, f"METEOR failed: {type(e).__name__}: {e}", None
+    return box["score"], None, box["scores"]
 
 
 def _spice_unavailable(language: str) -> str | None:
@@ -409,6 +411,7 @@ def caption_metrics(
     language: str = "en",
     metrics: Iterable[str] = CAPTION_METRICS,
     meteor_timeout_s: float = 600.0,
+    per_item: bool = False,
 ) -> dict[str, Any]:
     """COCO caption metrics of generated descriptions against references.
 
@@ -428,6 +431,12 @@ def caption_metrics(
             ``None`` with reason "not requested".  METEOR alone takes several
             seconds (JVM start + paraphrase table).
         meteor_timeout_s: deadline for the METEOR java process.
+        per_item: also return each utterance's score (``per_item``: metric ->
+            one float per input utterance, ``None`` where it had no reference
+            or the metric is ``None``): the scorers' own per-item scores, i.e.
+            sentence BLEU-4 (whose mean is not the corpus BLEU-4), ROUGE-L,
+            CIDEr-D (IDF from the whole set; their mean is the corpus CIDEr),
+            METEOR.  SPICE's are not kept.
 
     Returns:
         ``bleu4``, ``meteor``, ``rouge_l``, ``cider`` (pycocoevalcap's CIDEr
@@ -462,6 +471,9 @@ def caption_metrics(
     result: dict[str, Any] = {m: None for m in CAPTION_METRICS}
     reasons: dict[str, str] = {m: "not requested" for m in CAPTION_METRICS if m not in wanted}
     result.update(reasons=reasons, n=len(gts_raw), n_skipped_no_reference=skipped)
+    items: dict[str, list[float | None]] = {}
+    if per_item:
+        result["per_item"] = items
     if not wanted:
         return result
     if not gts_raw:
@@ -484,33 +496,39 @@ def caption_metrics(
     gts = {i: [tok[(i, j)] for j in range(len(rs))] for i, rs in gts_raw.items()}
     res = {i: [tok[(i, -1)]] for i in res_raw}
 
-    def scorer(name: str) -> tuple[float | None, str | None]:
+    def scorer(name: str) -> tuple[float | None, str | None, Sequence[float] | None]:
+        """(corpus score, reason it is None, per-item scores in ``gts`` key order)."""
         if name == "bleu4":
             from pycocoevalcap.bleu.bleu import Bleu
 
-            return Bleu(4).compute_score(gts, res, verbose=0)[0][3], None
+            score, scores = Bleu(4).compute_score(gts, res, verbose=0)
+            return score[3], None, scores[3]
         if name == "meteor":
             return _run_meteor(gts, res, meteor_timeout_s)
         if name == "rouge_l":
             from pycocoevalcap.rouge.rouge import Rouge
 
-            return Rouge().compute_score(gts, res)[0], None
+            score, scores = Rouge().compute_score(gts, res)
+            return score, None, scores
         if name == "cider":
             from pycocoevalcap.cider.cider import Cider
 
-            return Cider().compute_score(gts, res)[0], None
+            score, scores = Cider().compute_score(gts, res)
+            return score, None, scores
         reason = _spice_unavailable(language)
         if reason is not None:
-            return None, reason
+            return None, reason, None
         from pycocoevalcap.spice.spice import Spice
 
-        return Spice().compute_score(gts, res)[0], None
+        return Spice().compute_score(gts, res)[0], None, None
 
+    order = list(gts)  # the scorers iterate the dict's keys in this order
     for name in CAPTION_METRICS:
         if name not in wanted:
             continue
+        scores = None
         try:
-            value, reason = scorer(name)
+            value, reason, scores = scorer(name)
         except Exception as e:  # noqa: BLE001 - a broken scorer must not kill the evaluation
             value, reason = None, f"{name} failed: {type(e).__name__}: {e}"
         if value is not None and not math.isfinite(float(value)):
@@ -518,6 +536,12 @@ def caption_metrics(
         result[name] = None if value is None else float(value)
         if reason is not None:
             reasons[name] = reason
+        if per_item and name != "spice":
+            column: list[float | None] = [None] * len(hyps)
+            if value is not None and scores is not None:
+                for i, v in zip(order, scores):
+                    column[i] = float(v)
+            items[name] = column
     return result
 
 
@@ -588,26 +612,42 @@ def per_utterance_scores(predictions: Sequence[Mapping[str, Any]], metric: str) 
     may be ``None``), ``transcript_ref``, ``transcript`` (may be ``None``).
     Both systems' lists must be in the same utterance order.
 
-    * ``"emotion"``: 1.0 if ``emotion == emotion_ref`` (exact match, as in
-      :func:`emotion_metrics`) else 0.0.
+    * ``"accuracy"``: 1.0 if ``emotion == emotion_ref`` (exact match, as in
+      :func:`emotion_metrics`) else 0.0; their mean is the WA, so a t-test on
+      them tests accuracy.
+    * ``"ua"``: that correctness times ``n / (C * n_c)``, with ``n`` the
+      utterances with a reference, ``C`` the classes among their references
+      and ``n_c`` the utterances of the utterance's reference class.  Their
+      mean is the UA (mean per-class recall) of the list, so a paired t-test
+      on them tests UA.  The weights depend on the references only: both
+      systems' scores carry the same weights when their lists pair up.
     * ``"wer"``: minus the utterance's WER (after :func:`normalize_text`;
       ``None`` transcript = empty), so that a greater score means a better
       system and ``alternative="greater"`` keeps its meaning.
 
     Utterances without a usable reference get NaN, which
-    :func:`paired_t_test` drops.
+    :func:`paired_t_test` drops.  Caption scores need the whole set (CIDEr's
+    IDF): :func:`caption_metrics` with ``per_item=True``.
     """
-    if metric not in ("emotion", "wer"):
-        raise ValueError(f"metric must be 'emotion' or 'wer', got {metric!r}")
-    scores: list[float] = []
-    for pred in predictions:
-        if metric == "emotion":
-            ref = pred.get("emotion_ref")
-            scores.append(math.nan if ref is None else float(pred.get("emotion") == ref))
-        else:
+    if metric not in ("accuracy", "ua", "wer"):
+        raise ValueError(f"metric must be 'accuracy', 'ua' or 'wer', got {metric!r}")
+    if metric == "wer":
+        scores = []
+        for pred in predictions:
             w = wer([pred.get("transcript_ref")], [pred.get("transcript")])["wer"]
             scores.append(math.nan if w is None else -w)
-    return scores
+        return scores
+    refs = [pred.get("emotion_ref") for pred in predictions]
+    correct = [math.nan if ref is None else float(pred.get("emotion") == ref)
+               for pred, ref in zip(predictions, refs)]
+    if metric == "accuracy":
+        return correct
+    counts: dict[str, int] = {}
+    for ref in refs:
+        if ref is not None:
+            counts[ref] = counts.get(ref, 0) + 1
+    n, n_classes = sum(counts.values()), len(counts)
+    return [c if ref is None else c * n / (n_classes * counts[ref]) for c, ref in zip(correct, refs)]
 
 
 # --------------------------------------------------------------------------- #

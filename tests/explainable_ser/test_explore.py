@@ -123,9 +123,9 @@ def test_system_table_marks_significant_improvements(runs):
     assert table["sys7"]["synthcraft ua"].endswith("*"), "sys7 is significantly better than sys4"
     # The mark is exactly the paired one-tailed t-test over both seeds' utterances.
     a = [s for d in ("seed0", "seed1") for s in M.per_utterance_scores(
-        explore.load_run(runs / "sys7" / d).rows, "emotion")]
+        explore.load_run(runs / "sys7" / d).rows, "ua")]
     b = [s for d in ("seed0", "seed1") for s in M.per_utterance_scores(
-        explore.load_run(runs / "sys4" / d).rows, "emotion")]
+        explore.load_run(runs / "sys4" / d).rows, "ua")]
     assert M.paired_t_test(a, b)["significant"]
     sig = explore.significance_table(loaded, "sys7")
     assert sig[0]["B"] == "sys4" and sig[0]["pairs"] == 32 and sig[0]["significant"] == "yes"

@@ -192,6 +192,22 @@ def _direct_pycocoevalcap():
 
 
 @needs_java
+def test_caption_per_item_scores_are_the_scorers_own():
+    refs = [*CAP_REFS, None]  # the last utterance has no reference
+    out = M.caption_metrics(refs, [*CAP_HYPS, "x"], metrics=("bleu4", "rouge_l", "cider", "meteor"),
+                            per_item=True)
+    items = out["per_item"]
+    assert set(items) == {"bleu4", "rouge_l", "cider", "meteor"}
+    assert all(len(v) == 5 and v[4] is None for v in items.values())
+    # ROUGE-L's and CIDEr-D's corpus scores are the mean of their per-caption scores.
+    for key in ("rouge_l", "cider"):
+        assert np.mean(items[key][:4]) == pytest.approx(out[key], rel=1e-9), key
+    assert all(0.0 <= v <= 1.0 for v in items["meteor"][:4]) and items["meteor"][2] == 0.0
+    assert items["bleu4"][2] == pytest.approx(0.0, abs=1e-6)  # the empty hypothesis
+    assert items["bleu4"][0] > 0.3
+
+
+@needs_java
 def test_caption_metrics_match_pycocoevalcap():
     out = M.caption_metrics(CAP_REFS, CAP_HYPS, metrics=("bleu4", "rouge_l", "cider", "spice"))
     ref = _direct_pycocoevalcap()
@@ -332,12 +348,37 @@ def test_per_utterance_scores():
         {"id": "2", "emotion_ref": "sad", "emotion": None, "transcript_ref": "a b", "transcript": None},
         {"id": "3", "emotion_ref": None, "emotion": "sad", "transcript_ref": "", "transcript": "x"},
     ]
-    emo = M.per_utterance_scores(preds, "emotion")
+    emo = M.per_utterance_scores(preds, "accuracy")
     assert emo[:2] == [1.0, 0.0] and math.isnan(emo[2])
+    ua = M.per_utterance_scores(preds, "ua")  # 2 scored, 2 classes of 1: weight 2 / (2 * 1) = 1
+    assert ua[:2] == [1.0, 0.0] and math.isnan(ua[2])
     w = M.per_utterance_scores(preds, "wer")
     assert w[:2] == pytest.approx([-0.25, -1.0]) and math.isnan(w[2])
     with pytest.raises(ValueError):
         M.per_utterance_scores(preds, "bleu")
+
+
+LABELS4 = ["neutral", "happy", "sad", "angry"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(LABELS4 + [None]), st.sampled_from(LABELS4 + [None, "bored"])),
+                min_size=1, max_size=40))
+def test_ua_scores_average_to_the_ua(pairs):
+    preds = [{"emotion_ref": r, "emotion": h} for r, h in pairs]
+    ua = M.emotion_metrics([r for r, _ in pairs], [h for _, h in pairs], LABELS4)["ua"]
+    scores = [x for x in M.per_utterance_scores(preds, "ua") if not math.isnan(x)]
+    if ua is None:
+        assert scores == []
+    else:
+        assert abs(sum(scores) / len(scores) - ua) < 1e-12
+
+
+def test_ua_scores_weigh_the_rare_class_up():
+    # 6 neutral (all right), 2 sad (both wrong): WA 0.75, UA 0.5.
+    preds = [{"emotion_ref": "neutral", "emotion": "neutral"}] * 6 + [{"emotion_ref": "sad", "emotion": "neutral"}] * 2
+    assert M.per_utterance_scores(preds, "ua") == [8 / (2 * 6)] * 6 + [0.0] * 2
+    assert sum(M.per_utterance_scores(preds, "accuracy")) / 8 == 0.75
 
 
 # --------------------------------------------------------------------------- #
@@ -391,3 +432,65 @@ def test_compare_pairs_systems_that_decode_different_emotion_tasks():
     res = compare(a, b, ["neutral", "happy", "sad", "angry"])
     assert res["n_shared"] == 20 and res["metrics"]["ua"]["a"] == 1.0 and res["metrics"]["ua"]["b"] == 0.25
     assert res["metrics"]["ua"]["significant"]
+
+
+def _write_predictions(path, rows):
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_compare_names_and_runs_a_ua_and_an_accuracy_test(tmp_path, capsys):
+    """A known pair of prediction files: the t and p are scipy's on the hand-weighted scores."""
+    import json
+
+    from explainable_ser.compare import main
+
+    rng = np.random.default_rng(3)
+    refs = ["neutral"] * 30 + ["happy"] * 10 + ["sad"] * 6 + ["angry"] * 4  # imbalanced
+    a_hyp = [r if rng.random() < 0.7 else "neutral" for r in refs]
+    b_hyp = ["neutral" if rng.random() < 0.8 else r for r in refs]
+    rows = lambda hyps: [{"id": f"u{i}", "task": "ser", "emotion_ref": r, "emotion": h,  # noqa: E731
+                          "transcript_ref": None} for i, (r, h) in enumerate(zip(refs, hyps))]
+    a = _write_predictions(tmp_path / "a.jsonl", rows(a_hyp))
+    b = _write_predictions(tmp_path / "b.jsonl", rows(b_hyp))
+    assert main([a, b, "--json", "--no-captions"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    n_c = {c: refs.count(c) for c in set(refs)}
+    weight = [len(refs) / (4 * n_c[r]) for r in refs]
+    for metric, w in (("ua", weight), ("accuracy", [1.0] * len(refs))):
+        x = [wi * (h == r) for wi, h, r in zip(w, a_hyp, refs)]
+        y = [wi * (h == r) for wi, h, r in zip(w, b_hyp, refs)]
+        expected = stats.ttest_rel(x, y, alternative="greater")
+        got = res["metrics"][metric]
+        assert got["t"] == pytest.approx(expected.statistic, rel=1e-12), metric
+        assert got["p"] == pytest.approx(expected.pvalue, rel=1e-9), metric
+        assert got["a"] == pytest.approx(np.mean(x)) and got["b"] == pytest.approx(np.mean(y))
+    assert res["metrics"]["ua"]["test"].endswith("(mean = UA)")
+    assert res["metrics"]["accuracy"]["test"].endswith("(mean = WA)")
+    assert res["metrics"]["ua"]["t"] != res["metrics"]["accuracy"]["t"], "imbalanced: two different tests"
+    assert main([a, b, "--no-captions"]) == 0
+    text = capsys.readouterr().out
+    assert "class-weighted correctness (mean = UA)" in text and "correctness 1/0 (mean = WA)" in text
+
+
+@needs_java
+def test_compare_tests_captions_on_per_caption_scores(tmp_path):
+    from explainable_ser.compare import compare, read_predictions
+
+    refs = [r if isinstance(r, str) else r[0] for r in CAP_REFS] * 3
+    a_caps = [*CAP_HYPS] * 3
+    b_caps = ["a voice", "someone talks", "speech", "a sound"] * 3
+    rows = lambda caps: [{"id": f"u{i}", "task": "sed", "caption_ref": r, "caption": c, "language": "en",  # noqa: E731
+                          "transcript_ref": None} for i, (r, c) in enumerate(zip(refs, caps))]
+    res = compare(read_predictions(_write_predictions(tmp_path / "a.jsonl", rows(a_caps))),
+                  read_predictions(_write_predictions(tmp_path / "b.jsonl", rows(b_caps))))
+    assert {"bleu4", "rouge_l", "cider", "meteor"} <= set(res["metrics"])
+    for key in ("rouge_l", "cider"):
+        per = [M.caption_metrics(refs, caps, metrics=(key,), per_item=True)["per_item"][key]
+               for caps in (a_caps, b_caps)]
+        expected = stats.ttest_rel(per[0], per[1], alternative="greater")
+        assert res["metrics"][key]["t"] == pytest.approx(expected.statistic, rel=1e-9), key
+        assert res["metrics"][key]["p"] == pytest.approx(expected.pvalue, rel=1e-9), key
+        assert res["metrics"][key]["significant"]
