@@ -77,6 +77,8 @@ def evaluate_module(module, dm, cfg: ExperimentConfig, out_dir: Path, world_size
         return metrics  # every rank holds the gathered rows; rank 0 writes them
     write_outputs(rows, metrics, out_dir)
     print_table(metrics)
+    for warning in metrics["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {out_dir / 'predictions.jsonl'} and {out_dir / 'metrics.json'}")
     return metrics
 

@@ -695,6 +695,37 @@ def attribute_accuracy(
     }
 
 
+def script_language(text: str | None) -> str | None:
+    """``zh`` when most letters of ``text`` are CJK ideographs, ``en`` when most are Latin,
+    ``None`` for a text without letters (empty, digits, punctuation)."""
+    cjk = latin = 0
+    for ch in text or "":
+        if "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf":
+            cjk += 1
+        elif ch.isascii() and ch.isalpha():
+            latin += 1
+    if cjk == latin == 0:
+        return None
+    # A Mandarin caption of n characters says as much as an English one of about 4n letters.
+    return "zh" if 4 * cjk >= latin else "en"
+
+
+def caption_language_warning(hyps: Sequence[str | None], language: str) -> str | None:
+    """A warning when most scorable hypotheses are written in another language than the
+    references are scored in (``language``: ``en`` or ``zh``), else ``None``."""
+    langs = [script_language(h) for h in hyps]
+    langs = [x for x in langs if x is not None]
+    other = sum(x != language for x in langs)
+    if not langs or 2 * other <= len(langs):
+        return None
+    names = {"en": "English", "zh": "Mandarin"}
+    hyp = "zh" if language == "en" else "en"
+    return (f"captions: {other} of {len(langs)} hypotheses are {names[hyp]} but the references are "
+            f"scored as {names[language]} ({language}); the caption metrics compare text across "
+            f"languages and mean little (for zh references METEOR's English jar matches single "
+            f"characters and SPICE is null). Score against references in the model's language.")
+
+
 # -- metrics.json from prediction rows ------------------------------------------------------
 _score_captions = caption_metrics  # compute_metrics' argument of that name would shadow it
 
@@ -708,9 +739,10 @@ def compute_metrics(rows: list[dict], labels: list[str], counterfactual_rows: li
     """``metrics.json`` from prediction rows (keys of the design notes, plus extras).
 
     ``language`` of the captions: ``en`` (PTB tokens), ``zh`` (characters) or ``auto``: ``zh``
-    when most caption rows' records say ``language: zh`` (EMOSEC), else ``en``.
+    when most caption rows' records say ``language: zh`` (EMOSEC), else ``en``. ``warnings``
+    lists what makes a figure misleading (hypotheses in another language than the references).
     """
-    out: dict = {"n_utterances": len({r["id"] for r in rows}), "reasons": {}}
+    out: dict = {"n_utterances": len({r["id"] for r in rows}), "reasons": {}, "warnings": []}
     emo = _emotion_rows(rows)
     em = emotion_metrics([r["emotion_ref"] for r in emo], [r["emotion"] for r in emo], labels)
     out.update(ua=em["ua"], wa=em["wa"], macro_f1=em["macro_f1"], n_unparsed=em["n_unparsed"],
@@ -730,6 +762,10 @@ def compute_metrics(rows: list[dict], labels: list[str], counterfactual_rows: li
             zh = sum(str(r.get("language") or "").lower().startswith("zh") for r in cap)
             language = "zh" if zh * 2 > len(cap) else "en"
         out["caption_language"] = language
+        # An unparsed output has no caption, but its raw text still shows the model's language.
+        warning = caption_language_warning([r["caption"] or r.get("raw") for r in cap], language)
+        if warning:
+            out["warnings"].append(warning)
         cm = _score_captions([r["caption_ref"] for r in cap], [r["caption"] for r in cap], language,
                                metrics=caption_metrics)
         for k in ("bleu4", "meteor", "rouge_l", "cider", "spice"):

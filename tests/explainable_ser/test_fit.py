@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -141,6 +142,37 @@ def test_evaluate_cli_reproduces_the_trained_model(demo_run, tmp_path):
     in_process = {(r["id"], r["task"]): r["raw"]
                   for r in map(json.loads, (demo_run / "predictions.jsonl").read_text().splitlines())}
     assert all(in_process[(r["id"], r["task"])] == r["raw"] for r in reloaded)
+
+
+EMOSEC_SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "formats" / "emosec"
+
+
+def test_evaluate_warns_when_english_captions_meet_mandarin_references(demo_run, corpus, tmp_path, capsys):
+    """The zero-shot EMOSEC row: a model trained on English captions, scored on SECap's Mandarin."""
+    from data_modules.corpora.emosec import prepare_emosec
+    from explainable_ser.evaluate import main as evaluate_main
+
+    if not EMOSEC_SAMPLES.is_dir():
+        pytest.skip(f"reference samples absent: {EMOSEC_SAMPLES}")
+    prepare_emosec(EMOSEC_SAMPLES, tmp_path / "emosec", progress=False)
+    overlay = tmp_path / "emosec.yaml"
+    overlay.write_text(f"""data:
+  corpora:
+    - {{name: synthcraft, dir: {corpus}, weight: 1.0, train_split: train, val_split: dev, test_split: null}}
+    - {{name: emosec, dir: {tmp_path / 'emosec'}, weight: 1.0, train_split: null, val_split: null, test_split: test}}
+eval:
+  tasks: [sed]
+""")
+    out = tmp_path / "eval"
+    assert evaluate_main(["--ckpt", str(demo_run / "stage2" / "final.ckpt"), "--out", str(out),
+                          str(demo_run / "config.yaml"), str(overlay)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert rows and all(r["corpus"] == "emosec" and r["language"] == "zh" for r in rows)
+    assert metrics["caption_language"] == "zh"
+    (warning,) = metrics["warnings"]
+    assert "hypotheses are English" in warning and "Mandarin (zh)" in warning
+    assert capsys.readouterr().err.count("warning: captions:") == 1  # in the log, once
 
 
 def test_predict_prints_one_explanation_per_file(demo_run, corpus, capsys):

@@ -494,3 +494,21 @@ def test_compare_tests_captions_on_per_caption_scores(tmp_path):
         assert res["metrics"][key]["t"] == pytest.approx(expected.statistic, rel=1e-9), key
         assert res["metrics"][key]["p"] == pytest.approx(expected.pvalue, rel=1e-9), key
         assert res["metrics"][key]["significant"]
+
+
+def test_caption_language_warning_names_the_mismatch():
+    assert M.script_language("A male speaker, low pitch.") == "en"
+    assert M.script_language("声音小而弱，隐隐带有抽泣声") == "zh"
+    assert M.script_language("说话人 speaks 很快") == "zh"  # 5 ideographs outweigh 6 letters
+    assert M.script_language("... 42") is None
+    english = ["A woman speaks fast.", "A man whispers.", None, ""]
+    assert "2 of 2 hypotheses are English" in M.caption_language_warning(english, "zh")
+    assert M.caption_language_warning(english, "en") is None
+    assert M.caption_language_warning(["一个男人说话", "A man speaks"], "zh") is None  # no majority
+    rows = [{"id": str(i), "task": "sed", "caption_ref": "心中疑惑不解", "caption": c, "raw": c or "Description: ??",
+             "attributes_ref": None, "caption_attributes": None, "language": "zh"}
+            for i, c in enumerate(["A calm voice.", None, "A loud voice."])]
+    out = M.compute_metrics(rows, ["neutral"], caption_metrics=("bleu4",))
+    assert out["caption_language"] == "zh" and len(out["warnings"]) == 1
+    rows = [{**r, "caption": "声音小而弱", "raw": "Description: 声音小而弱"} for r in rows]
+    assert M.compute_metrics(rows, ["neutral"], caption_metrics=("bleu4",))["warnings"] == []
