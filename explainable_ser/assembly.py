@@ -80,6 +80,15 @@ def build(cfg: ExperimentConfig, run_dir: Path, with_data: bool = True):
     dm = SpeechDataModule(cfg.data)
     if with_data:
         prepare_builtin_corpora(cfg.data)
+    if cfg.model.kind == "discriminative":  # an SSL baseline of Table 2: no LLM, no tokenizer
+        from explainable_ser.baseline import build_baseline
+        from explainable_ser.lit_baseline import BaselineModule
+
+        if with_data:
+            ensure_ctc_encoder(cfg, dm, run_dir / "offline_models" / "encoder")
+        model = build_baseline(cfg.model, list(cfg.training.labels), device=auto_dtype_device(cfg),
+                               random_init_dir=run_dir / "offline_models" / "encoder")
+        return dm, BaselineModule(model, cfg)
     tokenizer = prepare_tokenizer(cfg, dm, run_dir)
     if with_data:
         ensure_ctc_encoder(cfg, dm, run_dir / "offline_models" / "encoder")

@@ -155,5 +155,5 @@ class ValidationDecoding(L.Callback):
         if m["ua"] is not None:
             writer.add_figure("val/confusion", confusion_figure(m["confusion"], labels), step)
         model = pl_module.model
-        weights = {b: getattr(model, b).block.layer_weights().tolist() for b in ("content", "descriptor")}
+        weights = {b: w.tolist() for b, w in model.layer_weights().items()}
         writer.add_figure("layer_weights", layer_weights_figure(weights), step)

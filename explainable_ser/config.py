@@ -134,9 +134,31 @@ class LLMConfig:
 
 
 @dataclass
-class ModelConfig:
-    """Encoder -> two branches -> LLM."""
+class ClassifierConfig:
+    """Heads of the discriminative SSL baselines (paper Table 2 Sys.1-3, ``model.kind:
+    discriminative``): learned layer sums of the frozen encoder, mean pooling, an emotion
+    classifier and a character CTC head."""
 
+    mlp_hidden: int | None = None
+    """Width of one hidden ReLU layer before the emotion logits; ``None``: a linear classifier."""
+    dropout: float = 0.1
+    """Dropout on the pooled representation (training only)."""
+    ctc: bool = True
+    """A character CTC head on its own layer sum, trained on the transcripts (gives a WER)."""
+    ctc_weight: float = 1.0
+    """Weight of the CTC loss (summed over characters, averaged over utterances) beside the
+    emotion cross-entropy (averaged over utterances)."""
+
+
+@dataclass
+class ModelConfig:
+    """Encoder -> two branches -> LLM (or, for the SSL baselines, encoder -> classifier heads)."""
+
+    kind: Literal["llm", "discriminative"] = "llm"
+    """``llm``: the paper's model. ``discriminative``: an SSL baseline of Table 2 (Sys.1-3), the
+    frozen encoder with :class:`ClassifierConfig` heads; ``branch`` and ``llm`` are unused."""
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    """The baseline's heads (``kind: discriminative`` only)."""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     """Frozen speech encoder."""
     branch: BranchConfig = field(default_factory=BranchConfig)
@@ -157,7 +179,8 @@ class StageConfig:
     name: str = "stage1"
     """Stage name (run subdirectory)."""
     trainable: list[str] = field(default_factory=lambda: ["content", "lora"])
-    """Trainable groups: ``content`` (block + adapter), ``descriptor`` (block + adapter), ``lora``.
+    """Trainable groups: ``content`` (block + adapter), ``descriptor`` (block + adapter), ``lora``;
+    ``classifier`` (the heads of a ``model.kind: discriminative`` baseline).
     A branch left out is frozen and, even while training, gives z = mu (no sampling, no KL term):
     stage 2's content branch feeds the LLM deterministic tokens. The paper is silent here; the
     choice keeps stage 1's learnt transcription input noise-free while stage 2 trains."""
@@ -405,7 +428,7 @@ def _merge_file(merged, path: Path, done: set[Path], chain: tuple[Path, ...]):
 def check_names(cfg: ExperimentConfig) -> None:
     """Names the schema cannot type: tasks (registered in :mod:`explainable_ser.prompts`),
     trainable groups and warm-started branches."""
-    groups = ("content", "descriptor", "lora")
+    groups = ("content", "descriptor", "lora", "classifier")
     for i, stage in enumerate(cfg.training.stages):
         _choices(f"training.stages.{i}.tasks", stage.tasks, TASKS)
         _choices(f"training.stages.{i}.trainable", stage.trainable, groups)

@@ -68,7 +68,9 @@ def evaluate_module(module, dm, cfg: ExperimentConfig, out_dir: Path, world_size
     tasks = list(cfg.eval.tasks)
     sharded = world_size is None or world_size > 1
     rows = decode(module, loader, cfg, tasks, limit=cfg.eval.limit, gather=sharded)
-    emo_tasks = [t for t in tasks if "emotion" in get_task(t).fields]
+    # The counterfactual zeroes the descriptor tokens: a model without them has none to run.
+    emo_tasks = [t for t in tasks if "emotion" in get_task(t).fields] \
+        if getattr(module.model, "has_descriptor", True) else []
     cf_rows = decode(module, loader, cfg, emo_tasks, zero_descriptor=True, limit=cfg.eval.limit,
                      desc="counterfactual", gather=sharded) if emo_tasks else None
     metrics = compute_metrics(rows, list(cfg.training.labels), cf_rows, language=cfg.eval.caption_language)

@@ -132,9 +132,8 @@ class ExplainableSERModule(L.LightningModule):
         if self._pad_total:
             self.log("train/epoch_padding_efficiency", self._pad_real / self._pad_total)
         self._pad_real = self._pad_total = 0
-        for b in ("content", "descriptor"):
-            w = getattr(self.model, b).block.layer_weights().detach().cpu()
-            for i, v in enumerate(w.tolist()):
+        for b, w in self.model.layer_weights().items():
+            for i, v in enumerate(w.detach().cpu().tolist()):
                 self.log(f"layer_weights/{b}/{i:02d}", v)
 
     # -- validation: teacher-forced cross-entropy, with and without the speech ------------------

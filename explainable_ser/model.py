@@ -75,6 +75,10 @@ class ExplainableSER(nn.Module):
         self.encoder.eval()  # HF HuBERT masks time steps in train mode; it stays frozen
         return self
 
+    def layer_weights(self) -> dict[str, torch.Tensor]:
+        """Each branch's softmax weights over the encoder's layers [L]."""
+        return {b: getattr(self, b).block.layer_weights() for b in ("content", "descriptor")}
+
     # -- speech -> tokens ----------------------------------------------------------------------
     def encode(self, wave, wave_lens):
         """Frozen encoder: every layer [L, B, F, D] in the branches' dtype, real frame counts [B]."""

@@ -5,6 +5,7 @@ Groups:
 * ``content``: content disentanglement block + content adapter
 * ``descriptor``: descriptor disentanglement block + descriptor adapter
 * ``lora``: the LLM's LoRA matrices and any ``modules_to_save`` copies
+* ``classifier``: the heads of a discriminative SSL baseline (layer sums, classifier, CTC)
 
 The speech encoder and the LLM's base weights never train. Checkpoints keep only the
 *adaptable* parameters (every group above), so a stage-2 checkpoint also carries stage 1's
@@ -21,7 +22,7 @@ import math
 import lightning as L
 from torch import nn
 
-GROUPS = ("content", "descriptor", "lora")
+GROUPS = ("content", "descriptor", "lora", "classifier")
 
 
 def group_of(name: str) -> str | None:
@@ -32,6 +33,8 @@ def group_of(name: str) -> str | None:
         return "descriptor"
     if name.startswith("llm.") and ("lora_" in name or "modules_to_save" in name):
         return "lora"
+    if name.startswith("heads."):  # the SSL baselines (explainable_ser.baseline)
+        return "classifier"
     return None
 
 
