@@ -35,6 +35,9 @@ RUNS_ENV = "EXPLAINABLE_SER_RUNS"
 """Environment variable the notebooks read: run directories, comma-separated."""
 
 PAPER_SYSTEMS: dict[str, tuple[str, str]] = {
+    "sys1_hubert": ("1", "HuBERT-large (SSL baseline)"),
+    "sys2_wavlm": ("2", "WavLM-large (SSL baseline)"),
+    "sys3_wav2vec2": ("3", "Wav2Vec-large (SSL baseline)"),
     "sys4": ("4", "HuBERT+LLM-SER+SED+ASR"),
     "sys5": ("5", "HuBERT+FD+LLM-SER+ASR"),
     "sys6": ("6", "HuBERT+FD+LLM-SER+SED"),
@@ -49,6 +52,9 @@ PAPER_SYSTEMS: dict[str, tuple[str, str]] = {
 """Experiment name (``name`` in experiments/*.yaml) -> (paper ID, system), in table order."""
 
 PAPER_RESULTS: dict[str, dict[str, dict[str, float]]] = {
+    "sys1_hubert": {"iemocap": {"ua": 64.6, "wer": 23.8}, "meld": {"ua": 53.2, "wer": 45.7}},
+    "sys2_wavlm": {"iemocap": {"ua": 68.9, "wer": 39.1}, "meld": {"ua": 54.6, "wer": 60.2}},
+    "sys3_wav2vec2": {"iemocap": {"ua": 69.3, "wer": 28.0}, "meld": {"ua": 54.8, "wer": 41.2}},
     "sys4": {"iemocap": {"ua": 73.6, "wer": 24.3}, "meld": {"ua": 56.4, "wer": 29.9},
              "emosec": {"bleu4": 7.1, "meteor": 15.8, "rouge_l": 24.1, "cider": 10.7, "spice": 5.9}},
     "sys5": {"iemocap": {"ua": 70.6, "wer": 18.9}, "meld": {"ua": 53.3, "wer": 29.6}},

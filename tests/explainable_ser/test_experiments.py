@@ -25,7 +25,8 @@ EXPERIMENTS = REPO / "experiments"
 BASE = EXPERIMENTS / "base.yaml"
 SINGLE_FILE = EXPERIMENTS / "sys7_iemocap.yaml"  # the self-contained Sys.7 recipe
 DATA = sorted(EXPERIMENTS.glob("data_*.yaml"))
-SYSTEMS = sorted(p for p in EXPERIMENTS.glob("*.yaml") if p not in (BASE, SINGLE_FILE, *DATA))
+BASELINES = sorted(EXPERIMENTS.glob("sys[123]_*.yaml"))  # Table 2 Sys.1-3: no LLM
+SYSTEMS = sorted(p for p in EXPERIMENTS.glob("*.yaml") if p not in (BASE, SINGLE_FILE, *DATA, *BASELINES))
 SYNTH = EXPERIMENTS / "synthcraft"
 SYNTH_BASE = SYNTH / "base.yaml"
 SYNTH_SYSTEMS = sorted(p for p in SYNTH.glob("*.yaml") if p != SYNTH_BASE)
@@ -64,7 +65,7 @@ def ids(paths):
 
 # -- schema and recipe ---------------------------------------------------------------------------
 def test_every_yaml_is_covered():
-    known = {BASE, SINGLE_FILE, *DATA, *SYSTEMS, SYNTH_BASE, *SYNTH_SYSTEMS, *DEMO_SYSTEMS}
+    known = {BASE, SINGLE_FILE, *DATA, *SYSTEMS, *BASELINES, SYNTH_BASE, *SYNTH_SYSTEMS, *DEMO_SYSTEMS}
     assert set(EXPERIMENTS.rglob("*.yaml")) == known
     assert {p.stem for p in SYSTEMS} >= {"sys4", "sys5", "sys6", "sys7", "ablation_two_stage",
                                          "ablation_beta_1e0", "ablation_beta_1e-1", "ablation_beta_1e-3",
@@ -154,7 +155,40 @@ def test_synthcraft_scale_mirrors_full_scale(system):
 
 
 def test_every_full_scale_system_has_a_synthcraft_twin():
-    assert {p.name for p in SYNTH_SYSTEMS} == {p.name for p in SYSTEMS}
+    assert {p.name for p in SYNTH_SYSTEMS} == {p.name for p in SYSTEMS + BASELINES}
+
+
+BASELINE_ENCODERS = {"sys1_hubert": "facebook/hubert-large-ls960-ft", "sys2_wavlm": "microsoft/wavlm-large",
+                     "sys3_wav2vec2": "facebook/wav2vec2-large-960h-lv60-self"}
+
+
+@pytest.mark.parametrize("data", [None, *DATA], ids=["speechcraft", *ids(DATA)])
+@pytest.mark.parametrize("system", BASELINES, ids=ids(BASELINES))
+def test_ssl_baselines_are_table_2s_first_rows(system, data):
+    cfg = full(system, data)
+    assert {p.stem for p in BASELINES} == set(BASELINE_ENCODERS)
+    assert cfg.model.kind == "discriminative" and cfg.name == system.stem
+    assert (cfg.model.encoder.kind, cfg.model.encoder.name_or_path) == ("hf", BASELINE_ENCODERS[system.stem])
+    (stage,) = cfg.training.stages
+    assert stage.trainable == ["classifier"] and set(stage.tasks) == set(cfg.eval.tasks) == {"ser", "asr"}
+    assert stage.epochs == 8 and cfg.data.max_cuts == 8 and cfg.model.classifier.ctc
+    corpus = data.stem.removeprefix("data_") if data else "speechcraft"
+    assert cfg.resolved_run_dir() == Path("runs") / cfg.name / corpus
+
+
+def test_hubert_baseline_trains_only_its_heads_at_full_size():
+    from explainable_ser.baseline import CHARS, build_baseline
+    from explainable_ser.stages import apply_trainable
+
+    cfg = full(EXPERIMENTS / "sys1_hubert.yaml")
+    cfg.model.encoder.name_or_path, cfg.model.encoder.hf_config = None, hf_config("hubert-large-ls960-ft", HUBERT_LARGE)
+    with torch.device("meta"):
+        model = build_baseline(cfg.model, cfg.training.labels)
+    trained = apply_trainable(model, ["classifier"])
+    n = sum(p.numel() for name, p in model.named_parameters() if name in trained)
+    layers, d, c = 25, 1024, len(cfg.training.labels)
+    assert n == 2 * layers + (d * c + c) + (d * (len(CHARS) + 1) + len(CHARS) + 1)
+    assert all(not p.requires_grad for name, p in model.named_parameters() if name.startswith("encoder."))
 
 
 # -- full-size parameter counts (meta device, no weights) -----------------------------------------
@@ -270,6 +304,9 @@ def test_synthcraft_config_trains_and_evaluates(system, tiny_corpus, tmp_path, m
     emotion_decoded = any("emotion" in get_task(t).fields for t in cfg.eval.tasks)
     assert (metrics["ua"] is not None) == emotion_decoded
     assert (metrics["wer"] is not None) == ("asr" in cfg.eval.tasks)
+    if cfg.model.kind == "discriminative":  # Sys.1-3: the same formats as the LLM systems
+        assert all(isinstance(metrics[k], float) for k in ("ua", "wa", "macro_f1", "wer"))
+        assert "counterfactual" not in metrics  # no descriptor tokens to zero
 
 
 def test_demo_system_overlays_differ_from_the_demo_only_where_their_system_does():
