@@ -95,7 +95,8 @@ def compare(a_rows: dict, b_rows: dict, labels: list[str] | None = None,
         out["metrics"]["wer"] = _entry("wer", wer[0], wer[1], test)
     a_cap, b_cap = _paired(a_rows, b_rows, "caption")
     if a_cap and captions:
-        languages = {r.get("language") or "en" for r in a_cap}
+        # As evaluate reads them: ``zh``, ``zh-CN`` ... score by characters, anything else by words.
+        languages = {"zh" if str(r.get("language") or "").lower().startswith("zh") else "en" for r in a_cap}
         if len(languages) > 1:
             out["reasons"]["captions"] = f"captions in several languages {sorted(languages)}: score them apart"
         else:

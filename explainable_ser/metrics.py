@@ -53,6 +53,8 @@ __all__ = [
     "attribute_accuracy",
     "compute_metrics",
     "counterfactual",
+    "script_language",
+    "caption_language_warning",
     "ALPHA",
 ]
 

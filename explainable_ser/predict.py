@@ -45,7 +45,8 @@ def explain(model, wave: torch.Tensor, labels: list[str], max_new_tokens: int = 
     device = next(model.parameters()).device
     w, lens = wave[None].to(device), torch.tensor([wave.numel()], device=device)
     asr = model.generate(w, lens, get_task("asr"), max_new_tokens=max_new_tokens, num_beams=num_beams)[0]
-    task = get_task("ser_sed")
+    # An SSL baseline (Table 2 Sys.1-3) writes no caption: it answers the emotion task alone.
+    task = get_task("ser_sed" if getattr(model, "has_descriptor", True) else "ser")
     raw = model.generate(w, lens, task, max_new_tokens=max_new_tokens, num_beams=num_beams)[0]
     parsed = parse_output(raw, tuple(labels))
     m = _EMOTION_PREFIX.search(raw)
@@ -57,7 +58,7 @@ def explain(model, wave: torch.Tensor, labels: list[str], max_new_tokens: int = 
         "emotion": parsed["emotion"],
         "emotion_scores": {lab: round(float(s), 4) for lab, s in zip(labels, scores)},
         "attributes": caption_attributes(parsed["caption"]),
-        "raw": {"asr": asr, "ser_sed": raw},
+        "raw": {"asr": asr, task.name: raw},
     }
 
 

@@ -283,7 +283,7 @@ def one_thread():
 
 
 @pytest.mark.parametrize("system", SYNTH_SYSTEMS, ids=ids(SYNTH_SYSTEMS))
-def test_synthcraft_config_trains_and_evaluates(system, tiny_corpus, tmp_path, monkeypatch, one_thread):
+def test_synthcraft_config_trains_and_evaluates(system, tiny_corpus, tmp_path, monkeypatch, one_thread, capsys):
     import functools as ft
 
     from explainable_ser import evaluate
@@ -307,6 +307,14 @@ def test_synthcraft_config_trains_and_evaluates(system, tiny_corpus, tmp_path, m
     if cfg.model.kind == "discriminative":  # Sys.1-3: the same formats as the LLM systems
         assert all(isinstance(metrics[k], float) for k in ("ua", "wa", "macro_f1", "wer"))
         assert "counterfactual" not in metrics  # no descriptor tokens to zero
+        from explainable_ser.predict import main as predict_main
+
+        audio = sorted((tiny_corpus / "audio" / "test").glob("*.flac"))[0]
+        capsys.readouterr()
+        assert predict_main(["--ckpt", str(tmp_path / "finetune" / "final.ckpt"), str(audio)]) == 0
+        (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+        assert line["emotion"] in cfg.training.labels and line["caption"] is None
+        assert abs(sum(line["emotion_scores"].values()) - 1.0) < 1e-3
 
 
 def test_demo_system_overlays_differ_from_the_demo_only_where_their_system_does():
