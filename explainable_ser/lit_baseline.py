@@ -1,13 +1,11 @@
 """LightningModule of the discriminative SSL baselines (:mod:`explainable_ser.baseline`).
 
-The paper model's module with another step: each batch trains the emotion classifier and the
-CTC head at once (the stage's ``tasks`` name what is decoded, not an alternation). Stages,
-optimiser, schedule, checkpoints, skips and callbacks are the paper model's.
+The paper model's module with another loss: each batch trains the emotion classifier and the
+CTC head at once (the stage's ``tasks`` name what is decoded, not an alternation). The step
+itself, stages, optimiser, schedule, checkpoints, skips and callbacks are the paper model's.
 """
 
 from __future__ import annotations
-
-import torch
 
 from explainable_ser.lit_module import ExplainableSERModule
 
@@ -31,23 +29,11 @@ class BaselineModule(ExplainableSERModule):
             return None
         return {**res, "n": len(records)}
 
-    def training_step(self, batch, batch_idx):
-        self.nothing_trained = False
-        for s in batch["skipped"]:
-            self.skip(s["id"], s["reason"])
-        if len(batch["ids"]) == 0:
-            return self._no_step()
-        res = self._losses(batch, train=True)
-        if res is None:
-            return self._no_step()
-        if not torch.isfinite(res["loss"]):
-            self.skip_counts["non_finite_loss"] += 1
-            return self._no_step()
+    def log_train_step(self, res: dict, task_name: str, batch) -> None:
         n = res["n"]
         self.log("train/loss", res["loss"], batch_size=n, prog_bar=True)
         self.log("train/ce_emotion", res["ce"], batch_size=n)
         self.log("train/ctc", res["ctc"], batch_size=n)
-        return res["loss"]
 
     def validation_step(self, batch, batch_idx):
         if len(batch["ids"]) == 0:

@@ -107,6 +107,10 @@ class ExplainableSERModule(L.LightningModule):
             self.skip_counts["non_finite_loss"] += 1
             self.log("train/non_finite_loss_steps", float(self.skip_counts["non_finite_loss"]))
             return self._no_step()  # skip the step rather than poison the weights
+        self.log_train_step(res, task_name, batch)
+        return res["loss"]
+
+    def log_train_step(self, res: dict, task_name: str, batch) -> None:
         n = res["n"]
         self.log(f"train/loss_{task_name}", res["loss"], batch_size=n, prog_bar=True)
         self.log(f"train/ce_{task_name}", res["ce"], batch_size=n)
@@ -118,7 +122,6 @@ class ExplainableSERModule(L.LightningModule):
         lens = batch["wave_lens"]
         self._pad_real += int(lens.sum())
         self._pad_total += int(lens.max()) * lens.numel()
-        return res["loss"]
 
     def _no_step(self) -> torch.Tensor:
         """A zero loss tied to the trainable weights, for a batch that trains nothing. Returning
