@@ -136,4 +136,5 @@ def test_compare_pairs_crossvalidated_systems(cv_run, capsys):
     assert compare_main([pred, pred, "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["n_shared"] == 6 and res["only_a"] == 0  # 6 utterances (each decoded for 2 tasks)
-    assert set(res["metrics"]) == {"ua", "wer"}
+    assert set(res["metrics"]) == {"ua", "accuracy", "wer"}
+    assert res["metrics"]["ua"]["test"] == "class-weighted correctness (mean = UA)"
