@@ -21,9 +21,10 @@ import json
 import sys
 from pathlib import Path
 
-from data_modules.records import read_jsonl
-from explainable_ser import metrics as M
 from explainable_ser.prompts import get_task
+
+# The metrics (scipy, scikit-learn) and the record reader (lhotse) load when used, so that
+# `--help` and argument errors answer at once.
 
 #: What each test's per-utterance scores are (``test`` in the JSON, the ``test on`` column).
 TESTS = {
@@ -40,6 +41,8 @@ CAPTION_TESTS = ("bleu4", "meteor", "rouge_l", "cider")
 
 def read_predictions(path: str | Path) -> dict[tuple[str, str], dict]:
     """A ``predictions.jsonl`` keyed ``(id, task)``; a line without both is a ValueError."""
+    from data_modules.records import read_jsonl
+
     rows = {}
     for n, r in enumerate(read_jsonl(path), 1):
         if "id" not in r or "task" not in r:
@@ -75,6 +78,8 @@ def compare(a_rows: dict, b_rows: dict, labels: list[str] | None = None,
     """Metrics of A and B on the utterances both decoded, each with the paired one-tailed t-test
     that A is better (see the module docstring). Rows are keyed ``(id, task)``; pairs are made
     per utterance. ``captions=False`` skips the caption tests (they start Java)."""
+    from explainable_ser import metrics as M
+
     a_ids, b_ids = {k[0] for k in a_rows}, {k[0] for k in b_rows}
     out: dict = {"n_shared": len(a_ids & b_ids), "only_a": len(a_ids - b_ids),
                  "only_b": len(b_ids - a_ids), "metrics": {}, "reasons": {}}

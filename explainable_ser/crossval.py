@@ -38,7 +38,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from data_modules.records import read_jsonl
 from explainable_ser.config import ConfigError, ExperimentConfig, load_config, to_yaml
 
 DESCRIPTION = __doc__
@@ -169,6 +168,7 @@ def crossvalidate(args: list[str], folds: list[int], corpus: str = "iemocap") ->
 
 def write_summary(cfg: ExperimentConfig, root: Path, folds: list[int]) -> dict[str, Any]:
     """crossval.json, the concatenated predictions.jsonl, pooled metrics.json, config.yaml."""
+    from data_modules.records import read_jsonl  # lhotse: loaded when used, not for --help
     from explainable_ser.metrics import compute_metrics
 
     per_fold = {k: json.loads((root / f"fold{k}" / "metrics.json").read_text()) for k in folds}

@@ -17,13 +17,11 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
-from explainable_ser.assembly import load_trained
 from explainable_ser.config import ConfigError, ExperimentConfig
-from explainable_ser.decoding import decode
-from explainable_ser.metrics import compute_metrics
 from explainable_ser.prompts import get_task
+
+# torch, the model stack and the metrics load inside the functions that use them, so that
+# `--help` and argument errors answer at once.
 
 DESCRIPTION = __doc__
 
@@ -59,6 +57,11 @@ def evaluate_module(module, dm, cfg: ExperimentConfig, out_dir: Path, world_size
     By default each DDP rank decodes its shard and the rows are gathered once; ``world_size=1``
     decodes everything in this process.
     """
+    import torch
+
+    from explainable_ser.decoding import decode
+    from explainable_ser.metrics import compute_metrics
+
     names = [c.name for c in cfg.data.corpora if c.test_split is not None]
     if not names:
         raise ConfigError("no corpus in data.corpora has a test_split to evaluate on")
@@ -94,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output directory (default: the run directory)")
     parser.add_argument("overrides", nargs="*", help="YAML files and key=value overrides")
     args = parser.parse_args(argv)
+    if not Path(args.ckpt).is_file():  # said before the model stack loads (seconds)
+        print(f"error: checkpoint not found: {args.ckpt}", file=sys.stderr)
+        return 2
+    from explainable_ser.assembly import load_trained
+
     try:
         cfg, dm, module, run_dir = load_trained(args.ckpt, list(args.overrides))
         evaluate_module(module, dm, cfg, Path(args.out) if args.out else run_dir)

@@ -12,23 +12,27 @@ import argparse
 import json
 import re
 import sys
-
 from pathlib import Path
-
-import soundfile as sf
-import torch
-
-from data_modules.datamodule import SpeechBatchDataset
-from data_modules.records import make_cut
+from typing import TYPE_CHECKING
 
 from explainable_ser.config import ConfigError
 from explainable_ser.prompts import caption_attributes, get_task, parse_output
+
+if TYPE_CHECKING:
+    import torch
 
 _EMOTION_PREFIX = re.compile(r"emotion\s*:", re.IGNORECASE)
 
 
 def load_audio(path: str, data_cfg) -> torch.Tensor:
     """Through the data module's own loader: same downmix, resampling and validity checks."""
+    # Loaded here, not at the top: `--help` and argument errors answer without torch and lhotse.
+    import soundfile as sf
+    import torch
+
+    from data_modules.datamodule import SpeechBatchDataset
+    from data_modules.records import make_cut
+
     info = sf.info(path)
     cut = make_cut(Path(path).stem, path, sampling_rate=info.samplerate, num_samples=info.frames,
                    corpus="files", split="predict")
@@ -38,10 +42,18 @@ def load_audio(path: str, data_cfg) -> torch.Tensor:
     return torch.from_numpy(audio)
 
 
-@torch.no_grad()
 def explain(model, wave: torch.Tensor, labels: list[str], max_new_tokens: int = 64,
             num_beams: int = 1) -> dict:
     """Transcript, caption, emotion and per-class emotion scores for one waveform [T]."""
+    import torch
+
+    with torch.no_grad():
+        return _explain(model, wave, labels, max_new_tokens, num_beams)
+
+
+def _explain(model, wave, labels, max_new_tokens: int, num_beams: int) -> dict:
+    import torch
+
     device = next(model.parameters()).device
     w, lens = wave[None].to(device), torch.tensor([wave.numel()], device=device)
     asr = model.generate(w, lens, get_task("asr"), max_new_tokens=max_new_tokens, num_beams=num_beams)[0]
@@ -76,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(missing) == len(args.audio):  # nothing to do: say so before loading any model
         print(f"error: audio file{'s' if len(missing) > 1 else ''} not found: {', '.join(missing)}",
               file=sys.stderr)
+        return 2
+    if not Path(args.ckpt).is_file():  # said before the model stack loads (seconds)
+        print(f"error: checkpoint not found: {args.ckpt}", file=sys.stderr)
         return 2
     from explainable_ser.assembly import load_trained
 

@@ -133,3 +133,15 @@ def test_device_check_script_dry_runs_on_cpu(tmp_path):
     assert all("samples_per_s" in v for v in summary["train_step"].values())
     assert summary["decode"]["identical_outputs"] is True
     assert summary["demo_metrics"]["n_utterances"] == 2
+
+
+def test_cli_startup_script_writes_its_json(tmp_path):
+    out = tmp_path / "cli.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "cli_startup.py"), "--repeat", "1",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert set(result["help_seconds"]) == {"explainable_ser.fit", "explainable_ser.evaluate",
+                                           "explainable_ser.predict", "explainable_ser.compare",
+                                           "explainable_ser.crossval"}
+    assert all(v["median"] > 0 for v in result["help_seconds"].values())

@@ -283,3 +283,22 @@ def test_trust_remote_code_is_off_unless_configured():
     assert cfg.model.llm.trust_remote_code is False and cfg.model.encoder.trust_remote_code is False
     on = load_config(["model.llm.trust_remote_code=true"])
     assert on.model.llm.trust_remote_code is True and on.model.encoder.trust_remote_code is False
+
+
+CLI_MODULES = ("explainable_ser.fit", "explainable_ser.evaluate", "explainable_ser.predict",
+               "explainable_ser.compare", "explainable_ser.crossval")
+
+
+@pytest.mark.parametrize("module", CLI_MODULES)
+def test_help_loads_neither_torch_nor_lhotse(module):
+    """`--help` and argument errors answer before the model stack loads (it takes seconds)."""
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['{module}', '--help']\n"
+            "try:\n"
+            f"    runpy.run_module('{module}', run_name='__main__')\n"
+            "except SystemExit as e:\n"
+            "    assert e.code == 0, e.code\n"
+            "print(sorted(m for m in ('torch', 'lhotse', 'lightning', 'transformers') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-500:]

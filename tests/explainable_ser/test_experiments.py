@@ -286,11 +286,11 @@ def one_thread():
 def test_synthcraft_config_trains_and_evaluates(system, tiny_corpus, tmp_path, monkeypatch, one_thread, capsys):
     import functools as ft
 
-    from explainable_ser import evaluate
+    from explainable_ser import metrics
     from explainable_ser.recipe import run
 
     # The Java caption scorers are tested elsewhere; here they would only cost time.
-    monkeypatch.setattr(evaluate, "compute_metrics", ft.partial(evaluate.compute_metrics, caption_metrics=()))
+    monkeypatch.setattr(metrics, "compute_metrics", ft.partial(metrics.compute_metrics, caption_metrics=()))
     cfg = synth(system, *TINY_LLM, f"data.corpora.0.dir={tiny_corpus}", f"run_dir={tmp_path}",
                 "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "data.max_duration=12",
                 "eval.limit=2", "eval.max_new_tokens=4", "eval.val_decode_limit=0")
