@@ -21,7 +21,7 @@ Written under ``{run_dir}`` for the requested folds (all of them must be finishe
     config.yaml          the configuration before the per-fold changes
 
 Numeric metrics are the numbers of ``metrics.json``, nested ones flattened with dots
-(``attribute_accuracy.mean``, ``counterfactual.ua_delta``); lists (the confusion matrix) are
+(``attribute_accuracy.mean``, ``counterfactual.descriptor.ua_zeroed``); lists (the confusion matrix) are
 left out. The standard deviation is the sample one (n - 1); ``null`` with a single fold.
 
 On a cluster, folds can run as separate jobs (``--folds 3``); a last ``--folds 1-5`` run then

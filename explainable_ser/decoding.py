@@ -33,16 +33,21 @@ def gather_rows(rows: list[dict]) -> list[dict]:
 
 @torch.no_grad()
 def decode(module, loader, cfg: ExperimentConfig, tasks: list[str], *, zero_descriptor=False,
-           limit: int | None = None, desc: str = "decoding", gather: bool = True) -> list[dict]:
+           zero_content=False, limit: int | None = None, desc: str = "decoding", gather: bool = True,
+           total: int | None = None) -> list[dict]:
     """Generate for every utterance of ``loader`` and every task; returns prediction rows.
 
     ``gather``: the loader holds this rank's shard, so collect every rank's rows once.
+    ``total``: utterances expected (for the progress bar's ETA; a loader of dynamic batches
+    has no length).
     """
     model = module.model.eval()
     device = next(model.parameters()).device
     rows, seen = [], 0
-    with decode_precision(cfg, device):
-        for batch in tqdm(loader, desc=desc, leave=False):
+    if limit is not None and total is not None:
+        total = min(total, limit)
+    with decode_precision(cfg, device), tqdm(total=total, desc=desc, unit="utt", leave=False) as bar:
+        for batch in loader:
             if limit is not None and seen >= limit:
                 break
             if not batch["ids"]:
@@ -52,7 +57,8 @@ def decode(module, loader, cfg: ExperimentConfig, tasks: list[str], *, zero_desc
             wave = wave[:, : int(lens.max())]
             seen += n
             rows += decode_batch(model, wave, lens, batch["records"][:n], tasks, cfg,
-                                 zero_descriptor=zero_descriptor)
+                                 zero_descriptor=zero_descriptor, zero_content=zero_content)
+            bar.update(n)
     return gather_rows(rows) if gather else rows
 
 
@@ -65,13 +71,15 @@ def decode_precision(cfg: ExperimentConfig, device: torch.device):
 
 
 def decode_batch(model, wave, lens, records: list[dict], tasks: list[str], cfg: ExperimentConfig,
-                 zero_descriptor: bool = False) -> list[dict]:
+                 zero_descriptor: bool = False, zero_content: bool = False) -> list[dict]:
     """Prediction rows for one batch: references, raw generated text and parsed fields."""
     labels = tuple(cfg.training.labels)
     rows = []
     for task_name in tasks:
+        zeroed = {"zero_content": True} if zero_content else {}  # a baseline has no content stream
         texts = model.generate(wave, lens, get_task(task_name), num_beams=cfg.eval.num_beams,
-                               max_new_tokens=cfg.eval.max_new_tokens, zero_descriptor=zero_descriptor)
+                               max_new_tokens=cfg.eval.max_new_tokens, zero_descriptor=zero_descriptor,
+                               **zeroed)
         for rec, raw in zip(records, texts):
             parsed = parse_output(raw, labels)
             rows.append({

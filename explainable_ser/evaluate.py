@@ -7,7 +7,9 @@ next to the checkpoint's run directory (or ``--out``):
 * ``predictions.jsonl``: one line per utterance and task: id, task, references, raw text, parsed fields
 * ``metrics.json``: ua, wa, macro_f1, wer, bleu4, meteor, rouge_l, cider, spice (null with a
   reason where a metric could not run), n_utterances, n_unparsed, and beyond the paper:
-  confusion matrix, annotator-aware accuracy, attribute accuracy, a counterfactual probe.
+  confusion matrix, annotator-aware accuracy, attribute accuracy, chance levels, and a
+  counterfactual probe per speech stream (``eval.counterfactual``)
+* ``summary.txt``: the summary printed at the end, each figure beside its chance level
 """
 
 from __future__ import annotations
@@ -34,25 +36,96 @@ def write_outputs(rows: list[dict], metrics: dict, out_dir: Path) -> None:
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
 
 
-def print_table(metrics: dict) -> None:
-    keys = ["ua", "wa", "macro_f1", "wer", "bleu4", "meteor", "rouge_l", "cider", "spice"]
-    print(" ".join(f"{k:>9}" for k in keys))
-    print(" ".join(f"{metrics.get(k):>9.4f}" if isinstance(metrics.get(k), float) else f"{'null':>9}"
-                   for k in keys))
+def _fmt(v, digits: int = 3) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "n/a"
+
+
+def _target(metrics_key: str, value, targets: dict) -> str:
+    if metrics_key not in targets or not isinstance(value, (int, float)):
+        return ""
+    goal = targets[metrics_key]
+    lower = metrics_key == "wer"  # the one headline figure where lower is better
+    met = value <= goal if lower else value >= goal
+    return f"; target {'<=' if lower else '>='} {goal:g}: {'met' if met else 'not met'}"
+
+
+def layer_weight_report(model) -> dict:
+    """Each branch's softmax layer weights and how far they moved from the uniform 1/L they
+    start at (a claim about which layers a branch reads needs that distance to be large)."""
+    out = {}
+    for branch, w in model.layer_weights().items():
+        w = [float(v) for v in w.detach().float().cpu()]
+        out[branch] = {"weights": w, "uniform": 1 / len(w),
+                       "max_abs_deviation": max(abs(v - 1 / len(w)) for v in w)}
+    return out
+
+
+def counterfactual_lines(cf: dict) -> list[str]:
+    """One plain sentence per zeroed stream: how often the answer broke, how often it changed."""
+    lines = []
+    for stream, c in (cf or {}).items():
+        if not c.get("n"):
+            continue
+        line = (f"  {stream} tokens zeroed ({c['n']} utterances): no parseable emotion in "
+                f"{c['unparseable_rate']:.0%}")
+        if c["n_both_parsed"]:
+            line += (f"; among the {c['n_both_parsed']} still parsed, the emotion changed for "
+                     f"{c['changed_among_parsed_rate']:.0%} (independent answers would change "
+                     f"{c['changed_if_independent']:.0%}), UA over them {_fmt(c['ua_parsed'])} -> "
+                     f"{_fmt(c['ua_zeroed_parsed'])} (chance {_fmt(c['chance_ua'], 2)})")
+        else:
+            line += ": zeroing it breaks the output rather than changing the answer"
+        lines.append(line)
+    return lines
+
+
+def summary_lines(metrics: dict, cfg: ExperimentConfig, out_dir: Path, run_dir: Path | None = None) -> list[str]:
+    """The end-of-run summary: each headline figure beside what ignoring the audio would give
+    (and the config's ``eval.targets``), the counterfactual in words, and where things are."""
+    chance = metrics.get("chance") or {}
+    targets = dict(cfg.eval.targets)
+    n_labels = len(cfg.training.labels)
+    lines = [f"== {cfg.name}: test split, {metrics['n_utterances']} utterances =="]
+    if metrics.get("ua") is not None:
+        lines.append(f"emotion   UA {_fmt(metrics['ua'])} (chance {_fmt(chance.get('ua'), 2)} with "
+                     f"{n_labels} classes{_target('ua', metrics['ua'], targets)}); WA {_fmt(metrics['wa'])} "
+                     f"(always the most frequent class: {_fmt(chance.get('wa'), 2)}), macro-F1 "
+                     f"{_fmt(metrics['macro_f1'])}; no parseable emotion in {metrics['n_unparsed']} of "
+                     f"{metrics['n_utterances']}")
+    if metrics.get("wer") is not None:
+        wer = metrics["wer"]
+        verdict = " - at or above 0.9 the model is not transcribing" if wer >= 0.9 else ""
+        lines.append(f"ASR       WER {_fmt(wer)} (0 is perfect, an empty transcript gives 1.0"
+                     f"{_target('wer', wer, targets)}){verdict}")
     aa = metrics.get("attribute_accuracy")
-    if aa:
-        print("attribute accuracy: " + ", ".join(
-            f"{k}={v:.3f}" for k, v in aa.items() if isinstance(v, float)))
-    cf = metrics.get("counterfactual")
-    if cf and cf.get("n"):
-        print(f"counterfactual (descriptor zeroed): emotion changed {cf['emotion_changed_rate']:.3f}, "
-              f"UA {cf['ua']:.3f} -> {cf['ua_descriptor_zeroed']:.3f}")
-    print(f"utterances: {metrics['n_utterances']}, unparsed emotions: {metrics['n_unparsed']}")
+    if aa and aa.get("mean") is not None:
+        ch = (chance.get("attribute_accuracy") or {}).get("accuracy", {})
+        per = ", ".join(f"{k} {_fmt(v, 2)} ({_fmt(ch.get(k), 2)})" for k, v in aa["accuracy"].items()
+                        if v is not None)
+        lines.append(f"captions  attribute accuracy {_fmt(aa['mean'])} (most frequent value: "
+                     f"{_fmt((chance.get('attribute_accuracy') or {}).get('mean'), 2)}"
+                     f"{_target('attribute_accuracy', aa['mean'], targets)}): {per}")
+        lines.append("          " + ", ".join(f"{k} {_fmt(metrics.get(k))}" for k in
+                                             ("bleu4", "meteor", "rouge_l", "cider", "spice")))
+    for branch, lw in (metrics.get("layer_weights") or {}).items():
+        top = max(range(len(lw["weights"])), key=lw["weights"].__getitem__)
+        lines.append(f"layers    {branch}: weights {min(lw['weights']):.3f}-{max(lw['weights']):.3f} over "
+                     f"{len(lw['weights'])} encoder layers (uniform {lw['uniform']:.3f}, largest at layer "
+                     f"{top}; at most {lw['max_abs_deviation']:.3f} from uniform)")
+    if metrics.get("counterfactual"):
+        lines.append("counterfactual (a speech stream zeroed, the emotion decoded again):")
+        lines += counterfactual_lines(metrics["counterfactual"])
+    lines += [f"warning: {w}" for w in metrics.get("warnings", [])]
+    lines.append(f"results   {out_dir / 'metrics.json'}, {out_dir / 'predictions.jsonl'}")
+    if run_dir is not None and (run_dir / "tensorboard").is_dir():
+        lines.append(f"curves    tensorboard --logdir {run_dir / 'tensorboard'}")
+    return lines
 
 
 def evaluate_module(module, dm, cfg: ExperimentConfig, out_dir: Path, world_size: int | None = None,
-                    rank: int | None = None) -> dict:
-    """Decode the test split, write predictions.jsonl and metrics.json, print a table.
+                    rank: int | None = None, run_dir: Path | None = None) -> dict:
+    """Decode the test split, write predictions.jsonl, metrics.json and summary.txt, print the
+    summary (:func:`summary_lines`; ``run_dir`` is where it says the curves are).
 
     By default each DDP rank decodes its shard and the rows are gathered once; ``world_size=1``
     decodes everything in this process.
@@ -70,21 +143,27 @@ def evaluate_module(module, dm, cfg: ExperimentConfig, out_dir: Path, world_size
     loader = dm.eval_dataloaders("test_split", world_size, rank)[0]
     tasks = list(cfg.eval.tasks)
     sharded = world_size is None or world_size > 1
-    rows = decode(module, loader, cfg, tasks, limit=cfg.eval.limit, gather=sharded)
-    # The counterfactual zeroes the descriptor tokens: a model without them has none to run.
+    n_test = sum(1 for _ in dm.split_cuts("test_split", metadata_only=True)[0][1])
+    total = -(-n_test // (world_size or 1))  # this rank's share, for the bar's ETA
+    rows = decode(module, loader, cfg, tasks, limit=cfg.eval.limit, gather=sharded, total=total)
+    # The counterfactual zeroes one speech stream: a model without them has none to zero.
     emo_tasks = [t for t in tasks if "emotion" in get_task(t).fields] \
         if getattr(module.model, "has_descriptor", True) else []
-    cf_rows = decode(module, loader, cfg, emo_tasks, zero_descriptor=True, limit=cfg.eval.limit,
-                     desc="counterfactual", gather=sharded) if emo_tasks else None
+    cf_rows = {stream: decode(module, loader, cfg, emo_tasks, limit=cfg.eval.limit, gather=sharded,
+                              total=total, desc=f"counterfactual: {stream} zeroed",
+                              zero_descriptor=stream == "descriptor", zero_content=stream == "content")
+               for stream in cfg.eval.counterfactual} if emo_tasks else None
     metrics = compute_metrics(rows, list(cfg.training.labels), cf_rows, language=cfg.eval.caption_language)
+    metrics["layer_weights"] = layer_weight_report(module.model)
     if torch.distributed.is_available() and torch.distributed.is_initialized() \
             and torch.distributed.get_rank() != 0:
         return metrics  # every rank holds the gathered rows; rank 0 writes them
     write_outputs(rows, metrics, out_dir)
-    print_table(metrics)
     for warning in metrics["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"wrote {out_dir / 'predictions.jsonl'} and {out_dir / 'metrics.json'}")
+    summary = summary_lines(metrics, cfg, out_dir, run_dir)
+    (out_dir / "summary.txt").write_text("\n".join(summary) + "\n")
+    print("\n".join(summary))
     return metrics
 
 
@@ -104,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg, dm, module, run_dir = load_trained(args.ckpt, list(args.overrides))
-        evaluate_module(module, dm, cfg, Path(args.out) if args.out else run_dir)
+        evaluate_module(module, dm, cfg, Path(args.out) if args.out else run_dir, run_dir=run_dir)
     except (ConfigError, FileNotFoundError) as err:  # e.g. a test manifest not prepared yet
         print(f"error: {err}", file=sys.stderr)
         return 2

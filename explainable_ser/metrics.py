@@ -53,6 +53,7 @@ __all__ = [
     "attribute_accuracy",
     "compute_metrics",
     "counterfactual",
+    "chance_levels",
     "script_language",
     "caption_language_warning",
     "ALPHA",
@@ -697,6 +698,34 @@ def attribute_accuracy(
     }
 
 
+def chance_levels(emotion_refs: Sequence[str | None], attrs_refs: Sequence[Mapping[str, Any] | None],
+                  transcripts: Sequence[str | None] = (),
+                  keys: Sequence[str] = ("gender", "pitch", "volume", "speed", "emphasis")) -> dict[str, Any]:
+    """What a model that ignores the audio scores, to read each headline figure against.
+
+    ``ua``: 1 / classes present (any constant or random answer); ``wa``: the most frequent
+    class's share (always answering it); ``wer``: 1.0 (an empty transcript);
+    ``attribute_accuracy``: per attribute the most frequent reference value's share, except
+    ``emphasis``: the mean of 1 / words of the transcript (a random word of it) when the
+    transcripts are given; ``mean`` over the attributes scored.
+    """
+    refs = [r for r in emotion_refs if r is not None]
+    out: dict[str, Any] = {"ua": 1 / len(set(refs)) if refs else None,
+                           "wa": max(refs.count(k) for k in set(refs)) / len(refs) if refs else None,
+                           "wer": 1.0}
+    per: dict[str, float | None] = {}
+    for key in keys:
+        values = [str(a[key]).strip().casefold() for a in attrs_refs if a and a.get(key) is not None]
+        if key == "emphasis" and values and any(transcripts):
+            words = [len(t.split()) for t in transcripts if t and t.split()]
+            per[key] = float(np.mean([1 / n for n in words])) if words else None
+        else:
+            per[key] = max(values.count(v) for v in set(values)) / len(values) if values else None
+    scored = [v for v in per.values() if v is not None]
+    out["attribute_accuracy"] = {"accuracy": per, "mean": float(np.mean(scored)) if scored else None}
+    return out
+
+
 def script_language(text: str | None) -> str | None:
     """``zh`` when most letters of ``text`` are CJK ideographs, ``en`` when most are Latin,
     ``None`` for a text without letters (empty, digits, punctuation)."""
@@ -736,19 +765,24 @@ def _emotion_rows(rows):
     return [r for r in rows if "emotion" in get_task(r["task"]).fields]
 
 
-def compute_metrics(rows: list[dict], labels: list[str], counterfactual_rows: list[dict] | None = None,
+def compute_metrics(rows: list[dict], labels: list[str],
+                    counterfactual_rows: Mapping[str, list[dict]] | None = None,
                     language: str = "auto", caption_metrics: tuple[str, ...] = CAPTION_METRICS) -> dict:
     """``metrics.json`` from prediction rows (keys of the design notes, plus extras).
 
     ``language`` of the captions: ``en`` (PTB tokens), ``zh`` (characters) or ``auto``: ``zh``
     when most caption rows' records say ``language: zh`` (EMOSEC), else ``en``. ``warnings``
-    lists what makes a figure misleading (hypotheses in another language than the references).
+    lists what makes a figure misleading (hypotheses in another language than the references);
+    ``chance`` what a model that ignores the audio would score (:func:`chance_levels`).
+    ``counterfactual_rows``: the rows of decodes with a speech stream zeroed, by stream name
+    (``descriptor``, ``content``); each gets a :func:`counterfactual` entry.
     """
     out: dict = {"n_utterances": len({r["id"] for r in rows}), "reasons": {}, "warnings": []}
     emo = _emotion_rows(rows)
     em = emotion_metrics([r["emotion_ref"] for r in emo], [r["emotion"] for r in emo], labels)
     out.update(ua=em["ua"], wa=em["wa"], macro_f1=em["macro_f1"], n_unparsed=em["n_unparsed"],
-               confusion=em["confusion"], per_class_recall=em["per_class_recall"], labels=labels)
+               confusion=em["confusion"], confusion_columns=em["confusion_columns"],
+               per_class_recall=em["per_class_recall"], labels=labels)
     if not emo:
         out["reasons"]["ua"] = "no emotion task was decoded"
     ann = [r for r in emo if r.get("annotator_emotions")]
@@ -759,6 +793,7 @@ def compute_metrics(rows: list[dict], labels: list[str], counterfactual_rows: li
     if not asr:
         out["reasons"]["wer"] = "no transcript task with references was decoded"
     cap = [r for r in rows if "caption" in get_task(r["task"]).fields and r["caption_ref"]]
+    cap_attrs = [r["attributes_ref"] or {} for r in cap]
     if cap:
         if language == "auto":
             zh = sum(str(r.get("language") or "").lower().startswith("zh") for r in cap)
@@ -773,30 +808,70 @@ def compute_metrics(rows: list[dict], labels: list[str], counterfactual_rows: li
         for k in ("bleu4", "meteor", "rouge_l", "cider", "spice"):
             out[k] = cm[k]
         out["reasons"].update(cm.get("reasons", {}))
-        aa = attribute_accuracy([r["attributes_ref"] or {} for r in cap],
-                                  [r["caption_attributes"] for r in cap])
-        out["attribute_accuracy"] = aa
+        out["attribute_accuracy"] = attribute_accuracy(cap_attrs, [r["caption_attributes"] for r in cap])
     else:
         for k in ("bleu4", "meteor", "rouge_l", "cider", "spice"):
             out[k] = None
             out["reasons"][k] = "no caption task with references was decoded"
         out["attribute_accuracy"] = None
-    if counterfactual_rows is not None:
-        out["counterfactual"] = counterfactual(emo, _emotion_rows(counterfactual_rows), labels)
+    out["chance"] = chance_levels([r["emotion_ref"] for r in emo], cap_attrs,
+                                  [r["transcript_ref"] for r in cap])
+    if counterfactual_rows:
+        # one probe per zeroed stream: {"descriptor": rows, "content": rows}
+        out["counterfactual"] = {stream: counterfactual(emo, _emotion_rows(cf), labels)
+                                 for stream, cf in counterfactual_rows.items()}
     return out
 
 
 def counterfactual(rows: list[dict], zeroed: list[dict], labels: list[str]) -> dict:
-    """Decode again with descriptor tokens zeroed: how often the emotion changes, how UA moves."""
+    """Decode again with one speech stream zeroed and compare with the normal decode.
+
+    A zeroed stream can make the model *change* its answer or *break* (no parseable emotion
+    at all); one "changed" rate would mix the two, so they are reported apart:
+
+    * ``unparseable_rate``: share of zeroed outputs with no emotion in ``labels``;
+      ``became_unparseable_rate``: the same among utterances whose normal output parsed;
+    * ``changed_among_parsed_rate``: among utterances where both outputs parsed, the share
+      whose emotion differs; ``changed_if_independent``: what that share would be if the zeroed
+      answers were drawn independently of the normal ones with the same label frequencies
+      (``1 - sum_k p_normal(k) p_zeroed(k)``, Cohen's chance agreement), a reference for it;
+    * ``ua`` / ``ua_zeroed``: UA of the normal and zeroed decodes over all pairs (an
+      unparseable output counts as wrong); ``ua_parsed`` / ``ua_zeroed_parsed``: both over the
+      pairs where both outputs parsed; ``chance_ua``: 1 / classes present, what any constant or
+      random answer gets;
+    * ``emotion_changed_rate``: the older combined figure (unparseable counts as changed).
+    """
     by_key = {(r["id"], r["task"]): r for r in zeroed}
     pairs = [(r, by_key[(r["id"], r["task"])]) for r in rows if (r["id"], r["task"]) in by_key]
     if not pairs:
         return {"n": 0}
-    changed = sum(a["emotion"] != b["emotion"] for a, b in pairs) / len(pairs)
-    ua_zero = emotion_metrics([b["emotion_ref"] for _, b in pairs], [b["emotion"] for _, b in pairs],
-                                labels)["ua"]
-    ua = emotion_metrics([a["emotion_ref"] for a, _ in pairs], [a["emotion"] for a, _ in pairs],
-                           labels)["ua"]
-    return {"n": len(pairs), "emotion_changed_rate": changed, "ua": ua,
-            "ua_descriptor_zeroed": ua_zero,
-            "ua_delta": None if ua is None or ua_zero is None else ua_zero - ua}
+    label_set = set(labels)
+
+    def ua(subset, side: int):
+        return emotion_metrics([p[side]["emotion_ref"] for p in subset],
+                               [p[side]["emotion"] for p in subset], labels)["ua"]
+
+    orig_parsed = [p for p in pairs if p[0]["emotion"] in label_set]
+    both = [p for p in orig_parsed if p[1]["emotion"] in label_set]
+    n_unparseable = sum(b["emotion"] not in label_set for _, b in pairs)
+    out = {
+        "n": len(pairs),
+        "n_unparseable": n_unparseable,
+        "unparseable_rate": n_unparseable / len(pairs),
+        "became_unparseable_rate": (len(orig_parsed) - len(both)) / len(orig_parsed) if orig_parsed else None,
+        "n_both_parsed": len(both),
+        "changed_among_parsed_rate": None,
+        "changed_if_independent": None,
+        "ua": ua(pairs, 0),
+        "ua_zeroed": ua(pairs, 1),
+        "ua_parsed": ua(both, 0) if both else None,
+        "ua_zeroed_parsed": ua(both, 1) if both else None,
+        "chance_ua": 1 / len({a["emotion_ref"] for a, _ in pairs if a["emotion_ref"] is not None} or labels),
+        "emotion_changed_rate": sum(a["emotion"] != b["emotion"] for a, b in pairs) / len(pairs),
+    }
+    if both:
+        out["changed_among_parsed_rate"] = sum(a["emotion"] != b["emotion"] for a, b in both) / len(both)
+        p_a = {k: sum(a["emotion"] == k for a, _ in both) / len(both) for k in labels}
+        p_b = {k: sum(b["emotion"] == k for _, b in both) / len(both) for k in labels}
+        out["changed_if_independent"] = 1.0 - sum(p_a[k] * p_b[k] for k in labels)
+    return out
