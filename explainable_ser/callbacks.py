@@ -5,6 +5,8 @@
   leaves the weights and AdamW's moments untouched.
 * :class:`RngRestore`: every rank's random generators go into each checkpoint and come back at
   the first batch after a resume, so the rest of the run draws what an uninterrupted run drew.
+* :class:`StageProgressBar`: the training bar with its total (so an ETA) per stage, the run
+  and stage in its description, per-token cross-entropies beside each other.
 * :class:`ValidationDecoding`: decodes a few validation utterances per epoch for the UA / WER /
   caption curves, a confusion matrix, a predictions table and the layer weights in TensorBoard.
 """
@@ -22,12 +24,61 @@ from explainable_ser.decoding import decode_batch, decode_precision, gather_obje
 from explainable_ser.metrics import compute_metrics
 
 
+class StageProgressBar(L.pytorch.callbacks.TQDMProgressBar):
+    """Lightning's bar, sized: dynamic max-duration batches have no ``len``, so Lightning shows
+    ``165/--`` and no ETA; the data module counts an epoch's batches (from metadata) and this
+    bar takes that count, capped by what is left to the stage's ``max_steps``. It names the run
+    and stage (Lightning would show the TensorBoard version cut to four characters) and shows
+    the per-token cross-entropies under short names, the same unit for training and validation.
+    """
+
+    def __init__(self, run_name: str, stage, n_stages: int, stage_index: int, **kwargs):
+        super().__init__(**kwargs)
+        self.run_name, self.stage = run_name, stage
+        self.label = f"{run_name} {stage.name} ({stage_index + 1}/{n_stages})"
+
+    def epoch_total(self, trainer) -> int | float:
+        from explainable_ser.stages import batches_per_epoch
+
+        total = batches_per_epoch(trainer)
+        if trainer.max_steps and trainer.max_steps > 0:
+            done_this_epoch = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+            left = (trainer.max_steps - trainer.global_step) * trainer.accumulate_grad_batches
+            total = min(total, done_this_epoch + left)
+        return total
+
+    @property
+    def total_val_batches_current_dataloader(self) -> int | float:
+        total = super().total_val_batches_current_dataloader
+        limit = self.trainer.limit_val_batches
+        if total == float("inf") and isinstance(limit, int):  # sized by the limit, not the loader
+            return limit
+        return total
+
+    def on_train_epoch_start(self, trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.total = self.epoch_total(trainer)
+        self.train_progress_bar.set_description(
+            f"{self.label} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        # "train/ce_per_token_asr" -> "ce/tok asr", "val/ce_per_token_asr" -> "val ce/tok asr"
+        return {k.replace("train/", "").replace("val/", "val ").replace("ce_per_token_", "ce/tok "): v
+                for k, v in items.items()}
+
+
 class SkipLog(L.Callback):
     """Appends the module's pending skips (id, reason, stage) to ``{run_dir}/skipped.jsonl`` after
     every batch (rank 0), and logs the counts and prints them at the end of each epoch."""
 
     def __init__(self, run_dir: str | Path | None):
         self.path = Path(run_dir) / "skipped.jsonl" if run_dir is not None else None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if self.path is not None and trainer.global_rank == 0:
+            self.path.touch()  # always there: empty means nothing was skipped
 
     def _flush(self, trainer, pl_module) -> None:
         pending, pl_module.pending_skips = pl_module.pending_skips, []

@@ -8,13 +8,15 @@ split. The entry point is :mod:`explainable_ser.fit`.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
 
 from explainable_ser.assembly import build, compute_device
-from explainable_ser.callbacks import GradientGuard, RngRestore, SkipLog, ValidationDecoding
+from explainable_ser.callbacks import (GradientGuard, RngRestore, SkipLog, StageProgressBar,
+                                       ValidationDecoding)
 from explainable_ser.checkpointing import (AtomicCheckpointIO, check_compatible, load_adaptable,
                                            read_checkpoint, resume_checkpoint)
 from explainable_ser.config import ConfigError, ExperimentConfig, to_yaml
@@ -65,6 +67,8 @@ def checkpoint_callback(cfg: ExperimentConfig, stage_dir: Path):
 def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_io=None) -> Path:
     """Train every unfinished stage, then evaluate. ``extra_callbacks`` and ``checkpoint_io``
     are for programmatic use (tests inject faults through them)."""
+    # The frozen encoder and LLM sit in eval mode on purpose (no dropout in frozen parts).
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     run_dir = cfg.resolved_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
@@ -98,6 +102,8 @@ def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_i
             callbacks=[StageCallback(stage), SkipLog(run_dir), GradientGuard(), RngRestore(),
                        ValidationDecoding(cfg), checkpoint_callback(cfg, stage_dir),
                        L.pytorch.callbacks.LearningRateMonitor(logging_interval="step"),
+                       *([StageProgressBar(cfg.name, stage, len(cfg.training.stages), index)]
+                         if cfg.trainer.enable_progress_bar else []),
                        *(extra_callbacks or [])],
             plugins=[checkpoint_io or AtomicCheckpointIO()],
             use_distributed_sampler=False,  # the lhotse sampler shards across ranks itself
@@ -106,13 +112,13 @@ def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_i
         # random numbers as in an uninterrupted run (a resumed one restores them from its checkpoint).
         L.seed_everything(cfg.seed + index, workers=True, verbose=False)
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
-        trainer.save_checkpoint(final)
+        trainer.save_checkpoint(final, weights_only=False)  # with the optimiser state, as last.ckpt
         global_rank = trainer.global_rank
         print(f"[{stage.name}] done: checkpoint {final}, TensorBoard {logger.log_dir}")
     if cfg.eval.run_after_fit and global_rank == 0:
         # After a DDP fit every rank is still running this script; one process decodes the
         # whole test split and writes the outputs (others would race on the same files).
         module.to(compute_device(cfg))  # the Trainer hands the model back on the CPU
-        evaluate_module(module, dm, cfg, run_dir, world_size=1, rank=0)
+        evaluate_module(module, dm, cfg, run_dir, world_size=1, rank=0, run_dir=run_dir)
     print(f"run directory: {run_dir}")
     return run_dir

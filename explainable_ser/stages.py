@@ -71,16 +71,22 @@ def kl_weight(beta: float, step: int | None, steps: int, delay_ratio: float, war
     return beta * (min(1.0, past_delay / ramp) if ramp > 0 else 1.0)
 
 
-def stage_steps(stage, trainer) -> int:
-    """Optimiser steps of a stage: its epochs of the data module's batches per epoch (Lightning
-    cannot size an epoch of dynamic max-duration batches, the data module counts them), after
-    ``limit_train_batches`` and gradient accumulation, capped by the stage's ``max_steps``."""
+def batches_per_epoch(trainer) -> int:
+    """Training batches of one epoch: the data module's count (Lightning cannot size an epoch of
+    dynamic max-duration batches) after ``limit_train_batches``."""
     per_epoch = trainer.datamodule.train_batches_per_epoch()
     limit = trainer.limit_train_batches
     if isinstance(limit, int):
         per_epoch = min(per_epoch, limit)
     elif isinstance(limit, float) and limit < 1.0:
         per_epoch = max(1, int(per_epoch * limit))
+    return per_epoch
+
+
+def stage_steps(stage, trainer) -> int:
+    """Optimiser steps of a stage: its epochs of :func:`batches_per_epoch`, after gradient
+    accumulation, capped by the stage's ``max_steps``."""
+    per_epoch = batches_per_epoch(trainer)
     steps = math.ceil(per_epoch / trainer.accumulate_grad_batches) * stage.epochs
     if stage.max_steps:
         steps = min(steps, stage.max_steps)

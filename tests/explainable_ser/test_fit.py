@@ -63,6 +63,20 @@ def test_fit_writes_a_run_directory_that_reads_back(demo_run):
         assert any(tag.startswith("train/loss_") for tag in events.Tags()["scalars"]), stage
 
 
+def test_the_run_ends_with_a_summary_and_a_probe_per_stream(demo_run):
+    metrics = json.loads((demo_run / "metrics.json").read_text())
+    summary = (demo_run / "summary.txt").read_text()
+    assert f"UA {metrics['ua']:.3f} (chance 0.25 with 4 classes" in summary
+    assert f"tensorboard --logdir {demo_run / 'tensorboard'}" in summary
+    assert set(metrics["counterfactual"]) == {"descriptor", "content"}
+    for stream, cf in metrics["counterfactual"].items():
+        assert cf["n"] == 6 and f"{stream} tokens zeroed (6 utterances)" in summary
+        assert 0.0 <= cf["unparseable_rate"] <= 1.0
+    assert metrics["confusion_columns"] == [*metrics["labels"], "unparsed"]
+    for branch, lw in metrics["layer_weights"].items():  # what the summary's layer lines rest on
+        assert abs(sum(lw["weights"]) - 1.0) < 1e-5 and lw["uniform"] == 1 / len(lw["weights"])
+
+
 def test_checkpoints_hold_only_adaptable_weights_and_load_weights_only(demo_run):
     ckpt = torch.load(demo_run / "stage2" / "final.ckpt", map_location="cpu", weights_only=True)
     keys = set(ckpt["state_dict"])
@@ -187,6 +201,31 @@ def test_predict_prints_one_explanation_per_file(demo_run, corpus, capsys):
         assert set(line["emotion_scores"]) == {"neutral", "happy", "sad", "angry"}
         assert abs(sum(line["emotion_scores"].values()) - 1.0) < 1e-3
         assert {"transcript", "caption", "emotion", "attributes"} <= set(line)
+
+
+def test_predict_warns_when_the_spoken_language_is_not_the_training_one(demo_run, corpus, capsys,
+                                                                        monkeypatch):
+    from explainable_ser import language_id
+    from explainable_ser.predict import main as predict_main
+
+    class HearsMandarin:  # stands in for Whisper's language identification
+        def __init__(self, name, device):
+            assert name == "some-whisper"
+
+        def __call__(self, wave):
+            return "zh", 0.97
+
+    monkeypatch.setattr(language_id, "LanguageID", HearsMandarin)
+    audio = sorted((corpus / "audio" / "test").glob("*.flac"))[0]
+    assert predict_main(["--ckpt", str(demo_run / "stage2" / "final.ckpt"), str(audio),
+                         "--language-id", "some-whisper"]) == 0
+    out, err = capsys.readouterr()
+    line = json.loads(next(l for l in out.splitlines() if l.startswith("{")))
+    assert line["language"] == {"detected": "zh", "probability": 0.97, "training": ["en"]}
+    assert "trained on ['en']" in line["warnings"][0] and "warning:" in err
+    assert predict_main(["--ckpt", str(demo_run / "stage2" / "final.ckpt"), str(audio)]) == 0
+    assert "language" not in json.loads(next(l for l in capsys.readouterr().out.splitlines()
+                                             if l.startswith("{")))  # fbank encoder: auto is off
 
 
 def test_compare_pairs_utterances(demo_run, capsys):
