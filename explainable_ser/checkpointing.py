@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,10 @@ def read_checkpoint(ckpt: Path) -> dict:
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     except Exception as err:  # UnpicklingError, zip/EOF errors, KeyError, OSError ...
+        if ckpt.is_file() and not zipfile.is_zipfile(ckpt):  # torch's own detail would be e.g. "101"
+            raise ConfigError(f"{ckpt} is not a checkpoint: torch.save and the Trainer write a zip "
+                              f"archive, this file ({ckpt.stat().st_size} bytes) is none (truncated, "
+                              f"or another kind of file)") from None
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         # torch's weights-only refusal names the offending global on a later line
         detail = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else repr(err))

@@ -158,12 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res, indent=2))
         return 0
     print(f"paired utterances: {res['n_shared']} (only in A: {res['only_a']}, only in B: {res['only_b']})")
-    print("paired one-tailed t-tests that A is better than B (significant: p < 0.05)")
-    print(f"{'metric':>9} {'test on':<40} {'A':>8} {'B':>8} {'delta':>8} {'t':>7} {'p (A>B)':>9}  significant")
+    print("paired one-tailed t-tests that A is better than B (significant: p < 0.05); better is "
+          "higher for every metric but WER, where it is lower (its test runs on minus the WER)")
+    print(f"{'metric':>9} {'better':>6} {'test on':<40} {'A':>8} {'B':>8} {'delta':>8} {'t':>7} "
+          f"{'p(A better)':>11}  significant")
     for name, m in res["metrics"].items():
         p = "n/a" if m["p"] is None else f"{m['p']:.4f}"
         t = "n/a" if m["t"] is None else f"{m['t']:.2f}"
-        print(f"{name:>9} {m['test']:<40} {m['a']:>8.4f} {m['b']:>8.4f} {m['delta']:>+8.4f} {t:>7} {p:>9}  "
+        better = "lower" if name == "wer" else "higher"
+        print(f"{name:>9} {better:>6} {m['test']:<40} {m['a']:>8.4f} {m['b']:>8.4f} {m['delta']:>+8.4f} {t:>7} {p:>11}  "
               f"{'yes' if m['significant'] else 'no'}" + (f" ({m['reason']})" if m["reason"] else ""))
     for name, why in res["reasons"].items():
         print(f"{name:>9} not tested: {why}")

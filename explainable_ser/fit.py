@@ -15,8 +15,9 @@ Everything lands under the run directory (``runs/{name}`` by default):
     warm_start/              the demo's warm-started branches and their CTC reports
     {stage}/                 checkpoints per stage (``last.ckpt``, ``final.ckpt``)
     tensorboard/{stage}/     TensorBoard events
-    skipped.jsonl            every utterance skipped, with its reason
+    skipped.jsonl            every utterance skipped in training, with its reason (empty: none)
     predictions.jsonl, metrics.json   after evaluation
+    summary.txt              the summary printed at the end: each figure beside its chance level
 """
 
 from __future__ import annotations

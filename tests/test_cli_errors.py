@@ -70,6 +70,7 @@ def env(tmp_path_factory):
     bad.mkdir(parents=True)
     torch.save({"state_dict": {"x": Payload(f"touch {marker}")}}, bad / "unsafe.ckpt")
     (bad / "corrupt.ckpt").write_bytes(b"PK\x03\x04 not really a zip" * 10)
+    (tmp / "notes.ckpt").write_text("hello world\n")  # a text file named like a checkpoint
     (tmp / "bad.yaml").write_text("training:\n  stages: [\n")
     (tmp / "unknown.yaml").write_text("training:\n  nonexistent: 3\n")
     row = {"task": "ser_sed", "emotion_ref": "sad", "emotion": "sad", "transcript_ref": None,
@@ -117,6 +118,10 @@ CASES = [
     pytest.param("predict-incompatible-ckpt", "explainable_ser.predict",
                  ["--ckpt", "{ckpt}", "{audio}", "--set", "model.branch.latent_dim=4"],
                  "incompatible"),
+    pytest.param("predict-incompatible-ckpt-positional", "explainable_ser.predict",
+                 ["--ckpt", "{ckpt}", "{audio}", "model.branch.latent_dim=4"], "incompatible"),
+    pytest.param("evaluate-not-a-checkpoint", "explainable_ser.evaluate",
+                 ["--ckpt", "{tmp}/notes.ckpt", "{run}/config.yaml"], "is not a checkpoint"),
     ("compare-missing-file", "explainable_ser.compare", ["{tmp}/a.jsonl", "{tmp}/missing.jsonl"],
      "missing.jsonl"),
     ("compare-disjoint-utterances", "explainable_ser.compare", ["{tmp}/a.jsonl", "{tmp}/b.jsonl"],
@@ -209,11 +214,17 @@ def test_cli_error_subprocess(name, env):
 def test_predict_reports_each_unreadable_file_and_exits_1_when_others_worked(env, capsys):
     from explainable_ser.predict import main
 
-    rc = main(["--ckpt", str(env["ckpt"]), str(env["audio"]), str(env["tmp"] / "gone.wav")])
+    empty = env["tmp"] / "empty.wav"
+    empty.write_bytes(b"")
+    rc = main(["--ckpt", str(env["ckpt"]), str(env["audio"]), str(env["tmp"] / "gone.wav"), str(empty)])
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    assert rc == 1 and len(rows) == 2 and rows[1]["error"] == "file not found"
+    assert rc == 1 and len(rows) == 3 and rows[1]["error"] == "file not found"
+    assert rows[2]["error"] == "ValueError: empty file (0 bytes)"
     assert "gone.wav" in err and "Traceback" not in err
+    assert rows[0]["emotion"] in rows[0]["emotion_scores"]  # an answer, generated or the top score
+    if rows[0]["emotion_source"] == "scores":
+        assert rows[0]["emotion"] == max(rows[0]["emotion_scores"], key=rows[0]["emotion_scores"].get)
 
 
 def test_unsafe_checkpoint_is_refused_by_weights_only_loading(env):
