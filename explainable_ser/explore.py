@@ -174,9 +174,53 @@ def load_run(run_dir: str | Path) -> Run:
 
 # -- one run: predictions and metrics ---------------------------------------------------------
 def summary(run: Run, keys: Sequence[str] = SUMMARY_KEYS) -> list[dict]:
-    """The headline metrics, with the reason where a metric is null."""
+    """The headline metrics, what a model ignoring the audio would score (``chance``, where
+    ``metrics.json`` has it), and the reason where a metric is null."""
     reasons = run.metrics.get("reasons") or {}
-    return [{"metric": k, "value": run.metrics.get(k), "note": reasons.get(k, "")} for k in keys]
+    chance = run.metrics.get("chance") or {}
+    return [{"metric": k, "value": run.metrics.get(k), "chance": chance.get(k), "note": reasons.get(k, "")}
+            for k in keys]
+
+
+#: What each counterfactual figure means, for the table below and the notebook.
+COUNTERFACTUAL_COLUMNS = {
+    "unparseable": "zeroed outputs with no emotion the labels know (the model broke)",
+    "changed among parsed": "of the utterances whose both outputs name an emotion, the share that differ",
+    "changed if independent": "what that share would be if the zeroed answers ignored the normal ones",
+    "UA over parsed": "UA of the normal decode -> the zeroed one, on the utterances both parsed",
+    "chance UA": "1 / classes: what a constant or random answer gets",
+}
+
+
+def counterfactual_table(run: Run) -> list[dict]:
+    """One row per zeroed speech stream (``metrics.json["counterfactual"]``): whether zeroing it
+    broke the output or changed the answer. An older run (one combined figure) gives no rows."""
+    out = []
+    for stream, c in (run.metrics.get("counterfactual") or {}).items():
+        if not isinstance(c, dict) or "unparseable_rate" not in c:
+            continue
+        out.append({"stream zeroed": stream, "n": c["n"], "unparseable": c["unparseable_rate"],
+                    "changed among parsed": c["changed_among_parsed_rate"],
+                    "changed if independent": c["changed_if_independent"],
+                    "UA over parsed": f"{_num(c['ua_parsed'])} -> {_num(c['ua_zeroed_parsed'])}",
+                    "chance UA": c["chance_ua"]})
+    return out
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def comparison_note(runs: Sequence[Run]) -> str:
+    """What the system tables need, when ``runs`` holds fewer than two systems."""
+    systems = sorted({r.name for r in runs})
+    if len(systems) >= 2:
+        return f"{len(systems)} systems: {', '.join(systems)}"
+    return (f"Only {len(systems)} system here ({', '.join(systems) or 'none'}): the tables below need "
+            "two or more to compare. The SynthCraft-scale systems take minutes each on a CPU:\n\n"
+            "```bash\nfor s in sys4 sys5 sys6 sys7; do python -m explainable_ser.fit "
+            "experiments/synthcraft/$s.yaml; done\n"
+            "EXPLAINABLE_SER_RUNS=runs/synthcraft jupyter lab notebooks/compare_systems.ipynb\n```")
 
 
 def confusion_figure(run: Run):
@@ -196,12 +240,15 @@ def per_class_recall(run: Run) -> list[dict]:
 
 
 def attribute_accuracy(run: Run) -> list[dict]:
-    """Accuracy of each descriptor read back from the generated captions."""
+    """Accuracy of each descriptor read back from the generated captions, beside always
+    answering the most frequent value (emphasis: a random word of the transcript)."""
     aa = run.metrics.get("attribute_accuracy") or {}
     acc, n = aa.get("accuracy") or {}, aa.get("n") or {}
-    out = [{"attribute": k, "accuracy": v, "n": n.get(k)} for k, v in acc.items()]
+    chance = (run.metrics.get("chance") or {}).get("attribute_accuracy") or {}
+    out = [{"attribute": k, "accuracy": v, "chance": (chance.get("accuracy") or {}).get(k), "n": n.get(k)}
+           for k, v in acc.items()]
     if out:
-        out.append({"attribute": "mean", "accuracy": aa.get("mean"), "n": None})
+        out.append({"attribute": "mean", "accuracy": aa.get("mean"), "chance": chance.get("mean"), "n": None})
     return out
 
 
@@ -346,7 +393,7 @@ def layer_weights(run_dir: str | Path) -> dict[str, list[float]]:
 
 
 def layer_weights_figure(run_dir: str | Path, title: str | None = None):
-    """Bars of both branches' layer weights (which encoder layers each branch reads)."""
+    """Bars of both branches' softmax layer weights beside the uniform 1/L they start from."""
     return plots.layer_weights_figure(layer_weights(run_dir), title=title or f"layer weights: {run_dir}")
 
 

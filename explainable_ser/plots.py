@@ -31,17 +31,19 @@ def confusion_figure(confusion: list[list[int]], labels: list[str], title: str =
 
 
 def layer_weights_figure(weights: dict[str, list[float]], title: str = "learned layer weights"):
-    """One bar group per branch: the softmax weight of each encoder layer."""
-    fig, ax = plt.subplots(figsize=(6, 3))
+    """One bar group per branch: the softmax weight of each encoder layer, and the uniform
+    1/L the weights start from (a bar only means a preference where it stands clear of it)."""
+    fig, ax = plt.subplots(figsize=(7.5, 3))
     n = max(len(w) for w in weights.values())
     width = 0.8 / len(weights)
     for k, (name, w) in enumerate(weights.items()):
         ax.bar(np.arange(len(w)) + k * width, w, width=width, label=name)
+    ax.axhline(1 / n, color="black", linestyle=":", linewidth=1, label=f"uniform 1/{n}")
     ax.set_xticks(np.arange(n) + 0.4 - width / 2, [str(i) for i in range(n)])
     ax.set_xlabel("encoder layer (0 = embedding output)")
     ax.set_ylabel("softmax weight")
     ax.set_title(title)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the bars, not on them
     fig.tight_layout()
     return fig
 

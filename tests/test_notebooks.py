@@ -76,6 +76,8 @@ def test_notebook_executes_on_a_tiny_run(path, tiny_run, monkeypatch):
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
+    noise = [o.text for o in outputs if o.output_type == "stream" and "IProgress" in o.text]
+    assert not noise, noise  # tqdm's notebook bars need ipywidgets (in .[dev] and .[notebooks])
     shown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert str(tiny_run) in shown or os.path.basename(tiny_run) in shown, "it read the run it was given"
     images = [o for o in outputs if "image/png" in o.get("data", {})]
