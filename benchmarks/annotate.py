@@ -35,6 +35,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix
 from data_modules import annotate as A
 from data_modules.records import manifest_path, record_of
 from data_modules.synthcraft import CORPUS, ensure_synthcraft
+from explainable_ser import provenance
 
 SPLITS = ("train", "dev", "test")
 TARGETS = {"pitch": 0.85, "volume": 0.85, "speed": 0.85, "gender": 0.95}
@@ -178,7 +179,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/annotate.json")
     args = ap.parse_args()
-
+    prov = provenance.start()
     res: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
                  "machine": machine(), "targets": TARGETS}
     if not all(manifest_path(args.data_dir, CORPUS, s).exists() for s in SPLITS):
@@ -255,6 +256,7 @@ def main() -> None:
     ]
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    res["provenance"] = provenance.finish(prov)
     Path(args.out).write_text(json.dumps(res, indent=1))
     for name, cfg in res["configs"].items():
         print(f"{name:30s}", "  ".join(

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from explainable_ser import provenance
+
 MODULES = ("explainable_ser.fit", "explainable_ser.evaluate", "explainable_ser.predict",
            "explainable_ser.compare", "explainable_ser.crossval")
 
@@ -41,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=args.cwd, capture_output=True,
                             text=True).stdout.strip() or None
+    prov = provenance.start()
     result = {"cwd": str(args.cwd), "commit": commit, "load_average_start": os.getloadavg()[0],
               "repeat": args.repeat, "help_seconds": {}}
     for module in MODULES:
@@ -48,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         result["help_seconds"][module] = {"median": round(statistics.median(times), 3),
                                           "all": [round(t, 3) for t in times]}
         print(f"{module:<28} --help {statistics.median(times):6.2f} s")
+    result["provenance"] = provenance.finish(prov)  # of this script; `commit` is the timed checkout's
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -28,6 +28,7 @@ from lhotse import CutSet
 from data_modules.datamodule import DataConfig, SpeechBatchDataset, build_sampler
 from data_modules.records import make_cut, manifest_path
 from data_modules.synthcraft import generate
+from explainable_ser import provenance
 
 
 def padding(cuts: CutSet, cfg: DataConfig) -> dict:
@@ -90,6 +91,7 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=2000)
     ap.add_argument("--data-dir", default=None, help="reuse/generate SynthCraft here (default: temp dir)")
     args = ap.parse_args()
+    prov = provenance.start()
     res: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()}}
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = Path(args.data_dir or tmp)
@@ -108,6 +110,7 @@ def main() -> None:
             res["padding"][name] = {"bucketed": bucketed, "random": rand,
                                     "ratio": bucketed["efficiency"] / rand["efficiency"]}
         res["loader"] = loader_speed(train, DataConfig(max_duration=60.0))
+    res["provenance"] = provenance.finish(prov)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
     print(json.dumps(res, indent=2))

@@ -22,6 +22,7 @@ from lhotse import CutSet
 
 from data_modules.datamodule import DataConfig, SpeechBatchDataset
 from data_modules.records import manifest_path
+from explainable_ser import provenance
 from explainable_ser.config import load_config
 from explainable_ser.prompts import get_task
 
@@ -44,6 +45,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--out", default="benchmarks/results/decode.json")
     args = ap.parse_args()
+    prov = provenance.start()
     from explainable_ser.assembly import build
     from explainable_ser.checkpointing import load_adaptable
 
@@ -51,6 +53,11 @@ def main() -> None:
                              "torch_threads": torch.get_num_threads()}, "args": vars(args)}
     cuts = CutSet.from_file(manifest_path(args.data_dir, "synthcraft", "test")).subset(first=args.n)
     batch = SpeechBatchDataset(DataConfig())[cuts]
+    if batch["skipped"] or not batch["ids"]:  # timing an empty batch would give absurd rates
+        first = batch["skipped"][0] if batch["skipped"] else {"reason": "no cut in the manifest"}
+        raise SystemExit(f"{len(batch['skipped'])} of {len(cuts)} test clips could not be loaded "
+                         f"(first: {first}); audio paths in the manifest are relative to where "
+                         f"it was generated: run from there or pass that --data-dir")
     wave, lens = batch["wave"], batch["wave_lens"]
     task = get_task(args.task)
     for attn in ("sdpa", "eager"):
@@ -76,6 +83,7 @@ def main() -> None:
         }
     res["sdpa_vs_eager_batched"] = (res["sdpa"][f"utt_per_s_batch{args.batch}"]
                                     / res["eager"][f"utt_per_s_batch{args.batch}"])
+    res["provenance"] = provenance.finish(prov)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
     print(json.dumps(res, indent=2))

@@ -47,6 +47,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from explainable_ser import provenance  # noqa: E402
+
 SR = 16000
 SOURCE_SECONDS = 20.5
 CORPUS = "stream"
@@ -295,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = args.sizes or ([1000, 10000] if args.quick else [10000, 200000])
     shar_audio_n = args.shar_audio_size or (300 if args.quick else 3000)
     steps = args.steps or (4 if args.quick else 10)
-    result: dict = {"command": " ".join(["python", "benchmarks/streaming.py", *(argv or sys.argv[1:])]),
+    prov = provenance.start(" ".join(["python", "benchmarks/streaming.py", *(argv or sys.argv[1:])]))
+    result: dict = {"command": prov["command"],
                     "machine": machine(), "quick": args.quick}
     tmp = tempfile.TemporaryDirectory(prefix="streaming-bench-") if args.work_dir is None else None
     work = Path(args.work_dir or tmp.name)
@@ -372,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if tmp is not None:
             tmp.cleanup()
+    result["provenance"] = provenance.finish(prov)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     t = result["targets"]

@@ -47,6 +47,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from param_counts import HUBERT_LARGE, LLAMA3_VOCAB, LLAMA_31_8B  # noqa: E402
 
+from explainable_ser import provenance  # noqa: E402
+
 SR = 16000
 CONFIGS = ("project", "project_ckpt", "naive", "qlora")
 
@@ -325,6 +327,7 @@ def main() -> None:
         return
 
     device = "cuda" if gpu else "cpu"
+    prov = provenance.start()
     res: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                              "torch": torch.__version__,
                              "gpu": torch.cuda.get_device_name() if gpu else None},
@@ -354,6 +357,7 @@ def main() -> None:
     if "naive" in ok:
         res["speedup_vs_naive"] = {k: v["samples_per_s"] / ok["naive"]["samples_per_s"]
                                    for k, v in ok.items() if k != "naive"}
+    res["provenance"] = provenance.finish(prov)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
     print(json.dumps({k: res[k] for k in res if k != "args"}, indent=2))

