@@ -15,11 +15,15 @@ from pathlib import Path
 def start(command: str | None = None) -> dict:
     """Provenance at the start of a measurement (``command`` defaults to this process's)."""
     repo = Path(__file__).resolve().parents[1]
-    commit = ""
+    commit, changed = "", []
     if (repo / ".git").exists():
         commit = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty"],
                                 capture_output=True, text=True).stdout.strip()
+        status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True).stdout.splitlines()
+        changed = [line[3:] for line in status]  # what "-dirty" means here (README text or code)
     info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit or None,
+            "uncommitted": changed[:20],
             "command": command or " ".join(["python", *sys.argv]),
             "load_average_start": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
             "cpu": cpu_model(),
