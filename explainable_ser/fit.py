@@ -18,6 +18,7 @@ Everything lands under the run directory (``runs/{name}`` by default):
     skipped.jsonl            every utterance skipped in training, with its reason (empty: none)
     predictions.jsonl, metrics.json   after evaluation
     summary.txt              the summary printed at the end: each figure beside its chance level
+    timings.json             wall seconds per phase, with commit, command and load average
 """
 
 from __future__ import annotations

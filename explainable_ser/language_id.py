@@ -18,14 +18,18 @@ import torch
 class LanguageID:
     """``(language code, probability)`` of a 16 kHz waveform, from a Whisper checkpoint."""
 
-    def __init__(self, name_or_path: str, device: str | torch.device = "cpu"):
+    def __init__(self, name_or_path: str, device: str | torch.device = "cpu",
+                 trust_remote_code: bool = False):
         from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
         from explainable_ser.offline.pretrained import resolve
 
         path = resolve(name_or_path)
-        self.model = WhisperForConditionalGeneration.from_pretrained(path).to(device).eval()
-        self.features = WhisperFeatureExtractor.from_pretrained(path)
+        model = WhisperForConditionalGeneration.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model.to(device)
+        model.eval()
+        self.model = model
+        self.features = WhisperFeatureExtractor.from_pretrained(path, trust_remote_code=trust_remote_code)
         lang_to_id = _lang_to_id(path, self.model)
         if not lang_to_id:
             raise ValueError(f"{name_or_path} has no language tokens (an English-only Whisper "

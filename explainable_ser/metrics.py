@@ -815,7 +815,7 @@ def compute_metrics(rows: list[dict], labels: list[str],
             out["reasons"][k] = "no caption task with references was decoded"
         out["attribute_accuracy"] = None
     out["chance"] = chance_levels([r["emotion_ref"] for r in emo], cap_attrs,
-                                  [r["transcript_ref"] for r in cap])
+                                  [r.get("transcript_ref") for r in cap])
     if counterfactual_rows:
         # one probe per zeroed stream: {"descriptor": rows, "content": rows}
         out["counterfactual"] = {stream: counterfactual(emo, _emotion_rows(cf), labels)

@@ -99,7 +99,7 @@ def language_check(cfg, choice: str, device):
     if trained_on is None:
         print("note: the run's training manifests are not here: the spoken language is reported, "
               "not compared", file=sys.stderr)
-    return LanguageID(name, device), trained_on
+    return LanguageID(name, device, cfg.model.encoder.trust_remote_code), trained_on
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -214,7 +214,7 @@ def test_predict_warns_when_the_spoken_language_is_not_the_training_one(demo_run
     from explainable_ser.predict import main as predict_main
 
     class HearsMandarin:  # stands in for Whisper's language identification
-        def __init__(self, name, device):
+        def __init__(self, name, device, trust_remote_code=False):
             assert name == "some-whisper"
 
         def __call__(self, wave):
