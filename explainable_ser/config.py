@@ -446,7 +446,7 @@ def check_names(cfg: ExperimentConfig) -> None:
 
 
 def _choices(key: str, values: list[str], allowed) -> None:
-    bad = [v for v in values if v not in allowed]
+    bad = [v for v in values if not isinstance(v, str) or v not in allowed]  # e.g. [[]] from YAML
     if bad:
         raise ConfigError(f"{key}: unknown {bad[0]!r}, expected one of {sorted(allowed)}")
 

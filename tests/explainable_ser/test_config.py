@@ -86,3 +86,9 @@ def test_a_value_outside_its_choices_is_one_line_naming_key_and_choices(override
         load_config(["offline", override])
     message = str(err.value)
     assert key in message and "expected one of" in message and "\n" not in message
+
+
+def test_a_nested_list_where_names_belong_is_a_config_error():
+    # found by test_fuzz: `eval: {tasks: [[]]}` passed the schema and crashed the name check
+    with pytest.raises(ConfigError, match="eval.tasks"):
+        load_config(["offline", "eval.tasks=[[]]"])
