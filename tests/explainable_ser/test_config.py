@@ -92,3 +92,11 @@ def test_a_nested_list_where_names_belong_is_a_config_error():
     # found by test_fuzz: `eval: {tasks: [[]]}` passed the schema and crashed the name check
     with pytest.raises(ConfigError, match="eval.tasks"):
         load_config(["offline", "eval.tasks=[[]]"])
+
+
+def test_eval_targets_take_known_metrics_and_numbers_only():
+    assert load_config(["offline", "eval.targets={ua: 0.8, wer: 1}"]).eval.targets == {"ua": 0.8, "wer": 1}
+    with pytest.raises(ConfigError, match="eval.targets"):
+        load_config(["offline", "eval.targets={bleu: 0.3}"])
+    with pytest.raises(ConfigError, match="eval.targets"):  # found by test_fuzz: a list passed the schema
+        load_config(["offline", "eval.targets={ua: []}"])
