@@ -197,8 +197,9 @@ class ExplainableSER(nn.Module):
 
     @torch.no_grad()
     def label_scores(self, wave, wave_lens, task: Task, prefixes: list[str],
-                     labels: list[str]) -> torch.Tensor:
-        """Per-class probabilities [B, C] of ``Emotion: {label}`` after each utterance's prefix.
+                     labels: list[str], zero_descriptor: bool = False) -> torch.Tensor:
+        """Per-class probabilities [B, C] of ``Emotion: {label}`` after each utterance's prefix
+        (``zero_descriptor``: with the descriptor tokens zeroed, the counterfactual).
 
         The prefix (e.g. the generated caption) is shared by all candidates, so the differences
         of the summed target cross-entropies are the labels' log-probabilities.
@@ -207,7 +208,7 @@ class ExplainableSER(nn.Module):
         for label in labels:
             targets = [f"{p}\n{FIELD_PREFIX['emotion']} {label}".strip() for p in prefixes]
             out = self.forward(wave, wave_lens, task, targets, sample_content=False,
-                               sample_descriptor=False)
+                               sample_descriptor=False, zero_descriptor=zero_descriptor)
             neg_ce.append(-out["ce"])
         return torch.softmax(torch.stack(neg_ce, dim=1), dim=1)
 

@@ -1,88 +1,120 @@
-"""Explain audio files: ``python -m explainable_ser.predict --ckpt PATH AUDIO... [key=value ...]``.
+"""Explain audio files and folders: ``python -m explainable_ser.predict --model DIR|--ckpt PATH AUDIO_OR_DIR... [--out preds.jsonl]``.
 
-Prints one JSON line per file: the transcript (``asr``), the descriptor caption and emotion
+One JSON line per file: the transcript (``asr``), the descriptor caption and emotion
 (``ser_sed``), the attributes read back from the caption, and the per-class scores of the
 emotion (the model's probability of ``Emotion: {label}`` after its own caption). ``emotion``
 is the generated one (``emotion_source: generated``) or, when the generated text names no
-known label, the best-scoring label (``emotion_source: scores``). Audio in any format
-soundfile reads, any rate (resampled to 16 kHz), multichannel downmixed. Config overrides
-(``key=value``, YAML files) go among the arguments as in ``fit`` and ``evaluate``. With a
-Whisper encoder (the demo) each file's spoken language is identified (``language``) and a
-language the model was not trained on is warned about (``warnings``; ``--language-id``).
+known label, the best-scoring label (``emotion_source: scores``).
+
+The model: ``--model DIR`` (written by ``python -m explainable_ser.export``) or ``--ckpt``
+(a run's checkpoint; its run directory holds the config and tokenizer).
+
+Inputs: audio files and folders (searched recursively for audio by extension). Any format
+soundfile reads, else PyAV (MP3, M4A, MP4, WebM, ...); any rate (resampled to 16 kHz),
+multichannel downmixed. Files are decoded in batches of similar duration (``--batch-seconds``
+of audio per batch, sorted by length: little padding); ``--batch-seconds 0`` explains one file
+at a time. A file that cannot be read gets a line with an ``error`` and the rest go on.
+
+``--out FILE`` appends to FILE and shows a progress bar; run the same command again after an
+interruption and only the files not yet in FILE are explained. Without ``--out`` the lines go
+to standard output.
+
+Config overrides (``key=value``, YAML files) go among the arguments as in ``fit`` and
+``evaluate``. With a Whisper encoder (the demo) each file's spoken language is identified
+(``language``) and a language the model was not trained on is warned about (``warnings``;
+``--language-id``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from explainable_ser.config import ConfigError
-from explainable_ser.prompts import caption_attributes, get_task, parse_output
 
-if TYPE_CHECKING:
-    import torch
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".mp4", ".aac",
+                    ".webm", ".mka", ".mkv", ".aif", ".aiff", ".au", ".caf", ".wma", ".w64"}
+"""What a folder is searched for (case-insensitive); a file named on the command line is read
+whatever its extension."""
 
-_EMOTION_PREFIX = re.compile(r"emotion\s*:", re.IGNORECASE)
+
+def collect(paths: list[str]) -> tuple[list[str], list[str]]:
+    """``(files, missing)``: the named files and the audio files under the named folders
+    (recursive, sorted), and the paths that exist as neither."""
+    files, missing = [], []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            files += sorted(str(f) for f in path.rglob("*")
+                            if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file())
+        elif path.is_file():
+            files.append(p)
+        else:
+            missing.append(p)
+    return list(dict.fromkeys(files)), missing
 
 
-def load_audio(path: str, data_cfg) -> torch.Tensor:
-    """Through the data module's own loader: same downmix, resampling and validity checks."""
-    # Loaded here, not at the top: `--help` and argument errors answer without torch and lhotse.
-    import soundfile as sf
-    import torch
+def key(path: str) -> str:
+    """What resuming compares: the absolute path (a re-run from another directory still matches)."""
+    return str(Path(path).resolve())
 
-    from data_modules.datamodule import SpeechBatchDataset
+
+def already_done(out: Path) -> set[str]:
+    """The files an earlier (interrupted) run wrote to ``out``. A last line cut off mid-write is
+    removed, so the lines appended next start on a line of their own."""
+    if not out.is_file():
+        return set()
+    text = out.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    done = set()
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:  # the line being written when the run stopped
+                out.write_text("".join(lines[:-1]), encoding="utf-8")
+                print(f"note: {out}: dropped an incomplete last line (written when the run stopped)",
+                      file=sys.stderr)
+                break
+            raise ConfigError(f"{out} line {i + 1} is not JSON: not a predict output to append to") from None
+        if isinstance(row, dict) and "file" in row:
+            done.add(key(row["file"]))
+    if lines and not lines[-1].endswith("\n") and out.read_text(encoding="utf-8") == text:
+        with open(out, "a", encoding="utf-8") as f:  # a whole last line without its newline
+            f.write("\n")
+    return done
+
+
+def batches(files: list[str], seconds: dict[str, float], batch_seconds: float):
+    """Lists of files of similar duration, up to ``batch_seconds`` of audio each (lhotse's
+    sampler over the files sorted by duration; a file longer than that is a batch alone)."""
+    if batch_seconds <= 0 or len(files) == 1:
+        yield from ([f] for f in files)
+        return
+    import warnings
+
+    from lhotse import CutSet
+    from lhotse.dataset import SimpleCutSampler
+
     from data_modules.records import make_cut
 
-    if Path(path).stat().st_size == 0:  # soundfile would say "Format not recognised"
-        raise ValueError("empty file (0 bytes)")
-    info = sf.info(path)
-    cut = make_cut(Path(path).stem, path, sampling_rate=info.samplerate, num_samples=info.frames,
-                   corpus="files", split="predict")
-    audio, reason = SpeechBatchDataset(data_cfg).load(cut)
-    if reason is not None:
-        raise ValueError(reason)
-    return torch.from_numpy(audio)
-
-
-def explain(model, wave: torch.Tensor, labels: list[str], max_new_tokens: int = 64,
-            num_beams: int = 1) -> dict:
-    """Transcript, caption, emotion and per-class emotion scores for one waveform [T]."""
-    import torch
-
-    with torch.no_grad():
-        return _explain(model, wave, labels, max_new_tokens, num_beams)
-
-
-def _explain(model, wave, labels, max_new_tokens: int, num_beams: int) -> dict:
-    import torch
-
-    device = next(model.parameters()).device
-    w, lens = wave[None].to(device), torch.tensor([wave.numel()], device=device)
-    asr = model.generate(w, lens, get_task("asr"), max_new_tokens=max_new_tokens, num_beams=num_beams)[0]
-    # An SSL baseline (Table 2 Sys.1-3) writes no caption: it answers the emotion task alone.
-    task = get_task("ser_sed" if getattr(model, "has_descriptor", True) else "ser")
-    raw = model.generate(w, lens, task, max_new_tokens=max_new_tokens, num_beams=num_beams)[0]
-    parsed = parse_output(raw, tuple(labels))
-    m = _EMOTION_PREFIX.search(raw)
-    prefix = (raw[: m.start()] if m else raw).strip()
-    scores = model.label_scores(w, lens, task, [prefix], labels)[0]
-    # The generated text names an emotion, or none the labels know: the scores still rank them,
-    # so the answer is the best-scoring label and `emotion_source` says which it is.
-    best = labels[int(torch.as_tensor(scores).argmax())]
-    return {
-        "transcript": parse_output(asr)["transcript"],
-        "caption": parsed["caption"],
-        "emotion": parsed["emotion"] or best,
-        "emotion_source": "generated" if parsed["emotion"] else "scores",
-        "emotion_scores": {lab: round(float(s), 4) for lab, s in zip(labels, scores)},
-        "attributes": caption_attributes(parsed["caption"]),
-        "raw": {"asr": asr, task.name: raw},
-    }
+    rate = 16000  # durations only: the sampler never reads the audio
+    cuts = CutSet.from_cuts(make_cut(str(i), f, sampling_rate=rate, num_samples=max(1, int(seconds[f] * rate)),
+                                     corpus="files", split="predict") for i, f in enumerate(files))
+    sampler = SimpleCutSampler(cuts.sort_by_duration(ascending=False), max_duration=batch_seconds,
+                               shuffle=False, drop_last=False)
+    seen = set()
+    with warnings.catch_warnings():  # "exceeded max_duration with 1 cut": a long file alone, as said
+        warnings.filterwarnings("ignore", message=".*exceeded the max_duration.*")
+        for batch in sampler:
+            ids = [int(c.id) for c in batch]
+            seen.update(ids)
+            yield [files[i] for i in ids]
+    if len(seen) != len(files):  # never expected; no file may be dropped silently
+        yield from ([files[i]] for i in range(len(files)) if i not in seen)
 
 
 def language_check(cfg, choice: str, device):
@@ -102,15 +134,35 @@ def language_check(cfg, choice: str, device):
     return LanguageID(name, device, cfg.model.encoder.trust_remote_code), trained_on
 
 
-def main(argv: list[str] | None = None) -> int:
+def add_language(out: dict, path: str, wave, lid, trained_on) -> None:
+    code, prob = lid(wave)
+    out["language"] = {"detected": code, "probability": round(prob, 3),
+                       "training": sorted(trained_on) if trained_on else None}
+    if trained_on and code not in trained_on and prob >= 0.5:
+        warning = (f"Whisper hears '{code}' (p={prob:.2f}) but the model was trained on "
+                   f"{sorted(trained_on)} speech: its output is unlikely to mean anything here")
+        out["warnings"] = [warning]
+        print(f"warning: {path}: {warning}", file=sys.stderr)
+
+
+def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m explainable_ser.predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="exit status: 0 every file explained; 1 some files could not "
                                             "be read (their JSON line has an 'error'); 2 a bad argument, "
-                                            "config or checkpoint, or no audio file exists")
-    parser.add_argument("--ckpt", required=True, help="checkpoint, e.g. runs/demo/stage2/final.ckpt")
-    parser.add_argument("inputs", nargs="+", metavar="AUDIO|OVERRIDE",
-                        help="audio files, and YAML files or key=value overrides (as in fit and evaluate)")
+                                            "config, model or checkpoint, or no audio file exists")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model", metavar="DIR", help="an exported model (python -m explainable_ser.export)")
+    model.add_argument("--ckpt", help="a run's checkpoint, e.g. runs/demo/stage2/final.ckpt")
+    parser.add_argument("inputs", nargs="+", metavar="AUDIO|DIR|OVERRIDE",
+                        help="audio files, folders of audio, and YAML files or key=value overrides")
+    parser.add_argument("--out", metavar="FILE",
+                        help="append the JSON lines to FILE (resumable: files already in it are skipped)")
+    parser.add_argument("--batch-seconds", type=float, default=60.0, metavar="S",
+                        help="audio seconds per batch, files of similar length together "
+                             "(default 60; 0: one file at a time)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: a GPU if any)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--language-id", default="auto", metavar="WHISPER|auto|off",
                         help="check the spoken language with a Whisper checkpoint and warn when the "
                              "model was trained on another; auto (default): the run's encoder when it "
@@ -119,55 +171,124 @@ def main(argv: list[str] | None = None) -> int:
                         help="overrides, the older spelling (same as key=value among the arguments)")
     args = parser.parse_args(argv)
     # An argument is an override when it is key=value or a YAML file, unless a file of that name exists.
-    is_override = [a.endswith((".yaml", ".yml")) or ("=" in a and not Path(a).is_file())
+    is_override = [a.endswith((".yaml", ".yml")) or ("=" in a and not Path(a).exists())
                    for a in args.inputs]
     args.audio = [a for a, o in zip(args.inputs, is_override) if not o]
-    overrides = [a for a, o in zip(args.inputs, is_override) if o] + list(args.set)
+    args.overrides = [a for a, o in zip(args.inputs, is_override) if o] + list(args.set)
     if not args.audio:
-        parser.error("no audio file given (only overrides)")
-    missing = [path for path in args.audio if not Path(path).is_file()]
-    if len(missing) == len(args.audio):  # nothing to do: say so before loading any model
-        print(f"error: audio file{'s' if len(missing) > 1 else ''} not found: {', '.join(missing)}",
-              file=sys.stderr)
-        return 2
-    if not Path(args.ckpt).is_file():  # said before the model stack loads (seconds)
-        print(f"error: checkpoint not found: {args.ckpt}", file=sys.stderr)
-        return 2
-    from explainable_ser.assembly import load_trained
+        parser.error("no audio file or folder given (only overrides)")
+    return args
 
+
+def load(args):
+    """The :class:`~explainable_ser.inference.Explainer` the arguments name; raises ConfigError."""
+    from explainable_ser.inference import Explainer
+
+    if args.model:
+        from explainable_ser.export import ExportError
+
+        try:
+            ser = Explainer.from_export(args.model, device=args.device, overrides=args.overrides)
+        except ExportError as err:
+            raise ConfigError(str(err)) from None
+        return ser
+    ser = Explainer.from_checkpoint(args.ckpt, args.overrides)
+    if args.device:
+        ser.model.to(args.device)
+    return ser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    files, missing = collect(args.audio)
+    if not files:  # nothing to do: say so before loading any model
+        what = ", ".join(missing) if missing else ", ".join(args.audio)
+        reason = "not found" if missing else "holds no audio file"
+        print(f"error: {what}: {reason}", file=sys.stderr)
+        return 2
+    source = args.model or args.ckpt
+    if not Path(source).exists():  # said before the model stack loads (seconds)
+        print(f"error: {'model directory' if args.model else 'checkpoint'} not found: {source}", file=sys.stderr)
+        return 2
+    out_path = Path(args.out) if args.out else None
     try:
-        cfg, _, module, _ = load_trained(args.ckpt, overrides, with_data=False)
+        done = already_done(out_path) if out_path else set()
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    todo = [f for f in files if key(f) not in done]
+    if out_path and done:
+        print(f"resuming: {len(files) - len(todo)} of {len(files)} files are already in {out_path}",
+              file=sys.stderr)
+    try:
+        ser = load(args)
     except (ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    model = module.model.eval()
     try:
-        lid, trained_on = language_check(cfg, args.language_id, next(model.parameters()).device)
+        lid, trained_on = language_check(ser.cfg, args.language_id, ser.device)
     except Exception as err:  # an English-only Whisper, an unreachable registry ...: go on without
         print(f"note: no language check ({type(err).__name__}: {err})", file=sys.stderr)
         lid, trained_on = None, None
-    status = 0
-    for path in args.audio:
+    sink = open(out_path, "a", encoding="utf-8") if out_path else sys.stdout
+    try:
+        return run(ser, todo, missing, args, sink, lid, trained_on)
+    finally:
+        if out_path:
+            sink.close()
+
+
+def run(ser, todo: list[str], missing: list[str], args, sink, lid, trained_on) -> int:
+    from tqdm import tqdm
+
+    from explainable_ser.inference import AudioError, probe_seconds
+
+    errors = 0
+
+    def write(row: dict) -> None:
+        sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+        sink.flush()  # a line is whole on disk before the next file starts (resume)
+
+    def fail(path: str, reason: str) -> None:
+        nonlocal errors
+        errors += 1
+        write({"file": path, "error": reason})
+        print(f"error: {path}: {reason}", file=sys.stderr)
+
+    for path in missing:
+        fail(path, "file not found")
+    seconds = {}
+    for path in todo:
         try:
-            wave = load_audio(path, cfg.data)
-        except Exception as err:  # one unreadable file must not stop the others
-            reason = "file not found" if path in missing else f"{type(err).__name__}: {err}"
-            print(json.dumps({"file": path, "error": reason}))
-            print(f"error: {path}: {reason}", file=sys.stderr)
-            status = 1
-            continue
-        out = explain(model, wave, list(cfg.training.labels), cfg.eval.max_new_tokens, cfg.eval.num_beams)
-        if lid is not None:
-            code, prob = lid(wave)
-            out["language"] = {"detected": code, "probability": round(prob, 3),
-                               "training": sorted(trained_on) if trained_on else None}
-            if trained_on and code not in trained_on and prob >= 0.5:
-                warning = (f"Whisper hears '{code}' (p={prob:.2f}) but the model was trained on "
-                           f"{sorted(trained_on)} speech: its output is unlikely to mean anything here")
-                out["warnings"] = [warning]
-                print(f"warning: {path}: {warning}", file=sys.stderr)
-        print(json.dumps({"file": path, **out}, ensure_ascii=False))
-    return status
+            seconds[path] = probe_seconds(path)
+        except (AudioError, OSError) as err:
+            fail(path, str(err))
+    readable = [p for p in todo if p in seconds]
+    t0, n_done = time.perf_counter(), 0
+    bar = tqdm(total=len(readable), unit="utt", desc="explaining", file=sys.stderr,
+               disable=args.no_progress or (args.out is None and not sys.stderr.isatty()))
+    for group in batches(readable, seconds, args.batch_seconds):
+        waves, kept = [], []
+        for path in group:
+            try:
+                waves.append(ser.read(path))
+                kept.append(path)
+            except Exception as err:  # one unreadable file must not stop the others
+                fail(path, str(err) if isinstance(err, AudioError) else f"{type(err).__name__}: {err}")
+        if waves:
+            for path, wave, row in zip(kept, waves, ser.explain_batch(waves)):
+                if lid is not None:
+                    add_language(row, path, wave, lid, trained_on)
+                write({"file": path, **row})
+        n_done += len(kept)
+        bar.update(len(group))
+    bar.close()
+    wall = time.perf_counter() - t0
+    if args.out:
+        rate = f", {n_done / wall:.2f} utt/s" if n_done and wall > 0 else ""
+        print(f"explained {n_done} file(s) in {wall:.1f} s{rate}; {errors} could not be read; "
+              f"-> {args.out}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

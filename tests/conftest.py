@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -46,3 +48,43 @@ def tiny_tokenizer():
 def seeded():
     torch.manual_seed(0)
     yield
+
+
+# -- a trained-looking run and its export (export, predict, the app) --------------------------
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A run directory whose checkpoint has non-trivial LoRA and branch weights (random, as if
+    trained: an untrained LoRA is zero and would make every comparison trivially equal)."""
+    from data_modules.synthcraft import generate
+    from explainable_ser.assembly import build
+    from explainable_ser.config import load_config, to_yaml
+    from explainable_ser.stages import adaptable_names
+
+    tmp = tmp_path_factory.mktemp("export")
+    corpus = tmp / "corpus"
+    generate(corpus, n_train=6, n_dev=2, n_test=2, seed=7, progress=False)
+    run_dir = tmp / "run"
+    cfg = load_config([*TINY_LLM, f"data.corpora.0.dir={corpus}", f"run_dir={run_dir}",
+                       "eval.max_new_tokens=6"])
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    _, module = build(cfg, run_dir)
+    gen = torch.Generator().manual_seed(0)
+    keep = {f"model.{n}" for n in adaptable_names(module.model)}
+    state = {k: (v + 0.05 * torch.randn(v.shape, generator=gen)) if v.is_floating_point() else v
+             for k, v in module.state_dict().items() if k in keep}
+    (run_dir / "stage2").mkdir()
+    torch.save({"state_dict": state, "stage_name": "stage2"}, run_dir / "stage2" / "final.ckpt")
+    (run_dir / "metrics.json").write_text(json.dumps({"ua": 0.5, "wer": 0.25, "n_utterances": 2}))
+    clip = sorted((corpus / "audio" / "test").glob("*.flac"))[0]
+    return run_dir, clip
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run, tmp_path_factory):
+    from explainable_ser.export import main
+
+    run_dir, _ = trained_run
+    out = tmp_path_factory.mktemp("exp") / "model"
+    assert main(["--ckpt", str(run_dir / "stage2" / "final.ckpt"), "--out", str(out), "--merge-lora"]) == 0
+    return out
