@@ -64,11 +64,14 @@ def probe_seconds(path: str | Path) -> float:
 
 
 def read_audio(path: str | Path, data_cfg) -> np.ndarray:
-    """Mono float32 samples at ``data_cfg.sampling_rate``; :class:`AudioError` names the problem."""
-    import soundfile as sf
-    import soxr
+    """Mono float32 samples at ``data_cfg.sampling_rate``; :class:`AudioError` names the problem.
 
-    from data_modules.datamodule import check_waveform
+    A format soundfile reads goes through the data module's own loader (the downmix, resampling
+    and checks training clips get); anything else is decoded by PyAV and checked the same way."""
+    import soundfile as sf
+
+    from data_modules.datamodule import SpeechBatchDataset, check_waveform
+    from data_modules.records import make_cut
 
     path = Path(path)
     if not path.is_file():
@@ -76,21 +79,28 @@ def read_audio(path: str | Path, data_cfg) -> np.ndarray:
     if path.stat().st_size == 0:
         raise AudioError("empty file (0 bytes)")
     try:
-        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)  # [T, C]
-        audio = audio.mean(axis=1)
+        info = sf.info(str(path))
     except Exception:  # not a libsndfile format: compressed audio or a video container
-        from data_modules.corpora.meld import decode_mp4  # any PyAV container, 16 kHz mono
+        info = None
+    if info is not None:
+        cut = make_cut(path.stem, path, sampling_rate=info.samplerate, num_samples=info.frames,
+                       corpus="files", split="predict")
+        audio, reason = SpeechBatchDataset(data_cfg).load(cut)
+    else:
+        from data_modules.corpora.meld import decode_mp4  # any PyAV container -> 16 kHz mono
 
         try:
-            audio, sr = decode_mp4(path), 16000
+            audio = decode_mp4(path)
         except Exception as err:
             raise AudioError(f"neither soundfile nor PyAV can decode it ({type(err).__name__}: "
                              f"{err})") from None
-    reason = check_waveform(audio, sr, data_cfg)
+        reason = check_waveform(audio, 16000, data_cfg)
+        if reason is None and data_cfg.sampling_rate != 16000:
+            import soxr
+
+            audio = soxr.resample(audio, 16000, data_cfg.sampling_rate)
     if reason is not None:
         raise AudioError(reason)
-    if sr != data_cfg.sampling_rate:
-        audio = soxr.resample(audio, sr, data_cfg.sampling_rate)
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 

@@ -67,9 +67,8 @@ def already_done(out: Path) -> set[str]:
     removed, so the lines appended next start on a line of their own."""
     if not out.is_file():
         return set()
-    text = out.read_text(encoding="utf-8")
-    lines = text.splitlines(keepends=True)
-    done = set()
+    lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
+    done, dropped = set(), False
     for i, line in enumerate(lines):
         try:
             row = json.loads(line)
@@ -78,11 +77,12 @@ def already_done(out: Path) -> set[str]:
                 out.write_text("".join(lines[:-1]), encoding="utf-8")
                 print(f"note: {out}: dropped an incomplete last line (written when the run stopped)",
                       file=sys.stderr)
+                dropped = True
                 break
             raise ConfigError(f"{out} line {i + 1} is not JSON: not a predict output to append to") from None
         if isinstance(row, dict) and "file" in row:
             done.add(key(row["file"]))
-    if lines and not lines[-1].endswith("\n") and out.read_text(encoding="utf-8") == text:
+    if lines and not dropped and not lines[-1].endswith("\n"):
         with open(out, "a", encoding="utf-8") as f:  # a whole last line without its newline
             f.write("\n")
     return done
