@@ -107,8 +107,9 @@ def batches(files: list[str], seconds: dict[str, float], batch_seconds: float):
     sampler = SimpleCutSampler(cuts.sort_by_duration(ascending=False), max_duration=batch_seconds,
                                shuffle=False, drop_last=False)
     seen = set()
-    with warnings.catch_warnings():  # "exceeded max_duration with 1 cut": a long file alone, as said
+    with warnings.catch_warnings():  # a file longer than batch_seconds is a batch alone, as said
         warnings.filterwarnings("ignore", message=".*exceeded the max_duration.*")
+        warnings.filterwarnings("ignore", message=".*violates the max_duration.*")
         for batch in sampler:
             ids = [int(c.id) for c in batch]
             seen.update(ids)
