@@ -145,3 +145,22 @@ def test_cli_startup_script_writes_its_json(tmp_path):
                                            "explainable_ser.predict", "explainable_ser.compare",
                                            "explainable_ser.crossval"}
     assert all(v["median"] > 0 for v in result["help_seconds"].values())
+
+
+def test_predict_script_times_both_modes_on_the_same_files(exported, trained_run, tmp_path):
+    """benchmarks/predict.py on the tiny export: both modes explain every file, agree, write JSON."""
+    _, clip = trained_run
+    out = tmp_path / "predict.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "predict.py"), "--model", str(exported),
+                           str(clip.parents[1]), "--n", "4", "--batch-seconds", "20", "--out", str(out),
+                           "--keep", str(tmp_path / "lines")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["n_files"] == 4 and set(res["modes"]) == {"batch1", "bucketed"}
+    assert res["modes"]["batch1"]["n_batches"] == 4 and res["modes"]["bucketed"]["n_batches"] < 4
+    for mode in res["modes"].values():
+        assert mode["n_explained"] == 4 and mode["exit_status"] == 0 and mode["utt_per_s"] > 0
+    agree = res["agreement"]
+    assert agree["n_compared"] == 4 and agree["identical_emotion"] == 4 and agree["max_abs_score_diff"] < 1e-3
+    assert len((tmp_path / "lines" / "bucketed.jsonl").read_text().splitlines()) == 4
+    assert res["provenance"]["load_average_start"] and res["provenance"]["commit"]
