@@ -6,8 +6,8 @@ only handles input validation, missing values and bookkeeping.
 
 * SER: unweighted accuracy (UA, mean per-class recall = balanced accuracy),
   weighted accuracy (WA, plain accuracy), macro-F1 and a confusion matrix
-  (:func:`emotion_metrics`); :func:`annotator_aware_accuracy` credits a
-  prediction matching any annotator's label.
+  (:func:`emotion_metrics`); :func:`annotator_aware_accuracy` and
+  :func:`annotator_aware_f1` credit a prediction matching any annotator's label.
 * ASR: corpus-level word error rate after one text normaliser
   (:func:`normalize_text`, :func:`wer`).
 * Captions: BLEU-4, METEOR, ROUGE-L, CIDEr(-D), SPICE via pycocoevalcap
@@ -44,6 +44,7 @@ from explainable_ser.prompts import get_task
 __all__ = [
     "emotion_metrics",
     "annotator_aware_accuracy",
+    "annotator_aware_f1",
     "normalize_text",
     "wer",
     "caption_metrics",
@@ -186,6 +187,43 @@ def annotator_aware_accuracy(
             continue
         y_true.append(int(hyp is not None and hyp in set(ann)))
     return float(np.mean(y_true)) if y_true else None
+
+
+def annotator_aware_f1(
+    annotator_labels: Sequence[Sequence[str] | None],
+    majority: Sequence[str | None],
+    hyps: Sequence[str | None],
+    labels: Sequence[str],
+) -> float | None:
+    """Macro-F1 where a prediction is correct if *any* annotator gave that label.
+
+    Each utterance's reference is the prediction itself when it is in the annotators' label
+    set, else its majority label (``majority``; where that is ``None``, the labels' most
+    frequent annotator label, ties to the first in ``labels``), so a plausible minority reading
+    is credited and a wrong answer still counts against the majority class (arXiv 2509.24187's
+    scoring). The utterances are those :func:`annotator_aware_accuracy` scores (with annotator
+    labels); one whose annotators gave no label in ``labels`` and that has no majority is
+    left out. ``None`` when nothing is left.
+    """
+    _check_same_length(annotator_labels=annotator_labels, majority=majority, hyps=hyps)
+    labels = list(labels)
+    refs: list[str] = []
+    preds: list[str | None] = []
+    for ann, maj, hyp in zip(annotator_labels, majority, hyps):
+        if not ann:
+            continue
+        if hyp is not None and hyp in set(ann):
+            ref = hyp
+        elif maj is not None:
+            ref = maj
+        else:
+            counts = {lab: list(ann).count(lab) for lab in labels}
+            ref = max(labels, key=lambda lab: counts[lab]) if any(counts.values()) else None
+        if ref is None:
+            continue
+        refs.append(ref)
+        preds.append(hyp)
+    return emotion_metrics(refs, preds, labels)["macro_f1"] if refs else None
 
 
 # --------------------------------------------------------------------------- #
@@ -788,6 +826,9 @@ def compute_metrics(rows: list[dict], labels: list[str],
     ann = [r for r in emo if r.get("annotator_emotions")]
     out["annotator_aware_accuracy"] = annotator_aware_accuracy(
         [r["annotator_emotions"] for r in ann], [r["emotion"] for r in ann]) if ann else None
+    out["annotator_aware_macro_f1"] = annotator_aware_f1(
+        [r["annotator_emotions"] for r in ann], [r["emotion_ref"] for r in ann],
+        [r["emotion"] for r in ann], labels) if ann else None
     asr = [r for r in rows if "transcript" in get_task(r["task"]).fields and r["transcript_ref"]]
     out["wer"] = wer([r["transcript_ref"] for r in asr], [r["transcript"] for r in asr])["wer"] if asr else None
     if not asr:

@@ -375,3 +375,35 @@ def test_full_release_counts_and_folds(reference, tmp_path):
         for speaker, n_dev in Counter(r["speaker"] for r in dev.values()).items():
             assert abs(n_dev - 0.1 * rest[speaker]) <= 0.5
         assert set(Counter(r["speaker"] for r in dev.values())) == set(rest)
+
+
+def test_annotator_aware_macro_f1_by_hand_on_the_quirk_tree(quirks):
+    """arXiv 2509.24187's scoring on this fixture's records, worked out by hand below."""
+    from explainable_ser.metrics import annotator_aware_accuracy, annotator_aware_f1, emotion_metrics
+
+    recs = load(quirks, "all")
+    hyps = {"Ses01F_impro05a_F000": "neutral",   # [neutral]: right
+            "Ses01F_impro05a_M000": "sad",       # happy [happy]: wrong
+            "Ses01M_impro08b_F001": "neutral",   # angry [neutral, angry, happy]: a minority reading, credited
+            "Ses01M_impro08b_M001": "angry",     # no annotator label kept: not scored
+            "Ses01F_script01_1b_M002": "sad",    # right
+            "Ses02M_impro01_F000": "neutral", "Ses02M_impro01_F001": "happy",
+            "Ses02M_impro01_F002": "neutral",    # angry: wrong
+            "Ses02M_impro01_F003": "sad",
+            "Ses02M_impro01_M000": "happy",      # neutral: wrong
+            "Ses02M_impro01_M001": "happy", "Ses02M_impro01_M002": "angry",
+            "Ses02M_impro01_M003": None}         # sad, unparsed: wrong
+    assert set(hyps) == set(recs)
+    ids = sorted(recs)
+    ann = [recs[i]["annotator_emotions"] for i in ids]
+    maj = [recs[i]["emotion"] for i in ids]
+    hyp = [hyps[i] for i in ids]
+    # 12 scored. References (the prediction where an annotator gave it, else the majority):
+    # neutral 4 (TP 3, FP 1: F002) F1 3/4; happy 3 (TP 2, FP 1: M000) 2/3; sad 3 (TP 2, FP 1:
+    # 05a_M000) 2/3; angry 2 (TP 1, FP 0) 2/3. Macro-F1 = (3/4 + 3 * 2/3) / 4 = 0.6875.
+    assert annotator_aware_f1(ann, maj, hyp, ["neutral", "happy", "sad", "angry"]) == pytest.approx(0.6875)
+    assert annotator_aware_accuracy(ann, hyp) == pytest.approx(8 / 12)
+    scored = [k for k, a in enumerate(ann) if a]
+    plain = emotion_metrics([maj[k] for k in scored], [hyp[k] for k in scored],
+                            ["neutral", "happy", "sad", "angry"])["macro_f1"]
+    assert plain < 0.6875  # the minority reading counts against the majority label there

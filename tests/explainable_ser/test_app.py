@@ -79,6 +79,15 @@ def test_counterfactual_summary_in_words():
         counterfactual_summary(row, other)
 
 
+def test_cli_names_a_missing_model_and_binds_localhost_by_default(tmp_path, capsys):
+    from explainable_ser.app import main, parse_args
+
+    assert parse_args(["--model", "x"]).host == "127.0.0.1"
+    pytest.importorskip("gradio")
+    assert main(["--model", str(tmp_path / "nope")]) == 2
+    assert f"model directory not found: {tmp_path / 'nope'}" in capsys.readouterr().err
+
+
 # -- the real page --------------------------------------------------------------------------------
 def browser_missing() -> str | None:
     for module in ("gradio", "selenium"):

@@ -572,3 +572,15 @@ def test_compute_metrics_reports_chance_columns_and_one_probe_per_stream():
     assert m["chance"]["ua"] == 0.5
     assert m["counterfactual"]["descriptor"]["unparseable_rate"] == 0.5
     assert m["counterfactual"]["content"]["changed_among_parsed_rate"] == 0.0
+
+
+def test_annotator_aware_f1_falls_back_to_the_annotators_plurality():
+    labels = ["neutral", "happy", "sad"]
+    ann = [["sad", "sad", "happy"], ["happy"], ["neutral"], None, ["other"]]
+    maj = [None, "happy", "neutral", "sad", None]
+    hyps = ["neutral", "happy", "neutral", "sad", "sad"]
+    # first: no majority given, annotators say sad twice -> scored against sad (wrong);
+    # the unannotated and the no-usable-label utterances are left out
+    assert M.annotator_aware_f1(ann, maj, hyps, labels) == pytest.approx(
+        M.emotion_metrics(["sad", "happy", "neutral"], ["neutral", "happy", "neutral"], labels)["macro_f1"])
+    assert M.annotator_aware_f1([None], [None], ["sad"], labels) is None
