@@ -17,6 +17,8 @@ audio source           the cut's ``Recording`` (path, offset = ``cut.start``,
 ``emotion``            canonical emotion label (see :data:`EMOTIONS`) or ``None``
 ``attributes``         dict: gender, age, pitch, volume, speed, emphasis (where known)
 ``annotator_emotions`` list of canonical labels, one per annotator (where kept)
+``rationale``          a sentence or two explaining the emotion (``data_modules.rationales``
+                       writes them with a teacher LLM), ``None`` where there is none
 ``speaker``            ``supervision.speaker``
 ``gender``             ``supervision.gender`` (``male`` / ``female``)
 ``session`` / ``fold`` corpus-specific grouping (IEMOCAP sessions)
@@ -47,7 +49,7 @@ EMOTION_ALIASES: dict[str, str] = {
 }
 
 CUSTOM_FIELDS = ("corpus", "split", "caption", "emotion", "attributes", "annotator_emotions",
-                 "session", "fold")
+                 "session", "fold", "rationale")
 
 
 def canonical_emotion(label: str | None) -> str | None:
@@ -80,6 +82,7 @@ def make_cut(
     recording_duration: float | None = None,
     session: str | int | None = None,
     fold: int | None = None,
+    rationale: str | None = None,
 ) -> MonoCut:
     """Build one unified record.
 
@@ -105,6 +108,7 @@ def make_cut(
         "annotator_emotions": list(annotator_emotions) if annotator_emotions else None,
         "session": session,
         "fold": fold,
+        "rationale": rationale,
     }
     sup = SupervisionSegment(
         id=utt_id,

@@ -89,6 +89,7 @@ def decode_batch(model, wave, lens, records: list[dict], tasks: list[str], cfg: 
                 "annotator_emotions": rec.get("annotator_emotions"),
                 "raw": raw, "transcript": parsed["transcript"], "caption": parsed["caption"],
                 "emotion": parsed["emotion"], "parsed": parsed["parsed"],
+                "rationale_ref": rec.get("rationale"), "rationale": parsed["rationale"],
                 "caption_attributes": caption_attributes(parsed["caption"]),
             })
     return rows

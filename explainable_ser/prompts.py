@@ -29,8 +29,9 @@ SYSTEM_PROMPT = "You are a helpful language and speech assistant."
 CONTENT_SLOT = "<Content>"
 DESCRIPTOR_SLOT = "<Speech descriptor>"
 
-FIELD_PREFIX = {"transcript": "Transcript:", "caption": "Description:", "emotion": "Emotion:"}
-FIELD_ORDER = ("transcript", "caption", "emotion")
+FIELD_PREFIX = {"transcript": "Transcript:", "caption": "Description:", "emotion": "Emotion:",
+                "rationale": "Rationale:"}
+FIELD_ORDER = ("transcript", "caption", "emotion", "rationale")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,15 @@ TASKS: dict[str, Task] = {
              "speech descriptors, then give the emotion.", ("transcript", "caption", "emotion")),
         Task("asr_ser", "Please transcribe the input audio, then give the emotion.",
              ("transcript", "emotion")),
+        # Rationales (not in the paper). arXiv 2509.24187's order: transcript, emotion, then
+        # the reason; and a reasoning-first order, the reason before the label it leads to.
+        Task("asr_ser_rat", "Please transcribe the input audio, give the emotion, then explain "
+             "in one or two sentences which cues show it.", ("transcript", "emotion", "rationale")),
+        Task("rat_ser", "Please explain in one or two sentences which cues in the input audio "
+             "show the speaker's emotion, then give the emotion.", ("rationale", "emotion")),
+        Task("sed_ser_rat", "Please caption the input audio according to content and speech "
+             "descriptor-related information, give the emotion, then explain it in one or two "
+             "sentences.", ("caption", "emotion", "rationale")),
     ]
 }
 
@@ -139,19 +149,20 @@ class PromptBuilder:
 
 
 # -- parsing ---------------------------------------------------------------------------------
-_PREFIX_RE = re.compile(r"(transcript|description|emotion)\s*:", re.IGNORECASE)
-_PREFIX_FIELD = {"transcript": "transcript", "description": "caption", "emotion": "emotion"}
+_PREFIX_RE = re.compile(r"(transcript|description|emotion|rationale)\s*:", re.IGNORECASE)
+_PREFIX_FIELD = {"transcript": "transcript", "description": "caption", "emotion": "emotion",
+                 "rationale": "rationale"}
 
 
 def parse_output(text: str | None, labels: tuple[str, ...] | list[str] | None = None) -> dict:
-    """Generated text -> ``{"transcript", "caption", "emotion", "parsed"}``.
+    """Generated text -> ``{"transcript", "caption", "emotion", "rationale", "parsed"}``.
 
     The first occurrence of each prefix wins; a field runs until the next prefix. Text with no
     prefix at all is taken as a bare transcript (ASR outputs that dropped the prefix). The
     emotion is the first word after ``Emotion:`` if it is in ``labels`` (when given); otherwise
     ``None``. ``parsed`` is False when an emotion was expected but not recovered.
     """
-    out: dict = {"transcript": None, "caption": None, "emotion": None}
+    out: dict = {"transcript": None, "caption": None, "emotion": None, "rationale": None}
     if not isinstance(text, str):
         return {**out, "parsed": False}
     matches = list(_PREFIX_RE.finditer(text))

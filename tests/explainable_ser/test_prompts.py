@@ -12,7 +12,8 @@ from explainable_ser.prompts import (TASKS, caption_attributes, get_task, parse_
 LABELS = ("neutral", "happy", "sad", "angry")
 REC = {"transcript": "the dog found a red ball", "emotion": "sad",
        "caption": 'A male speaker with low pitch and high volume speaks at a slow pace, '
-                  'emphasizing the word "ball".'}
+                  'emphasizing the word "ball".',
+       "rationale": "His low, slow voice and the stress on the ball sound sad."}
 
 
 def test_every_task_round_trips_through_the_parser():
@@ -54,10 +55,10 @@ def test_unknown_task_is_a_clear_error():
 
 
 @settings(max_examples=3000, deadline=None)
-@given(st.one_of(st.none(), st.text(), st.text(alphabet="EmotionDescriptTanscr: \n\"|happysad", max_size=80)))
+@given(st.one_of(st.none(), st.text(), st.text(alphabet="EmotionDescriptTanscrRal: \n\"|happysad", max_size=80)))
 def test_parser_never_raises(text):
     out = parse_output(text, LABELS)
-    assert set(out) == {"transcript", "caption", "emotion", "parsed"}
+    assert set(out) == {"transcript", "caption", "emotion", "rationale", "parsed"}
     assert out["emotion"] in (None, *LABELS)
     caption_attributes(out["caption"])
 
@@ -99,3 +100,17 @@ def test_chatml_pieces_of_smollm2_splice_at_the_slots_and_end_with_im_end():
     target = builder.target_ids("Emotion: sad")
     assert target[-1] == tok.convert_tokens_to_ids("<|im_end|>") == builder.eot_id
     assert tok.decode(target[:-1]) == "Emotion: sad"
+
+
+@pytest.mark.parametrize("name", ["asr_ser_rat", "rat_ser", "sed_ser_rat"])
+def test_rationale_orders_parse_back_whatever_comes_first(name):
+    task = get_task(name)
+    text = render_target(task, REC)
+    assert text.index("Rationale:") > text.index("Emotion:") if name != "rat_ser" else \
+        text.index("Rationale:") < text.index("Emotion:")
+    parsed = parse_output(text, LABELS)
+    assert parsed["rationale"] == REC["rationale"] and parsed["emotion"] == "sad" and parsed["parsed"]
+    # word-level decoding of the reasoning-first answer still reads back
+    decoded = "rationale : his low , slow voice sounds sad . emotion : sad"
+    assert parse_output(decoded, LABELS)["rationale"] == "his low , slow voice sounds sad ."
+    assert render_target(task, {**REC, "rationale": None}) is None
