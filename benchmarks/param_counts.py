@@ -3,8 +3,9 @@
     python benchmarks/param_counts.py [experiments/sys7_iemocap.yaml] [--out benchmarks/results/param_counts.json]
 
 The encoder and the LLM are built from their architecture configs instead of ``from_pretrained``
-(HuBERT-large: 24 layers of 1024, 50 frames/s; Llama-3.1-8B: 32 layers of 4096, 8 KV heads,
-vocab 128,256), so this runs anywhere. Reported: encoder, LLM base, LoRA, each branch, and the
+(HuBERT-large: 24 layers of 1024, 50 frames/s; for a Whisper encoder Whisper-large-v3's
+encoder, 32 layers of 1280; for a WavLM, WavLM-large; Llama-3.1-8B: 32 layers of 4096, 8 KV
+heads, vocab 128,256), so this runs anywhere. A second (descriptor) encoder is counted apart. Reported: encoder, LLM base, LoRA, each branch, and the
 trainable set of every stage of the experiment.
 """
 
@@ -24,6 +25,14 @@ from explainable_ser.offline.tokenizer import build_word_tokenizer
 HUBERT_LARGE = dict(model_type="hubert", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
                     intermediate_size=4096, feat_extract_norm="layer", do_stable_layer_norm=True,
                     conv_bias=True, num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16)
+WAVLM_LARGE = dict(model_type="wavlm", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                   intermediate_size=4096, feat_extract_norm="layer", do_stable_layer_norm=True,
+                   conv_bias=False, num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16,
+                   num_buckets=320, max_bucket_distance=800)
+WHISPER_LARGE_V3 = dict(model_type="whisper", d_model=1280, encoder_layers=32, encoder_attention_heads=20,
+                        encoder_ffn_dim=5120, decoder_layers=32, decoder_attention_heads=20,
+                        decoder_ffn_dim=5120, num_mel_bins=128, max_source_positions=1500,
+                        vocab_size=51866)
 LLAMA_31_8B = dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                    num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072,
                    rope_theta=500000.0, tie_word_embeddings=False,
@@ -32,9 +41,24 @@ LLAMA_31_8B = dict(model_type="llama", hidden_size=4096, intermediate_size=14336
 LLAMA3_VOCAB = 128256
 
 
+def full_size_encoder(enc) -> None:
+    """An encoder config's architecture in place of its checkpoint name (Whisper-large-v3 for a
+    Whisper, WavLM-large for a WavLM, HuBERT-large otherwise)."""
+    name = (enc.name_or_path or "").lower()
+    if enc.kind == "whisper":
+        enc.hf_config = dict(WHISPER_LARGE_V3)
+    elif "wavlm" in name:
+        enc.hf_config = dict(WAVLM_LARGE)
+    else:  # an hf encoder becomes HuBERT-large; a filterbank front end stays one (no weights)
+        enc.hf_config = dict(HUBERT_LARGE)
+    enc.name_or_path = None
+
+
 def full_size_model(cfg):
     """The experiment's stack with full-size shapes on the meta device."""
-    cfg.model.encoder.name_or_path, cfg.model.encoder.hf_config = None, dict(HUBERT_LARGE)
+    full_size_encoder(cfg.model.encoder)
+    if cfg.model.descriptor_encoder is not None:
+        full_size_encoder(cfg.model.descriptor_encoder)
     cfg.model.llm.name_or_path, cfg.model.llm.hf_config = None, dict(LLAMA_31_8B)
     cfg.model.llm.dtype = "bfloat16"
     with torch.device("meta"):
@@ -54,6 +78,7 @@ def count(cfg_path: str | None) -> dict:
         "config": cfg_path,
         "total": total(params),
         "encoder": total([n for n in params if n.startswith("encoder.")]),
+        "descriptor_encoder": total([n for n in params if n.startswith("descriptor_encoder.")]),
         "llm_base": total([n for n in params if n.startswith("llm.") and "lora_" not in n]),
         "lora": total([n for n in params if "lora_" in n]),
         "content_branch": total([n for n in params if n.startswith("content.")]),

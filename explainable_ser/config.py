@@ -160,7 +160,14 @@ class ModelConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     """The baseline's heads (``kind: discriminative`` only)."""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    """Frozen speech encoder."""
+    """Frozen speech encoder (of both branches, or of the content branch alone when
+    ``descriptor_encoder`` is set)."""
+    descriptor_encoder: EncoderConfig | None = None
+    """A second frozen encoder for the descriptor branch (not in the paper; the dual-encoder
+    front end of arXiv 2506.06820: e.g. Whisper for content, WavLM or the filterbank for
+    paralinguistics). Its layers are resampled in time, utterance by utterance, to the content
+    encoder's frame count, so both streams give the same number of speech tokens. ``None``:
+    one encoder feeds both branches (the paper). Kinds ``hf``, ``whisper``, ``fbank``."""
     branch: BranchConfig = field(default_factory=BranchConfig)
     """Disentanglement blocks and adapters."""
     llm: LLMConfig = field(default_factory=LLMConfig)
@@ -452,6 +459,18 @@ def check_names(cfg: ExperimentConfig) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"eval.targets.{key}: expected a number, got {value!r}")
     _choices("training.warm_start.branches", cfg.training.warm_start.branches, groups[:2])
+    enc2 = cfg.model.descriptor_encoder
+    if enc2 is not None and enc2.kind == "ctc_fbank":
+        raise ConfigError("model.descriptor_encoder.kind: ctc_fbank is trained on transcripts, a "
+                          "content encoder; use hf, whisper or fbank for the descriptor stream")
+    if enc2 is not None and cfg.model.kind != "llm":
+        raise ConfigError("model.descriptor_encoder: only the LLM model (model.kind: llm) has a descriptor branch")
+    if enc2 is not None and "descriptor" in cfg.training.warm_start.branches:
+        raise ConfigError("training.warm_start.branches: the descriptor warm start reads the content "
+                          "encoder's layers; with model.descriptor_encoder set, warm-start only [content]")
+    if cfg.data.caption_attributes is not None:
+        _choices("data.caption_attributes", cfg.data.caption_attributes,
+                 ("gender", "pitch", "volume", "speed", "emphasis"))
 
 
 def _choices(key: str, values: list[str], allowed) -> None:

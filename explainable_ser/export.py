@@ -79,7 +79,7 @@ def load_exported(path: str | Path, device: str | None = None, overrides: list[s
     cfg = load_config([str(path / "config.yaml"), *overrides])
     cfg.model.llm.tokenizer = str(path / "tokenizer")
     base = path / "base_models"
-    for part in ("encoder", "llm"):
+    for part in info["base_models"]:  # encoder, llm (and descriptor_encoder when there is one)
         named = info["base_models"][part]["name_or_path"]
         needs_copy = not named and info["base_models"][part].get("copied_to")
         if needs_copy and not (path / needs_copy).is_dir():
@@ -118,10 +118,15 @@ def _base_model_info(cfg, run_dir: Path) -> dict:
     enc, llm = cfg.model.encoder, cfg.model.llm
     offline = run_dir / "offline_models"
     out = {}
-    for part, name in (("encoder", enc.name_or_path), ("llm", llm.name_or_path)):
+    parts = [("encoder", enc), ("llm", llm)]
+    if cfg.model.descriptor_encoder is not None:
+        parts.append(("descriptor_encoder", cfg.model.descriptor_encoder))
+    for part, sub in parts:
+        name = sub.name_or_path
         copied = f"base_models/{part}" if not name and (offline / part).is_dir() else None
         out[part] = {"name_or_path": name, "copied_to": copied}
-    out["encoder"]["kind"] = enc.kind
+        if part != "llm":
+            out[part]["kind"] = sub.kind
     return out
 
 

@@ -3,6 +3,8 @@
 Reads top to bottom, one utterance batch at a time:
 
     wave [B, T] --encoder--> layers [L, B, F, D], frame_lens [B]
+      (optional second encoder for the descriptor branch: its layers [L', B, F', D'] resampled
+       in time to the content encoder's F frames, so both streams have N tokens)
       content branch:    weighted sum -> VIB -> z_con [B, F, Z] -> adapter -> S_con [B, N, H]
       descriptor branch: weighted sum -> VIB -> z_des [B, F, Z] -> adapter -> S_des [B, N, H]
     prompt: <head> S_con <mid> S_des <tail: instruction + assistant header> <target> <eot>
@@ -58,14 +60,16 @@ class SpeechTokens:
 class ExplainableSER(nn.Module):
     """Encoder, branches and LLM; the prompt builder knows the splice positions."""
 
-    def __init__(self, encoder: nn.Module, llm: nn.Module, tokenizer, cfg):
+    def __init__(self, encoder: nn.Module, llm: nn.Module, tokenizer, cfg,
+                 descriptor_encoder: nn.Module | None = None):
         super().__init__()
         self.encoder = encoder  # frozen, eval mode (see train())
+        self.descriptor_encoder = descriptor_encoder  # None: the one encoder feeds both branches
         self.llm = llm  # peft-wrapped causal LM
         llm_dim = llm.get_input_embeddings().weight.shape[1]
-        n_layers, enc_dim = encoder.num_layers, encoder.hidden_size
-        self.content = Branch(n_layers, enc_dim, llm_dim, cfg.branch)
-        self.descriptor = Branch(n_layers, enc_dim, llm_dim, cfg.branch)
+        self.content = Branch(encoder.num_layers, encoder.hidden_size, llm_dim, cfg.branch)
+        des = descriptor_encoder or encoder
+        self.descriptor = Branch(des.num_layers, des.hidden_size, llm_dim, cfg.branch)
         self.tokenizer = tokenizer
         self.prompts = PromptBuilder(tokenizer, cfg.system_prompt)
         self.pad_id = tokenizer.pad_token_id
@@ -73,6 +77,8 @@ class ExplainableSER(nn.Module):
     def train(self, mode: bool = True):
         super().train(mode)
         self.encoder.eval()  # HF HuBERT masks time steps in train mode; it stays frozen
+        if self.descriptor_encoder is not None:
+            self.descriptor_encoder.eval()
         return self
 
     def layer_weights(self) -> dict[str, torch.Tensor]:
@@ -80,23 +86,40 @@ class ExplainableSER(nn.Module):
         return {b: getattr(self, b).block.layer_weights() for b in ("content", "descriptor")}
 
     # -- speech -> tokens ----------------------------------------------------------------------
-    def encode(self, wave, wave_lens):
+    def encode(self, wave, wave_lens, encoder: nn.Module | None = None):
         """Frozen encoder: every layer [L, B, F, D] in the branches' dtype, real frame counts [B]."""
         # inference_mode skips autograd's version counters and views entirely (cheaper than
         # no_grad). Its outputs may not be saved for backward, so training gets a copy; the
         # copy also brings a bf16 encoder's layers to the branches' dtype (no autocast needed).
         with torch.inference_mode():
-            layers, frame_lens = self.encoder(wave, wave_lens)
+            layers, frame_lens = (encoder or self.encoder)(wave, wave_lens)
         dtype = self.content.block.layer_logits.dtype
         if torch.is_grad_enabled() or layers.dtype != dtype:
             layers = layers.to(dtype, copy=True)
         return layers, frame_lens.clone()
 
+    def descriptor_layers(self, wave, wave_lens, layers, frame_lens):
+        """The descriptor branch's input [L', B, F, D']: the content encoder's own layers, or
+        the second encoder's resampled (linearly, each utterance's real frames onto its real
+        content frame count) so both streams stay frame-aligned and give equal token counts."""
+        if self.descriptor_encoder is None:
+            return layers
+        d_layers, d_lens = self.encode(wave, wave_lens, self.descriptor_encoder)  # [L', B, F', D']
+        n_l, b, _, dim = d_layers.shape
+        out = d_layers.new_zeros(n_l, b, layers.shape[2], dim)  # [L', B, F, D']
+        for i in range(b):
+            f_d, f_c = int(d_lens[i]), int(frame_lens[i])
+            if f_d > 0 and f_c > 0:
+                x = d_layers[:, i, :f_d].transpose(1, 2)  # [L', D', F'_i]
+                out[:, i, :f_c] = F.interpolate(x, size=f_c, mode="linear", align_corners=False).transpose(1, 2)
+        return out
+
     def speech_tokens(self, wave, wave_lens, *, sample_content: bool, sample_descriptor: bool,
                       zero_descriptor: bool, zero_content: bool = False) -> SpeechTokens:
         layers, frame_lens = self.encode(wave, wave_lens)  # [L, B, F, D], [B]
         s_con, n_tok, kl_con = self.content(layers, frame_lens, sample_content)  # [B, N, H]
-        s_des, _, kl_des = self.descriptor(layers, frame_lens, sample_descriptor)  # [B, N, H]
+        d_layers = self.descriptor_layers(wave, wave_lens, layers, frame_lens)  # [L', B, F, D']
+        s_des, _, kl_des = self.descriptor(d_layers, frame_lens, sample_descriptor)  # [B, N, H]
         if zero_descriptor:
             s_des = torch.zeros_like(s_des)  # stage 1: positions kept, information removed
         if zero_content:
@@ -286,9 +309,11 @@ def build_model(cfg, tokenizer, device: str = "cpu", vocab_size: int | None = No
     """
     sub = (lambda name: Path(random_init_dir) / name) if random_init_dir is not None else (lambda name: None)
     encoder = build_encoder(cfg.encoder, random_init_dir=sub("encoder"), device=device)
+    descriptor_encoder = (build_encoder(cfg.descriptor_encoder, random_init_dir=sub("descriptor_encoder"),
+                                        device=device) if cfg.descriptor_encoder is not None else None)
     llm = build_llm(cfg.llm, vocab_size=vocab_size or len(tokenizer), device=device,
                     random_init_dir=sub("llm"), init_seed=init_seed)
-    model = ExplainableSER(encoder, llm, tokenizer, cfg)
+    model = ExplainableSER(encoder, llm, tokenizer, cfg, descriptor_encoder)
     if cfg.compile:
         # Module.compile compiles in place: parameter names, hence checkpoints, are unchanged.
         model.content.compile(dynamic=True)

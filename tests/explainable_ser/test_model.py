@@ -277,3 +277,74 @@ def test_compiled_branches_keep_names_and_outputs(tiny_tokenizer):
     # Both branches ran through dynamo (one graph: the two modules share their code).
     assert counters["stats"]["unique_graphs"] >= 1 and counters["stats"]["calls_captured"] > 0
     torch.testing.assert_close(a["ce"], b["ce"], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("task_name", ["asr_ser_rat", "rat_ser"])
+def test_label_scores_whatever_the_field_order(model, task_name):
+    """The probability of each label after the answer's prefix (a transcript, a rationale)
+    is the softmax of the candidates' negated summed CE: the prefix's share cancels out."""
+    task = get_task(task_name)
+    wave, lens = waves([9000, 12000])
+    labels = ["neutral", "happy", "sad", "angry"]
+    prefixes = ["Transcript: the dog found a red ball", "Rationale: a low slow voice"]
+    got = model.label_scores(wave, lens, task, prefixes, labels)
+    assert got.shape == (2, 4) and torch.allclose(got.sum(1), torch.ones(2))
+    for i in range(2):
+        ce = torch.stack([model(wave[i:i + 1, : lens[i]], lens[i:i + 1], task,
+                                [f"{prefixes[i]}\nEmotion: {lab}"], sample_content=False,
+                                sample_descriptor=False)["ce"][0] for lab in labels])
+        assert torch.allclose(got[i], torch.softmax(-ce, 0), atol=1e-5)
+
+
+def test_a_second_encoder_feeds_the_descriptor_branch_with_equal_token_counts(tiny_tokenizer, seeded):
+    """fbank (content) + a tiny HuBERT (descriptor): different layers and widths, same tokens."""
+    from conftest import HUBERT_FIELDS
+
+    from explainable_ser.config import EncoderConfig
+
+    cfg = tiny_config()
+    cfg.model.descriptor_encoder = EncoderConfig(kind="hf", name_or_path=None, hf_config=dict(HUBERT_FIELDS))
+    m = build_model(cfg.model, tiny_tokenizer).eval()
+    assert m.descriptor.block.layer_logits.numel() == m.descriptor_encoder.num_layers == 3
+    assert m.content.block.layer_logits.numel() == m.encoder.num_layers
+    wave, lens = waves([16000, 24321, 8000])
+    sp = m.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=False)
+    assert sp.content.shape == sp.descriptor.shape
+    layers, frame_lens = m.encode(wave, lens)
+    assert sp.n_tokens.tolist() == (frame_lens // cfg.model.branch.downsample).tolist()
+    # both streams feed the LLM; the second encoder never trains
+    out = m(wave, lens, get_task("ser_sed"), [render_target(get_task("ser_sed"), REC)] * 3)
+    out["ce"].sum().backward()
+    assert all(p.grad is None for p in m.descriptor_encoder.parameters())
+    assert m.descriptor.block.layer_logits.grad is not None
+    m.train()
+    assert not m.descriptor_encoder.training
+
+
+def test_descriptor_frames_are_resampled_to_the_content_frames(tiny_tokenizer):
+    """A stand-in second encoder at half the frame rate: each utterance's real frames are
+    stretched linearly onto its content frame count, padding stays zero."""
+    from torch import nn
+
+    class HalfRate(nn.Module):
+        num_layers, hidden_size = 1, 1
+
+        def forward(self, wave, wave_lens):
+            n = wave_lens // 640  # 25 frames/s
+            f = int(n.max())
+            ramp = torch.arange(f, dtype=torch.float32)[None, :, None].expand(len(n), f, 1)
+            return ramp[None].clone(), n  # [1, B, F', 1]: frame index as the feature
+
+    m = build_model(tiny_config().model, tiny_tokenizer).eval()
+    m.descriptor_encoder = HalfRate()
+    wave, lens = waves([32000, 16000])
+    layers, frame_lens = m.encode(wave, lens)
+    out = m.descriptor_layers(wave, lens, layers, frame_lens)  # [1, B, F, 1]
+    assert out.shape[:3] == (1, 2, layers.shape[2])
+    for i in range(2):
+        f_c, f_d = int(frame_lens[i]), int(lens[i]) // 640
+        want = torch.nn.functional.interpolate(torch.arange(f_d, dtype=torch.float32)[None, None],
+                                               size=f_c, mode="linear", align_corners=False)[0, 0]
+        assert torch.allclose(out[0, i, :f_c, 0], want)
+        assert torch.all(out[0, i, f_c:] == 0)
+    assert out[0, 0, : int(frame_lens[0]), 0].max() > 40  # 50 real frames at 25 Hz, stretched
