@@ -857,10 +857,45 @@ def compute_metrics(rows: list[dict], labels: list[str],
         out["attribute_accuracy"] = None
     out["chance"] = chance_levels([r["emotion_ref"] for r in emo], cap_attrs,
                                   [r.get("transcript_ref") for r in cap])
+    out.update(explanation_metrics(rows, labels, caption_metrics))
     if counterfactual_rows:
         # one probe per zeroed stream: {"descriptor": rows, "content": rows}
         out["counterfactual"] = {stream: counterfactual(emo, _emotion_rows(cf), labels)
                                  for stream, cf in counterfactual_rows.items()}
+    return out
+
+
+def explanation_metrics(rows: list[dict], labels: list[str],
+                        caption_metrics: tuple[str, ...] = CAPTION_METRICS) -> dict:
+    """What the explanations say, checked (:mod:`explainable_ser.grounding`):
+
+    * ``grounding``: per explanation kind (``caption``, ``rationale``) the cues it states
+      against the reference attributes: per-cue accuracy, ``hallucinated_cue_rate`` (a stated
+      cue that contradicts the measurement);
+    * ``rationale``: BLEU-4 / ROUGE-L / CIDEr of generated rationales against the records'
+      (teacher-written) ones, and ``consistency``: the rate at which a rationale's emotion
+      words disagree with the emotion given.
+    Rows of tasks without that field are not counted; absent kinds are left out."""
+    from explainable_ser.grounding import consistency, grounding
+
+    out: dict = {"grounding": {}}
+    for kind in ("caption", "rationale"):
+        have = [r for r in rows if kind in get_task(r["task"]).fields and r.get("attributes_ref")]
+        if have:
+            out["grounding"][kind] = grounding([r.get(kind) for r in have], [r["attributes_ref"] for r in have])
+    rat = [r for r in rows if "rationale" in get_task(r["task"]).fields]
+    if rat:
+        info: dict = {"n": len(rat), "n_missing": sum(not r.get("rationale") for r in rat)}
+        with_ref = [r for r in rat if r.get("rationale_ref")]
+        if with_ref:
+            wanted = tuple(m for m in ("bleu4", "rouge_l", "cider") if m in caption_metrics)
+            cm = _score_captions([r["rationale_ref"] for r in with_ref], [r.get("rationale") for r in with_ref],
+                                 "en", metrics=wanted)
+            info.update({m: cm[m] for m in wanted})
+        else:
+            info["reason"] = "no rationale references (records without a rationale field)"
+        info["consistency"] = consistency([r.get("emotion") for r in rat], [r.get("rationale") for r in rat], labels)
+        out["rationale"] = info
     return out
 
 
@@ -915,4 +950,20 @@ def counterfactual(rows: list[dict], zeroed: list[dict], labels: list[str]) -> d
         p_a = {k: sum(a["emotion"] == k for a, _ in both) / len(both) for k in labels}
         p_b = {k: sum(b["emotion"] == k for _, b in both) / len(both) for k in labels}
         out["changed_if_independent"] = 1.0 - sum(p_a[k] * p_b[k] for k in labels)
+    with_rationale = [(a, b) for a, b in pairs if "rationale" in get_task(a["task"]).fields]
+    if with_rationale:
+        # The probe on the reasons: does the rationale change, and does it state more
+        # contradicted cues, once the stream is gone?
+        from explainable_ser.grounding import grounding
+
+        refs = [a.get("attributes_ref") for a, _ in with_rationale]
+        out["rationale"] = {
+            "n": len(with_rationale),
+            "changed_rate": sum((a.get("rationale") or "") != (b.get("rationale") or "")
+                                for a, b in with_rationale) / len(with_rationale),
+            "hallucinated_cue_rate": grounding([a.get("rationale") for a, _ in with_rationale], refs)[
+                "hallucinated_cue_rate"],
+            "hallucinated_cue_rate_zeroed": grounding([b.get("rationale") for _, b in with_rationale], refs)[
+                "hallucinated_cue_rate"],
+        }
     return out
