@@ -19,19 +19,22 @@ from explainable_ser.checkpointing import load_adaptable, read_checkpoint
 from explainable_ser.config import ConfigError, ExperimentConfig, load_config
 from explainable_ser.lit_module import ExplainableSERModule
 from explainable_ser.model import build_model
+from explainable_ser.prompts import get_task
 from explainable_ser.tokenizer import load_tokenizer
 
 
 def corpus_texts(dm: SpeechDataModule, labels: list[str]):
-    """Transcripts, captions and labels of the training split (offline tokenizer vocabulary).
+    """Transcripts, captions (as the data module renders them), rationales and labels of the
+    training split (offline tokenizer vocabulary).
 
     Cuts the data pipeline skips for their text (no supervision, invalid UTF-8) are left out."""
+    loader = SpeechBatchDataset(dm.cfg)
     for _, cuts in dm.split_cuts("train_split", metadata_only=True):  # Shar: no audio bytes
         for cut in cuts:
             if SpeechBatchDataset.text_problem(cut) is not None:
                 continue
-            rec = record_of(cut)
-            for key in ("transcript", "caption"):
+            rec = loader.record(cut)
+            for key in ("transcript", "caption", "rationale"):
                 if rec.get(key):
                     yield rec[key]
     yield " ".join(labels)
@@ -69,6 +72,38 @@ def auto_dtype_device(cfg: ExperimentConfig) -> str:
     return compute_device(cfg) if bf16 else "cpu"
 
 
+MADE_FIELDS = {"rationale": "python -m data_modules.rationales --manifest {dir}/{name}_cuts_{split}.jsonl.gz "
+                             "--out RATIONALE_DIR/{name}_cuts_{split}.jsonl.gz"}
+"""Record fields no corpus reader writes, and the command that adds them to a manifest."""
+
+
+def check_made_fields(cfg: ExperimentConfig, dm, before_generation: bool = False, peek: int = 200) -> None:
+    """A training task that needs a made field (a rationale) must find it in the training
+    records: a run that would skip every such target is refused at once, with the command
+    that writes the field (instead of a built-in corpus generated anew without it)."""
+    from data_modules.records import manifest_path
+
+    needed = {f for st in cfg.training.stages for t in st.tasks for f in get_task(t).fields if f in MADE_FIELDS}
+    train = [spec for spec in cfg.data.corpora if spec.train_split is not None]
+    for field in sorted(needed):
+        spec = train[0] if train else None
+        if spec is None:
+            return
+        how = MADE_FIELDS[field].format(dir="data/synthcraft" if spec.name == "synthcraft" else spec.dir,
+                                        name=spec.name, split=spec.train_split)
+        if before_generation:
+            for spec in train:
+                if spec.name == "synthcraft" and not manifest_path(spec.dir, spec.name, spec.train_split).exists():
+                    raise ConfigError(f"corpus {spec.name} in {spec.dir}: no manifest, and the training "
+                                      f"tasks need the '{field}' field, which generation does not write: "
+                                      f"make it with `{how}` (RATIONALE_DIR = {spec.dir})")
+            continue
+        cuts = dm.split_cuts("train_split", metadata_only=True)
+        if not any(record_of(c).get(field) for _, split in cuts for c in split.subset(first=peek)):
+            raise ConfigError(f"training tasks need the record field '{field}', and none of the "
+                              f"first {peek} training records of each corpus has it: make it with `{how}`")
+
+
 def build(cfg: ExperimentConfig, run_dir: Path, with_data: bool = True):
     """Data module, tokenizer and Lightning module for an experiment.
 
@@ -79,7 +114,9 @@ def build(cfg: ExperimentConfig, run_dir: Path, with_data: bool = True):
 
     dm = SpeechDataModule(cfg.data)
     if with_data:
+        check_made_fields(cfg, dm, before_generation=True)
         prepare_builtin_corpora(cfg.data)
+        check_made_fields(cfg, dm)
     if cfg.model.kind == "discriminative":  # an SSL baseline of Table 2: no LLM, no tokenizer
         from explainable_ser.baseline import build_baseline
         from explainable_ser.lit_baseline import BaselineModule
