@@ -1,0 +1,130 @@
+"""Human evaluation: export a blinded sheet -> fill it (scripted raters) -> aggregate."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from explainable_ser.human_eval import CRITERIA, SheetError, aggregate, export, main, read_sheet
+
+
+@pytest.fixture(scope="module")
+def two_systems(tmp_path_factory):
+    """Two systems' predictions on a 6-clip SynthCraft test split, each in a run directory."""
+    from data_modules.synthcraft import generate
+    from explainable_ser.config import load_config, to_yaml
+
+    tmp = tmp_path_factory.mktemp("heval")
+    corpus = tmp / "corpus"
+    generate(corpus, n_train=2, n_dev=1, n_test=6, seed=3, progress=False)
+    from lhotse import CutSet
+
+    from data_modules.records import manifest_path, record_of
+
+    records = [record_of(c) for c in CutSet.from_file(manifest_path(corpus, "synthcraft", "test"))]
+    systems = {}
+    for name in ("captioner", "rationaliser"):
+        run = tmp / name
+        run.mkdir()
+        (run / "config.yaml").write_text(to_yaml(load_config(["offline", f"data.corpora.0.dir={corpus}"])))
+        rows = []
+        for rec in records:
+            row = {"id": rec["id"], "task": "ser_sed", "emotion": rec["emotion"],
+                   "caption": f"A {rec['attributes']['gender']} speaker.", "emotion_ref": rec["emotion"],
+                   "attributes_ref": rec["attributes"], "transcript_ref": rec["transcript"]}
+            if name == "rationaliser":
+                row["rationale"] = f"The voice sounds {rec['emotion']}."
+            rows.append(row)
+            rows.append({"id": rec["id"], "task": "asr", "transcript": rec["transcript"]})
+        (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        systems[name] = run / "predictions.jsonl"
+    return systems, [r["id"] for r in records]
+
+
+def fill(sheet, out, key, rater, scores, blank_item=None):
+    """A scripted rater: system -> rating for every criterion (one item left blank)."""
+    with open(sheet, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        system = key["items"][r["item"]]["system"]
+        for c in CRITERIA:
+            r[c] = "" if r["item"] == blank_item else str(scores[system][c])
+        r["rater"] = rater
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return out
+
+
+def test_round_trip_export_fill_aggregate(two_systems, tmp_path):
+    systems, ids = two_systems
+    out = tmp_path / "round1"
+    res = export(systems, out, n=5, seed=0)
+    assert res["n_items"] == 10 and res["n_utterances"] == 5
+    key_path = tmp_path / "round1.key.json"
+    assert res["key"] == str(key_path) and not (out / "round1.key.json").exists()  # kept apart
+    key = json.loads(key_path.read_text())
+    sheet = (out / "sheet.csv").read_text()
+    for word in ("captioner", "rationaliser", *ids):  # blinded: no system, no utterance id
+        assert word not in sheet
+    rows = list(csv.DictReader(open(out / "sheet.csv")))
+    assert {r["audio"] for r in rows} == {f"audio/{p.name}" for p in (out / "audio").iterdir()}
+    assert len(list((out / "audio").iterdir())) == 5
+    by_system = {key["items"][r["item"]]["system"]: r["explanation"] for r in rows}
+    assert by_system["rationaliser"].startswith("The voice sounds")  # auto: the rationale
+    assert by_system["captioner"].startswith("A ")  # no rationale: the caption
+    order = [key["items"][r["item"]]["system"] for r in rows]
+    assert order != sorted(order) and order != sorted(order, reverse=True)  # shuffled, not grouped
+    assert export(systems, tmp_path / "again", n=5, seed=0)["n_items"] == 10
+    assert (tmp_path / "again" / "sheet.csv").read_text() == (out / "sheet.csv").read_text()  # seeded
+
+    good = {c: 4 for c in CRITERIA}
+    poor = {"plausibility": 2, "grounding": 1, "faithfulness": 3}
+    scores = {"captioner": poor, "rationaliser": good}
+    blank = next(r["item"] for r in rows if key["items"][r["item"]]["system"] == "captioner")
+    a = fill(out / "sheet.csv", tmp_path / "a.csv", key, "ann", scores)
+    b = fill(out / "sheet.csv", tmp_path / "b.csv", key, "bob", scores, blank_item=blank)
+    summary = aggregate([a, b], key_path)["human"]
+    assert summary["raters"] == ["ann", "bob"]
+    rat, cap = summary["systems"]["rationaliser"], summary["systems"]["captioner"]
+    assert rat["plausibility"]["mean"] == 4.0 and rat["plausibility"]["n_items"] == 5
+    assert rat["plausibility"]["ci95"] == [4.0, 4.0]  # every item 4: no spread
+    assert cap["grounding"]["mean"] == 1.0 and cap["grounding"]["n_ratings"] == 9
+    assert cap["grounding"]["n_blank"] == 1
+    assert summary["alpha"] == {c: 1.0 for c in CRITERIA}  # the raters agree everywhere
+
+    # a disagreeing rater lowers alpha below 1 and moves the mean: (2 + 2 + 5) / 3 per item
+    scores_c = {"captioner": {c: 5 for c in CRITERIA}, "rationaliser": {c: 1 for c in CRITERIA}}
+    c = fill(out / "sheet.csv", tmp_path / "c.csv", key, "cat", scores_c)
+    three = aggregate([a, b, c], key_path)["human"]
+    assert three["alpha"]["plausibility"] < 0.5
+    assert three["systems"]["rationaliser"]["plausibility"]["mean"] == pytest.approx(3.0)
+
+    # the judge's sheets are kept apart from the human figures
+    auto = fill(out / "sheet.csv", tmp_path / "judge.csv", key, "automatic: llm-judge x", scores_c)
+    mixed = aggregate([a, b, auto], key_path)
+    assert mixed["human"]["raters"] == ["ann", "bob"]
+    assert mixed["automatic"]["automatic: llm-judge x"]["systems"]["captioner"]["grounding"]["mean"] == 5.0
+
+
+def test_bad_cells_and_reuse_are_named(two_systems, tmp_path, capsys):
+    systems, _ = two_systems
+    export(systems, tmp_path / "s", n=2, seed=1)
+    key = json.loads((tmp_path / "s.key.json").read_text())
+    rows = list(csv.DictReader(open(tmp_path / "s" / "sheet.csv")))
+    rows[1]["grounding"] = "6"
+    bad = tmp_path / "bad.csv"
+    with open(bad, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with pytest.raises(SheetError, match=r"bad.csv line 3: grounding is '6', not an integer from 1 to 5"):
+        read_sheet(bad, key)
+    assert main(["export", "--predictions", *(f"{k}={v}" for k, v in systems.items()), "--n", "2",
+                 "--out", str(tmp_path / "s")]) == 2
+    assert "exists: pick a new folder" in capsys.readouterr().err
+    assert main(["export", "--predictions", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "t")]) == 2
+    assert "predictions file not found" in capsys.readouterr().err
