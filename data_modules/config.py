@@ -96,3 +96,9 @@ class DataConfig:
     """Shorter clips are skipped (reason ``too_short``)."""
     max_clip_seconds: float = 30.0
     """Longer clips are skipped (reason ``too_long``)."""
+    caption_attributes: list[str] | None = None
+    """Per-attribute description ablation (SEmoLLM; not in the paper): when set, every
+    record's caption is rendered anew from its ``attributes`` naming only these, from
+    ``gender``, ``pitch``, ``volume``, ``speed``, ``emphasis`` (an attribute the record lacks
+    is left out; a record with no attributes gets no caption and is skipped by caption tasks
+    as ``missing_field_for_{task}``). ``None``: the corpus's own captions."""

@@ -189,6 +189,15 @@ class SpeechBatchDataset(torch.utils.data.Dataset):
             audio = soxr.resample(audio, sr, self.cfg.sampling_rate).astype(np.float32)
         return audio, None
 
+    def record(self, cut) -> dict:
+        """The cut's record, its caption re-rendered when ``caption_attributes`` is set."""
+        rec = record_of(cut)
+        if self.cfg.caption_attributes is not None:
+            from data_modules.synthcraft import render_partial_caption
+
+            rec["caption"] = render_partial_caption(rec["attributes"], self.cfg.caption_attributes)
+        return rec
+
     def __getitem__(self, cuts: CutSet) -> dict[str, Any]:
         waves, records, skipped = [], [], []
         for cut in cuts:
@@ -197,7 +206,7 @@ class SpeechBatchDataset(torch.utils.data.Dataset):
                 skipped.append({"id": cut.id, "reason": reason})
                 continue
             waves.append(torch.from_numpy(audio))
-            records.append(record_of(cut))
+            records.append(self.record(cut))
         lens = torch.tensor([w.numel() for w in waves], dtype=torch.long)
         max_len = int(lens.max()) if len(waves) else 0
         wave = torch.zeros(len(waves), max_len)  # [B, T] zero-padded
@@ -431,7 +440,7 @@ class SpeechDataModule(L.LightningDataModule):
                 if audio is None:
                     skipped += 1
                     continue
-                out.append((torch.from_numpy(audio), record_of(cut)))
+                out.append((torch.from_numpy(audio), loader.record(cut)))
         return out, skipped
 
     def train_cuts(self, epoch: int = 0, metadata_only: bool = False) -> CutSet:

@@ -255,6 +255,26 @@ def render_caption(attributes: dict, rng: random.Random | None = None,
     return caption + "."
 
 
+DESCRIBABLE = ("gender", "pitch", "volume", "speed", "emphasis")
+
+
+def render_partial_caption(attributes: dict, names: list[str] | tuple[str, ...]) -> str | None:
+    """A caption that names only the descriptors in ``names`` (the per-attribute ablation),
+    in the wording :func:`explainable_ser.prompts.caption_attributes` reads back; ``None``
+    when the record has none of them. Deterministic: one fixed template."""
+    has = {k: attributes.get(k) for k in DESCRIBABLE if k in names and attributes.get(k) not in (None, "")}
+    if not has:
+        return None
+    caption = f"A {has['gender']} speaker" if "gender" in has else "A speaker"
+    levels = [f"{has[k]} {k}" for k in ("pitch", "volume") if k in has]
+    if levels:
+        caption += " with " + " and ".join(levels)
+    caption += f" speaks at a {has['speed']} pace" if "speed" in has else " speaks"
+    if "emphasis" in has:
+        caption += f', emphasizing the word "{has["emphasis"]}"'
+    return caption + "."
+
+
 # ------------------------------------------------------------------------------ espeak engine
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _ESPEAK_RATE, _ESPEAK_VOLUME, _ESPEAK_PITCH, _ESPEAK_RANGE = 1, 2, 3, 4

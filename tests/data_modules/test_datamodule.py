@@ -152,3 +152,29 @@ def test_starting_a_loader_leaves_the_global_rng_alone(tmp_path):
     torch.manual_seed(0)
     iter(dm.eval_dataloaders("val_split", 1, 0)[0])
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_caption_attributes_rerender_the_captions_with_only_those_named(tmp_path):
+    """SEmoLLM's per-attribute ablation: the same record, captions naming fewer descriptors."""
+    from data_modules.synthcraft import render_partial_caption
+    from explainable_ser.prompts import caption_attributes
+
+    n = write_clip(tmp_path / "a.wav", 1.0)
+    attrs = {"gender": "female", "pitch": "high", "volume": "low", "speed": "fast", "emphasis": "door"}
+    cuts = [make_cut("a", tmp_path / "a.wav", sampling_rate=16000, num_samples=n, corpus="t", split="x",
+                     transcript="open the door", caption="the corpus's own caption", attributes=attrs,
+                     rationale="She sounds hurried."),
+            make_cut("b", tmp_path / "a.wav", sampling_rate=16000, num_samples=n, corpus="t", split="x",
+                     transcript="open the door", caption="a caption without attributes")]
+    everything = SpeechBatchDataset(DataConfig())[CutSet.from_cuts(cuts)]["records"]
+    assert everything[0]["caption"] == "the corpus's own caption"  # off: the corpus's captions
+    assert everything[0]["rationale"] == "She sounds hurried."
+    no_pitch = SpeechBatchDataset(DataConfig(caption_attributes=["gender", "volume", "speed", "emphasis"]))
+    recs = no_pitch[CutSet.from_cuts(cuts)]["records"]
+    assert recs[0]["caption"] == 'A female speaker with low volume speaks at a fast pace, emphasizing the word "door".'
+    assert caption_attributes(recs[0]["caption"]) == {**attrs, "pitch": None}
+    assert recs[1]["caption"] is None  # no attributes: no caption (caption tasks skip it)
+    for names in (["pitch"], ["gender", "speed"], ["emphasis"]):
+        read = caption_attributes(render_partial_caption(attrs, names))
+        assert {k for k, v in read.items() if v} == set(names), names
+        assert all(read[k] == attrs[k] for k in names)

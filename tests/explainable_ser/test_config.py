@@ -42,7 +42,12 @@ def test_a_system_file_alone_means_the_papers_system(system):
 def test_a_synthcraft_file_alone_means_the_synthcraft_system(path):
     alone = load_config([str(path)])
     assert to_yaml(alone) == to_yaml(load_config([str(EXPERIMENTS / "synthcraft" / "base.yaml"), str(path)]))
-    assert alone.data.corpora[0].name == "synthcraft" and alone.model.encoder.name_or_path is None
+    assert alone.data.corpora[0].name == "synthcraft"
+    if path.stem == "two_encoders":  # the packaged Whisper base (offline, from PyPI) + the filterbank
+        assert alone.model.encoder.name_or_path == "pkg:whisper-base"
+        assert alone.model.descriptor_encoder.kind == "fbank"
+        return
+    assert alone.model.encoder.name_or_path is None and alone.model.descriptor_encoder is None
     # The offline stand-ins: the filterbank, or (Sys.2/3 twins) their models' code with random weights.
     assert alone.model.encoder.kind == ("hf" if path.stem in ("sys2_wavlm", "sys3_wav2vec2") else "fbank")
 
@@ -100,3 +105,16 @@ def test_eval_targets_take_known_metrics_and_numbers_only():
         load_config(["offline", "eval.targets={bleu: 0.3}"])
     with pytest.raises(ConfigError, match="eval.targets"):  # found by test_fuzz: a list passed the schema
         load_config(["offline", "eval.targets={ua: []}"])
+
+
+def test_new_explanation_keys_are_checked():
+    from explainable_ser.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"data.caption_attributes: unknown 'loudness'"):
+        load_config(["offline", "data.caption_attributes=[pitch,loudness]"])
+    with pytest.raises(ConfigError, match="ctc_fbank is trained on transcripts"):
+        load_config(["offline", "model.descriptor_encoder={kind: ctc_fbank}"])
+    cfg = load_config(["offline", "model.descriptor_encoder={kind: fbank, name_or_path: null}"])
+    assert cfg.model.descriptor_encoder.kind == "fbank"
+    with pytest.raises(ConfigError, match="warm-start only"):
+        load_config(["demo", "model.descriptor_encoder={kind: fbank, name_or_path: null}"])
