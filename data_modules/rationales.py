@@ -61,9 +61,8 @@ def load_prompt(path: str | None) -> tuple[str, str, str]:
     if not user.strip():
         raise ValueError(f"{path}: the first line is the system message, the rest the user message; "
                          "the user message is empty")
-    for field in ("{emotion}",):
-        if field not in user:
-            raise ValueError(f"{path}: the user message must contain {field}")
+    if "{emotion}" not in user:
+        raise ValueError(f"{path}: the user message must contain {{emotion}}")
     return system.strip(), user.strip(), f"file:{Path(path).name}"
 
 
@@ -103,23 +102,13 @@ def check(rationale: str, rec: dict, labels) -> list[str]:
 
 def read_progress(path: Path) -> dict[str, dict]:
     """Rationales already written by an earlier (interrupted) run; a cut-off last line is dropped."""
-    done: dict[str, dict] = {}
-    if not path.is_file():
-        return done
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    for i, line in enumerate(lines):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:  # the line being written when the run stopped
-                path.write_text("".join(lines[:-1]), encoding="utf-8")
-                return done
-            raise ValueError(f"{path} line {i + 1} is not JSON: delete it to start over") from None
-        done[row["id"]] = row
-    if lines and not lines[-1].endswith("\n"):  # a whole last line without its newline
-        with open(path, "a", encoding="utf-8") as f:
-            f.write("\n")
-    return done
+    from data_modules.records import read_appended_jsonl
+
+    try:
+        rows, _ = read_appended_jsonl(path)
+    except ValueError as err:
+        raise ValueError(f"{err}: delete it to start over") from None
+    return {row["id"]: row for row in rows}
 
 
 def run(args) -> dict:
@@ -184,8 +173,8 @@ def run(args) -> dict:
             custom = dict(cut.supervisions[0].custom or {})
             custom.pop("rationale_flags", None)
             custom.pop("rationale_rejected", None)
-            if row is None:
-                custom["rationale"] = custom.get("rationale")
+            if row is None:  # not generated (no emotion, a teacher error): left as it was
+                pass
             elif row["rationale"] is None:
                 counts["empty_rationale"] += 1
                 failures.append({"id": cut.id, "reason": "empty_rationale"})

@@ -167,3 +167,29 @@ def read_jsonl(path: str | Path) -> list[dict]:
 def manifest_path(out_dir: str | Path, corpus: str, split: str) -> Path:
     """Where a corpus split's cut manifest lives inside a prepared directory."""
     return Path(out_dir) / f"{corpus}_cuts_{split}.jsonl.gz"
+
+
+def read_appended_jsonl(path: str | Path) -> tuple[list[dict], bool]:
+    """``(rows, dropped)`` of a JSONL file that a resumable job appends to (``predict --out``,
+    ``data_modules.rationales``' progress file). A last line cut off mid-write is removed from
+    the file (``dropped``), and a whole last line without its newline gets one, so the lines
+    appended next start on a line of their own. Any other bad line is a :class:`ValueError`."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        return [], False
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:  # the line being written when the job stopped
+                path.write_text("".join(lines[:-1]), encoding="utf-8")
+                return rows, True
+            raise ValueError(f"{path} line {i + 1} is not JSON") from None
+    if lines and not lines[-1].endswith("\n"):
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("\n")
+    return rows, False

@@ -65,27 +65,15 @@ def key(path: str) -> str:
 def already_done(out: Path) -> set[str]:
     """The files an earlier (interrupted) run wrote to ``out``. A last line cut off mid-write is
     removed, so the lines appended next start on a line of their own."""
-    if not out.is_file():
-        return set()
-    lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
-    done, dropped = set(), False
-    for i, line in enumerate(lines):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:  # the line being written when the run stopped
-                out.write_text("".join(lines[:-1]), encoding="utf-8")
-                print(f"note: {out}: dropped an incomplete last line (written when the run stopped)",
-                      file=sys.stderr)
-                dropped = True
-                break
-            raise ConfigError(f"{out} line {i + 1} is not JSON: not a predict output to append to") from None
-        if isinstance(row, dict) and "file" in row:
-            done.add(key(row["file"]))
-    if lines and not dropped and not lines[-1].endswith("\n"):
-        with open(out, "a", encoding="utf-8") as f:  # a whole last line without its newline
-            f.write("\n")
-    return done
+    from data_modules.records import read_appended_jsonl
+
+    try:
+        rows, dropped = read_appended_jsonl(out)
+    except ValueError as err:
+        raise ConfigError(f"{err}: not a predict output to append to") from None
+    if dropped:
+        print(f"note: {out}: dropped an incomplete last line (written when the run stopped)", file=sys.stderr)
+    return {key(row["file"]) for row in rows if isinstance(row, dict) and "file" in row}
 
 
 def batches(files: list[str], seconds: dict[str, float], batch_seconds: float):
