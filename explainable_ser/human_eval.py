@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             res = judge(Path(args.sheet), Path(args.key), Path(args.out), args.judge, args.batch_size, args.device)
             print(f"{res['n_rows']} rows rated by {res['rater']} -> {res['sheet']}", file=sys.stderr)
-    except (SheetError, FileNotFoundError) as err:
+    except (SheetError, FileNotFoundError, ValueError) as err:  # ValueError: a judge that cannot score
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

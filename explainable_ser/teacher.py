@@ -86,6 +86,8 @@ class InstructLM:
             tok = self.tokenizer(c, add_special_tokens=False)["input_ids"]
             if len(tok) != 1:
                 raise ValueError(f"choice {c!r} is {len(tok)} tokens for {self.name}; choices must be one token")
+            if tok[0] == self.tokenizer.unk_token_id or tok[0] in ids:  # unknown words all share one id
+                raise ValueError(f"choice {c!r} has no token of its own in {self.name}'s vocabulary")
             ids.append(tok[0])
         enc = self._batch(prompts)
         logits = self.model(**enc).logits[:, -1, :]  # left-padded: the last position is each prompt's end
