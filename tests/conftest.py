@@ -39,6 +39,22 @@ def tiny_config(*overrides: str, hubert: bool = False) -> ExperimentConfig:
     return cfg
 
 
+def save_tiny_instruct(path, words: str, max_positions: int = 1024):
+    """A tiny random Llama with the offline word tokenizer (chat template included) over
+    ``words``, saved as a model directory: what --teacher / --judge take, like any hub
+    instruct checkpoint."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = build_word_tokenizer([words])
+    tok.save_pretrained(path)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=max_positions,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     return build_word_tokenizer(TINY_TEXTS)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from lhotse import CutSet
 
+from conftest import save_tiny_instruct
 from data_modules.rationales import check, main, read_progress
 from data_modules.records import make_cut, manifest_path, record_of
 
@@ -25,21 +25,10 @@ def test_contradicting_cues_and_emotions_are_flagged():
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
-    """A tiny random Llama with the offline word tokenizer (chat template included), saved as a
-    model directory: what --teacher takes, like any hub checkpoint."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from explainable_ser.offline.tokenizer import build_word_tokenizer
-
-    d = tmp_path_factory.mktemp("teacher")
-    tok = build_word_tokenizer(["the speaker sounds sad happy calm because her voice is low high slow fast"])
-    tok.save_pretrained(d)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(d)
-    return d
+    """A tiny random instruct model directory: what --teacher takes, like any hub checkpoint."""
+    return save_tiny_instruct(tmp_path_factory.mktemp("teacher"),
+                              "the speaker sounds sad happy calm because her voice is low high slow fast",
+                              max_positions=512)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from conftest import save_tiny_instruct
 from explainable_ser.human_eval import CRITERIA, SheetError, aggregate, export, main, read_sheet
 
 
@@ -130,24 +131,6 @@ def test_bad_cells_and_reuse_are_named(two_systems, tmp_path, capsys):
     assert "predictions file not found" in capsys.readouterr().err
 
 
-def tiny_instruct(path, words):
-    """A tiny random Llama with the offline word tokenizer (chat template included), saved as a
-    model directory, as any HF instruct checkpoint would be."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from explainable_ser.offline.tokenizer import build_word_tokenizer
-
-    tok = build_word_tokenizer([words])
-    tok.save_pretrained(path)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    return path
-
-
 def test_llm_judge_fills_the_sheet_as_an_automatic_rater(two_systems, tmp_path, capsys):
     from explainable_ser.human_eval import judge_prompt
     from explainable_ser.teacher import InstructLM
@@ -155,7 +138,7 @@ def test_llm_judge_fills_the_sheet_as_an_automatic_rater(two_systems, tmp_path, 
     systems, _ = two_systems
     export(systems, tmp_path / "s", n=3, seed=0)
     key_path = tmp_path / "s.key.json"
-    judge_dir = tiny_instruct(tmp_path / "judge", "score 1 2 3 4 5 the voice sounds speaker a")
+    judge_dir = save_tiny_instruct(tmp_path / "judge", "score 1 2 3 4 5 the voice sounds speaker a")
     out = tmp_path / "judged.csv"
     assert main(["judge", str(tmp_path / "s" / "sheet.csv"), "--key", str(key_path), "--judge", str(judge_dir),
                  "--out", str(out), "--batch-size", "4", "--device", "cpu"]) == 0
@@ -174,7 +157,7 @@ def test_llm_judge_fills_the_sheet_as_an_automatic_rater(two_systems, tmp_path, 
     assert set(auto) == {"captioner", "rationaliser"} and auto["captioner"]["grounding"]["n_items"] == 3
 
     # a judge whose vocabulary has no token for the digits cannot score: the error names it
-    no_digits = tiny_instruct(tmp_path / "nodigits", "score the voice sounds")
+    no_digits = save_tiny_instruct(tmp_path / "nodigits", "score the voice sounds")
     assert main(["judge", str(tmp_path / "s" / "sheet.csv"), "--key", str(key_path), "--judge", str(no_digits),
                  "--out", str(tmp_path / "x.csv"), "--device", "cpu"]) == 2
     assert f"choice '1' has no token of its own in {no_digits}'s vocabulary" in capsys.readouterr().err
