@@ -89,6 +89,11 @@ class BranchConfig:
     """k: consecutive frames concatenated per speech token (5: 10 tokens per second)."""
     adapter_dim: int = 2048
     """Hidden width of the Linear-ReLU-Linear adapter (as in LLaMA-Omni / SLAM-LLM projectors)."""
+    utterance_context: list[str] = field(default_factory=list)
+    """Not in the paper. Branches (``content``, ``descriptor``) whose bottleneck appends the
+    utterance's mean and std of its hidden frames to every frame before mu / sigma, so each
+    speech token carries utterance-level properties (emotion, pitch relative to the voice).
+    Empty: the paper's per-frame block."""
 
 
 @dataclass
@@ -236,6 +241,9 @@ class WarmStartConfig:
     ``attributes`` key); set it to what the stage-2 targets hold (Sys.5: ``[emotion]``)."""
     epochs: int = 20
     """Passes over the training split (cheap: no LLM forward)."""
+    descriptor_epochs: int | None = None
+    """Passes for the descriptor branch when it needs another count than the content branch
+    (None: ``epochs``)."""
     lr: float = 3e-3
     """Peak learning rate (one-cycle schedule)."""
     batch_size: int = 32
@@ -244,6 +252,10 @@ class WarmStartConfig:
     """Initial temperature of the cosine logits (learned; probes stalled when it started at 1)."""
     norm_weight: float = 0.1
     """Weight of the penalty holding each speech token's norm at the embeddings' mean norm."""
+    field_weight: float = 0.0
+    """Not in the paper. Weight of an utterance-level cross-entropy in the descriptor warm start:
+    one linear classifier per categorical field of ``descriptor_fields`` on the mean speech token
+    (discarded afterwards), so the tokens carry the labels as well as spell them. 0: CTC only."""
 
 
 @dataclass
@@ -459,6 +471,7 @@ def check_names(cfg: ExperimentConfig) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"eval.targets.{key}: expected a number, got {value!r}")
     _choices("training.warm_start.branches", cfg.training.warm_start.branches, groups[:2])
+    _choices("model.branch.utterance_context", cfg.model.branch.utterance_context, groups[:2])
     enc2 = cfg.model.descriptor_encoder
     if enc2 is not None and enc2.kind == "ctc_fbank":
         raise ConfigError("model.descriptor_encoder.kind: ctc_fbank is trained on transcripts, a "

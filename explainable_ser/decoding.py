@@ -8,6 +8,7 @@ decodes and parses the same way. A row holds the references, the raw text and th
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
@@ -41,11 +42,32 @@ def decode(module, loader, cfg: ExperimentConfig, tasks: list[str], *, zero_desc
     ``total``: utterances expected (for the progress bar's ETA; a loader of dynamic batches
     has no length).
     """
+    return decode_passes(module, loader, cfg, {"rows": Pass(tasks, zero_descriptor, zero_content)},
+                         limit=limit, desc=desc, gather=gather, total=total)["rows"]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One decode of the loader: its tasks, and the speech stream zeroed (a counterfactual)."""
+
+    tasks: list[str]
+    zero_descriptor: bool = False
+    zero_content: bool = False
+
+
+@torch.no_grad()
+def decode_passes(module, loader, cfg: ExperimentConfig, passes: dict[str, Pass], *, limit: int | None = None,
+                  desc: str = "decoding", gather: bool = True, total: int | None = None) -> dict[str, list[dict]]:
+    """Several decodes of ``loader`` in one sweep: each batch is loaded and encoded once, and
+    every pass generates from the same speech tokens (the rows equal separate :func:`decode`
+    calls'). Returns ``{pass name: rows}``."""
     model = module.model.eval()
     device = next(model.parameters()).device
-    rows, seen = [], 0
+    rows: dict[str, list[dict]] = {name: [] for name in passes}
+    seen = 0
     if limit is not None and total is not None:
         total = min(total, limit)
+    shared = hasattr(model, "generate_from")  # a discriminative baseline has no speech tokens
     with decode_precision(cfg, device), tqdm(total=total, desc=desc, unit="utt", leave=False) as bar:
         for batch in loader:
             if limit is not None and seen >= limit:
@@ -56,10 +78,14 @@ def decode(module, loader, cfg: ExperimentConfig, tasks: list[str], *, zero_desc
             wave, lens = batch["wave"][:n].to(device), batch["wave_lens"][:n].to(device)
             wave = wave[:, : int(lens.max())]
             seen += n
-            rows += decode_batch(model, wave, lens, batch["records"][:n], tasks, cfg,
-                                 zero_descriptor=zero_descriptor, zero_content=zero_content)
+            speech = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False,
+                                         zero_descriptor=False) if shared else None
+            for name, p in passes.items():
+                rows[name] += decode_batch(model, wave, lens, batch["records"][:n], p.tasks, cfg,
+                                           zero_descriptor=p.zero_descriptor, zero_content=p.zero_content,
+                                           speech=speech)
             bar.update(n)
-    return gather_rows(rows) if gather else rows
+    return {name: gather_rows(r) if gather else r for name, r in rows.items()}
 
 
 def decode_precision(cfg: ExperimentConfig, device: torch.device):
@@ -71,15 +97,20 @@ def decode_precision(cfg: ExperimentConfig, device: torch.device):
 
 
 def decode_batch(model, wave, lens, records: list[dict], tasks: list[str], cfg: ExperimentConfig,
-                 zero_descriptor: bool = False, zero_content: bool = False) -> list[dict]:
-    """Prediction rows for one batch: references, raw generated text and parsed fields."""
+                 zero_descriptor: bool = False, zero_content: bool = False, speech=None) -> list[dict]:
+    """Prediction rows for one batch: references, raw generated text and parsed fields.
+    ``speech``: the batch's speech tokens, already computed (the encoder then does not run)."""
     labels = tuple(cfg.training.labels)
     rows = []
     for task_name in tasks:
-        zeroed = {"zero_content": True} if zero_content else {}  # a baseline has no content stream
-        texts = model.generate(wave, lens, get_task(task_name), num_beams=cfg.eval.num_beams,
-                               max_new_tokens=cfg.eval.max_new_tokens, zero_descriptor=zero_descriptor,
-                               **zeroed)
+        kw = dict(num_beams=cfg.eval.num_beams, max_new_tokens=cfg.eval.max_new_tokens,
+                  zero_descriptor=zero_descriptor)
+        if zero_content:
+            kw["zero_content"] = True  # a baseline has no content stream
+        if speech is not None:
+            texts = model.generate_from(speech, get_task(task_name), **kw)
+        else:
+            texts = model.generate(wave, lens, get_task(task_name), **kw)
         for rec, raw in zip(records, texts):
             parsed = parse_output(raw, labels)
             rows.append({

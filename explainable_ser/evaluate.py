@@ -132,7 +132,7 @@ def evaluate_module(module, dm, cfg: ExperimentConfig, out_dir: Path, world_size
     """
     import torch
 
-    from explainable_ser.decoding import decode
+    from explainable_ser.decoding import Pass, decode_passes
     from explainable_ser.metrics import compute_metrics
 
     names = [c.name for c in cfg.data.corpora if c.test_split is not None]
@@ -145,14 +145,17 @@ def evaluate_module(module, dm, cfg: ExperimentConfig, out_dir: Path, world_size
     sharded = world_size is None or world_size > 1
     n_test = sum(1 for _ in dm.split_cuts("test_split", metadata_only=True)[0][1])
     total = -(-n_test // (world_size or 1))  # this rank's share, for the bar's ETA
-    rows = decode(module, loader, cfg, tasks, limit=cfg.eval.limit, gather=sharded, total=total)
     # The counterfactual zeroes one speech stream: a model without them has none to zero.
     emo_tasks = [t for t in tasks if "emotion" in get_task(t).fields] \
         if getattr(module.model, "has_descriptor", True) else []
-    cf_rows = {stream: decode(module, loader, cfg, emo_tasks, limit=cfg.eval.limit, gather=sharded,
-                              total=total, desc=f"counterfactual: {stream} zeroed",
-                              zero_descriptor=stream == "descriptor", zero_content=stream == "content")
-               for stream in cfg.eval.counterfactual} if emo_tasks else None
+    passes = {"rows": Pass(tasks)}
+    for stream in (cfg.eval.counterfactual if emo_tasks else []):
+        passes[stream] = Pass(emo_tasks, zero_descriptor=stream == "descriptor", zero_content=stream == "content")
+    # One sweep: each test clip is loaded and encoded once for the decodes and the counterfactuals.
+    desc = "decoding" + (f" (+ counterfactual: {', '.join(list(passes)[1:])} zeroed)" if len(passes) > 1 else "")
+    out = decode_passes(module, loader, cfg, passes, limit=cfg.eval.limit, gather=sharded, total=total, desc=desc)
+    rows = out.pop("rows")
+    cf_rows = out or None
     metrics = compute_metrics(rows, list(cfg.training.labels), cf_rows, language=cfg.eval.caption_language)
     metrics["layer_weights"] = layer_weight_report(module.model)
     if torch.distributed.is_available() and torch.distributed.is_initialized() \

@@ -207,6 +207,19 @@ def counterfactual_table(run: Run) -> list[dict]:
     return out
 
 
+def probe_ladder(run: Run) -> list[dict]:
+    """The information ladder of ``python -m explainable_ser.probe`` (``probe.json`` in the run
+    directory): one row per rung, a probe's test score per target; empty when not probed."""
+    path = run.path / "probe.json"
+    if not path.is_file():
+        return []
+    from explainable_ser.probe import TARGETS, rung_order
+
+    report = json.loads(path.read_text())
+    return [{"rung": rung, **{t: report["rungs"][rung].get(t, {}).get("score") for t in TARGETS}}
+            for rung in rung_order(report["rungs"])]
+
+
 def _num(v: Any) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 

@@ -7,6 +7,8 @@ Reads top to bottom, one utterance batch at a time:
        in time to the content encoder's F frames, so both streams have N tokens)
       content branch:    weighted sum -> VIB -> z_con [B, F, Z] -> adapter -> S_con [B, N, H]
       descriptor branch: weighted sum -> VIB -> z_des [B, F, Z] -> adapter -> S_des [B, N, H]
+      (optional, not in the paper: utterance mean/std of the VIB's hidden frames appended to
+       each frame before mu/sigma, model.branch.utterance_context)
     prompt: <head> S_con <mid> S_des <tail: instruction + assistant header> <target> <eot>
       --LLM--> per-utterance cross-entropy on the target tokens only
     objective (:meth:`ExplainableSER.loss`): CE summed over target tokens + beta * KL of the
@@ -18,7 +20,7 @@ No Lightning and no data-module imports: this file is plain PyTorch + transforme
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -36,10 +38,10 @@ IGNORE = -100  # label value outside the target
 class Branch(nn.Module):
     """One stream: disentanglement block + downsampling adapter."""
 
-    def __init__(self, num_layers: int, in_dim: int, llm_dim: int, cfg):
+    def __init__(self, num_layers: int, in_dim: int, llm_dim: int, cfg, utterance_context: bool = False):
         super().__init__()
         self.block = DisentanglementBlock(num_layers, in_dim, cfg.hidden_dim, cfg.latent_dim,
-                                          variational=cfg.variational)
+                                          variational=cfg.variational, utterance_context=utterance_context)
         self.adapter = Adapter(self.block.out_dim, cfg.adapter_dim, llm_dim, k=cfg.downsample)
 
     def forward(self, layers, frame_lens, sample: bool):
@@ -67,9 +69,10 @@ class ExplainableSER(nn.Module):
         self.descriptor_encoder = descriptor_encoder  # None: the one encoder feeds both branches
         self.llm = llm  # peft-wrapped causal LM
         llm_dim = llm.get_input_embeddings().weight.shape[1]
-        self.content = Branch(encoder.num_layers, encoder.hidden_size, llm_dim, cfg.branch)
+        ctx = set(cfg.branch.utterance_context)
+        self.content = Branch(encoder.num_layers, encoder.hidden_size, llm_dim, cfg.branch, "content" in ctx)
         des = descriptor_encoder or encoder
-        self.descriptor = Branch(des.num_layers, des.hidden_size, llm_dim, cfg.branch)
+        self.descriptor = Branch(des.num_layers, des.hidden_size, llm_dim, cfg.branch, "descriptor" in ctx)
         self.tokenizer = tokenizer
         self.prompts = PromptBuilder(tokenizer, cfg.system_prompt)
         self.pad_id = tokenizer.pad_token_id
@@ -243,6 +246,17 @@ class ExplainableSER(nn.Module):
         speech = self.speech_tokens(wave, wave_lens, sample_content=False,
                                     sample_descriptor=False, zero_descriptor=zero_descriptor,
                                     zero_content=zero_content)
+        return self.generate_from(speech, task, max_new_tokens=max_new_tokens, num_beams=num_beams)
+
+    @torch.no_grad()
+    def generate_from(self, speech: SpeechTokens, task: Task, *, max_new_tokens: int = 64, num_beams: int = 1,
+                      zero_descriptor: bool = False, zero_content: bool = False) -> list[str]:
+        """Decode from speech tokens already computed: one encoder pass serves every task and
+        the counterfactuals (a zeroed stream here equals one zeroed in :meth:`speech_tokens`)."""
+        if zero_descriptor:
+            speech = replace(speech, descriptor=torch.zeros_like(speech.descriptor))
+        if zero_content:
+            speech = replace(speech, content=torch.zeros_like(speech.content))
         embeds, mask, _ = self.build_inputs(speech, task, None, left_pad=True)
         eot = self.prompts.eot_id
         out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask,

@@ -50,6 +50,20 @@ def descriptor_words(record: dict, fields: list[str]) -> str | None:
     return " ".join(words)
 
 
+def field_hits(record: dict, fields: list[str], hypothesis: str) -> dict[str, bool]:
+    """Per descriptor field: does the decoded text spell the record's value (``high pitch``,
+    ``angry``) as a whole word sequence?"""
+    words = hypothesis.lower().split()
+    out = {}
+    for name in fields:
+        spelled = descriptor_words(record, [name])
+        if spelled is None:
+            continue
+        want = spelled.lower().split()
+        out[name] = any(words[i: i + len(want)] == want for i in range(len(words) - len(want) + 1))
+    return out
+
+
 def branch_targets(branch: str, record: dict, fields: list[str]) -> str | None:
     if branch == "content":
         text = record.get("transcript")
@@ -93,10 +107,43 @@ class CTCHead(nn.Module):
         return self.log_scale.exp() * F.normalize(tokens.float(), dim=-1) @ rows.T  # [B, N, 1+V]
 
 
+class FieldHeads(nn.Module):
+    """One linear classifier per categorical descriptor field on the utterance's mean token:
+    an objective that carries utterance-level labels (CTC alone must place each label on
+    some frames). Used during the warm start only, then discarded."""
+
+    def __init__(self, dim: int, classes: dict[str, list[str]]):
+        super().__init__()
+        self.classes = classes
+        self.heads = nn.ModuleDict({f: nn.Linear(dim, len(v)) for f, v in classes.items()})
+
+    def forward(self, tokens: torch.Tensor, n_tok: torch.Tensor) -> dict[str, torch.Tensor]:
+        valid = (torch.arange(tokens.shape[1])[None] < n_tok[:, None]).float()[..., None]  # [B, N, 1]
+        pooled = (tokens.float() * valid).sum(1) / valid.sum(1).clamp(min=1)  # [B, H]
+        return {f: head(pooled) for f, head in self.heads.items()}  # field -> [B, C]
+
+
+def field_value(record: dict, name: str) -> str | None:
+    value = record.get("emotion") if name == "emotion" else (record.get("attributes") or {}).get(name)
+    return None if value is None else str(value).strip().lower()
+
+
+def field_classes(records: list[dict], fields: list[str], most: int = 10) -> dict[str, list[str]]:
+    """The categorical fields (at most ``most`` values in training; not the emphasised word)."""
+    out = {}
+    for name in fields:
+        values = sorted({v for r in records if (v := field_value(r, name)) is not None})
+        if 2 <= len(values) <= most:
+            out[name] = values
+    return out
+
+
 def warm_start(model, branch: str, train: list, dev: list, tokenizer, *, fields: list[str],
                epochs: int, lr: float, batch_size: int, scale: float, norm_weight: float,
-               seed: int, progress: bool = True, cache: dict | None = None) -> dict:
-    """Train ``model.<branch>`` (block + adapter, layer weights included) with the CTC above.
+               seed: int, progress: bool = True, cache: dict | None = None,
+               field_weight: float = 0.0) -> dict:
+    """Train ``model.<branch>`` (block + adapter, layer weights included) with the CTC above
+    (plus, for the descriptor branch with ``field_weight`` > 0, :class:`FieldHeads`' cross-entropy).
 
     ``train``/``dev``: lists of ``(wave [T], record)``. ``cache`` (optional, shared between the
     two branches) maps ``"train"``/``"dev"`` to encoder outputs, computed on first use.
@@ -128,7 +175,11 @@ def warm_start(model, branch: str, train: list, dev: list, tokenizer, *, fields:
     target_norm = float(emb[vocab].float().norm(dim=-1).mean())
     torch.manual_seed(seed)
     head = CTCHead(emb[vocab], scale)
+    fheads = None
+    if branch == "descriptor" and field_weight > 0:
+        fheads = FieldHeads(emb.shape[1], field_classes([train[i][1] for i, _ in train_t], fields))
     params = [p for p in module.parameters()] + list(head.parameters())
+    params += list(fheads.parameters()) if fheads is not None else []
     for p in module.parameters():
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=lr)
@@ -164,6 +215,8 @@ def warm_start(model, branch: str, train: list, dev: list, tokenizer, *, fields:
             valid = torch.arange(tokens.shape[1])[None] < n_tok[:, None]
             norms = tokens.float().norm(dim=-1)[valid]
             loss = loss + norm_weight * ((norms / target_norm - 1.0) ** 2).mean()
+            if fheads is not None:
+                loss = loss + field_weight * field_loss(fheads, tokens, n_tok, [train[i][1] for i, _ in items])
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(params, 1.0)
@@ -174,22 +227,48 @@ def warm_start(model, branch: str, train: list, dev: list, tokenizer, *, fields:
             epoch_loss[-1] += loss.item() * len(items) / len(order)
     bar.close()
     module.eval()
-    refs, hyps = [], []
+    refs, hyps, hits, head_hits = [], [], {}, {}
     with torch.no_grad():
         for s in range(0, len(dev_t), batch_size):
             items = dev_t[s : s + batch_size]
             x, lens = batch(items, "dev")
             tokens, n_tok, _ = module(x, lens, sample=False)
             best = head(tokens).argmax(-1)  # [B, N]
+            if fheads is not None:
+                for f, logits in fheads(tokens, n_tok).items():
+                    for (i, _), c in zip(items, logits.argmax(-1).tolist()):
+                        if (v := field_value(dev[i][1], f)) is not None:
+                            head_hits.setdefault(f, []).append(fheads.classes[f][c] == v)
             for (i, text), row, n in zip(items, best, n_tok.tolist()):
                 seq = [vocab[j - 1] for j in torch.unique_consecutive(row[:n]).tolist() if j > 0]
                 hyps.append(tokenizer.decode(seq).strip().lower())
                 refs.append(tokenizer.decode(dev_ids[i]).strip().lower())
+                if branch == "descriptor":
+                    for name, hit in field_hits(dev[i][1], fields, hyps[-1]).items():
+                        hits.setdefault(name, []).append(hit)
     err = jiwer.wer(refs, hyps) if refs else None
     return {"branch": branch, "dev_error_rate": err, "dev_utterances": len(refs),
             "train_utterances": len(train_t), "vocab": len(vocab), "steps": steps,
             "loss_first_epoch": round(epoch_loss[0], 4), "loss_last_epoch": round(epoch_loss[-1], 4),
-            "seconds": round(time.time() - start, 1), "example": (refs[:1] + hyps[:1]) if refs else None}
+            "seconds": round(time.time() - start, 1), "example": (refs[:1] + hyps[:1]) if refs else None,
+            # descriptor branch: share of dev clips whose decode spells each field's value
+            "dev_field_accuracy": {k: round(sum(v) / len(v), 4) for k, v in hits.items()},
+            "dev_field_head_accuracy": {k: round(sum(v) / len(v), 4) for k, v in head_hits.items()}}
+
+
+def field_loss(fheads: FieldHeads, tokens, n_tok, records: list[dict]) -> torch.Tensor:
+    """Mean cross-entropy of the field heads over the fields and the records that have them."""
+    losses = []
+    for f, logits in fheads(tokens, n_tok).items():
+        rows, labels = [], []
+        for j, rec in enumerate(records):
+            v = field_value(rec, f)
+            if v in fheads.classes[f]:
+                rows.append(j)
+                labels.append(fheads.classes[f].index(v))
+        if rows:
+            losses.append(F.cross_entropy(logits[rows], torch.tensor(labels)))
+    return torch.stack(losses).mean() if losses else tokens.sum() * 0.0
 
 
 def ensure_warm_start(cfg, dm, model, run_dir: Path) -> None:
@@ -218,16 +297,19 @@ def ensure_warm_start(cfg, dm, model, run_dir: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
         cache: dict = {}
         for branch in todo:
+            epochs = ws.descriptor_epochs if branch == "descriptor" and ws.descriptor_epochs else ws.epochs
             report = warm_start(model, branch, train, dev, model.tokenizer,
-                                fields=list(ws.descriptor_fields), epochs=ws.epochs, lr=ws.lr,
+                                fields=list(ws.descriptor_fields), epochs=epochs, lr=ws.lr,
                                 batch_size=ws.batch_size, scale=ws.scale, norm_weight=ws.norm_weight,
-                                seed=cfg.seed, progress=cfg.trainer.enable_progress_bar, cache=cache)
+                                seed=cfg.seed, progress=cfg.trainer.enable_progress_bar, cache=cache,
+                                field_weight=ws.field_weight)
             state = {k: v.detach().contiguous() for k, v in getattr(model, branch).state_dict().items()}
             save_file(state, out / f"{branch}.tmp.safetensors")
             os.replace(out / f"{branch}.tmp.safetensors", out / f"{branch}.safetensors")
             (out / f"{branch}.json").write_text(json.dumps(report, indent=2))
+            fields = "".join(f"; {name} {acc:.2f}" for name, acc in report["dev_field_accuracy"].items())
             print(f"[warm start] {branch}: dev error rate of the CTC decode "
-                  f"{report['dev_error_rate']:.3f} after {report['steps']} steps "
+                  f"{report['dev_error_rate']:.3f}{fields} after {report['steps']} steps "
                   f"({report['seconds']:.0f} s); saved to {out / (branch + '.safetensors')}")
         del cache
     for branch in ws.branches:

@@ -35,3 +35,37 @@ def test_summary_puts_chance_and_targets_beside_each_figure(tmp_path):
 def test_summary_without_targets_names_none():
     text = "\n".join(summary_lines(metrics(), load_config(["offline"]), Path("out")))
     assert "target" not in text
+
+
+def test_one_sweep_decodes_like_separate_passes_and_encodes_each_batch_once(trained_run):
+    from explainable_ser.assembly import load_trained
+    import torch
+
+    from explainable_ser.decoding import Pass, decode_batch, decode_passes, decode_precision
+
+    run_dir, _ = trained_run
+    cfg, dm, module, _ = load_trained(run_dir / "stage2" / "final.ckpt", [])
+    loader = dm.eval_dataloaders("test_split", 1, 0)[0]
+    passes = {"rows": Pass(["asr", "ser_sed"]), "descriptor": Pass(["ser_sed"], zero_descriptor=True),
+              "content": Pass(["ser_sed"], zero_content=True)}
+    model = module.model
+    calls = []
+    encode = model.encode
+    model.encode = lambda *a, **k: calls.append(1) or encode(*a, **k)
+    try:
+        got = decode_passes(module, loader, cfg, passes, gather=False)
+        n_batches = sum(1 for b in loader if b["ids"])
+        assert len(calls) == n_batches  # one encoder call per batch for all three passes
+        # the old way: every pass its own sweep, each generate() encoding the batch again
+        for name, p in passes.items():
+            want = []
+            with torch.no_grad(), decode_precision(cfg, torch.device("cpu")):
+                for batch in loader:
+                    lens = batch["wave_lens"]
+                    want += decode_batch(model, batch["wave"][:, : int(lens.max())], lens, batch["records"],
+                                         p.tasks, cfg, zero_descriptor=p.zero_descriptor,
+                                         zero_content=p.zero_content)
+            assert got[name] == want
+        assert len(calls) > 2 * n_batches  # the old way did encode again
+    finally:
+        model.encode = encode

@@ -10,7 +10,7 @@ from data_modules.records import record_of
 from data_modules.synthcraft import generate
 from explainable_ser.model import build_model
 from explainable_ser.offline.tokenizer import build_word_tokenizer
-from explainable_ser.offline.warmstart import CTCHead, descriptor_words, warm_start
+from explainable_ser.offline.warmstart import CTCHead, descriptor_words, field_classes, field_hits, warm_start
 from conftest import tiny_config
 
 REC = {"emotion": "angry", "transcript": "the dog ran",
@@ -59,3 +59,36 @@ def test_warm_start_trains_only_its_branch_and_lowers_the_ctc_loss(clips, branch
     assert 0.0 <= report["dev_error_rate"]
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all(n.startswith(f"{branch}.") for n in changed)
+
+
+def test_field_hits_need_the_whole_spelled_value():
+    fields = ["gender", "pitch", "emotion"]
+    assert field_hits(REC, fields, "male low pitch angry") == {"gender": True, "pitch": True, "emotion": True}
+    # "female" is not "male"; "low" without "pitch" is not the pitch
+    assert field_hits(REC, fields, "female low volume sad") == {"gender": False, "pitch": False, "emotion": False}
+
+
+def test_field_classes_are_the_categorical_fields():
+    recs = [REC, {**REC, "emotion": "sad", "attributes": {**REC["attributes"], "pitch": "high", "emphasis": "cat"}}]
+    assert field_classes(recs, ["pitch", "emphasis", "emotion", "gender"], most=1) == {}
+    got = field_classes(recs, ["pitch", "emphasis", "emotion", "gender"])
+    assert got == {"pitch": ["high", "low"], "emphasis": ["cat", "dog"], "emotion": ["angry", "sad"]}
+    assert "gender" not in got  # one value: nothing to classify
+
+
+def test_field_heads_train_with_the_descriptor_branch(clips, seeded):
+    train, dev = clips
+    tok = build_word_tokenizer([r["transcript"] for _, r in train] + ["pitch volume speed male female"
+                                                                    " low normal high slow fast neutral happy sad angry"])
+    model = build_model(tiny_config("model.branch.utterance_context=[descriptor]").model, tok, init_seed=0)
+    report = warm_start(model, "descriptor", train, dev, tok, fields=["gender", "pitch", "emotion"], epochs=4,
+                        lr=3e-3, batch_size=8, scale=30.0, norm_weight=0.1, seed=0, progress=False,
+                        field_weight=1.0)
+    heads = report["dev_field_head_accuracy"]
+    assert set(heads) == set(field_classes([r for _, r in train], ["gender", "pitch", "emotion"]))
+    assert all(0.0 <= v <= 1.0 for v in heads.values())
+    assert set(report["dev_field_accuracy"]) == {"gender", "pitch", "emotion"}
+    # the content branch has no field heads
+    report = warm_start(model, "content", train, dev, tok, fields=["gender"], epochs=1, lr=3e-3, batch_size=8,
+                        scale=30.0, norm_weight=0.1, seed=0, progress=False, field_weight=1.0)
+    assert report["dev_field_head_accuracy"] == {} and report["dev_field_accuracy"] == {}

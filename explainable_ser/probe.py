@@ -1,0 +1,370 @@
+"""The information ladder: ``python -m explainable_ser.probe RUN_DIR [options]``.
+
+Where along the stack does a trained run keep, or lose, the emotion and each descriptor
+attribute? For every rung a simple probe is fitted on training clips and scored on test clips:
+
+1. ``measurements``: nine interpretable measurements per clip (pYIN F0 median / p5 / p95 /
+   range, voiced fraction, loudness, level, peak level, speaking rate; the annotator's own
+   :func:`data_modules.annotate.measure_audio`) with a small tree classifier;
+2. ``encoder/layer_NN``: each frozen encoder layer, mean and std over the clip's frames;
+3. ``{branch}/input``: the branch's softmax-weighted layer sum (pooled the same way);
+4. ``{branch}/z``: the bottleneck's latent (its mean, as at inference);
+5. ``{branch}/tokens``: the speech tokens the LLM receives;
+6. ``answer``: what the model itself said (the run's ``predictions.jsonl``).
+
+Rungs 2-5 use ``StandardScaler`` + ``LogisticRegression`` on the pooled states: a linear read
+of what is there. The emotion is scored by unweighted accuracy (UA, mean per-class recall),
+attributes by accuracy, as in ``metrics.json``. Writes ``probe.json`` and ``probe.png`` into
+the run directory (or ``--out``); works on any corpus whose records carry the labels
+(SynthCraft, IEMOCAP, MELD: a target without labels is reported as such, not scored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+DESCRIPTION = __doc__
+TARGETS = ("emotion", "gender", "pitch", "volume", "speed")
+MEASUREMENT_FEATURES = ("f0_median_hz", "f0_p5_hz", "f0_p95_hz", "f0_range_semitones", "voiced_fraction",
+                        "loudness_lufs", "level_db", "peak_level_db", "speaking_rate")
+
+
+def target_labels(record: dict) -> dict[str, str | None]:
+    """The emotion and the descriptor attributes of one record (None where it has none)."""
+    attrs = record.get("attributes") or {}
+    out = {"emotion": record.get("emotion")}
+    for name in TARGETS[1:]:
+        value = attrs.get(name)
+        out[name] = str(value).lower() if value is not None else None
+    return out
+
+
+def score(target: str, truth: list, pred: list) -> float:
+    """UA for the emotion, accuracy for an attribute."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    return float(balanced_accuracy_score(truth, pred) if target == "emotion" else accuracy_score(truth, pred))
+
+
+def fit_probe(kind: str, train_x, train_y: list, test_x, test_y: list, target: str) -> dict:
+    """Fit one probe on labelled training rows and score it on labelled test rows.
+
+    ``kind``: ``linear`` (standardise + logistic regression, C=0.1) or ``trees`` (histogram
+    gradient boosting, which takes missing measurements as they are). Rows whose label is
+    None are left out and counted. Returns ``{"score", "n_train", "n_test"}`` or a reason."""
+    import numpy as np
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    tr = [i for i, y in enumerate(train_y) if y is not None]
+    te = [i for i, y in enumerate(test_y) if y is not None]
+    ys = [train_y[i] for i in tr]
+    if len(set(ys)) < 2 or not te:
+        return {"score": None, "n_train": len(tr), "n_test": len(te),
+                "reason": "fewer than two classes in training" if len(set(ys)) < 2 else "no labelled test clip"}
+    x_tr, x_te = np.asarray(train_x, dtype=np.float64)[tr], np.asarray(test_x, dtype=np.float64)[te]
+    if kind == "trees":
+        clf = HistGradientBoostingClassifier(random_state=0)
+    else:
+        x_tr, x_te = np.nan_to_num(x_tr), np.nan_to_num(x_te)
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+    clf.fit(x_tr, ys)
+    pred = clf.predict(x_te).tolist()
+    return {"score": round(score(target, [test_y[i] for i in te], pred), 4), "n_train": len(tr), "n_test": len(te)}
+
+
+# -- features of each rung ------------------------------------------------------------------
+def _measure(item):
+    from data_modules.annotate import measure_audio
+
+    wave, sr, transcript = item
+    return measure_audio(wave, sr, transcript)
+
+
+def measurement_features(clips: list, sr: int, workers: int = 2, desc: str = "measuring") -> list[list[float]]:
+    """The nine measurements of each ``(wave, record)`` clip; NaN where one is missing."""
+    import multiprocessing
+
+    from tqdm import tqdm
+
+    from data_modules.annotate import _warm_up
+
+    _warm_up()  # numba kernels compiled once, before the workers fork
+    items = [(w.numpy(), sr, rec.get("transcript")) for w, rec in clips]
+    bar = tqdm(total=len(items), desc=desc, unit="clip")
+    if workers > 1:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            measured = []
+            for m in pool.imap(_measure, items, chunksize=4):
+                measured.append(m)
+                bar.update()
+    else:
+        measured = []
+        for item in items:
+            measured.append(_measure(item))
+            bar.update()
+    bar.close()
+    rows = []
+    for m in measured:
+        row = []
+        for key in MEASUREMENT_FEATURES:
+            v = m.get(key)
+            if key.endswith("_hz") and v is not None:
+                v = 12.0 * math.log2(v / 100.0)  # semitones re 100 Hz: pitch as heard
+            row.append(float("nan") if v is None else float(v))
+        rows.append(row)
+    return rows
+
+
+def _pool(x, lens):
+    """[B, F, D] states, [B] valid frames -> [B, 2D] mean and std over each clip's frames."""
+    import torch
+
+    mask = (torch.arange(x.shape[1], device=x.device)[None] < lens[:, None]).float()[..., None]  # [B, F, 1]
+    n = mask.sum(1).clamp(min=1)
+    mean = (x.float() * mask).sum(1) / n
+    var = ((x.float() - mean[:, None]) ** 2 * mask).sum(1) / n
+    return torch.cat([mean, var.sqrt()], dim=-1)
+
+
+def model_states(model, clips: list, batch_size: int = 8, desc: str = "states") -> dict[str, list]:
+    """Pooled states of each rung for ``(wave, record)`` clips: ``{rung: [N, dim] rows}``."""
+    import torch
+    from tqdm import tqdm
+
+    out: dict[str, list] = {}
+    model.eval()
+    order = sorted(range(len(clips)), key=lambda i: clips[i][0].shape[0])
+    rows: dict[str, list] = {}
+    with torch.no_grad():
+        for s in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
+            idx = order[s: s + batch_size]
+            lens = torch.tensor([clips[i][0].shape[0] for i in idx])
+            wave = torch.zeros(len(idx), int(lens.max()))
+            for j, i in enumerate(idx):
+                wave[j, : lens[j]] = clips[i][0]
+            layers, frame_lens = model.encode(wave, lens)  # [L, B, F, D], [B]
+            feats = {f"encoder/layer_{li:02d}": _pool(layers[li], frame_lens) for li in range(layers.shape[0])}
+            d_layers = model.descriptor_layers(wave, lens, layers, frame_lens)
+            for name, branch_layers in (("content", layers), ("descriptor", d_layers)):
+                branch = getattr(model, name)
+                feats[f"{name}/input"] = _pool(branch.block.mix(branch_layers), frame_lens)
+                z, _ = branch.block(branch_layers, frame_lens, sample=False)  # [B, F, Z]
+                feats[f"{name}/z"] = _pool(z, frame_lens)
+                tokens, n_tok = branch.adapter(z, frame_lens)  # [B, N, H]
+                feats[f"{name}/tokens"] = _pool(tokens, n_tok)
+            for key, v in feats.items():
+                arr = v.float().cpu().numpy()
+                for j, i in enumerate(idx):
+                    rows.setdefault(key, [None] * len(clips))[i] = arr[j]
+    for key, v in rows.items():
+        out[key] = v
+    return out
+
+
+def answer_scores(predictions: Path, test_ids: list[str], test_labels: list[dict]) -> dict:
+    """The model's own answer on the same test clips (the first task that states the emotion
+    or a caption, per clip), scored like the probes."""
+    from explainable_ser.prompts import caption_attributes
+
+    best: dict[str, dict] = {}
+    with open(predictions) as f:
+        for line in f:
+            row = json.loads(line)
+            if row.get("id") in best:
+                continue
+            if row.get("emotion") is None and row.get("caption") is None and "emotion" not in row.get("raw", ""):
+                continue
+            best[row["id"]] = row
+    out = {}
+    for target in TARGETS:
+        truth, pred = [], []
+        for utt, labels in zip(test_ids, test_labels):
+            if labels[target] is None or utt not in best:
+                continue
+            row = best[utt]
+            if target == "emotion":
+                guess = row.get("emotion")
+            else:
+                guess = (row.get("caption_attributes") or caption_attributes(row.get("caption"))).get(target)
+            truth.append(labels[target])
+            pred.append(guess if guess is not None else "<none>")
+        out[target] = ({"score": round(score(target, truth, pred), 4), "n_test": len(truth)} if truth
+                       else {"score": None, "n_test": 0, "reason": "no prediction with this field"})
+    return out
+
+
+def ladder(report: dict) -> dict:
+    """Per target: the best encoder rung, the answer, and what is lost between them."""
+    out = {}
+    for target in TARGETS:
+        enc = {k: v[target]["score"] for k, v in report["rungs"].items()
+               if k.startswith("encoder/") and v[target]["score"] is not None}
+        ans = report["rungs"].get("answer", {}).get(target, {}).get("score")
+        if not enc:
+            continue
+        best = max(enc, key=enc.get)
+        out[target] = {"best_encoder_rung": best, "best_encoder": enc[best], "answer": ans,
+                       "lost": None if ans is None else round(enc[best] - ans, 4)}
+    return out
+
+
+def rung_order(keys) -> list[str]:
+    """Rungs in the order the signal travels."""
+    keys = list(keys)
+    order = [k for k in ("measurements",) if k in keys]
+    order += sorted(k for k in keys if k.startswith("encoder/"))
+    for branch in ("content", "descriptor"):
+        order += [f"{branch}/{r}" for r in ("input", "z", "tokens") if f"{branch}/{r}" in keys]
+    order += [k for k in ("answer",) if k in keys]
+    return order
+
+
+def plot(report: dict, path: Path) -> None:
+    """Accuracy per rung (the encoder's layers as their best), one line per target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rungs = report["rungs"]
+    names = [k for k in rung_order(rungs) if not k.startswith("encoder/")]
+    enc = [k for k in rungs if k.startswith("encoder/")]
+    if enc:
+        names.insert(1 if "measurements" in names else 0, "encoder (best layer)")
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for target in TARGETS:
+        ys = []
+        for n in names:
+            if n == "encoder (best layer)":
+                vals = [rungs[k][target]["score"] for k in enc if rungs[k][target]["score"] is not None]
+                ys.append(max(vals) if vals else float("nan"))
+            else:
+                v = rungs[n].get(target, {}).get("score")
+                ys.append(float("nan") if v is None else v)
+        if all(math.isnan(y) for y in ys):
+            continue
+        ax.plot(range(len(names)), ys, marker="o", label=target + (" (UA)" if target == "emotion" else ""))
+    ax.set_xticks(range(len(names)), names, rotation=25, ha="right")
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("test accuracy of a probe")
+    ax.set_title(f"information ladder: {report['run_dir']}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_probe(run_dir: Path, ckpt: Path | None, n_train: int, n_test: int | None, measurements: bool,
+              workers: int, overrides: list[str]) -> dict:
+    """Load the run, collect each rung's features on train/test clips, fit and score the probes."""
+    import torch
+
+    from explainable_ser.assembly import load_trained
+    from explainable_ser.decoding import decode_precision
+
+    start = time.time()
+    ckpt = ckpt or final_checkpoint(run_dir)
+    cfg, dm, module, run_dir = load_trained(ckpt, overrides)
+    model = module.model.cpu().eval()
+    train, _ = dm.usable_clips("train_split")
+    test, _ = dm.usable_clips("test_split")
+    train, test = train[:n_train], (test[:n_test] if n_test else test)
+    if not train or not test:
+        raise ValueError(f"{run_dir}: {len(train)} training and {len(test)} test clips; the probe needs both")
+    train_y = [target_labels(r) for _, r in train]
+    test_y = [target_labels(r) for _, r in test]
+    report: dict = {"run_dir": str(run_dir), "checkpoint": str(ckpt), "n_train": len(train), "n_test": len(test),
+                    "probe": {"measurements": "HistGradientBoostingClassifier on nine measurements",
+                              "states": "StandardScaler + LogisticRegression(C=0.1) on mean+std over frames"},
+                    "score": {"emotion": "UA (mean per-class recall)", "attributes": "accuracy"},
+                    "rungs": {}}
+    if measurements:
+        sr = dm.cfg.sampling_rate
+        f_tr = measurement_features(train, sr, workers, "measuring (train)")
+        f_te = measurement_features(test, sr, workers, "measuring (test)")
+        report["rungs"]["measurements"] = {t: fit_probe("trees", f_tr, [y[t] for y in train_y], f_te,
+                                                        [y[t] for y in test_y], t) for t in TARGETS}
+    torch.set_grad_enabled(False)
+    with decode_precision(cfg, torch.device("cpu")):
+        s_tr = model_states(model, train, desc="states (train)")
+        s_te = model_states(model, test, desc="states (test)")
+    for rung in rung_order(s_tr):
+        report["rungs"][rung] = {t: fit_probe("linear", s_tr[rung], [y[t] for y in train_y], s_te[rung],
+                                              [y[t] for y in test_y], t) for t in TARGETS}
+    preds = run_dir / "predictions.jsonl"
+    if preds.exists():
+        report["rungs"]["answer"] = answer_scores(preds, [r["id"] for _, r in test], test_y)
+    else:
+        report["answer_missing"] = f"{preds} not found (evaluate the run first)"
+    report["ladder"] = ladder(report)
+    report["seconds"] = round(time.time() - start, 1)
+    return report
+
+
+def final_checkpoint(run_dir: Path) -> Path:
+    """The last stage's final checkpoint of a run directory."""
+    finals = sorted(run_dir.glob("*/final.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not finals:
+        raise FileNotFoundError(f"{run_dir}: no */final.ckpt (a finished run directory is needed, or --ckpt)")
+    return finals[-1]
+
+
+def table(report: dict) -> str:
+    lines = [f"{'rung':<22}" + "".join(f"{t:>9}" for t in TARGETS)]
+    for rung in rung_order(report["rungs"]):
+        cells = []
+        for t in TARGETS:
+            v = report["rungs"][rung].get(t, {}).get("score")
+            cells.append(f"{v:>9.3f}" if v is not None else f"{'-':>9}")
+        lines.append(f"{rung:<22}" + "".join(cells))
+    lines.append("lost between the best encoder layer and the answer: " + ", ".join(
+        f"{t} {v['lost']:+.3f}" for t, v in report["ladder"].items() if v["lost"] is not None))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m explainable_ser.probe", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="exit status: 0 done; 2 a bad argument, run directory or checkpoint")
+    parser.add_argument("run_dir", help="a trained run directory (e.g. runs/demo)")
+    parser.add_argument("--ckpt", default=None, help="checkpoint to probe (default: the last stage's final.ckpt)")
+    parser.add_argument("--train", type=int, default=600, help="training clips the probes fit on (default 600)")
+    parser.add_argument("--test", type=int, default=None, help="test clips scored (default: the whole test split)")
+    parser.add_argument("--no-measurements", action="store_true",
+                        help="skip the interpretable-measurement rung (pYIN is the slow part)")
+    parser.add_argument("--workers", type=int, default=2, help="processes for the measurements (default 2)")
+    parser.add_argument("--out", default=None, help="output directory (default: the run directory)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of the run's config")
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        print(f"error: run directory not found: {run_dir}", file=sys.stderr)
+        return 2
+    from explainable_ser.config import ConfigError
+
+    try:
+        report = run_probe(run_dir, Path(args.ckpt) if args.ckpt else None, args.train, args.test,
+                           not args.no_measurements, args.workers, list(args.overrides))
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "probe.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, out / "probe.png")
+    print(table(report))
+    print(f"probe     {out / 'probe.json'}, {out / 'probe.png'} ({report['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

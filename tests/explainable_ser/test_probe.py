@@ -1,0 +1,118 @@
+"""The information ladder (python -m explainable_ser.probe) on the tiny stack."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+
+import pytest
+import torch
+
+from data_modules.datamodule import SpeechDataModule
+from explainable_ser import probe
+from explainable_ser.assembly import build
+from explainable_ser.config import load_config
+from conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """A tiny model and SynthCraft clips whose ``volume`` label is planted in the audio (every
+    second clip scaled down 30x, labelled low) while ``pitch`` gets labels drawn at random."""
+    from data_modules.synthcraft import generate
+
+    tmp = tmp_path_factory.mktemp("probe")
+    generate(tmp / "corpus", n_train=48, n_dev=2, n_test=32, seed=11, progress=False)
+    cfg = tiny_config(f"data.corpora.0.dir={tmp / 'corpus'}", f"run_dir={tmp / 'run'}",
+                      "model.branch.utterance_context=[descriptor]")
+    dm, module = build(cfg, tmp / "run")
+    rng = random.Random(0)
+
+    def plant(clips):
+        out = []
+        for i, (wave, rec) in enumerate(clips):
+            quiet = i % 2 == 1
+            rec = {**rec, "attributes": {**rec["attributes"], "volume": "low" if quiet else "high",
+                                         "pitch": rng.choice(["low", "high"])}}
+            out.append((wave * (1 / 30 if quiet else 1.0), rec))
+        return out
+
+    train, _ = SpeechDataModule(cfg.data).usable_clips("train_split")
+    test, _ = SpeechDataModule(cfg.data).usable_clips("test_split")
+    return module.model, plant(train), plant(test)
+
+
+def test_a_planted_attribute_is_found_and_a_random_one_is_not(planted):
+    model, train, test = planted
+    s_tr = probe.model_states(model, train)
+    s_te = probe.model_states(model, test)
+    # Every rung of both branches is there, one row per clip, tokens as wide as the LLM.
+    for branch in ("content", "descriptor"):
+        for rung in ("input", "z", "tokens"):
+            assert len(s_tr[f"{branch}/{rung}"]) == len(train)
+    assert s_te["descriptor/tokens"][0].shape == (2 * model.llm.get_input_embeddings().weight.shape[1],)
+    y = {t: ([probe.target_labels(r)[t] for _, r in train], [probe.target_labels(r)[t] for _, r in test])
+         for t in ("volume", "pitch")}
+    level = probe.fit_probe("linear", s_tr["encoder/layer_00"], y["volume"][0], s_te["encoder/layer_00"],
+                            y["volume"][1], "volume")
+    assert level["score"] >= 0.95 and level["n_test"] == len(test)
+    noise = probe.fit_probe("linear", s_tr["encoder/layer_00"], y["pitch"][0], s_te["encoder/layer_00"],
+                            y["pitch"][1], "pitch")
+    assert noise["score"] <= 0.75  # random labels: about chance (0.5), nothing to find
+
+
+def test_unlabelled_targets_are_reported_not_scored():
+    res = probe.fit_probe("linear", [[0.0], [1.0]], [None, None], [[0.5]], ["a"], "emotion")
+    assert res["score"] is None and res["n_train"] == 0 and "two classes" in res["reason"]
+    res = probe.fit_probe("trees", [[0.0], [1.0], [float("nan")]], ["a", "b", "a"], [[0.5]], [None], "pitch")
+    assert res["score"] is None and res["reason"] == "no labelled test clip"
+
+
+def test_utterance_context_puts_the_whole_utterance_in_every_frame():
+    from explainable_ser.bottleneck import DisentanglementBlock
+
+    torch.manual_seed(0)
+    block = DisentanglementBlock(2, 4, 8, 3, utterance_context=True).eval()
+    layers = torch.randn(2, 1, 10, 4)
+    z, _ = block(layers, torch.tensor([10]), sample=False)
+    changed = layers.clone()
+    changed[:, :, 9] += 5.0  # only the last frame differs
+    z2, _ = block(changed, torch.tensor([10]), sample=False)
+    assert not torch.allclose(z[0, 0], z2[0, 0])  # the first frame now sees the last one
+    plain = DisentanglementBlock(2, 4, 8, 3).eval()
+    a, _ = plain(layers, torch.tensor([10]), sample=False)
+    b, _ = plain(changed, torch.tensor([10]), sample=False)
+    assert torch.allclose(a[0, 0], b[0, 0])  # the paper's block is per frame
+    # padding does not leak into the statistics
+    padded = torch.cat([layers, torch.randn(2, 1, 3, 4)], dim=2)
+    z3, _ = block(padded, torch.tensor([10]), sample=False)
+    assert torch.allclose(z3[0, :10], z[0], atol=1e-5)
+
+
+def test_the_command_writes_the_ladder(trained_run, tmp_path, capsys):
+    run_dir, _ = trained_run
+    dm = SpeechDataModule(load_config([str(run_dir / "config.yaml")]).data)
+    test, _ = dm.usable_clips("test_split")
+    # the model's answers, written beside a copy of the run: every emotion right, no pitch stated
+    rows = [{"id": r["id"], "task": "ser_sed", "emotion": r["emotion"],
+             "caption": "A speaker talks.", "raw": ""} for _, r in test]
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert probe.main([str(copy), "--workers", "1", "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "probe.json").read_text())
+    assert (tmp_path / "out" / "probe.png").stat().st_size > 0
+    assert report["n_test"] == len(test)
+    assert "measurements" in report["rungs"] and "descriptor/tokens" in report["rungs"]
+    assert report["rungs"]["answer"]["emotion"]["score"] == 1.0
+    assert report["rungs"]["answer"]["pitch"]["score"] == 0.0  # the caption states no pitch
+    assert "lost between the best encoder layer and the answer" in capsys.readouterr().out
+
+
+def test_a_missing_run_directory_is_named(tmp_path, capsys):
+    assert probe.main([str(tmp_path / "nope")]) == 2
+    assert "run directory not found" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert probe.main([str(tmp_path / "empty")]) == 2
+    assert "final.ckpt" in capsys.readouterr().err
