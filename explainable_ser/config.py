@@ -252,6 +252,11 @@ class WarmStartConfig:
     """Initial temperature of the cosine logits (learned; probes stalled when it started at 1)."""
     norm_weight: float = 0.1
     """Weight of the penalty holding each speech token's norm at the embeddings' mean norm."""
+    value_words: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Not in the paper. Field -> value -> one word spelling that value in the descriptor
+    target (``volume: {high: loud, ...}``). By default pitch, volume and speed are spelled
+    ``high pitch``, ``high volume``, ``normal speed``: their shared value words leave the LLM
+    unable to tell a high pitch from a high volume among the speech tokens."""
     field_weight: float = 0.0
     """Not in the paper. Weight of an utterance-level cross-entropy in the descriptor warm start:
     one linear classifier per categorical field of ``descriptor_fields`` on the mean speech token

@@ -164,3 +164,26 @@ def test_predict_script_times_both_modes_on_the_same_files(exported, trained_run
     assert agree["n_compared"] == 4 and agree["identical_emotion"] == 4 and agree["max_abs_score_diff"] < 1e-3
     assert len((tmp_path / "lines" / "bucketed.jsonl").read_text().splitlines()) == 4
     assert res["provenance"]["load_average_start"] and res["provenance"]["commit"]
+
+
+def test_warmstart_ablation_script_writes_its_json(tmp_path):
+    """The descriptor warm start's levers on the tiny offline stack: one row per variant."""
+    from conftest import TINY_LLM
+
+    from data_modules.synthcraft import generate
+
+    generate(tmp_path / "corpus", n_train=16, n_dev=4, n_test=1, seed=2, progress=False)
+    out = tmp_path / "ws.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "warmstart_ablation.py"), *TINY_LLM,
+         f"data.corpora.0.dir={tmp_path / 'corpus'}", "training.warm_start.batch_size=8",
+         "--only", "paper block, 5 passes (the earlier demo)", "+ utterance context + field heads, 5 passes",
+         "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert list(res["variants"]) == ["paper block, 5 passes (the earlier demo)",
+                                     "+ utterance context + field heads, 5 passes"]
+    plain, heads = res["variants"].values()
+    assert plain["dev_field_head_accuracy"] == {} and heads["dev_field_head_accuracy"]
+    assert set(plain["dev_field_accuracy"]) >= {"gender", "pitch", "emotion"}
+    assert res["n_train"] == 16 and res["n_dev"] == 4 and res["load_average_end"]

@@ -37,26 +37,29 @@ from torch import nn
 _SPELLING = {"pitch": "{} pitch", "volume": "{} volume", "speed": "{} speed"}
 
 
-def descriptor_words(record: dict, fields: list[str]) -> str | None:
+def descriptor_words(record: dict, fields: list[str], value_words: dict | None = None) -> str | None:
     """``female normal pitch high volume slow speed sang angry`` for ``fields`` in order; None
-    when the record lacks one of them."""
+    when the record lacks one of them. ``value_words`` (field -> value -> word) spells a
+    field's value as one word of its own instead (``loud`` for a high volume)."""
     attrs = record.get("attributes") or {}
     words = []
     for name in fields:
         value = record.get("emotion") if name == "emotion" else attrs.get(name, record.get(name))
         if value is None or not str(value).strip():
             return None
-        words.append(_SPELLING.get(name, "{}").format(str(value).strip()))
+        value = str(value).strip()
+        own = (value_words or {}).get(name) or {}
+        words.append(own[value.lower()] if value.lower() in own else _SPELLING.get(name, "{}").format(value))
     return " ".join(words)
 
 
-def field_hits(record: dict, fields: list[str], hypothesis: str) -> dict[str, bool]:
+def field_hits(record: dict, fields: list[str], hypothesis: str, value_words: dict | None = None) -> dict[str, bool]:
     """Per descriptor field: does the decoded text spell the record's value (``high pitch``,
     ``angry``) as a whole word sequence?"""
     words = hypothesis.lower().split()
     out = {}
     for name in fields:
-        spelled = descriptor_words(record, [name])
+        spelled = descriptor_words(record, [name], value_words)
         if spelled is None:
             continue
         want = spelled.lower().split()
@@ -64,11 +67,11 @@ def field_hits(record: dict, fields: list[str], hypothesis: str) -> dict[str, bo
     return out
 
 
-def branch_targets(branch: str, record: dict, fields: list[str]) -> str | None:
+def branch_targets(branch: str, record: dict, fields: list[str], value_words: dict | None = None) -> str | None:
     if branch == "content":
         text = record.get("transcript")
         return text.strip() if isinstance(text, str) and text.strip() else None
-    return descriptor_words(record, fields)
+    return descriptor_words(record, fields, value_words)
 
 
 @torch.no_grad()
@@ -141,7 +144,7 @@ def field_classes(records: list[dict], fields: list[str], most: int = 10) -> dic
 def warm_start(model, branch: str, train: list, dev: list, tokenizer, *, fields: list[str],
                epochs: int, lr: float, batch_size: int, scale: float, norm_weight: float,
                seed: int, progress: bool = True, cache: dict | None = None,
-               field_weight: float = 0.0) -> dict:
+               field_weight: float = 0.0, value_words: dict | None = None) -> dict:
     """Train ``model.<branch>`` (block + adapter, layer weights included) with the CTC above
     (plus, for the descriptor branch with ``field_weight`` > 0, :class:`FieldHeads`' cross-entropy).
 
@@ -159,7 +162,7 @@ def warm_start(model, branch: str, train: list, dev: list, tokenizer, *, fields:
 
     def usable(items):
         return [(i, t) for i, (_, rec) in enumerate(items)
-                if (t := branch_targets(branch, rec, fields)) is not None]
+                if (t := branch_targets(branch, rec, fields, value_words)) is not None]
 
     train_t, dev_t = usable(train), usable(dev)
     if not train_t:
@@ -184,7 +187,9 @@ def warm_start(model, branch: str, train: list, dev: list, tokenizer, *, fields:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=lr)
     steps = epochs * math.ceil(len(train_t) / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    # 10 % warm-up; at least two steps of it (OneCycleLR divides by the warm-up length minus one)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
+                                                pct_start=min(0.5, max(0.1, 2.0 / steps)))
     ctc = nn.CTCLoss(blank=0, zero_infinity=True)
     rng = random.Random(seed)
 
@@ -244,7 +249,7 @@ def warm_start(model, branch: str, train: list, dev: list, tokenizer, *, fields:
                 hyps.append(tokenizer.decode(seq).strip().lower())
                 refs.append(tokenizer.decode(dev_ids[i]).strip().lower())
                 if branch == "descriptor":
-                    for name, hit in field_hits(dev[i][1], fields, hyps[-1]).items():
+                    for name, hit in field_hits(dev[i][1], fields, hyps[-1], value_words).items():
                         hits.setdefault(name, []).append(hit)
     err = jiwer.wer(refs, hyps) if refs else None
     return {"branch": branch, "dev_error_rate": err, "dev_utterances": len(refs),
@@ -302,7 +307,7 @@ def ensure_warm_start(cfg, dm, model, run_dir: Path) -> None:
                                 fields=list(ws.descriptor_fields), epochs=epochs, lr=ws.lr,
                                 batch_size=ws.batch_size, scale=ws.scale, norm_weight=ws.norm_weight,
                                 seed=cfg.seed, progress=cfg.trainer.enable_progress_bar, cache=cache,
-                                field_weight=ws.field_weight)
+                                field_weight=ws.field_weight, value_words=dict(ws.value_words))
             state = {k: v.detach().contiguous() for k, v in getattr(model, branch).state_dict().items()}
             save_file(state, out / f"{branch}.tmp.safetensors")
             os.replace(out / f"{branch}.tmp.safetensors", out / f"{branch}.safetensors")

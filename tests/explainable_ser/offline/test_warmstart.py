@@ -25,6 +25,17 @@ def test_descriptor_words_spell_the_fields_in_order():
     assert descriptor_words({"emotion": "sad", "attributes": {}}, ["pitch"]) is None
 
 
+def test_value_words_give_each_value_a_word_of_its_own():
+    own = {"volume": {"high": "loud", "low": "quiet"}, "speed": {"fast": "fast"}}
+    fields = ["gender", "pitch", "volume", "speed", "emotion"]
+    assert descriptor_words(REC, fields, own) == "male low pitch loud fast angry"
+    # a value the mapping lacks keeps the default spelling
+    assert descriptor_words({**REC, "attributes": {**REC["attributes"], "volume": "normal"}}, ["volume"], own) \
+        == "normal volume"
+    assert field_hits(REC, ["volume", "pitch"], "male low pitch loud", own) == {"volume": True, "pitch": True}
+    assert field_hits(REC, ["volume"], "male low pitch high volume", own) == {"volume": False}
+
+
 def test_ctc_head_scores_the_nearest_embedding_row_highest():
     torch.manual_seed(0)
     rows = torch.randn(5, 8)
