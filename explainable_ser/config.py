@@ -18,6 +18,8 @@ earlier file of the same load, so ``sys5.yaml`` alone means the paper's Sys.5 an
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -431,6 +433,7 @@ def load_config(args: list[str] | None = None, base: ExperimentConfig | None = N
     except Exception as err:
         key = getattr(err, "full_key", None)
         raise ConfigError(f"configuration{f' key {key}' if key else ''}: {_one_line(err)}") from None
+    _check_elements(cfg)
     check_names(cfg)
     return cfg
 
@@ -489,6 +492,30 @@ def check_names(cfg: ExperimentConfig) -> None:
     if cfg.data.caption_attributes is not None:
         _choices("data.caption_attributes", cfg.data.caption_attributes,
                  ("gender", "pitch", "volume", "speed", "emphasis"))
+
+
+def _check_elements(obj, prefix: str = "") -> None:
+    """OmegaConf merges a YAML list of mappings into a ``list[str]`` field without a word (the
+    error only comes when the config is written back); check every container's elements."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        _check_value(getattr(obj, f.name), hints[f.name], prefix + f.name)
+
+
+def _check_value(value, hint, key: str) -> None:
+    if dataclasses.is_dataclass(value):
+        _check_elements(value, key + ".")
+        return
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list and args and isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_value(item, args[0], f"{key}.{i}")
+    elif origin is dict and len(args) == 2 and isinstance(value, dict):
+        for name, item in value.items():
+            _check_value(item, args[1], f"{key}.{name}")
+    elif hint in (str, int, float) and (isinstance(value, bool) or not isinstance(
+            value, (int, float) if hint is float else hint)):
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
 
 
 def _choices(key: str, values: list[str], allowed) -> None:

@@ -274,7 +274,8 @@ def run_probe(run_dir: Path, ckpt: Path | None, n_train: int, n_test: int | None
     start = time.time()
     ckpt = ckpt or final_checkpoint(run_dir)
     cfg, dm, module, run_dir = load_trained(ckpt, overrides)
-    model = module.model.cpu().eval()
+    model = module.model.cpu()
+    model.eval()
     train, _ = dm.usable_clips("train_split")
     test, _ = dm.usable_clips("test_split")
     train, test = train[:n_train], (test[:n_test] if n_test else test)
@@ -293,8 +294,7 @@ def run_probe(run_dir: Path, ckpt: Path | None, n_train: int, n_test: int | None
         f_te = measurement_features(test, sr, workers, "measuring (test)")
         report["rungs"]["measurements"] = {t: fit_probe("trees", f_tr, [y[t] for y in train_y], f_te,
                                                         [y[t] for y in test_y], t) for t in TARGETS}
-    torch.set_grad_enabled(False)
-    with decode_precision(cfg, torch.device("cpu")):
+    with torch.no_grad(), decode_precision(cfg, torch.device("cpu")):
         s_tr = model_states(model, train, desc="states (train)")
         s_te = model_states(model, test, desc="states (test)")
     for rung in rung_order(s_tr):

@@ -99,6 +99,19 @@ def test_a_nested_list_where_names_belong_is_a_config_error():
         load_config(["offline", "eval.tasks=[[]]"])
 
 
+@pytest.mark.parametrize("text, key", [
+    ("training: {labels: [neutral, {a: 1}]}", "training.labels.1"),
+    ("model: {branch: {utterance_context: [{descriptor: 1}]}}", "model.branch.utterance_context.0"),
+    ("model: {llm: {lora: {target_modules: [[q_proj]]}}}", "model.llm.lora.target_modules.0"),
+])
+def test_a_mapping_or_list_inside_a_list_of_words_is_a_config_error(tmp_path, text, key):
+    # found by test_fuzz: OmegaConf merges these unchecked and fails only when the config is saved
+    path = tmp_path / "bad.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config([str(path)])
+
+
 def test_eval_targets_take_known_metrics_and_numbers_only():
     assert load_config(["offline", "eval.targets={ua: 0.8, wer: 1}"]).eval.targets == {"ua": 0.8, "wer": 1}
     with pytest.raises(ConfigError, match="eval.targets"):

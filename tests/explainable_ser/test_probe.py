@@ -108,6 +108,7 @@ def test_the_command_writes_the_ladder(trained_run, tmp_path, capsys):
     assert report["rungs"]["answer"]["emotion"]["score"] == 1.0
     assert report["rungs"]["answer"]["pitch"]["score"] == 0.0  # the caption states no pitch
     assert "lost between the best encoder layer and the answer" in capsys.readouterr().out
+    assert torch.is_grad_enabled()  # the probe leaves the process as it found it
 
 
 def test_a_missing_run_directory_is_named(tmp_path, capsys):
