@@ -2,10 +2,18 @@
 
     python benchmarks/decode.py [--ckpt runs/demo/stage2/final.ckpt] [--n 32] [--batch 16]
 
+    python benchmarks/decode.py --size full [--cpu]   # the paper's shapes, random weights
+
 With ``--ckpt`` the trained demo model decodes real SynthCraft test clips (its run directory
 gives the config and tokenizer); without it, a random tiny model does (outputs are then
 arbitrary but the timing is the same work). Greedy outputs of the batched run are compared
 with batch-1 outputs: ``identical_outputs`` must be true. Writes JSON.
+
+``--size full|tiny`` needs no data and no weights: the training-step benchmark's stack
+(HuBERT-large + Llama-3.1-8B shapes, or tiny ones) with random weights, on CUDA in bf16 when
+there is a GPU, decodes random 10 s clips, every utterance generating exactly
+``--max-new-tokens`` tokens (no early stop), batched vs batch-1. Random bf16 weights may tip a
+greedy choice between batch shapes, so ``n_mismatched`` is reported, not required to be 0.
 """
 
 from __future__ import annotations
@@ -35,8 +43,57 @@ def timed_decode(model, wave, lens, task, batch: int, max_new_tokens: int) -> tu
     return out, time.perf_counter() - t0
 
 
+def random_stack(args) -> dict:
+    """Decoding speed of the paper-shaped stack with random weights (no data, no download)."""
+    import sys
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import train_step as ts  # noqa: E402  (the same stack as the training-step benchmark)
+
+    device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+    cfg, _, _ = ts.experiment_config(args.size, "project")
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        model, _ = ts.build(cfg, device, ts.LLAMA3_VOCAB, Path(tmp))
+    model.eval()
+    wave = torch.randn(args.n, int(ts.SR * args.seconds), device=device) * 0.1
+    lens = torch.full((args.n,), wave.shape[1], device=device)
+    task = get_task(args.task)
+    k = args.max_new_tokens
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    @torch.no_grad()
+    def decode(batch: int) -> tuple[list[list[int]], float]:
+        out, t0 = [], time.perf_counter()
+        for i in range(0, args.n, batch):
+            with autocast:
+                speech = model.speech_tokens(wave[i : i + batch], lens[i : i + batch], sample_content=False,
+                                             sample_descriptor=False, zero_descriptor=False)
+                embeds, mask, _ = model.build_inputs(speech, task, None, left_pad=True)
+                ids = model.llm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=k,
+                                         min_new_tokens=k, do_sample=False, pad_token_id=model.pad_id)
+            out += ids.tolist()
+        sync()
+        return out, time.perf_counter() - t0
+
+    decode(min(2, args.n))  # warm-up
+    batched, t_b = decode(args.batch)
+    single, t_1 = decode(1)
+    return {"device": device, "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
+            "size": args.size, "n": args.n, "clip_seconds": args.seconds, "new_tokens_each": k,
+            f"utt_per_s_batch{args.batch}": args.n / t_b, "utt_per_s_batch1": args.n / t_1,
+            "new_tokens_per_s_batched": args.n * k / t_b, "batched_vs_batch1": t_1 / t_b,
+            "identical_outputs": batched == single, "n_mismatched": sum(a != b for a, b in zip(batched, single))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", choices=["full", "tiny"], default=None,
+                    help="random-weight stack of these shapes instead of a checkpoint or the offline model")
+    ap.add_argument("--cpu", action="store_true", help="with --size: stay on CPU even with a GPU")
+    ap.add_argument("--seconds", type=float, default=10.0, help="with --size: clip duration")
     ap.add_argument("--ckpt", default=None)
     ap.add_argument("--data-dir", default="data/synthcraft")
     ap.add_argument("--n", type=int, default=32)
@@ -46,6 +103,14 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/decode.json")
     args = ap.parse_args()
     prov = provenance.start()
+    if args.size:
+        res = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                           "torch": torch.__version__}, "args": vars(args), **random_stack(args)}
+        res["provenance"] = provenance.finish(prov)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=2))
+        print(json.dumps(res, indent=2))
+        return
     from explainable_ser.assembly import build
     from explainable_ser.checkpointing import load_adaptable
 

@@ -1,7 +1,7 @@
 """Training-step benchmark of the full stack: step time, samples/s, tokens/s, peak memory, MFU.
 
     python benchmarks/train_step.py                      # full size on a GPU, tiny on CPU
-    python benchmarks/train_step.py --size full --configs project,project_ckpt,naive,qlora
+    python benchmarks/train_step.py --size full --configs project,baseline,baseline+bucketing
 
 The model is the paper's Sys.7 (``experiments/base.yaml``: LoRA r 8 on q/k/v/o, the branch
 widths of the paper config) trained as in stage 2 (descriptor branch + LoRA, task ``ser_sed``),
@@ -11,17 +11,23 @@ speech tokens and a target of ``--target-tokens`` tokens. Each configuration run
 process (so its peak memory is its own); all of them in one invocation, so ratios compare like
 with like on a shared machine:
 
-* ``project``: encoder in bf16 on GPU under ``inference_mode``, SDPA attention, duration
-  bucketing (the 8 clips within 10 s +- 0.5 s), fused AdamW, bf16 autocast.
+* ``project``: encoder weights in bf16 on GPU, run under ``inference_mode``; SDPA attention;
+  duration bucketing (the 8 clips within 10 s +- 5 %); logits only at the target positions;
+  fused AdamW; bf16 autocast.
 * ``project_ckpt``: the same with gradient checkpointing of the LLM (what fits a 48 GB card).
-* ``naive``: the same model with an fp32 encoder tracking gradients (on a GPU its matmuls still
-  run under the bf16 autocast that ``bf16-mixed`` puts around the whole step), eager attention
-  in the encoder and the LLM, no bucketing (8 clips of 2 to 18 s padded to the longest; the
-  same 80 s of audio in total as the bucketed batch), no gradient checkpointing, unfused AdamW.
+* ``baseline``: what the libraries' defaults give: SDPA attention and bf16 autocast too, but the
+  frozen encoder in fp32 under ``no_grad``, random batching padded to the longest (8 clips of
+  2 to 18 s, the same 80 s of audio in total), full-vocabulary logits through the LLM's
+  ``labels=`` loss, AdamW's default (foreach) implementation.
+* ``baseline+FEATURE``: the baseline with one of the project's features (``bf16_encoder``,
+  ``bucketing``, ``target_logits``, ``fused_adamw``), so each speed-up is attributed:
+  ``feature_share`` is log(speed-up of the feature) / log(speed-up of the project).
 * ``qlora`` (GPU with bitsandbytes only): the LLM loaded in 4 bit (NF4) + gradient checkpointing.
 
-MFU = model FLOPs per step / step time / the bf16 matmul peak measured in the same run (an
-``N^3`` matmul, N = 8192 on GPU; fp32 and N = 2048 on CPU). Model FLOPs are counted by
+MFU = model FLOPs per step / step time / a peak: ``mfu`` against the bf16 matmul peak measured
+in the same run (an ``N^3`` matmul, N = 8192 on GPU; fp32 and N = 2048 on CPU), ``mfu_datasheet``
+against the device's dense bf16 datasheet peak (989 TFLOP/s for H100 SXM and H200; none on
+CPU), the figure published anchors use. Model FLOPs are counted by
 :func:`step_flops` below on the real (unpadded) lengths, with no recomputation (gradient
 checkpointing) counted: padding and recomputation are waste, not model work.
 """
@@ -31,6 +37,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import platform
 import random
@@ -50,7 +57,24 @@ from param_counts import HUBERT_LARGE, LLAMA3_VOCAB, LLAMA_31_8B  # noqa: E402
 from explainable_ser import provenance  # noqa: E402
 
 SR = 16000
-CONFIGS = ("project", "project_ckpt", "naive", "qlora")
+FEATURES = ("bf16_encoder", "bucketing", "target_logits", "fused_adamw")
+CONFIGS = ("project", "project_ckpt", "baseline", *(f"baseline+{f}" for f in FEATURES), "qlora")
+# Dense bf16 tensor-core peaks from the datasheets (TFLOP/s, no sparsity), by device name.
+DATASHEET_BF16 = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+def features(config: str) -> set[str]:
+    """The project's features a configuration has (all but ``baseline*``)."""
+    if config.startswith("baseline"):
+        return set(config.split("+")[1:])
+    return set(FEATURES)
+
+
+def datasheet_peak(gpu_name: str | None) -> float | None:
+    for key, peak in DATASHEET_BF16.items():  # the more specific names come first
+        if gpu_name and key in gpu_name:
+            return peak
+    return None
 
 # Tiny shapes for CPU: the same architectures, small enough for a 2-core machine.
 HUBERT_TINY = dict(model_type="hubert", hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
@@ -168,17 +192,17 @@ def experiment_config(size: str, config: str):
     m.encoder.dtype = m.llm.dtype = "auto"
     m.llm.gradient_checkpointing = config in ("project_ckpt", "qlora")
     m.llm.load_in_4bit = config == "qlora"
-    if config == "naive":
+    if "bf16_encoder" not in features(config):
         m.encoder.dtype = "float32"
-        m.encoder.attn_implementation = m.llm.attn_implementation = "eager"
     return cfg, enc_hf, llm_hf
 
 
 def clip_lengths(config: str, batch: int, seconds: float, seed: int = 0) -> list[int]:
-    """Bucketed: every clip within +-5 % of ``seconds``; naive: 0.2x to 1.8x of it. Both are
-    scaled to exactly ``batch * seconds`` of audio, so every configuration does the same work."""
+    """Bucketed: every clip within +-5 % of ``seconds``; random batching: 0.2x to 1.8x of it.
+    Both are scaled to exactly ``batch * seconds`` of audio, so every configuration does the
+    same work."""
     rng = random.Random(seed)
-    lo, hi = (0.95, 1.05) if config != "naive" else (0.2, 1.8)
+    lo, hi = (0.95, 1.05) if "bucketing" in features(config) else (0.2, 1.8)
     draws = [rng.uniform(lo, hi) for _ in range(batch)]
     scale = batch / sum(draws)
     return [int(SR * seconds * d * scale) for d in draws]
@@ -218,12 +242,15 @@ def run_one(args) -> dict:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         model, tokenizer = build(cfg, device, vocab, Path(tmp))
-    naive = args.one == "naive"
-    if naive:  # the encoder tracked by autograd, as if nobody had frozen it
-        model.encoder.requires_grad_(True)
-        model.encode = lambda wave, lens: model.encoder(wave, lens)
+    feats = features(args.one)
+    if "bf16_encoder" not in feats:  # the library default: fp32 weights, no_grad
+        def encode(wave, lens, encoder=None):
+            with torch.no_grad():
+                layers, frame_lens = (encoder or model.encoder)(wave, lens)
+            return layers.to(model.content.block.layer_logits.dtype), frame_lens
+        model.encode = encode
     params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("encoder.")]
-    opt = torch.optim.AdamW(params, lr=1e-5, fused=(device == "cuda" and not naive) or None)
+    opt = torch.optim.AdamW(params, lr=1e-5, fused=True if "fused_adamw" in feats else None)
     lengths = clip_lengths(args.one, args.batch, args.seconds)
     wave = torch.randn(len(lengths), max(lengths), device=device) * 0.1
     lens = torch.tensor(lengths, device=device)
@@ -237,16 +264,25 @@ def run_one(args) -> dict:
     beta = cfg.training.beta
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
 
+    def full_vocab_loss():
+        """The library path: the LLM's own loss from ``labels=`` (logits at every position)."""
+        speech = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=True,
+                                     zero_descriptor=False)
+        embeds, mask, labels = model.build_inputs(speech, task, [model.prompts.target_ids(t) for t in targets])
+        out = model.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels)
+        return out.loss * n_target + beta * speech.kl["descriptor"].mean(), speech.n_tokens
+
     def step():
         with autocast:
-            out = model(wave, lens, task, targets)
-        loss = (out["ce"] + beta * out["kl_descriptor"]).mean()
+            if "target_logits" in feats:
+                out = model(wave, lens, task, targets)
+                loss, n_tok = (out["ce"] + beta * out["kl_descriptor"]).mean(), out["n_tokens"]
+            else:
+                loss, n_tok = full_vocab_loss()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        for p in model.encoder.parameters():  # naive: its (useless) gradients are dropped too
-            p.grad = None
-        return out["n_tokens"]
+        return n_tok
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for _ in range(args.warmup):
@@ -330,7 +366,8 @@ def main() -> None:
     prov = provenance.start()
     res: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                              "torch": torch.__version__,
-                             "gpu": torch.cuda.get_device_name() if gpu else None},
+                             "gpu": torch.cuda.get_device_name() if gpu else None,
+                             "datasheet_bf16_tflops": datasheet_peak(torch.cuda.get_device_name()) if gpu else None},
                  "args": vars(args)}
     res["matmul_peak"] = matmul_peak(device, args.matmul_n or (8192 if gpu else 2048))
     wanted = args.configs.split(",") if args.configs else list(CONFIGS)
@@ -352,11 +389,17 @@ def main() -> None:
             continue
         one = json.loads(proc.stdout.strip().splitlines()[-1])
         one["mfu"] = one["achieved_tflops"] / res["matmul_peak"]["tflops"]
+        peak = datasheet_peak(res["machine"]["gpu"])
+        one["mfu_datasheet"] = one["achieved_tflops"] / peak if peak else None
         res["configs"][name] = one
     ok = {k: v for k, v in res["configs"].items() if "samples_per_s" in v}
-    if "naive" in ok:
-        res["speedup_vs_naive"] = {k: v["samples_per_s"] / ok["naive"]["samples_per_s"]
-                                   for k, v in ok.items() if k != "naive"}
+    if "baseline" in ok:
+        base = ok["baseline"]["samples_per_s"]
+        res["speedup_vs_baseline"] = {k: v["samples_per_s"] / base for k, v in ok.items() if k != "baseline"}
+        if "project" in ok and res["speedup_vs_baseline"]["project"] > 1:
+            total = math.log(res["speedup_vs_baseline"]["project"])
+            res["feature_share"] = {k.split("+", 1)[1]: math.log(v) / total
+                                    for k, v in res["speedup_vs_baseline"].items() if k.startswith("baseline+")}
     res["provenance"] = provenance.finish(prov)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))

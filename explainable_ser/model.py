@@ -140,33 +140,66 @@ class ExplainableSER(nn.Module):
 
         Returns inputs_embeds [B, L, H], attention_mask [B, L], labels [B, L] (or None).
         """
+        embeds, mask, labels, _ = self.splice(speech, task, targets, left_pad)
+        return embeds, mask, labels
+
+    def splice(self, speech: SpeechTokens, task: Task, targets: list[list[int]] | None, left_pad: bool = False):
+        """:meth:`build_inputs` plus ``picks`` (the target tokens' places, for the loss).
+
+        The layout of every sequence (<head> S_con[:n] <mid> S_des[:n] <tail> <target>, padded) is
+        worked out on the host from the token counts, read once per batch; the device then runs
+        one gather. No per-utterance host read or data-dependent shape, so a GPU never waits.
+        ``picks``: ``pos`` [T] flat positions in [B * L] whose hidden state predicts each target
+        token, ``ids`` [T] those tokens, ``row`` [T] their utterance, ``count`` [B] per utterance.
+        """
         head, mid, tail = self.prompts.pieces(task)
         emb_dtype = self.llm.get_input_embeddings().weight.dtype
-        ref = speech.content
-        e_head, e_mid, e_tail = (self.embed_ids(p, ref) for p in (head, mid, tail))
-        seqs, labels = [], []
-        for i in range(ref.shape[0]):
-            n = int(speech.n_tokens[i])
-            parts = [e_head, speech.content[i, :n].to(emb_dtype), e_mid,
-                     speech.descriptor[i, :n].to(emb_dtype), e_tail]
-            prompt_len = len(head) + len(mid) + len(tail) + 2 * n
-            lab = [IGNORE] * prompt_len
-            if targets is not None:
-                parts.append(self.embed_ids(targets[i], ref))
-                lab = lab + list(targets[i])
-            seqs.append(torch.cat(parts, dim=0))  # [L_i, H]
-            labels.append(torch.tensor(lab, dtype=torch.long, device=ref.device))
-        max_len = max(s.shape[0] for s in seqs)
-        b, h = len(seqs), seqs[0].shape[1]
-        embeds = ref.new_zeros(b, max_len, h, dtype=emb_dtype)
-        mask = torch.zeros(b, max_len, dtype=torch.long, device=ref.device)
-        lab_t = torch.full((b, max_len), IGNORE, dtype=torch.long, device=ref.device)
-        for i, (s, lab) in enumerate(zip(seqs, labels)):
-            sl = slice(max_len - s.shape[0], max_len) if left_pad else slice(0, s.shape[0])
-            embeds[i, sl] = s
-            mask[i, sl] = 1
-            lab_t[i, sl] = lab
-        return embeds, mask, (lab_t if targets is not None else None)
+        con, des = speech.content, speech.descriptor  # [B, N, H]
+        b, n_max, h = con.shape
+        dev = con.device
+        n_tok = speech.n_tokens.tolist()  # the one host read of the step
+        tgt = [list(t) for t in targets] if targets is not None else [[] for _ in range(b)]
+        # one source table [S, H]: prompt pieces, every target token, both token streams, a zero row
+        all_tgt = [t for ids in tgt for t in ids]
+        o_mid, o_tail, o_tgt = len(head), len(head) + len(mid), len(head) + len(mid) + len(tail)
+        o_con = o_tgt + len(all_tgt)
+        o_des = o_con + b * n_max
+        o_zero = o_des + b * n_max
+        prompt = [len(head) + len(mid) + len(tail) + 2 * n for n in n_tok]
+        lengths = [p + len(t) for p, t in zip(prompt, tgt)]
+        max_len = max(lengths)
+        index = torch.full((b, max_len), o_zero, dtype=torch.long)
+        labels = torch.full((b, max_len), IGNORE, dtype=torch.long)
+        pos, row, ids = [], [], []
+        k = o_tgt
+        for i, (n, ln, t) in enumerate(zip(n_tok, lengths, tgt)):
+            seq = [*range(len(head)), *range(o_con + i * n_max, o_con + i * n_max + n),
+                   *range(o_mid, o_tail), *range(o_des + i * n_max, o_des + i * n_max + n),
+                   *range(o_tail, o_tgt), *range(k, k + len(t))]
+            k += len(t)
+            start = max_len - ln if left_pad else 0
+            index[i, start:start + ln] = torch.tensor(seq, dtype=torch.long)
+            if t:
+                first = start + prompt[i]  # where the target begins
+                labels[i, first:first + len(t)] = torch.tensor(t, dtype=torch.long)
+                pos += range(i * max_len + first - 1, i * max_len + first - 1 + len(t))
+                row += [i] * len(t)
+                ids += t
+        words = head + mid + tail + all_tgt
+        host = torch.cat([index.view(-1), labels.view(-1), torch.tensor(words + pos + row + ids, dtype=torch.long),
+                          torch.tensor([len(t) for t in tgt], dtype=torch.long)])
+        if dev.type == "cuda":
+            host = host.pin_memory()
+        host = host.to(dev, non_blocking=True)  # one copy for every index of the batch
+        index, labels_d, words_d, t_pos, t_row, t_ids, count = host.split(
+            [b * max_len, b * max_len, len(words), len(pos), len(pos), len(pos), b])
+        table = torch.cat([self.llm.get_input_embeddings()(words_d).to(emb_dtype),
+                           con.reshape(b * n_max, h).to(emb_dtype), des.reshape(b * n_max, h).to(emb_dtype),
+                           con.new_zeros(1, h, dtype=emb_dtype)])  # [S, H]
+        embeds = table.index_select(0, index).view(b, max_len, h)  # [B, L, H]
+        mask = (index != o_zero).long().view(b, max_len)  # [B, L]
+        picks = {"pos": t_pos, "row": t_row, "ids": t_ids, "count": count}
+        return embeds, mask, (labels_d.view(b, max_len) if targets is not None else None), picks
 
     # -- training loss -------------------------------------------------------------------------
     def forward(self, wave, wave_lens, task: Task, target_texts: list[str], *,
@@ -179,17 +212,14 @@ class ExplainableSER(nn.Module):
                                     sample_descriptor=sample_descriptor,
                                     zero_descriptor=zero_descriptor, zero_content=zero_content)
         targets = [self.prompts.target_ids(t) for t in target_texts]
-        embeds, mask, labels = self.build_inputs(speech, task, targets)
+        embeds, mask, _, picks = self.splice(speech, task, targets)
         # Right padding: positions 0..L_i-1 are the same as for the utterance alone.
         hidden = self.decoder_hidden(embeds, mask)  # [B, L, H]
         # Logits only where a next token is labelled (saves the [B, L, V] tensor).
-        next_labels = labels[:, 1:]  # [B, L-1]
-        sel = next_labels != IGNORE
-        logits = self.lm_head(hidden[:, :-1][sel])  # [n_target_tokens, V]
-        tok_ce = F.cross_entropy(logits.float(), next_labels[sel], reduction="none")
-        row = sel.nonzero()[:, 0]  # utterance index of each target token
-        ce = torch.zeros(embeds.shape[0], device=tok_ce.device).index_add_(0, row, tok_ce)
-        return {"ce": ce, "ce_per_token": ce / sel.sum(1).clamp(min=1), "kl_content": speech.kl["content"],
+        logits = self.lm_head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, picks["pos"]))  # [T, V]
+        tok_ce = F.cross_entropy(logits.float(), picks["ids"], reduction="none")  # [T]
+        ce = torch.zeros(embeds.shape[0], device=tok_ce.device).index_add_(0, picks["row"], tok_ce)  # [B]
+        return {"ce": ce, "ce_per_token": ce / picks["count"].clamp(min=1), "kl_content": speech.kl["content"],
                 "kl_descriptor": speech.kl["descriptor"], "frames": speech.frame_lens,
                 "n_tokens": speech.n_tokens}
 

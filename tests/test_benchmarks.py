@@ -34,7 +34,8 @@ def ts():
 
 def small_stack(ts, head_trainable: bool):
     """The benchmark's stack, smaller still, with eager attention (torch counts its matmuls)."""
-    cfg, enc_hf, llm_hf = ts.experiment_config("tiny", "naive")
+    cfg, enc_hf, llm_hf = ts.experiment_config("tiny", "baseline")
+    cfg.model.encoder.attn_implementation = cfg.model.llm.attn_implementation = "eager"
     enc_hf.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, conv_dim=[32] * 7,
                   num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
     llm_hf.update(hidden_size=64, intermediate_size=96, num_hidden_layers=2)
@@ -85,7 +86,7 @@ def test_encoder_flops_match_the_counter_alone(ts):
     """The encoder term on its own (its matmuls dominate the check above at this size)."""
     from transformers import AutoConfig, AutoModel
 
-    _, enc_hf, _ = ts.experiment_config("tiny", "naive")
+    _, enc_hf, _ = ts.experiment_config("tiny", "baseline")
     hf = AutoConfig.for_model(**enc_hf)
     hf._attn_implementation = "eager"
     model = AutoModel.from_config(hf).eval()
@@ -95,11 +96,23 @@ def test_encoder_flops_match_the_counter_alone(ts):
     assert 2 * ts.encoder_flops(enc_hf, 24000) == pytest.approx(counter.get_total_flops(), rel=1e-3)
 
 
-def test_bucketed_and_naive_batches_hold_the_same_audio(ts):
-    project, naive = ts.clip_lengths("project", 8, 10.0), ts.clip_lengths("naive", 8, 10.0)
-    assert sum(project) == pytest.approx(80 * ts.SR, abs=8) and sum(naive) == pytest.approx(80 * ts.SR, abs=8)
+def test_bucketed_and_random_batches_hold_the_same_audio(ts):
+    project, base = ts.clip_lengths("project", 8, 10.0), ts.clip_lengths("baseline", 8, 10.0)
+    assert sum(project) == pytest.approx(80 * ts.SR, abs=8) and sum(base) == pytest.approx(80 * ts.SR, abs=8)
     assert max(project) / min(project) < 1.15  # bucketed: little padding
-    assert max(naive) / min(naive) > 2  # random: much
+    assert max(base) / min(base) > 2  # random: much
+    assert ts.clip_lengths("baseline+bucketing", 8, 10.0) == project
+
+
+def test_each_ablation_adds_one_feature_to_the_baseline(ts):
+    assert ts.features("project") == set(ts.FEATURES) and ts.features("baseline") == set()
+    for f in ts.FEATURES:
+        assert ts.features(f"baseline+{f}") == {f} and f"baseline+{f}" in ts.CONFIGS
+    base, bf16 = ts.experiment_config("tiny", "baseline")[0], ts.experiment_config("tiny", "baseline+bf16_encoder")[0]
+    assert base.model.encoder.dtype == "float32" and bf16.model.encoder.dtype == "auto"
+    assert base.model.llm.attn_implementation == "sdpa"  # the library default, not eager
+    assert ts.datasheet_peak("NVIDIA H100 80GB HBM3") == 989.0 and ts.datasheet_peak("NVIDIA H100 PCIe") == 756.0
+    assert ts.datasheet_peak("NVIDIA H200") == 989.0 and ts.datasheet_peak(None) is None
 
 
 @pytest.mark.slow
@@ -107,32 +120,17 @@ def test_train_step_script_writes_its_json(tmp_path):
     out = tmp_path / "train_step.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "train_step.py"), "--size", "tiny", "--cpu",
-         "--configs", "project,naive,qlora", "--steps", "1", "--warmup", "1", "--seconds", "2",
+         "--configs", "project,baseline,baseline+target_logits,qlora", "--steps", "1", "--warmup", "1", "--seconds", "2",
          "--batch", "2", "--matmul-n", "256", "--out", str(out)],
         capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
-    project, naive = res["configs"]["project"], res["configs"]["naive"]
-    assert project["samples_per_s"] > 0 and 0 < project["mfu"]
-    assert naive["llm"]["attn"] == "eager" and project["llm"]["attn"] == "sdpa"
+    project, base = res["configs"]["project"], res["configs"]["baseline"]
+    assert project["samples_per_s"] > 0 and 0 < project["mfu"] and project["mfu_datasheet"] is None  # CPU
+    assert base["encoder_dtype"] == "torch.float32" and base["llm"]["attn"] == project["llm"]["attn"] == "sdpa"
     assert project["flops_per_step"]["total"] > 0 and project["peak_rss_gb"] > 0
     assert "skipped" in res["configs"]["qlora"]  # no GPU here: said, not faked
-    assert set(res["speedup_vs_naive"]) == {"project"}
-
-
-def test_device_check_script_dry_runs_on_cpu(tmp_path):
-    """The prepared GPU check, at tiny shapes on CPU: every step runs and the summary is written."""
-    import os
-
-    env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path / "dc"), "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "device_check.sh")], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    summary = json.loads((tmp_path / "dc" / "summary.json").read_text())
-    assert set(summary["train_step"]) == {"project", "naive"}
-    assert all("samples_per_s" in v for v in summary["train_step"].values())
-    assert summary["decode"]["identical_outputs"] is True
-    assert summary["demo_metrics"]["n_utterances"] == 2
+    assert set(res["speedup_vs_baseline"]) == {"project", "baseline+target_logits"}
 
 
 def test_cli_startup_script_writes_its_json(tmp_path):

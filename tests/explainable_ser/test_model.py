@@ -348,3 +348,93 @@ def test_descriptor_frames_are_resampled_to_the_content_frames(tiny_tokenizer):
         assert torch.allclose(out[0, i, :f_c, 0], want)
         assert torch.all(out[0, i, f_c:] == 0)
     assert out[0, 0, : int(frame_lens[0]), 0].max() > 40  # 50 real frames at 25 Hz, stretched
+
+
+# -- the splice without host syncs -------------------------------------------------------------
+def per_utterance_reference(model, speech, task, targets, left_pad=False):
+    """The splice and loss as first written (a loop over utterances, boolean-mask selection):
+    the vectorised :meth:`ExplainableSER.splice` must give the same numbers."""
+    head, mid, tail = model.prompts.pieces(task)
+    ref = speech.content
+    e_head, e_mid, e_tail = (model.embed_ids(p, ref) for p in (head, mid, tail))
+    seqs, labels = [], []
+    for i in range(ref.shape[0]):
+        n = int(speech.n_tokens[i])
+        parts = [e_head, speech.content[i, :n], e_mid, speech.descriptor[i, :n], e_tail]
+        lab = [IGNORE] * (len(head) + len(mid) + len(tail) + 2 * n)
+        if targets is not None:
+            parts.append(model.embed_ids(targets[i], ref))
+            lab = lab + list(targets[i])
+        seqs.append(torch.cat(parts, dim=0))
+        labels.append(torch.tensor(lab, dtype=torch.long))
+    max_len = max(s.shape[0] for s in seqs)
+    embeds = ref.new_zeros(len(seqs), max_len, ref.shape[2])
+    mask = torch.zeros(len(seqs), max_len, dtype=torch.long)
+    lab_t = torch.full((len(seqs), max_len), IGNORE, dtype=torch.long)
+    for i, (s, lab) in enumerate(zip(seqs, labels)):
+        sl = slice(max_len - s.shape[0], max_len) if left_pad else slice(0, s.shape[0])
+        embeds[i, sl], mask[i, sl], lab_t[i, sl] = s, 1, lab
+    return embeds, mask, lab_t
+
+
+def reference_ce(model, wave, lens, task, texts):
+    sp = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=False)
+    embeds, mask, labels = per_utterance_reference(model, sp, task, [model.prompts.target_ids(t) for t in texts])
+    hidden = model.decoder_hidden(embeds, mask)
+    nxt = labels[:, 1:]
+    sel = nxt != IGNORE
+    tok = torch.nn.functional.cross_entropy(model.lm_head(hidden[:, :-1][sel]).float(), nxt[sel], reduction="none")
+    return torch.zeros(len(texts)).index_add_(0, sel.nonzero()[:, 0], tok)
+
+
+def test_vectorised_splice_equals_the_per_utterance_one(model):
+    task = get_task("ser_sed")
+    wave, lens = waves([48000, 30000, 17000])
+    sp = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=False)
+    targets = [model.prompts.target_ids(render_target(task, REC))[: 5 + 4 * i] for i in range(3)]
+    for tg, left in ((targets, False), (None, True), (None, False)):
+        got = model.build_inputs(sp, task, tg, left_pad=left)
+        want = per_utterance_reference(model, sp, task, tg, left_pad=left)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        assert (got[2] is None) if tg is None else torch.equal(got[2], want[2])
+
+
+def test_vectorised_loss_and_gradients_equal_the_per_utterance_ones(tiny_tokenizer, seeded):
+    cfg = tiny_config(hubert=True)
+    model = build_model(cfg.model, tiny_tokenizer)
+    apply_trainable(model, ["descriptor", "lora"])
+    model.eval()  # no dropout, so both passes see the same function
+    task = get_task("ser_sed")
+    wave, lens = waves([48000, 30000, 17000, 20500])
+    full = render_target(task, REC)
+    texts = [full, full[:20], full[:35], "sad"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    new = model(wave, lens, task, texts, sample_content=False, sample_descriptor=False)["ce"]
+    g_new = torch.autograd.grad(new.sum(), params, allow_unused=True)
+    old = reference_ce(model, wave, lens, task, texts)
+    g_old = torch.autograd.grad(old.sum(), params, allow_unused=True)
+    torch.testing.assert_close(new, old, rtol=1e-6, atol=1e-6)
+    assert sum(g is not None for g in g_new) > 10
+    for a, b in zip(g_new, g_old):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("batch", [2, 8])
+def test_host_syncs_per_step_do_not_grow_with_the_batch(batch):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from host_syncs import HostSyncCounter, tiny_step
+
+    _, step = tiny_step(batch)
+    step()
+    with HostSyncCounter() as counter:
+        step()
+    ours = {k: v for k, v in counter.counts.items()}
+    # one read of the token counts per batch (ours); the rest is transformers' own mask checks
+    assert ours.get("Tensor.tolist", 0) == 1
+    assert "aten.nonzero.default" not in ours and "aten.index.Tensor (boolean mask)" not in ours
+    assert counter.total <= 5, ours
