@@ -27,17 +27,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 # distribution -> what in the check imports it (found by running the check's dry run with only
-# the image's packages installed: tests/test_device_image.py)
+# the image's packages installed, tests/test_device_image.py, and listing the modules loaded;
+# lhotse's own audioread and cffi's pycparser are not loaded on this path)
 WHEELS = {
     "omegaconf": "every config load (explainable_ser.config)",
-    "antlr4-python3-runtime": "omegaconf's interpolation grammar",
+    "antlr4-python3-runtime": "omegaconf's grammar for ${...} interpolations in configs",
     "lhotse": "the data module: manifests, cuts, bucketing samplers",
-    "audioread": "imported by lhotse at start-up",
     "intervaltree": "imported by lhotse at start-up",
     "cytoolz": "imported by lhotse at start-up",
     "soundfile": "reading and writing audio (data_modules.audio, SynthCraft)",
-    "cffi": "soundfile's binding to libsndfile",
-    "pycparser": "cffi",
+    "cffi": "_cffi_backend, which soundfile's binding to libsndfile loads",
     "soxr": "resampling (data_modules.audio)",
     "jiwer": "WER (explainable_ser.metrics)",
     "rapidfuzz": "jiwer's edit distance",

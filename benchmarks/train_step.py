@@ -392,6 +392,9 @@ def main() -> None:
         peak = datasheet_peak(res["machine"]["gpu"])
         one["mfu_datasheet"] = one["achieved_tflops"] / peak if peak else None
         res["configs"][name] = one
+        # written after every configuration: a run stopped by a time limit keeps what it measured
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=2))
     ok = {k: v for k, v in res["configs"].items() if "samples_per_s" in v}
     if "baseline" in ok:
         base = ok["baseline"]["samples_per_s"]
