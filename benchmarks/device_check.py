@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,17 +37,25 @@ REPO = Path(__file__).resolve().parents[1]
 TRAIN_STEP_S, DECODE_S, PREP_S, FIT_S = 270, 80, 45, 75
 
 
+def run_cmd(cmd: list[str], log, timeout: int) -> tuple[int | None, str]:
+    """(exit code or None on timeout, stderr). The command runs in its own process group, and
+    a timeout kills the whole group: a benchmark's child processes must not keep the GPU."""
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+        return proc.returncode, err
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        return None, (err or "") + f"\ntimed out after {timeout} s"
+
+
 def run_part(name: str, cmd: list[str], out_json: Path, log, timeout: int, writes_json: bool = True) -> dict:
     """Run one part; on failure (exit code, timeout, missing JSON) write the error into its JSON.
     ``writes_json=False``: a step that writes no JSON of its own (only failures are written)."""
     print(f"[device_check] {name}: {' '.join(cmd)}", file=log, flush=True)
     start = time.time()
-    try:
-        proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.PIPE, text=True, timeout=timeout)
-        err, rc = proc.stderr, proc.returncode
-    except subprocess.TimeoutExpired as exc:
-        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-        err, rc = err + f"\ntimed out after {timeout} s", None
+    rc, err = run_cmd(cmd, log, timeout)
     log.write(err)
     log.flush()
     seconds = round(time.time() - start, 1)
@@ -88,12 +97,7 @@ def fit_part(out: Path, dry: bool, log) -> dict:
         else:
             args += ["trainer.accelerator=gpu", "training.stages.0.max_steps=40", "training.stages.1.max_steps=40"]
         start = time.time()
-        try:
-            proc = subprocess.run([sys.executable, "-m", "explainable_ser.fit", *args], cwd=REPO, stdout=log,
-                                  stderr=subprocess.PIPE, text=True, timeout=FIT_S)
-            rc, err = proc.returncode, proc.stderr
-        except subprocess.TimeoutExpired:
-            rc, err = None, f"timed out after {FIT_S} s"
+        rc, err = run_cmd([sys.executable, "-m", "explainable_ser.fit", *args], log, FIT_S)
         log.write(err)
         res: dict = {"command": "python -m explainable_ser.fit " + " ".join(args), "seconds": round(time.time() - start, 1)}
         if rc != 0 or not (run_dir / "metrics.json").exists():

@@ -185,3 +185,26 @@ def test_warmstart_ablation_script_writes_its_json(tmp_path):
     assert plain["dev_field_head_accuracy"] == {} and heads["dev_field_head_accuracy"]
     assert set(plain["dev_field_accuracy"]) >= {"gender", "pitch", "emotion"}
     assert res["n_train"] == 16 and res["n_dev"] == 4 and res["load_average_end"]
+
+
+def test_a_device_check_part_over_its_limit_is_stopped_with_its_children(tmp_path):
+    dc = load_script("device_check")
+    pid_file = tmp_path / "child.pid"
+    # a part that starts a child of its own (as train_step.py does) and outlives its limit
+    cmd = ["bash", "-c", f"sleep 60 & echo $! > {pid_file}; wait"]
+    with open(tmp_path / "log.txt", "w") as log:
+        res = dc.run_part("slow", cmd, tmp_path / "slow.json", log, timeout=2)
+    assert res["failed"] == "timeout" and "timed out after 2 s" in res["error"][-1]
+    assert json.loads((tmp_path / "slow.json").read_text())["failed"] == "timeout"
+    child = int(pid_file.read_text())
+    import os
+    import time
+
+    for _ in range(50):  # the kill is asynchronous; the child is gone within moments
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the part's child {child} survived its limit")
