@@ -213,6 +213,9 @@ class StageConfig:
     """``constant`` or ``cosine`` (both after linear warm-up)."""
     warmup_ratio: float = 0.03
     """Fraction of the stage's steps used for linear warm-up."""
+    lr_scale: dict[str, float] = field(default_factory=dict)
+    """Not in the paper: a factor on ``lr`` per trainable group, e.g. ``{descriptor: 0.1}`` (a
+    warm-started branch then adapts slowly while LoRA learns at ``lr``); a group left out gets 1."""
 
 
 def paper_stages() -> list[StageConfig]:
@@ -473,6 +476,10 @@ def check_names(cfg: ExperimentConfig) -> None:
     for i, stage in enumerate(cfg.training.stages):
         _choices(f"training.stages.{i}.tasks", stage.tasks, TASKS)
         _choices(f"training.stages.{i}.trainable", stage.trainable, groups)
+        _choices(f"training.stages.{i}.lr_scale", list(stage.lr_scale), stage.trainable)
+        for key, value in stage.lr_scale.items():
+            if not value > 0:
+                raise ConfigError(f"training.stages.{i}.lr_scale.{key}: expected a positive factor, got {value!r}")
     _choices("eval.tasks", cfg.eval.tasks, TASKS)
     _choices("eval.targets", list(cfg.eval.targets), TARGET_METRICS)
     for key, value in cfg.eval.targets.items():  # OmegaConf lets a list or a dict through here

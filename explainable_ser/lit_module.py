@@ -16,7 +16,7 @@ import torch
 
 from explainable_ser.model import ExplainableSER
 from explainable_ser.prompts import get_task, select_targets
-from explainable_ser.stages import adaptable_names, kl_weight
+from explainable_ser.stages import adaptable_names, group_of, kl_weight
 
 
 def lr_lambda(warmup: int, total: int, schedule: str):
@@ -154,9 +154,16 @@ class ExplainableSERModule(L.LightningModule):
 
     # -- optimiser -----------------------------------------------------------------------------
     def configure_optimizers(self):
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        fused = self.cfg.training.fused_adamw and all(p.is_cuda for p in params)
-        opt = torch.optim.AdamW(params, lr=self.stage.lr, weight_decay=self.cfg.training.weight_decay,
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        fused = self.cfg.training.fused_adamw and all(p.is_cuda for _, p in named)
+        groups: list = [p for _, p in named]
+        if self.stage.lr_scale:  # one named group per trainable group; LambdaLR scales each one's lr
+            by_group: dict[str, list] = {}
+            for n, p in named:
+                by_group.setdefault(group_of(n), []).append(p)
+            groups = [{"params": ps, "name": g, "lr": self.stage.lr * self.stage.lr_scale.get(g, 1.0)}
+                      for g, ps in by_group.items()]
+        opt = torch.optim.AdamW(groups, lr=self.stage.lr, weight_decay=self.cfg.training.weight_decay,
                                 fused=fused or None)
         total = self.stage_steps
         warmup = int(round(self.stage.warmup_ratio * total))
