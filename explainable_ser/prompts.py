@@ -49,6 +49,9 @@ TASKS: dict[str, Task] = {
         Task("asr", "Please transcribe the speech content of the input audio.", ("transcript",)),
         Task("ser_sed", "Please caption the input audio according to content and speech "
              "descriptor-related information, then give the emotion.", ("caption", "emotion")),
+        # Not in the paper: the emotion before the caption (where the emotion sits in the target).
+        Task("ser_sed_emotion_first", "Please give the emotion of the input audio, then caption it "
+             "according to content and speech descriptor-related information.", ("emotion", "caption")),
         Task("ser", "Please recognize the emotion of the speaker in the input audio.", ("emotion",)),
         Task("sed", "Please caption the input audio according to content and speech "
              "descriptor-related information.", ("caption",)),
