@@ -172,7 +172,7 @@ class ValidationDecoding(L.Callback):
         wave = batch["wave"][:room, : int(lens.max())]
         stage = pl_module.stage
         # As the validation step computes: under the run's precision (autocast for bf16-mixed).
-        with decode_precision(self.cfg, wave.device):
+        with decode_precision(self.cfg, wave.device, pl_module.model):
             self.rows += decode_batch(pl_module.model, wave, lens, batch["records"][:room],
                                       list(dict.fromkeys(stage.tasks)), self.cfg,
                                       zero_descriptor=stage.zero_descriptor)

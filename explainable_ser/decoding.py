@@ -68,7 +68,7 @@ def decode_passes(module, loader, cfg: ExperimentConfig, passes: dict[str, Pass]
     if limit is not None and total is not None:
         total = min(total, limit)
     shared = hasattr(model, "generate_from")  # a discriminative baseline has no speech tokens
-    with decode_precision(cfg, device), tqdm(total=total, desc=desc, unit="utt", leave=False) as bar:
+    with decode_precision(cfg, device, model), tqdm(total=total, desc=desc, unit="utt", leave=False) as bar:
         for batch in loader:
             if limit is not None and seen >= limit:
                 break
@@ -88,12 +88,50 @@ def decode_passes(module, loader, cfg: ExperimentConfig, passes: dict[str, Pass]
     return {name: gather_rows(r) if gather else r for name, r in rows.items()}
 
 
-def decode_precision(cfg: ExperimentConfig, device: torch.device):
+@contextlib.contextmanager
+def decode_precision(cfg: ExperimentConfig, device: torch.device, model: torch.nn.Module | None = None):
     """Decoding outside the Trainer computes as training did: ``bf16-mixed`` runs decode under
-    bf16 autocast (on this CPU about 1.5x faster than fp32), other precisions as they are."""
-    if cfg.trainer.precision.startswith("bf16-mixed"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    bf16 autocast (on this CPU about 1.5x faster than fp32), other precisions as they are.
+    ``model``: its frozen weights are cast once for the block (:func:`frozen_weights_cast`)."""
+    if not cfg.trainer.precision.startswith("bf16-mixed"):
+        yield
+        return
+    with torch.autocast(device.type, dtype=torch.bfloat16), \
+            (frozen_weights_cast(model, torch.bfloat16) if model is not None else contextlib.nullcontext()):
+        yield
+
+
+# The layers whose weights autocast casts to bf16 on every call (torch's lower-precision op list).
+_AUTOCAST_CAST = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)
+
+
+@contextlib.contextmanager
+def frozen_weights_cast(model: torch.nn.Module, dtype: torch.dtype):
+    """Inside the block, every frozen linear or convolution layer of ``model`` holds its weight
+    (and bias) already cast to ``dtype``; the original parameters are put back on exit.
+
+    Why: autocast caches the casts of trainable leaf parameters only, so a frozen fp32 LLM under
+    bf16 autocast converts all its weights again at every generated token. Cast once, the layers
+    see the same bf16 values and compute the same numbers (the predictions are byte-identical),
+    without the per-token copies. Each layer gets a new parameter object rather than new data,
+    so a weight shared with another module (an LM head tied to the input embedding) stays as it
+    was for that module.
+    """
+    swapped: list[tuple[torch.nn.Module, str, torch.nn.Parameter]] = []
+    try:
+        for module in model.modules():
+            if not isinstance(module, _AUTOCAST_CAST):
+                continue
+            for name in ("weight", "bias"):
+                p = getattr(module, name, None)
+                if p is None or p.requires_grad or not p.is_floating_point() or p.dtype == dtype:
+                    continue
+                swapped.append((module, name, p))
+                setattr(module, name, torch.nn.Parameter(p.detach().to(dtype), requires_grad=False))
+        yield
+    finally:
+        for module, name, p in reversed(swapped):
+            setattr(module, name, p)
 
 
 def decode_batch(model, wave, lens, records: list[dict], tasks: list[str], cfg: ExperimentConfig,

@@ -122,6 +122,21 @@ def summary_lines(metrics: dict, cfg: ExperimentConfig, out_dir: Path, run_dir: 
     return lines
 
 
+def eval_passes(cfg: ExperimentConfig, model) -> dict:
+    """The decodes of an evaluation: ``rows`` (``eval.tasks``) and one counterfactual pass per
+    stream of ``eval.counterfactual`` (the emotion tasks again, that stream zeroed)."""
+    from explainable_ser.decoding import Pass
+
+    tasks = list(cfg.eval.tasks)
+    # The counterfactual zeroes one speech stream: a model without them has none to zero.
+    emo_tasks = [t for t in tasks if "emotion" in get_task(t).fields] \
+        if getattr(model, "has_descriptor", True) else []
+    passes = {"rows": Pass(tasks)}
+    for stream in (cfg.eval.counterfactual if emo_tasks else []):
+        passes[stream] = Pass(emo_tasks, zero_descriptor=stream == "descriptor", zero_content=stream == "content")
+    return passes
+
+
 def evaluate_module(module, dm, cfg: ExperimentConfig, out_dir: Path, world_size: int | None = None,
                     rank: int | None = None, run_dir: Path | None = None) -> dict:
     """Decode the test split, write predictions.jsonl, metrics.json and summary.txt, print the
@@ -132,7 +147,7 @@ def evaluate_module(module, dm, cfg: ExperimentConfig, out_dir: Path, world_size
     """
     import torch
 
-    from explainable_ser.decoding import Pass, decode_passes
+    from explainable_ser.decoding import decode_passes
     from explainable_ser.metrics import compute_metrics
 
     names = [c.name for c in cfg.data.corpora if c.test_split is not None]
@@ -141,16 +156,10 @@ def evaluate_module(module, dm, cfg: ExperimentConfig, out_dir: Path, world_size
     if len(names) > 1:
         print(f"note: corpora {names} have a test split; evaluating the first ({names[0]})")
     loader = dm.eval_dataloaders("test_split", world_size, rank)[0]
-    tasks = list(cfg.eval.tasks)
     sharded = world_size is None or world_size > 1
     n_test = sum(1 for _ in dm.split_cuts("test_split", metadata_only=True)[0][1])
     total = -(-n_test // (world_size or 1))  # this rank's share, for the bar's ETA
-    # The counterfactual zeroes one speech stream: a model without them has none to zero.
-    emo_tasks = [t for t in tasks if "emotion" in get_task(t).fields] \
-        if getattr(module.model, "has_descriptor", True) else []
-    passes = {"rows": Pass(tasks)}
-    for stream in (cfg.eval.counterfactual if emo_tasks else []):
-        passes[stream] = Pass(emo_tasks, zero_descriptor=stream == "descriptor", zero_content=stream == "content")
+    passes = eval_passes(cfg, module.model)
     # One sweep: each test clip is loaded and encoded once for the decodes and the counterfactuals.
     desc = "decoding" + (f" (+ counterfactual: {', '.join(list(passes)[1:])} zeroed)" if len(passes) > 1 else "")
     out = decode_passes(module, loader, cfg, passes, limit=cfg.eval.limit, gather=sharded, total=total, desc=desc)

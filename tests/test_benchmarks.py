@@ -164,6 +164,23 @@ def test_predict_script_times_both_modes_on_the_same_files(exported, trained_run
     assert res["provenance"]["load_average_start"] and res["provenance"]["commit"]
 
 
+def test_eval_cost_script_times_both_variants_and_compares_rows(trained_run, tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import eval_cost
+    finally:
+        sys.path.pop(0)
+    run_dir, _ = trained_run
+    out = tmp_path / "eval_cost.json"
+    assert eval_cost.main(["--ckpt", str(run_dir / "stage2" / "final.ckpt"), "--limit", "2", "--repeats", "1",
+                           "--out", str(out), "trainer.precision=bf16-mixed"]) == 0
+    res = json.loads(out.read_text())
+    assert res["precision"] == "bf16-mixed" and res["rows_identical"] is True
+    assert res["n_rows"] == 2 * (2 + 2)  # 2 clips: asr + ser_sed, then ser_sed with each stream zeroed
+    assert set(res["passes"]) == {"rows", "descriptor", "content"}
+    assert len(res["seconds"]["cast_once"]) == 1 and res["speedup"] > 0
+
+
 def test_warmstart_ablation_script_writes_its_json(tmp_path):
     """The descriptor warm start's levers on the tiny offline stack: one row per variant."""
     from conftest import TINY_LLM
