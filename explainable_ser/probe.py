@@ -10,7 +10,12 @@ attribute? For every rung a simple probe is fitted on training clips and scored 
 3. ``{branch}/input``: the branch's softmax-weighted layer sum (pooled the same way);
 4. ``{branch}/z``: the bottleneck's latent (its mean, as at inference);
 5. ``{branch}/tokens``: the speech tokens the LLM receives;
-6. ``answer``: what the model itself said (the run's ``predictions.jsonl``).
+6. ``llm/teacher_forced``: no probe, the LLM itself, fed the reference target up to each
+   value: the candidate value (``low`` / ``normal`` / ``high``, ``male`` / ``female``, ...) it
+   finds most probable at the attribute's place in the reference caption, the label after the
+   reference caption. It separates reading (does the LLM rank the right value first, with
+   the right words before it?) from generating (does it still say it after its own words?);
+7. ``answer``: what the model itself said (the run's ``predictions.jsonl``).
 
 Rungs 2-5 use ``StandardScaler`` + ``LogisticRegression`` on the pooled states: a linear read
 of what is there. The emotion is scored by unweighted accuracy (UA, mean per-class recall),
@@ -169,6 +174,113 @@ def model_states(model, clips: list, batch_size: int = 8, desc: str = "states") 
     return out
 
 
+# The values a descriptor attribute takes in SpeechCraft-style captions (read back by
+# :func:`explainable_ser.prompts.caption_attributes`).
+CANDIDATES = {"gender": ("male", "female"), "pitch": ("low", "normal", "high"),
+              "volume": ("low", "normal", "high"), "speed": ("slow", "normal", "fast")}
+
+
+def value_slots(target: str, labels: list[str]) -> dict[str, tuple[str, list[str], str]]:
+    """Where each target's value sits in a reference target text: ``{target: (text before it,
+    candidate spellings, the reference's own value)}``; targets the text does not state are left
+    out. Candidates take the reference's capitalisation ("High pitch ..." -> "Low", "Normal")."""
+    from explainable_ser.prompts import _ATTR_PATTERNS, FIELD_PREFIX
+
+    out = {}
+    caption_end = target.find("\n" + FIELD_PREFIX["emotion"])
+    caption = target if caption_end < 0 else target[:caption_end]
+    for name, values in CANDIDATES.items():
+        m = _ATTR_PATTERNS[name].search(caption)
+        if m is None:
+            continue
+        said = m.group(1)
+        cands = [v.capitalize() if said[:1].isupper() else v for v in values]
+        out[name] = (target[: m.start(1)], cands, said.lower())
+    k = target.find(FIELD_PREFIX["emotion"])
+    if k >= 0:
+        rest = target[k + len(FIELD_PREFIX["emotion"]):]
+        said = rest.strip().split()[0].lower() if rest.strip() else ""
+        if said in labels:
+            out["emotion"] = (target[: k + len(FIELD_PREFIX["emotion"])] + " ", list(labels), said)
+    return out
+
+
+def teacher_forced_choices(model, clips: list, task_name: str, labels: list[str], batch_size: int = 8,
+                           desc: str = "teacher-forced") -> list[dict[str, str]]:
+    """Per ``(wave, record)`` clip: ``{target: the value the LLM ranks first}`` at each value's
+    place in the clip's reference target, given the reference text before it (and the audio).
+
+    Each candidate is scored by the summed log-probability of its own tokens (those after the
+    candidates' common first tokens), all candidates of a clip in one forward pass each.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from explainable_ser.model import SpeechTokens
+    from explainable_ser.prompts import get_task, render_target
+
+    task = get_task(task_name)
+    ids = model.prompts._ids
+    out: list[dict[str, str]] = [{} for _ in clips]
+    order = sorted(range(len(clips)), key=lambda i: clips[i][0].shape[0])
+    for s in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
+        idx = order[s: s + batch_size]
+        lens = torch.tensor([clips[i][0].shape[0] for i in idx])
+        wave = torch.zeros(len(idx), int(lens.max()))
+        for j, i in enumerate(idx):
+            wave[j, : lens[j]] = clips[i][0]
+        speech = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False,
+                                     zero_descriptor=False)
+        rows, seqs, skip, owner = [], [], [], []  # one sequence per (clip, target, candidate)
+        for j, i in enumerate(idx):
+            target = render_target(task, clips[i][1])
+            if target is None:
+                continue
+            for name, (before, cands, _) in value_slots(target, labels).items():
+                cand_ids = [ids(before + c) for c in cands]
+                common = 0  # tokens every candidate shares: the same for all, so not scored
+                while all(len(c) > common and c[common] == cand_ids[0][common] for c in cand_ids):
+                    common += 1
+                for c, c_ids in zip(cands, cand_ids):
+                    rows.append(j)
+                    seqs.append(c_ids)
+                    skip.append(common)
+                    owner.append((i, name, c))
+        if not seqs:
+            continue
+        pick = torch.tensor(rows)
+        sub = SpeechTokens(speech.content[pick], speech.descriptor[pick], speech.n_tokens[pick],
+                           {k: v[pick] for k, v in speech.kl.items()}, speech.frame_lens[pick])
+        embeds, mask, _, picks = model.splice(sub, task, seqs)
+        hidden = model.decoder_hidden(embeds, mask)  # [S, L, H]
+        logits = model.lm_head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, picks["pos"]))  # [T, V]
+        lp = torch.log_softmax(logits.float(), dim=-1).gather(1, picks["ids"][:, None])[:, 0]  # [T]
+        # position of each token within its own sequence, to leave out the shared first tokens
+        starts = torch.cumsum(picks["count"], 0) - picks["count"]  # [S]
+        within = torch.arange(lp.shape[0]) - starts[picks["row"]]  # [T]
+        keep = within >= torch.tensor(skip)[picks["row"]]
+        total = torch.zeros(len(seqs)).index_add_(0, picks["row"], lp * keep)  # [S]
+        best: dict[tuple[int, str], tuple[float, str]] = {}
+        for (i, name, c), v in zip(owner, total.tolist()):
+            if (i, name) not in best or v > best[(i, name)][0]:
+                best[(i, name)] = (v, c.lower())
+        for (i, name), (_, c) in best.items():
+            out[i][name] = c
+    return out
+
+
+def teacher_forced_scores(choices: list[dict[str, str]], test_labels: list[dict]) -> dict:
+    """The teacher-forced choices scored like the probes (UA for the emotion)."""
+    out = {}
+    for target in TARGETS:
+        pairs = [(y[target], c[target]) for c, y in zip(choices, test_labels)
+                 if y[target] is not None and target in c]
+        out[target] = ({"score": round(score(target, [a for a, _ in pairs], [b for _, b in pairs]), 4),
+                        "n_test": len(pairs)} if pairs
+                       else {"score": None, "n_test": 0, "reason": "no reference target states it"})
+    return out
+
+
 def answer_scores(predictions: Path, test_ids: list[str], test_labels: list[dict]) -> dict:
     """The model's own answer on the same test clips (the first task that states the emotion
     or a caption, per clip), scored like the probes."""
@@ -223,7 +335,7 @@ def rung_order(keys) -> list[str]:
     order += sorted(k for k in keys if k.startswith("encoder/"))
     for branch in ("content", "descriptor"):
         order += [f"{branch}/{r}" for r in ("input", "z", "tokens") if f"{branch}/{r}" in keys]
-    order += [k for k in ("answer",) if k in keys]
+    order += [k for k in ("llm/teacher_forced", "answer") if k in keys]
     return order
 
 
@@ -264,7 +376,7 @@ def plot(report: dict, path: Path) -> None:
 
 
 def run_probe(run_dir: Path, ckpt: Path | None, n_train: int, n_test: int | None, measurements: bool,
-              workers: int, overrides: list[str]) -> dict:
+              workers: int, overrides: list[str], teacher_forced: bool = True) -> dict:
     """Load the run, collect each rung's features on train/test clips, fit and score the probes."""
     import torch
 
@@ -294,12 +406,20 @@ def run_probe(run_dir: Path, ckpt: Path | None, n_train: int, n_test: int | None
         f_te = measurement_features(test, sr, workers, "measuring (test)")
         report["rungs"]["measurements"] = {t: fit_probe("trees", f_tr, [y[t] for y in train_y], f_te,
                                                         [y[t] for y in test_y], t) for t in TARGETS}
-    with torch.no_grad(), decode_precision(cfg, torch.device("cpu")):
+    with torch.no_grad(), decode_precision(cfg, torch.device("cpu"), model):
         s_tr = model_states(model, train, desc="states (train)")
         s_te = model_states(model, test, desc="states (test)")
     for rung in rung_order(s_tr):
         report["rungs"][rung] = {t: fit_probe("linear", s_tr[rung], [y[t] for y in train_y], s_te[rung],
                                               [y[t] for y in test_y], t) for t in TARGETS}
+    from explainable_ser.prompts import get_task
+
+    tasks = [t for t in cfg.eval.tasks if {"caption", "emotion"} & set(get_task(t).fields)]
+    if teacher_forced and tasks:
+        with torch.no_grad(), decode_precision(cfg, torch.device("cpu"), model):
+            choices = teacher_forced_choices(model, test, tasks[0], list(cfg.training.labels))
+        report["rungs"]["llm/teacher_forced"] = teacher_forced_scores(choices, test_y)
+        report["teacher_forced_task"] = tasks[0]
     preds = run_dir / "predictions.jsonl"
     if preds.exists():
         report["rungs"]["answer"] = answer_scores(preds, [r["id"] for _, r in test], test_y)
@@ -341,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", type=int, default=None, help="test clips scored (default: the whole test split)")
     parser.add_argument("--no-measurements", action="store_true",
                         help="skip the interpretable-measurement rung (pYIN is the slow part)")
+    parser.add_argument("--no-teacher-forced", action="store_true",
+                        help="skip the teacher-forced rung (the LLM's choice of each value after the "
+                             "reference text before it)")
     parser.add_argument("--workers", type=int, default=2, help="processes for the measurements (default 2)")
     parser.add_argument("--out", default=None, help="output directory (default: the run directory)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the run's config")
@@ -353,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         report = run_probe(run_dir, Path(args.ckpt) if args.ckpt else None, args.train, args.test,
-                           not args.no_measurements, args.workers, list(args.overrides))
+                           not args.no_measurements, args.workers, list(args.overrides),
+                           teacher_forced=not args.no_teacher_forced)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

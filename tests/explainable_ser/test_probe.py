@@ -105,6 +105,8 @@ def test_the_command_writes_the_ladder(trained_run, tmp_path, capsys):
     assert (tmp_path / "out" / "probe.png").stat().st_size > 0
     assert report["n_test"] == len(test)
     assert "measurements" in report["rungs"] and "descriptor/tokens" in report["rungs"]
+    assert report["teacher_forced_task"] == "ser_sed"
+    assert report["rungs"]["llm/teacher_forced"]["pitch"]["n_test"] == len(test)
     assert report["rungs"]["answer"]["emotion"]["score"] == 1.0
     assert report["rungs"]["answer"]["pitch"]["score"] == 0.0  # the caption states no pitch
     assert "lost between the best encoder layer and the answer" in capsys.readouterr().out
@@ -117,3 +119,55 @@ def test_a_missing_run_directory_is_named(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert probe.main([str(tmp_path / "empty")]) == 2
     assert "final.ckpt" in capsys.readouterr().err
+
+
+def test_value_slots_find_each_value_and_keep_its_capitalisation():
+    target = ('Description: High pitch and low volume, a female speaker at a slow pace, emphasizing '
+              'the word "ball".\nEmotion: sad')
+    slots = probe.value_slots(target, ["neutral", "happy", "sad", "angry"])
+    before, cands, said = slots["pitch"]
+    assert before == "Description: " and cands == ["Low", "Normal", "High"] and said == "high"
+    before, cands, said = slots["volume"]
+    assert before.endswith("High pitch and ") and cands == ["low", "normal", "high"] and said == "low"
+    assert slots["gender"][2] == "female" and slots["speed"][2] == "slow"
+    before, cands, said = slots["emotion"]
+    assert before.endswith("\nEmotion: ") and said == "sad" and cands[2] == "sad"
+    # a target that states neither an attribute nor a known label has no slot
+    assert probe.value_slots("Emotion: bored", ["sad"]) == {}
+
+
+def test_teacher_forced_choice_is_the_most_probable_value_by_a_plain_forward(trained_run):
+    from explainable_ser.assembly import load_trained
+    from explainable_ser.prompts import get_task, render_target
+
+    run_dir, _ = trained_run
+    cfg, dm, module, _ = load_trained(run_dir / "stage2" / "final.ckpt", [])
+    model = module.model.eval()
+    clips, _ = dm.usable_clips("test_split")
+    labels = list(cfg.training.labels)
+    with torch.no_grad():
+        got = probe.teacher_forced_choices(model, clips, "ser_sed", labels)
+        task = get_task("ser_sed")
+        checked = 0
+        for (wave, rec), choice in zip(clips, got):
+            slots = probe.value_slots(render_target(task, rec), labels)
+            assert set(choice) == set(slots) and slots  # every stated value got a choice
+            lens = torch.tensor([wave.shape[0]])
+            speech = model.speech_tokens(wave[None], lens, sample_content=False, sample_descriptor=False,
+                                         zero_descriptor=False)
+            for name, (before, cands, _) in slots.items():
+                # one utterance, one candidate at a time, the whole sequence's log-probability
+                scores = []
+                for c in cands:
+                    t_ids = model.prompts._ids(before + c)
+                    embeds, mask, labels_t = model.build_inputs(speech, task, [t_ids])
+                    logits = model.llm(inputs_embeds=embeds, attention_mask=mask).logits[0, :-1].float()
+                    lab = labels_t[0, 1:]
+                    lp = torch.log_softmax(logits, -1)[lab != -100].gather(1, lab[lab != -100][:, None])
+                    scores.append(float(lp.sum()))
+                best = max(scores)
+                assert scores[[c.lower() for c in cands].index(choice[name])] >= best - 1e-4, (name, scores)
+                checked += 1
+        assert checked >= 2 * len(clips)
+    scored = probe.teacher_forced_scores(got, [probe.target_labels(r) for _, r in clips])
+    assert all(scored[t]["n_test"] == len(clips) for t in ("emotion", "pitch", "volume", "speed", "gender"))
