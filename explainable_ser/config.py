@@ -96,6 +96,11 @@ class BranchConfig:
     utterance's mean and std of its hidden frames to every frame before mu / sigma, so each
     speech token carries utterance-level properties (emotion, pitch relative to the voice).
     Empty: the paper's per-frame block."""
+    summary_token: bool = False
+    """Not in the paper. One more descriptor token after the others: their mean over the
+    utterance, a single place where the LLM can read utterance-level values (the warm start's
+    field heads read pitch and volume from that mean). No new weights; zeroed with the
+    descriptor stream."""
 
 
 @dataclass

@@ -9,7 +9,9 @@ Reads top to bottom, one utterance batch at a time:
       descriptor branch: weighted sum -> VIB -> z_des [B, F, Z] -> adapter -> S_des [B, N, H]
       (optional, not in the paper: utterance mean/std of the VIB's hidden frames appended to
        each frame before mu/sigma, model.branch.utterance_context)
-    prompt: <head> S_con <mid> S_des <tail: instruction + assistant header> <target> <eot>
+      (optional, not in the paper: S_sum [B, H], the mean of S_des over its N tokens, placed
+       after S_des, model.branch.summary_token)
+    prompt: <head> S_con <mid> S_des [S_sum] <tail: instruction + assistant header> <target> <eot>
       --LLM--> per-utterance cross-entropy on the target tokens only
     objective (:meth:`ExplainableSER.loss`): CE summed over target tokens + beta * KL of the
       trained branches (KL per utterance: mean over frames, or summed: training.kl_reduction)
@@ -57,6 +59,7 @@ class SpeechTokens:
     n_tokens: torch.Tensor  # [B] real tokens per utterance (same for both streams)
     kl: dict[str, torch.Tensor]  # branch -> [B], summed over frames and latent dims
     frame_lens: torch.Tensor  # [B] encoder frames the KL sums over
+    summary: torch.Tensor | None = None  # [B, H] mean descriptor token (model.branch.summary_token)
 
 
 class ExplainableSER(nn.Module):
@@ -76,6 +79,7 @@ class ExplainableSER(nn.Module):
         self.tokenizer = tokenizer
         self.prompts = PromptBuilder(tokenizer, cfg.system_prompt)
         self.pad_id = tokenizer.pad_token_id
+        self.summary_token = cfg.branch.summary_token
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -127,7 +131,11 @@ class ExplainableSER(nn.Module):
             s_des = torch.zeros_like(s_des)  # stage 1: positions kept, information removed
         if zero_content:
             s_con = torch.zeros_like(s_con)  # probes: how much the model relies on the audio
-        return SpeechTokens(s_con, s_des, n_tok, {"content": kl_con, "descriptor": kl_des}, frame_lens)
+        summary = None
+        if self.summary_token:  # mean over each utterance's real tokens: [B, H]
+            real = (torch.arange(s_des.shape[1], device=s_des.device)[None] < n_tok[:, None].to(s_des.device))
+            summary = (s_des * real[..., None]).sum(1) / n_tok.clamp(min=1).to(s_des.device)[:, None].to(s_des.dtype)
+        return SpeechTokens(s_con, s_des, n_tok, {"content": kl_con, "descriptor": kl_des}, frame_lens, summary)
 
     # -- tokens + prompt -> LLM inputs ---------------------------------------------------------
     def embed_ids(self, ids: list[int], like: torch.Tensor) -> torch.Tensor:
@@ -146,7 +154,7 @@ class ExplainableSER(nn.Module):
     def splice(self, speech: SpeechTokens, task: Task, targets: list[list[int]] | None, left_pad: bool = False):
         """:meth:`build_inputs` plus ``picks`` (the target tokens' places, for the loss).
 
-        The layout of every sequence (<head> S_con[:n] <mid> S_des[:n] <tail> <target>, padded) is
+        The layout of every sequence (<head> S_con[:n] <mid> S_des[:n] [S_sum] <tail> <target>, padded) is
         worked out on the host from the token counts, read once per batch; the device then runs
         one gather. No per-utterance host read or data-dependent shape, so a GPU never waits.
         ``picks``: ``pos`` [T] flat positions in [B * L] whose hidden state predicts each target
@@ -164,8 +172,10 @@ class ExplainableSER(nn.Module):
         o_mid, o_tail, o_tgt = len(head), len(head) + len(mid), len(head) + len(mid) + len(tail)
         o_con = o_tgt + len(all_tgt)
         o_des = o_con + b * n_max
-        o_zero = o_des + b * n_max
-        prompt = [len(head) + len(mid) + len(tail) + 2 * n for n in n_tok]
+        o_sum = o_des + b * n_max
+        n_sum = 1 if speech.summary is not None else 0
+        o_zero = o_sum + b * n_sum
+        prompt = [len(head) + len(mid) + len(tail) + 2 * n + n_sum for n in n_tok]
         lengths = [p + len(t) for p, t in zip(prompt, tgt)]
         max_len = max(lengths)
         index = torch.full((b, max_len), o_zero, dtype=torch.long)
@@ -175,6 +185,7 @@ class ExplainableSER(nn.Module):
         for i, (n, ln, t) in enumerate(zip(n_tok, lengths, tgt)):
             seq = [*range(len(head)), *range(o_con + i * n_max, o_con + i * n_max + n),
                    *range(o_mid, o_tail), *range(o_des + i * n_max, o_des + i * n_max + n),
+                   *range(o_sum + i * n_sum, o_sum + (i + 1) * n_sum),
                    *range(o_tail, o_tgt), *range(k, k + len(t))]
             k += len(t)
             start = max_len - ln if left_pad else 0
@@ -195,6 +206,7 @@ class ExplainableSER(nn.Module):
             [b * max_len, b * max_len, len(words), len(pos), len(pos), len(pos), b])
         table = torch.cat([self.llm.get_input_embeddings()(words_d).to(emb_dtype),
                            con.reshape(b * n_max, h).to(emb_dtype), des.reshape(b * n_max, h).to(emb_dtype),
+                           *([speech.summary.to(emb_dtype)] if n_sum else []),
                            con.new_zeros(1, h, dtype=emb_dtype)])  # [S, H]
         embeds = table.index_select(0, index).view(b, max_len, h)  # [B, L, H]
         mask = (index != o_zero).long().view(b, max_len)  # [B, L]
@@ -284,7 +296,8 @@ class ExplainableSER(nn.Module):
         """Decode from speech tokens already computed: one encoder pass serves every task and
         the counterfactuals (a zeroed stream here equals one zeroed in :meth:`speech_tokens`)."""
         if zero_descriptor:
-            speech = replace(speech, descriptor=torch.zeros_like(speech.descriptor))
+            speech = replace(speech, descriptor=torch.zeros_like(speech.descriptor),
+                             summary=None if speech.summary is None else torch.zeros_like(speech.summary))
         if zero_content:
             speech = replace(speech, content=torch.zeros_like(speech.content))
         embeds, mask, _ = self.build_inputs(speech, task, None, left_pad=True)

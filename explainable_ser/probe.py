@@ -250,7 +250,8 @@ def teacher_forced_choices(model, clips: list, task_name: str, labels: list[str]
             continue
         pick = torch.tensor(rows)
         sub = SpeechTokens(speech.content[pick], speech.descriptor[pick], speech.n_tokens[pick],
-                           {k: v[pick] for k, v in speech.kl.items()}, speech.frame_lens[pick])
+                           {k: v[pick] for k, v in speech.kl.items()}, speech.frame_lens[pick],
+                           None if speech.summary is None else speech.summary[pick])
         embeds, mask, _, picks = model.splice(sub, task, seqs)
         hidden = model.decoder_hidden(embeds, mask)  # [S, L, H]
         logits = model.lm_head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, picks["pos"]))  # [T, V]

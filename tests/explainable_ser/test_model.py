@@ -438,3 +438,32 @@ def test_host_syncs_per_step_do_not_grow_with_the_batch(batch):
     assert ours.get("Tensor.tolist", 0) == 1
     assert "aten.nonzero.default" not in ours and "aten.index.Tensor (boolean mask)" not in ours
     assert counter.total <= 5, ours
+
+
+def test_summary_token_is_the_mean_descriptor_token_after_the_others(tiny_tokenizer, seeded):
+    cfg = tiny_config("model.branch.summary_token=true")
+    model = build_model(cfg.model, tiny_tokenizer).eval()
+    plain = build_model(tiny_config().model, tiny_tokenizer).eval()
+    plain.load_state_dict(model.state_dict())  # the same weights: the switch adds none
+    task = get_task("ser_sed")
+    wave, lens = waves([32000, 20000])
+    kw = dict(sample_content=False, sample_descriptor=False)
+    with torch.no_grad():
+        sp = model.speech_tokens(wave, lens, zero_descriptor=False, **kw)
+        embeds, mask, _ = model.build_inputs(sp, task, None)
+        sp_plain = plain.speech_tokens(wave, lens, zero_descriptor=False, **kw)
+        embeds_plain, mask_plain, _ = plain.build_inputs(sp_plain, task, None)
+        zeroed = model.speech_tokens(wave, lens, zero_descriptor=True, **kw)
+        cf = model.generate_from(sp, task, max_new_tokens=2, zero_descriptor=True)
+        want_cf = model.generate_from(zeroed, task, max_new_tokens=2)
+    head, mid, tail = model.prompts.pieces(task)
+    for i in range(2):
+        n = int(sp.n_tokens[i])
+        torch.testing.assert_close(sp.summary[i], sp.descriptor[i, :n].mean(0))  # padding left out
+        at = len(head) + n + len(mid) + n  # right after the descriptor tokens
+        torch.testing.assert_close(embeds[i, at], sp.summary[i])
+        assert int(mask[i].sum()) == int(mask_plain[i].sum()) + 1
+        torch.testing.assert_close(embeds[i, at + 1: at + 1 + len(tail)], embeds_plain[i, at: at + len(tail)])
+    assert sp_plain.summary is None
+    assert torch.count_nonzero(zeroed.summary) == 0  # zeroed with the stream (stage 1, counterfactual)
+    assert cf == want_cf
