@@ -139,22 +139,31 @@ def _pool(x, lens):
     return torch.cat([mean, var.sqrt()], dim=-1)
 
 
-def model_states(model, clips: list, batch_size: int = 8, desc: str = "states") -> dict[str, list]:
-    """Pooled states of each rung for ``(wave, record)`` clips: ``{rung: [N, dim] rows}``."""
+def clip_batches(clips: list, batch_size: int, desc: str):
+    """``(clip indices, wave [B, T] zero-padded, lengths [B])`` over ``(wave, record)`` clips,
+    shortest first (little padding), with a progress bar."""
     import torch
     from tqdm import tqdm
 
+    order = sorted(range(len(clips)), key=lambda i: clips[i][0].shape[0])
+    for s in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
+        idx = order[s: s + batch_size]
+        lens = torch.tensor([clips[i][0].shape[0] for i in idx])
+        wave = torch.zeros(len(idx), int(lens.max()))
+        for j, i in enumerate(idx):
+            wave[j, : lens[j]] = clips[i][0]
+        yield idx, wave, lens
+
+
+def model_states(model, clips: list, batch_size: int = 8, desc: str = "states") -> dict[str, list]:
+    """Pooled states of each rung for ``(wave, record)`` clips: ``{rung: [N, dim] rows}``."""
+    import torch
+
     out: dict[str, list] = {}
     model.eval()
-    order = sorted(range(len(clips)), key=lambda i: clips[i][0].shape[0])
     rows: dict[str, list] = {}
     with torch.no_grad():
-        for s in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
-            idx = order[s: s + batch_size]
-            lens = torch.tensor([clips[i][0].shape[0] for i in idx])
-            wave = torch.zeros(len(idx), int(lens.max()))
-            for j, i in enumerate(idx):
-                wave[j, : lens[j]] = clips[i][0]
+        for idx, wave, lens in clip_batches(clips, batch_size, desc):
             layers, frame_lens = model.encode(wave, lens)  # [L, B, F, D], [B]
             feats = {f"encoder/layer_{li:02d}": _pool(layers[li], frame_lens) for li in range(layers.shape[0])}
             d_layers = model.descriptor_layers(wave, lens, layers, frame_lens)
@@ -214,7 +223,6 @@ def teacher_forced_choices(model, clips: list, task_name: str, labels: list[str]
     candidates' common first tokens), all candidates of a clip in one forward pass each.
     """
     import torch
-    from tqdm import tqdm
 
     from explainable_ser.model import SpeechTokens
     from explainable_ser.prompts import get_task, render_target
@@ -222,13 +230,7 @@ def teacher_forced_choices(model, clips: list, task_name: str, labels: list[str]
     task = get_task(task_name)
     ids = model.prompts._ids
     out: list[dict[str, str]] = [{} for _ in clips]
-    order = sorted(range(len(clips)), key=lambda i: clips[i][0].shape[0])
-    for s in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
-        idx = order[s: s + batch_size]
-        lens = torch.tensor([clips[i][0].shape[0] for i in idx])
-        wave = torch.zeros(len(idx), int(lens.max()))
-        for j, i in enumerate(idx):
-            wave[j, : lens[j]] = clips[i][0]
+    for idx, wave, lens in clip_batches(clips, batch_size, desc):
         speech = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False,
                                      zero_descriptor=False)
         rows, seqs, skip, owner = [], [], [], []  # one sequence per (clip, target, candidate)
