@@ -220,7 +220,8 @@ def teacher_forced_choices(model, clips: list, task_name: str, labels: list[str]
     place in the clip's reference target, given the reference text before it (and the audio).
 
     Each candidate is scored by the summed log-probability of its own tokens (those after the
-    candidates' common first tokens), all candidates of a clip in one forward pass each.
+    candidates' common first tokens); every candidate sequence of a batch of clips goes through
+    one forward pass together.
     """
     import torch
 
