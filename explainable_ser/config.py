@@ -291,6 +291,11 @@ class TrainingConfig:
     frames/s (500 frames) ``sum`` weighs the KL 500x more: beta = 0.01 with ``sum`` acts like beta = 5
     with ``frame_mean``. The default keeps the KL commensurate with a CE of a few dozen target
     tokens for every clip length, which the paper's beta range (stable from 10^-3 to 10^-1) fits."""
+    value_weight: float = 1.0
+    """Not in the paper (1.0: its plain CE sum). In training, the cross-entropy of each target
+    token that spells a value (a caption's pitch, volume, speed, gender word; the emotion label)
+    counts this many times, so a caption's few value tokens are not outweighed by its wording.
+    Validation losses stay unweighted. Needs a fast tokenizer (character offsets)."""
     kl_delay_ratio: float = 0.0
     """Fraction of each stage's steps with beta = 0 exactly (paper: 0). With Adam even a tiny KL
     gradient collapses the posterior while the decoder cannot read speech tokens yet, so the
@@ -485,6 +490,8 @@ def check_names(cfg: ExperimentConfig) -> None:
         for key, value in stage.lr_scale.items():
             if not value > 0:
                 raise ConfigError(f"training.stages.{i}.lr_scale.{key}: expected a positive factor, got {value!r}")
+    if not cfg.training.value_weight > 0:
+        raise ConfigError(f"training.value_weight: expected a positive factor, got {cfg.training.value_weight!r}")
     _choices("eval.tasks", cfg.eval.tasks, TASKS)
     _choices("eval.targets", list(cfg.eval.targets), TARGET_METRICS)
     for key, value in cfg.eval.targets.items():  # OmegaConf lets a list or a dict through here

@@ -89,7 +89,8 @@ class ExplainableSERModule(L.LightningModule):
         res = self.model.loss(wave, lens, task, targets, beta=self.current_beta(),
                               trained=self.trained_branches(), sample=train,
                               zero_descriptor=self.stage.zero_descriptor or zero_speech,
-                              zero_content=zero_speech, kl_reduction=self.cfg.training.kl_reduction)
+                              zero_content=zero_speech, kl_reduction=self.cfg.training.kl_reduction,
+                              value_weight=self.cfg.training.value_weight if train else 1.0)
         return {**res, "n": len(targets)}
 
     # -- training ------------------------------------------------------------------------------

@@ -216,10 +216,13 @@ class ExplainableSER(nn.Module):
     # -- training loss -------------------------------------------------------------------------
     def forward(self, wave, wave_lens, task: Task, target_texts: list[str], *,
                 sample_content: bool = True, sample_descriptor: bool = True,
-                zero_descriptor: bool = False, zero_content: bool = False) -> dict[str, torch.Tensor]:
+                zero_descriptor: bool = False, zero_content: bool = False,
+                value_weight: float = 1.0) -> dict[str, torch.Tensor]:
         """Per-utterance losses [B]: ``ce`` summed over the target tokens (paper eq. 4),
         ``ce_per_token`` (its mean, for reading curves), ``kl_content``, ``kl_descriptor``
-        (summed over frames and latent dims), ``frames`` (the encoder frames of each)."""
+        (summed over frames and latent dims), ``frames`` (the encoder frames of each).
+        ``value_weight`` != 1 (not in the paper) adds ``ce_weighted``: the same sum with the tokens
+        that spell a value (:meth:`PromptBuilder.value_mask`) counted ``value_weight`` times."""
         speech = self.speech_tokens(wave, wave_lens, sample_content=sample_content,
                                     sample_descriptor=sample_descriptor,
                                     zero_descriptor=zero_descriptor, zero_content=zero_content)
@@ -231,29 +234,38 @@ class ExplainableSER(nn.Module):
         logits = self.lm_head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, picks["pos"]))  # [T, V]
         tok_ce = F.cross_entropy(logits.float(), picks["ids"], reduction="none")  # [T]
         ce = torch.zeros(embeds.shape[0], device=tok_ce.device).index_add_(0, picks["row"], tok_ce)  # [B]
-        return {"ce": ce, "ce_per_token": ce / picks["count"].clamp(min=1), "kl_content": speech.kl["content"],
-                "kl_descriptor": speech.kl["descriptor"], "frames": speech.frame_lens,
-                "n_tokens": speech.n_tokens}
+        out = {"ce": ce, "ce_per_token": ce / picks["count"].clamp(min=1), "kl_content": speech.kl["content"],
+               "kl_descriptor": speech.kl["descriptor"], "frames": speech.frame_lens,
+               "n_tokens": speech.n_tokens}
+        if value_weight != 1.0:
+            # weights [T] in the order of picks (utterance by utterance, token by token)
+            w = torch.tensor([value_weight if v else 1.0 for t in target_texts for v in self.prompts.value_mask(t)])
+            w = w.to(tok_ce.device, non_blocking=True)
+            out["ce_weighted"] = torch.zeros_like(ce).index_add_(0, picks["row"], tok_ce * w)  # [B]
+        return out
 
     def loss(self, wave, wave_lens, task: Task, target_texts: list[str], *, beta: float,
              trained: list[str], sample: bool, zero_descriptor: bool = False,
-             zero_content: bool = False, kl_reduction: str = "frame_mean") -> dict:
+             zero_content: bool = False, kl_reduction: str = "frame_mean", value_weight: float = 1.0) -> dict:
         """The objective: ``L = CE + beta * KL``, the cross-entropy summed over each target's
         tokens (eq. 4) and averaged over the batch, plus the KL of each *trained* branch
         (``trained``: ``content`` and/or ``descriptor``), per utterance averaged over its frames
         (``kl_reduction="frame_mean"``) or summed (``"sum"``, eq. 2's per-sample KL), then
         averaged over the batch. ``sample``: z drawn from the trained branches' posteriors
-        (training); otherwise z = mu. A frozen branch always gives z = mu, also in training."""
+        (training); otherwise z = mu. A frozen branch always gives z = mu, also in training.
+        ``value_weight`` (not in the paper): the value tokens' CE counts that many times in the
+        objective; the returned ``ce`` stays the plain sum."""
         out = self(wave, wave_lens, task, target_texts,
                    sample_content=sample and "content" in trained,
                    sample_descriptor=sample and "descriptor" in trained,
-                   zero_descriptor=zero_descriptor, zero_content=zero_content)
+                   zero_descriptor=zero_descriptor, zero_content=zero_content, value_weight=value_weight)
         ce = out["ce"].mean()  # summed over target tokens, averaged over utterances
+        objective = out.get("ce_weighted", out["ce"]).mean()
         if kl_reduction not in ("frame_mean", "sum"):
             raise ValueError(f"kl_reduction must be 'frame_mean' or 'sum', got {kl_reduction!r}")
         per = out["frames"].clamp(min=1).float() if kl_reduction == "frame_mean" else 1.0  # [B]
         kl = {b: (out[f"kl_{b}"] / per).mean() for b in ("content", "descriptor")}  # scalars
-        loss = ce + beta * sum(kl[b] for b in trained)
+        loss = objective + beta * sum(kl[b] for b in trained)
         return {"loss": loss, "ce": ce, "ce_per_token": out["ce_per_token"].mean(), "kl": kl}
 
     def decoder_hidden(self, embeds, mask):

@@ -150,6 +150,19 @@ class PromptBuilder:
         """Target tokens followed by the end-of-turn token (the model learns to stop)."""
         return self._ids(text) + [self.eot_id]
 
+    def value_mask(self, text: str) -> list[bool]:
+        """Per token of :meth:`target_ids`: does it spell part of a value (an attribute value of
+        the caption, the emotion label)? A token counts when its characters overlap a value's."""
+        spans = value_spans(text)
+        if not spans:
+            return [False] * len(self.target_ids(text))
+        if not getattr(self.tok, "is_fast", False):
+            raise ValueError(f"value_mask needs a fast tokenizer (character offsets); "
+                             f"{type(self.tok).__name__} is not one")
+        offsets = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        mask = [any(a < e and s < b for s, e in spans) for a, b in offsets]
+        return mask + [False]  # the end-of-turn token
+
 
 # -- parsing ---------------------------------------------------------------------------------
 _PREFIX_RE = re.compile(r"(transcript|description|emotion|rationale)\s*:", re.IGNORECASE)
@@ -197,6 +210,27 @@ _ATTR_PATTERNS = {
     "gender": re.compile(r"\b(male|female)\b", re.IGNORECASE),
     "emphasis": re.compile(r"word\s*\"\s*([^\"]+?)\s*\"", re.IGNORECASE),
 }
+
+
+_WORD = re.compile(r"\s*(\S+)")
+
+
+def value_spans(target: str) -> list[tuple[int, int]]:
+    """Character spans of the values in a rendered target: each caption attribute read by
+    :func:`caption_attributes` (pitch, volume, speed, gender; not the emphasised word, which is
+    content) and the word after ``Emotion:``."""
+    spans = []
+    k = target.find(FIELD_PREFIX["emotion"])
+    caption = target if k < 0 else target[:k]
+    for key in ("pitch", "volume", "speed", "gender"):
+        m = _ATTR_PATTERNS[key].search(caption)
+        if m:
+            spans.append(m.span(1))
+    if k >= 0:
+        m = _WORD.match(target, k + len(FIELD_PREFIX["emotion"]))
+        if m:
+            spans.append(m.span(1))
+    return spans
 
 
 def caption_attributes(caption: str | None) -> dict[str, str | None]:

@@ -467,3 +467,35 @@ def test_summary_token_is_the_mean_descriptor_token_after_the_others(tiny_tokeni
     assert sp_plain.summary is None
     assert torch.count_nonzero(zeroed.summary) == 0  # zeroed with the stream (stage 1, counterfactual)
     assert cf == want_cf
+
+
+def test_value_weight_counts_the_value_tokens_that_many_times(tiny_tokenizer, seeded):
+    """``ce_weighted`` = the plain per-token CEs with the value tokens' own CE times the weight,
+    token for token against an independent per-utterance computation; the plain ``ce`` is
+    unchanged, and a target without values is not touched."""
+    cfg = tiny_config(hubert=True)
+    model = build_model(cfg.model, tiny_tokenizer).eval()
+    task = get_task("ser_sed")
+    wave, lens = waves([48000, 30000, 17000])
+    full = render_target(task, REC)
+    texts = [full, "the dog found a red ball", full[: full.index("pitch") + 5]]  # all, none, two values
+    kw = dict(sample_content=False, sample_descriptor=False)
+    plain = model(wave, lens, task, texts, **kw)
+    out = model(wave, lens, task, texts, value_weight=4.0, **kw)
+    torch.testing.assert_close(out["ce"], plain["ce"])
+    sp = model.speech_tokens(wave, lens, zero_descriptor=False, **kw)
+    ids = [model.prompts.target_ids(t) for t in texts]
+    embeds, mask, labels = per_utterance_reference(model, sp, task, ids)
+    hidden = model.decoder_hidden(embeds, mask)
+    for i, t in enumerate(texts):
+        sel = labels[i, 1:] != IGNORE
+        tok = torch.nn.functional.cross_entropy(model.lm_head(hidden[i, :-1][sel]).float(), labels[i, 1:][sel],
+                                                reduction="none")
+        w = torch.tensor([4.0 if v else 1.0 for v in model.prompts.value_mask(t)])
+        torch.testing.assert_close(out["ce_weighted"][i], (tok * w).sum(), rtol=1e-5, atol=1e-5)
+    assert sum(model.prompts.value_mask(texts[2])) == 2 and not any(model.prompts.value_mask(texts[1]))
+    torch.testing.assert_close(out["ce_weighted"][1], out["ce"][1])
+    assert (out["ce_weighted"][[0, 2]] > out["ce"][[0, 2]]).all()
+    loss = model.loss(wave, lens, task, texts, beta=0.0, trained=["descriptor"], sample=False, value_weight=4.0)
+    torch.testing.assert_close(loss["loss"], out["ce_weighted"].mean())
+    torch.testing.assert_close(loss["ce"], plain["ce"].mean())

@@ -114,3 +114,35 @@ def test_rationale_orders_parse_back_whatever_comes_first(name):
     decoded = "rationale : his low , slow voice sounds sad . emotion : sad"
     assert parse_output(decoded, LABELS)["rationale"] == "his low , slow voice sounds sad ."
     assert render_target(task, {**REC, "rationale": None}) is None
+
+
+def test_value_spans_cover_each_attribute_value_and_the_emotion_label():
+    from explainable_ser.prompts import value_spans
+
+    target = render_target(get_task("ser_sed"), REC)
+    assert [target[a:b] for a, b in value_spans(target)] == ["low", "high", "slow", "male", "sad"]
+    asr = render_target(get_task("asr"), REC)
+    assert value_spans(asr) == []  # a transcript states no value
+
+
+@pytest.mark.parametrize("which", ["word", "smollm2"])
+def test_value_mask_marks_exactly_the_value_tokens(which):
+    """The masked tokens decode to the values and nothing else, with the words around them
+    (" low" as one BPE token in SmolLM2's vocabulary), and the mask lines up with target_ids."""
+    from explainable_ser.prompts import PromptBuilder
+
+    if which == "word":
+        from explainable_ser.offline.tokenizer import build_word_tokenizer
+
+        tok = build_word_tokenizer([REC["caption"], REC["transcript"], " ".join(LABELS)])
+    else:
+        from explainable_ser.tokenizer import load_tokenizer
+
+        tok = load_tokenizer("pkg:smollm2-135m-instruct")
+    builder = PromptBuilder(tok)
+    target = render_target(get_task("ser_sed"), REC)
+    ids, mask = builder.target_ids(target), builder.value_mask(target)
+    assert len(mask) == len(ids) and mask[-1] is False
+    picked = [tok.decode([t]).strip() for t, m in zip(ids, mask) if m]
+    assert picked == ["male", "low", "high", "slow", "sad"]  # in the order of the text
+    assert not any(builder.value_mask(render_target(get_task("asr"), REC)))
