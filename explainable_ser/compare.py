@@ -12,6 +12,10 @@ B, the delta, and the paper's significance test, a paired one-tailed t-test that
 
 Caption tests need captions in both files and Java (PTB tokenizer, METEOR); otherwise they are
 left out with a reason. Utterances present in only one file are counted and left out.
+
+Several seeds: ``compare A_seed0 B_seed0 --pair A_seed1 B_seed1 --pair A_seed2 B_seed2`` pools the
+pairs into one test, each utterance of pair k paired with the same utterance of pair k only (its
+id suffixed ``@k``), so every seed's run of A meets the same seed's run of B.
 """
 
 from __future__ import annotations
@@ -49,6 +53,19 @@ def read_predictions(path: str | Path) -> dict[tuple[str, str], dict]:
             raise ValueError(f"{path}: prediction {n} has no {'id' if 'id' not in r else 'task'}")
         rows[(r["id"], r["task"])] = r
     return rows
+
+
+def pool_pairs(pairs: list[tuple[dict, dict]]) -> tuple[dict, dict]:
+    """Rows of several (A, B) pairs of runs (seeds) as one pair: ids suffixed ``@k`` with the
+    pair's index, so utterances pair within their own pair only. One pair is left as it is."""
+    if len(pairs) == 1:
+        return pairs[0]
+    pooled: tuple[dict, dict] = ({}, {})
+    for k, pair in enumerate(pairs):
+        for side, rows in zip(pooled, pair):
+            for (utt, task), row in rows.items():
+                side[(f"{utt}@{k}", task)] = {**row, "id": f"{utt}@{k}"}
+    return pooled
 
 
 def _by_utterance(rows: dict, field: str) -> dict[str, dict]:
@@ -127,23 +144,30 @@ def main(argv: list[str] | None = None) -> int:
                                             "or the two share no utterance")
     parser.add_argument("a", help="predictions.jsonl of system A (the one tested for being better)")
     parser.add_argument("b", help="predictions.jsonl of system B")
+    parser.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"),
+                        help="one more pair of files (another seed of A and of B, in that order), "
+                             "pooled into the same tests; repeat for each seed")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.add_argument("--no-captions", action="store_true",
                         help="skip the caption tests (they start Java for tokenisation and METEOR)")
     args = parser.parse_args(argv)
-    rows = []
-    for path in (args.a, args.b):
-        try:
-            rows.append(read_predictions(path))
-        except (OSError, ValueError) as err:  # missing, a directory, not UTF-8, not JSON lines
-            text = str(err) if str(path) in str(err) else f"{path}: {err}"
-            print(f"error: {text}", file=sys.stderr)
+    pairs = []
+    for a_path, b_path in [(args.a, args.b), *args.pair]:
+        rows = []
+        for path in (a_path, b_path):
+            try:
+                rows.append(read_predictions(path))
+            except (OSError, ValueError) as err:  # missing, a directory, not UTF-8, not JSON lines
+                text = str(err) if str(path) in str(err) else f"{path}: {err}"
+                print(f"error: {text}", file=sys.stderr)
+                return 2
+        if not {k[0] for k in rows[0]} & {k[0] for k in rows[1]}:
+            print(f"error: {a_path} ({len(rows[0])} rows) and {b_path} ({len(rows[1])} rows) share "
+                  f"no utterance id: they are not predictions on the same utterances", file=sys.stderr)
             return 2
-    a_rows, b_rows = rows
+        pairs.append(tuple(rows))
+    a_rows, b_rows = pool_pairs(pairs)
     try:
-        if not {k[0] for k in a_rows} & {k[0] for k in b_rows}:
-            raise ValueError(f"{args.a} ({len(a_rows)} rows) and {args.b} ({len(b_rows)} rows) share "
-                             f"no utterance id: they are not predictions on the same utterances")
         res = compare(a_rows, b_rows, captions=not args.no_captions)
     except KeyError as err:  # a JSON line without a field the metrics need
         print(f"error: a prediction row lacks the field {err}", file=sys.stderr)
@@ -157,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
-    print(f"paired utterances: {res['n_shared']} (only in A: {res['only_a']}, only in B: {res['only_b']})")
+    pooled = f", pooled over {len(pairs)} pairs of runs" if len(pairs) > 1 else ""
+    print(f"paired utterances: {res['n_shared']}{pooled} (only in A: {res['only_a']}, only in B: {res['only_b']})")
     print("paired one-tailed t-tests that A is better than B (significant: p < 0.05); better is "
           "higher for every metric but WER, where it is lower (its test runs on minus the WER)")
     print(f"{'metric':>9} {'better':>6} {'test on':<40} {'A':>8} {'B':>8} {'delta':>8} {'t':>7} "

@@ -584,3 +584,34 @@ def test_annotator_aware_f1_falls_back_to_the_annotators_plurality():
     assert M.annotator_aware_f1(ann, maj, hyps, labels) == pytest.approx(
         M.emotion_metrics(["sad", "happy", "neutral"], ["neutral", "happy", "neutral"], labels)["macro_f1"])
     assert M.annotator_aware_f1([None], [None], ["sad"], labels) is None
+
+
+def test_compare_pools_seeds_pairing_each_run_with_its_own_seed(tmp_path, capsys):
+    """Two pairs of runs: A beats B in each pair on other utterances, so pairing across pairs
+    would pair wrong rows; pooled, the UA is the pooled one and the test runs on 2 x n rows."""
+    import json
+
+    from explainable_ser.compare import main
+
+    refs = ["neutral", "happy", "sad", "angry"] * 4
+
+    def write(name, hyps):
+        return _write_predictions(tmp_path / name, [
+            {"id": f"u{i}", "task": "ser", "emotion_ref": r, "emotion": h, "transcript_ref": None}
+            for i, (r, h) in enumerate(zip(refs, hyps))])
+
+    half = len(refs) // 2
+    a0 = write("a0.jsonl", refs[:half] + ["neutral"] * half)  # right on the first half
+    b0 = write("b0.jsonl", ["neutral"] * len(refs))
+    a1 = write("a1.jsonl", ["neutral"] * half + refs[half:])  # right on the second half
+    b1 = write("b1.jsonl", ["neutral"] * len(refs))
+    assert main([a0, b0, "--pair", a1, b1, "--json", "--no-captions"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n_shared"] == 2 * len(refs) and res["only_a"] == 0
+    x = [float(h == r) for h, r in zip(refs[:half] + ["neutral"] * half + ["neutral"] * half + refs[half:], refs * 2)]
+    y = [float(r == "neutral") for r in refs * 2]
+    expected = stats.ttest_rel(x, y, alternative="greater")
+    assert res["metrics"]["accuracy"]["t"] == pytest.approx(expected.statistic, rel=1e-12)
+    assert res["metrics"]["accuracy"]["a"] == pytest.approx(np.mean(x))
+    assert main([a0, b0, "--pair", a1, str(tmp_path / "missing.jsonl"), "--no-captions"]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err
