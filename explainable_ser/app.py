@@ -182,7 +182,8 @@ def parse_args(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--model", metavar="DIR", help="an exported model (python -m explainable_ser.export)")
-    model.add_argument("--ckpt", help="a run's checkpoint, e.g. runs/demo/stage2/final.ckpt")
+    model.add_argument("--ckpt", help="a run's checkpoint: a file (runs/demo/stage2/final.ckpt), a stage "
+                       "directory (its final.ckpt) or a run directory (its last stage's final.ckpt)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. eval.num_beams=4")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only)")
@@ -211,6 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(source).exists():
         print(f"error: {'model directory' if args.model else 'checkpoint'} not found: {source}", file=sys.stderr)
         return 2
+    if args.ckpt:
+        from explainable_ser.runs import resolve_ckpt_arg
+
+        try:
+            args.ckpt = source = resolve_ckpt_arg(args.ckpt)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     print(f"loading {source} ...", file=sys.stderr)
     try:
         ser = predict.load(argparse.Namespace(model=args.model, ckpt=args.ckpt, device=args.device,

@@ -20,6 +20,7 @@ from explainable_ser.config import ConfigError, ExperimentConfig, load_config
 from explainable_ser.lit_module import ExplainableSERModule
 from explainable_ser.model import build_model
 from explainable_ser.prompts import get_task
+from explainable_ser.runs import find_checkpoint
 from explainable_ser.tokenizer import load_tokenizer
 
 
@@ -142,9 +143,7 @@ def load_trained(ckpt: str | Path, overrides: list[str], with_data: bool = True)
     The run's ``config.yaml`` comes first unless a YAML is given; ``overrides`` follow.
     Returns ``(cfg, data module, Lightning module, run_dir)``; raises :class:`ConfigError`.
     """
-    ckpt = Path(ckpt)
-    if not ckpt.is_file():
-        raise ConfigError(f"checkpoint not found: {ckpt}")
+    ckpt = find_checkpoint(ckpt)  # a file, a stage or a run directory
     run_dir = ckpt.parent.parent
     if (run_dir / "config.yaml").exists() and not any(o.endswith((".yaml", ".yml")) for o in overrides):
         overrides = [str(run_dir / "config.yaml"), *overrides]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from explainable_ser.config import ConfigError, ExperimentConfig
 from explainable_ser.prompts import get_task
+from explainable_ser.runs import resolve_ckpt_arg
 
 # torch, the model stack and the metrics load inside the functions that use them, so that
 # `--help` and argument errors answer at once.
@@ -184,12 +185,16 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="exit status: 0 done; 2 a bad argument, config or checkpoint, "
                                             "or a missing file (one line on stderr)")
-    parser.add_argument("--ckpt", required=True, help="checkpoint (e.g. runs/demo/stage2/final.ckpt)")
+    parser.add_argument("--ckpt", required=True,
+                        help="checkpoint: a file (runs/demo/stage2/final.ckpt), a stage directory "
+                             "(its final.ckpt) or a run directory (its last stage's final.ckpt)")
     parser.add_argument("--out", default=None, help="output directory (default: the run directory)")
     parser.add_argument("overrides", nargs="*", help="YAML files and key=value overrides")
     args = parser.parse_args(argv)
-    if not Path(args.ckpt).is_file():  # said before the model stack loads (seconds)
-        print(f"error: checkpoint not found: {args.ckpt}", file=sys.stderr)
+    try:  # said before the model stack loads (seconds)
+        args.ckpt = resolve_ckpt_arg(args.ckpt)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     from explainable_ser.assembly import load_trained
 

@@ -334,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="exit status: 0 exported (and verified); 1 the verification "
                                             "found a mismatch; 2 a bad argument or checkpoint")
-    parser.add_argument("--ckpt", required=True, help="checkpoint of a trained run, e.g. runs/demo/stage2/final.ckpt")
+    parser.add_argument("--ckpt", required=True,
+                        help="checkpoint of a trained run: a file (runs/demo/stage2/final.ckpt), a stage "
+                             "directory (its final.ckpt) or a run directory (its last stage's final.ckpt)")
     parser.add_argument("--out", required=True, help="the directory to write (must be new or empty)")
     parser.add_argument("--merge-lora", action="store_true",
                         help="also write merged_llm/: the LLM with LoRA merged in (save_pretrained)")
@@ -346,10 +348,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="config overrides for rebuilding the run (rarely needed)")
     args = parser.parse_args(argv)
-    if not Path(args.ckpt).is_file():
-        print(f"error: checkpoint not found: {args.ckpt}", file=sys.stderr)
-        return 2
     from explainable_ser.config import ConfigError
+    from explainable_ser.runs import resolve_ckpt_arg
+
+    try:
+        args.ckpt = resolve_ckpt_arg(args.ckpt)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
     try:
         out = export(args.ckpt, args.out, merge_lora=args.merge_lora, dtype=args.dtype,

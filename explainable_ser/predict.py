@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from explainable_ser.config import ConfigError
+from explainable_ser.runs import resolve_ckpt_arg
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".mp4", ".aac",
                     ".webm", ".mka", ".mkv", ".aif", ".aiff", ".au", ".caf", ".wma", ".w64"}
@@ -142,7 +143,8 @@ def parse_args(argv):
                                             "config, model or checkpoint, or no audio file exists")
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--model", metavar="DIR", help="an exported model (python -m explainable_ser.export)")
-    model.add_argument("--ckpt", help="a run's checkpoint, e.g. runs/demo/stage2/final.ckpt")
+    model.add_argument("--ckpt", help="a run's checkpoint: a file (runs/demo/stage2/final.ckpt), a stage "
+                       "directory (its final.ckpt) or a run directory (its last stage's final.ckpt)")
     parser.add_argument("inputs", nargs="+", metavar="AUDIO|DIR|OVERRIDE",
                         help="audio files, folders of audio, and YAML files or key=value overrides")
     parser.add_argument("--out", metavar="FILE",
@@ -199,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(source).exists():  # said before the model stack loads (seconds)
         print(f"error: {'model directory' if args.model else 'checkpoint'} not found: {source}", file=sys.stderr)
         return 2
+    if args.ckpt:
+        try:
+            args.ckpt = resolve_ckpt_arg(args.ckpt)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     out_path = Path(args.out) if args.out else None
     try:
         done = already_done(out_path) if out_path else set()

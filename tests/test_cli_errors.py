@@ -101,6 +101,7 @@ CASES = [
                   "model.branch.latent_dim=4"], "incompatible"),
     ("evaluate-missing-ckpt", "explainable_ser.evaluate", ["--ckpt", "{tmp}/nope/final.ckpt"],
      "checkpoint not found"),
+    ("evaluate-run-dir-without-final", "explainable_ser.evaluate", ["--ckpt", "{tmp}/bad-run"], "found corrupt.ckpt"),
     ("evaluate-unknown-key", "explainable_ser.evaluate", ["--ckpt", "{ckpt}", "eval.nonexistent=1"],
      "nonexistent"),
     ("evaluate-missing-test-split", "explainable_ser.evaluate",

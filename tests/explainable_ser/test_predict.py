@@ -104,6 +104,11 @@ def test_the_checkpoint_and_the_export_predict_the_same(trained_run, exported, c
     from_ckpt = json.loads(capsys.readouterr().out)
     assert main(["--model", str(exported), str(clip)]) == 0
     assert json.loads(capsys.readouterr().out) == from_ckpt
+    for given in (run_dir, run_dir / "stage2"):  # a run or a stage directory: its final checkpoint
+        assert main(["--ckpt", str(given), str(clip)]) == 0
+        out = capsys.readouterr()
+        assert json.loads(out.out) == from_ckpt
+        assert f"checkpoint: {run_dir / 'stage2' / 'final.ckpt'} (from {given})" in out.err
 
 
 def test_a_folder_without_audio_and_a_missing_model_are_named(tmp_path, exported, capsys):
