@@ -53,6 +53,19 @@ from data_modules.corpora.common import shar_dir
 from data_modules.records import manifest_path, record_of
 
 
+def describe_refusal(reason: str, seconds: float | None, cfg: DataConfig) -> str:
+    """A reason code of :func:`check_waveform` in words, with the limit and the key that sets it
+    (``too_short: 0.10 s < 0.30 s minimum (data.min_clip_seconds)``)."""
+    if reason == "too_short" and seconds is not None:
+        return f"too_short: {seconds:.2f} s < {cfg.min_clip_seconds:.2f} s minimum (data.min_clip_seconds)"
+    if reason == "too_long" and seconds is not None:
+        return (f"too_long: {seconds:.1f} s > {cfg.max_clip_seconds:g} s maximum (data.max_clip_seconds): "
+                f"cut the recording into pieces of at most {cfg.max_clip_seconds:g} s")
+    words = {"empty_audio": "no samples", "non_finite_audio": "NaN or infinite samples",
+             "silent_audio": "every sample is zero"}
+    return f"{reason}: {words[reason]}" if reason in words else reason
+
+
 def check_waveform(audio: np.ndarray, sr: int, cfg: DataConfig) -> str | None:
     """Reason a loaded waveform is unusable, or ``None`` when it is fine.
 

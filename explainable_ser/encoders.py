@@ -112,7 +112,8 @@ class WhisperSpeechEncoder(nn.Module):
         if int(frame_lens.max()) > self.max_frames:
             longest = float(wave_lens.max()) / self.features.sampling_rate
             raise ValueError(f"Whisper encodes at most {self.max_frames // 50} s of audio, got a "
-                             f"{longest:.1f} s clip: lower data.max_clip_duration")
+                             f"{longest:.1f} s clip: set data.max_clip_seconds to "
+                             f"{self.max_frames // 50} or less (longer clips are then skipped as too_long)")
         mel = self.log_mel(wave, wave_lens).to(enc.conv1.weight.dtype)  # [B, n_mels, M]
         mel_mask = (torch.arange(mel.shape[2], device=mel.device)[None]
                     < self.mel_lengths(wave_lens).to(mel.device)[:, None])

@@ -70,7 +70,7 @@ def read_audio(path: str | Path, data_cfg) -> np.ndarray:
     and checks training clips get); anything else is decoded by PyAV and checked the same way."""
     import soundfile as sf
 
-    from data_modules.datamodule import SpeechBatchDataset, check_waveform
+    from data_modules.datamodule import SpeechBatchDataset, check_waveform, describe_refusal
     from data_modules.records import make_cut
 
     path = Path(path)
@@ -86,6 +86,7 @@ def read_audio(path: str | Path, data_cfg) -> np.ndarray:
         cut = make_cut(path.stem, path, sampling_rate=info.samplerate, num_samples=info.frames,
                        corpus="files", split="predict")
         audio, reason = SpeechBatchDataset(data_cfg).load(cut)
+        seconds = info.frames / info.samplerate if info.samplerate else None
     else:
         from data_modules.corpora.meld import decode_mp4  # any PyAV container -> 16 kHz mono
 
@@ -95,12 +96,13 @@ def read_audio(path: str | Path, data_cfg) -> np.ndarray:
             raise AudioError(f"neither soundfile nor PyAV can decode it ({type(err).__name__}: "
                              f"{err})") from None
         reason = check_waveform(audio, 16000, data_cfg)
+        seconds = audio.shape[-1] / 16000
         if reason is None and data_cfg.sampling_rate != 16000:
             import soxr
 
             audio = soxr.resample(audio, 16000, data_cfg.sampling_rate)
     if reason is not None:
-        raise AudioError(reason)
+        raise AudioError(describe_refusal(reason, seconds, data_cfg))
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 

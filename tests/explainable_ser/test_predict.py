@@ -122,3 +122,13 @@ def test_a_folder_without_audio_and_a_missing_model_are_named(tmp_path, exported
     assert "model directory not found" in capsys.readouterr().err
     assert main(["--model", str(tmp_path), str(clip)]) == 2
     assert "not an exported model directory" in capsys.readouterr().err
+
+
+def test_a_clip_outside_the_length_limits_is_refused_naming_limit_and_key(tmp_path, exported, capsys):
+    short, long = tmp_path / "short.wav", tmp_path / "long.wav"
+    sf.write(str(short), np.full(1600, 0.1, dtype=np.float32), 16000)  # 0.1 s
+    sf.write(str(long), np.full(16000 * 31, 0.1, dtype=np.float32), 16000)  # 31 s
+    assert main(["--model", str(exported), str(short), str(long)]) == 1
+    err = capsys.readouterr().err
+    assert f"{short}: too_short: 0.10 s < 0.30 s minimum (data.min_clip_seconds)" in err
+    assert f"{long}: too_long: 31.0 s > 30 s maximum (data.max_clip_seconds)" in err
