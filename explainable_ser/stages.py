@@ -93,6 +93,15 @@ def stage_steps(stage, trainer) -> int:
     return max(1, steps)
 
 
+def say(trainer, text: str) -> None:
+    """One line on rank 0, whether or not a progress bar is drawn (``LightningModule.print``
+    drops its text while the bar callback has no bar yet, as in ``setup``)."""
+    if trainer.is_global_zero:
+        from tqdm.auto import tqdm
+
+        tqdm.write(text)
+
+
 class StageCallback(L.Callback):
     """Puts the module into one stage: freezing and the stage's length at ``setup``."""
 
@@ -105,5 +114,14 @@ class StageCallback(L.Callback):
         pl_module.set_stage(self.stage, stage_steps(self.stage, trainer))
         names = apply_trainable(pl_module.model, list(self.stage.trainable))
         n_params = sum(p.numel() for n, p in pl_module.model.named_parameters() if n in names)
-        pl_module.print(f"[{self.stage.name}] trainable groups {list(self.stage.trainable)}: "
+        say(trainer, f"[{self.stage.name}] trainable groups {list(self.stage.trainable)}: "
                         f"{len(names)} tensors, {n_params:,} parameters; tasks {list(self.stage.tasks)}")
+
+    def on_train_start(self, trainer, pl_module):
+        # After Lightning restored the loops: where a resumed stage goes on from.
+        if trainer.global_step > 0:
+            batch = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+            total = pl_module.stage_steps or "?"
+            say(trainer, f"[{self.stage.name}] resumed at step {trainer.global_step} of {total} "
+                            f"(epoch {trainer.current_epoch + 1} of {trainer.max_epochs}, "
+                            f"{batch} batches of it done)")

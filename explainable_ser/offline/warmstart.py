@@ -276,19 +276,20 @@ def field_loss(fheads: FieldHeads, tokens, n_tok, records: list[dict]) -> torch.
     return torch.stack(losses).mean() if losses else tokens.sum() * 0.0
 
 
-def ensure_warm_start(cfg, dm, model, run_dir: Path) -> None:
+def ensure_warm_start(cfg, dm, model, run_dir: Path) -> list[str]:
     """Demo-only alignment warm start (``training.warm_start``), once per run: the warmed
-    branches are saved to ``{run_dir}/warm_start/`` and loaded from there on a restart."""
+    branches are saved to ``{run_dir}/warm_start/`` and loaded from there on a restart.
+    Returns the branches trained now (none when loaded or not asked for)."""
     from safetensors.torch import load_file, save_file
 
     from explainable_ser.config import ConfigError
 
     ws = cfg.training.warm_start
     if not ws.branches:
-        return
+        return []
     first = cfg.training.stages[0].name if cfg.training.stages else None
     if first and ((run_dir / first / "final.ckpt").exists() or (run_dir / first / "last.ckpt").exists()):
-        return  # the stages' checkpoints already hold the (warmed, then trained) branches
+        return []  # the stages' checkpoints already hold the (warmed, then trained) branches
     out = run_dir / "warm_start"
     todo = [b for b in ws.branches if not (out / f"{b}.safetensors").exists()]
     if todo:
@@ -319,3 +320,4 @@ def ensure_warm_start(cfg, dm, model, run_dir: Path) -> None:
         del cache
     for branch in ws.branches:
         getattr(model, branch).load_state_dict(load_file(out / f"{branch}.safetensors"))
+    return todo

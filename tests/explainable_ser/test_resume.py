@@ -61,10 +61,10 @@ WORKER = textwrap.dedent("""
 
 
 def launch(tmp: Path, run_dir: Path, corpus: Path, *, stage="none", step=-1, kill_in_save=0,
-           resume=False) -> int:
+           resume=False, extra=(), outputs: dict | None = None) -> int:
     script = tmp / "worker.py"
     script.write_text(WORKER)
-    args = [*ARGS, f"data.corpora.0.dir={corpus}", f"run_dir={run_dir}"]
+    args = [*ARGS, f"data.corpora.0.dir={corpus}", f"run_dir={run_dir}", *extra]
     if resume:
         args.append("ckpt_path=last")
     proc = subprocess.run([sys.executable, str(script), stage, str(step), str(kill_in_save), *args],
@@ -72,6 +72,8 @@ def launch(tmp: Path, run_dir: Path, corpus: Path, *, stage="none", step=-1, kil
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     if proc.returncode not in (0, -signal.SIGKILL):
         raise AssertionError(proc.stderr[-3000:])
+    if outputs is not None:
+        outputs.update(stdout=proc.stdout, stderr=proc.stderr)
     return proc.returncode
 
 
@@ -131,3 +133,30 @@ def test_an_interrupted_stage_is_not_silently_restarted(corpus, tmp_path):
     assert launch(tmp_path, run_dir, corpus, stage="stage1", step=3) == -signal.SIGKILL
     args = [*ARGS, f"data.corpora.0.dir={corpus}", f"run_dir={run_dir}"]
     assert main(args) == 2  # names ckpt_path=last instead of overwriting the checkpoints
+
+
+def test_a_resumed_stage_says_where_it_goes_on_and_its_times_cover_the_whole_run(corpus, tmp_path):
+    """The bar keeps its total (so a time left), the log names the step, and timings.json keeps
+    the killed session's phases beside the resumed one's, the resume marked."""
+    import json
+    import re
+
+    run_dir = tmp_path / "run"
+    bar = ["trainer.enable_progress_bar=true"]
+    assert launch(tmp_path, run_dir, corpus, stage="stage2", step=5, extra=bar) == -signal.SIGKILL
+    partial = json.loads((run_dir / "timings.json").read_text())  # written after each phase
+    assert partial["finished"] is False and {"build", "warm_start", "stage1"} <= set(partial["seconds"])
+    out: dict = {}
+    assert launch(tmp_path, run_dir, corpus, resume=True, extra=bar, outputs=out) == 0
+    text = out["stdout"].replace("\r", "\n")
+    assert "[stage2] resumed at step 4 of " in text  # a checkpoint every 2 steps: step 4 survived
+    resumed_bars = [line for line in text.splitlines() if "stage2 (2/2) epoch 1/2" in line]
+    assert resumed_bars and all(re.search(r"\| \d+/\d+ \[", line) for line in resumed_bars), resumed_bars[:3]
+    timings = json.loads((run_dir / "timings.json").read_text())
+    assert timings["finished"] is True and len(timings["sessions"]) == 2
+    assert timings["resumed"]["stage"] == "stage2" and timings["resumed"]["step"] == 4
+    assert timings["resumed"]["seconds_before"] > 0
+    assert timings["seconds"]["stage1"] == partial["seconds"]["stage1"]  # from the killed session
+    assert timings["seconds"]["build"] == pytest.approx(sum(s["seconds"]["build"] for s in timings["sessions"]), abs=0.11)
+    assert timings["seconds"]["total"] == pytest.approx(
+        sum(v for k, v in timings["seconds"].items() if k != "total"), abs=0.11)
