@@ -12,7 +12,9 @@ the run nor the training code)::
 
 Audio: anything soundfile reads (WAV, FLAC, OGG, ...) and, failing that, anything PyAV decodes
 (MP3, M4A, MP4, WebM, ...), any rate (resampled to the model's 16 kHz), multichannel
-downmixed, checked like training clips (empty, silent, non-finite, too short or long).
+downmixed, checked like training clips (empty, silent, non-finite, too short). A recording
+longer than the model's ``data.max_clip_seconds`` is cut at its pauses
+(:mod:`data_modules.segment`) and explained piece by piece (:meth:`Explainer.explain_recording`).
 """
 
 from __future__ import annotations
@@ -63,12 +65,18 @@ def probe_seconds(path: str | Path) -> float:
         raise AudioError(f"neither soundfile nor PyAV can read it ({type(err).__name__}: {err})") from None
 
 
-def read_audio(path: str | Path, data_cfg) -> np.ndarray:
+def read_audio(path: str | Path, data_cfg, any_length: bool = False) -> np.ndarray:
     """Mono float32 samples at ``data_cfg.sampling_rate``; :class:`AudioError` names the problem.
 
     A format soundfile reads goes through the data module's own loader (the downmix, resampling
-    and checks training clips get); anything else is decoded by PyAV and checked the same way."""
+    and checks training clips get); anything else is decoded by PyAV and checked the same way.
+    ``any_length``: no maximum duration (a long recording, to be cut into pieces)."""
+    import dataclasses
+
     import soundfile as sf
+
+    if any_length:
+        data_cfg = dataclasses.replace(data_cfg, max_clip_seconds=float("inf"))
 
     from data_modules.datamodule import SpeechBatchDataset, check_waveform, describe_refusal
     from data_modules.records import make_cut
@@ -104,6 +112,22 @@ def read_audio(path: str | Path, data_cfg) -> np.ndarray:
     if reason is not None:
         raise AudioError(describe_refusal(reason, seconds, data_cfg))
     return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def summarize_recording(pieces: list[dict], labels: list[str], duration: float, skipped_short: int = 0) -> dict:
+    """What a recording's explained pieces say together (see :meth:`Explainer.explain_recording`)."""
+    seconds = np.array([p["end"] - p["start"] for p in pieces], dtype=float)
+    weights = seconds / seconds.sum()
+    scores = {lab: round(float(sum(w * p["emotion_scores"][lab] for w, p in zip(weights, pieces))), 4)
+              for lab in labels}
+    share = {lab: round(float(sum(w for w, p in zip(weights, pieces) if p["emotion"] == lab)), 4)
+             for lab in labels}
+    return {"duration": round(duration, 2), "n_pieces": len(pieces), "skipped_short": skipped_short,
+            "emotion": max(labels, key=lambda lab: scores[lab]), "emotion_scores": scores,
+            "emotion_share": share,
+            "timeline": [[p["start"], p["end"], p["emotion"]] for p in pieces],
+            "transcript": " ".join(p["transcript"] for p in pieces if p.get("transcript")),
+            "pieces": pieces}
 
 
 @dataclass
@@ -153,14 +177,63 @@ class Explainer:
         return {b: [round(float(v), 4) for v in w.detach().float().cpu()]
                 for b, w in self.model.layer_weights().items()}
 
-    def read(self, path: str | Path) -> torch.Tensor:
-        return torch.from_numpy(read_audio(path, self.cfg.data))
+    def read(self, path: str | Path, any_length: bool = True) -> torch.Tensor:
+        """A file's samples [T] at the model's rate; ``any_length=False`` refuses one longer than
+        ``data.max_clip_seconds`` as training does."""
+        return torch.from_numpy(read_audio(path, self.cfg.data, any_length=any_length))
+
+    @property
+    def max_seconds(self) -> float:
+        """The longest piece explained whole (``data.max_clip_seconds``); longer audio is cut."""
+        return float(self.cfg.data.max_clip_seconds)
 
     # -- inference -----------------------------------------------------------------------------
     def explain(self, audio, zero_descriptor: bool = False) -> dict:
-        """One file path or waveform [T] (16 kHz) -> its explanation (see :meth:`explain_batch`)."""
+        """One file path or waveform [T] (16 kHz) -> its explanation (see :meth:`explain_batch`);
+        a recording longer than :attr:`max_seconds` -> :meth:`explain_recording`'s summary."""
         wave = audio if isinstance(audio, torch.Tensor) else self.read(audio)
+        if wave.numel() > self.max_seconds * self.cfg.data.sampling_rate:
+            return self.explain_recording(wave, zero_descriptor=zero_descriptor)
         return self.explain_batch([wave], zero_descriptor=zero_descriptor)[0]
+
+    def explain_recording(self, wave: torch.Tensor, zero_descriptor: bool = False,
+                          batch_seconds: float = 60.0, progress=None) -> dict:
+        """A recording of any length [T] -> its pieces explained and a summary.
+
+        The recording is cut at its pauses into pieces of at most :attr:`max_seconds`
+        (:func:`data_modules.segment.split_at_pauses`); the pieces are explained in batches of up
+        to ``batch_seconds`` of audio. Returns ``pieces`` (each :meth:`explain_batch` row with
+        ``piece``, ``start`` and ``end`` in seconds), ``timeline`` (``[start, end, emotion]``
+        per piece), ``emotion`` and ``emotion_scores`` (the pieces' scores averaged, weighted by
+        their duration), ``emotion_share`` (the share of the explained time each emotion was
+        given), ``transcript`` (the pieces' transcripts joined), ``duration`` and
+        ``skipped_short`` (speech runs shorter than ``data.min_clip_seconds``, not explained).
+        ``progress``: called with the number of pieces done after each batch."""
+        from data_modules.segment import split_at_pauses
+
+        sr = self.cfg.data.sampling_rate
+        audio = wave.detach().float().cpu().numpy()
+        pieces, short = split_at_pauses(audio, sr, max_seconds=self.max_seconds,
+                                        min_seconds=self.cfg.data.min_clip_seconds)
+        if not pieces:
+            raise AudioError(f"no speech found: no run of sound of at least {self.cfg.data.min_clip_seconds:.2f} s "
+                             f"(data.min_clip_seconds) within 35 dB of the recording's loudest part "
+                             f"(or of -25 dBFS, for a quieter recording)")
+        rows: list[dict] = []
+        group: list = []
+        for k, piece in enumerate([*pieces, None]):
+            full = piece is None or sum(p.end - p.start for p in group) + piece.end - piece.start > batch_seconds * sr
+            if group and full:
+                waves = [wave[p.start:p.end] for p in group]
+                for p, row in zip(group, self.explain_batch(waves, zero_descriptor=zero_descriptor)):
+                    start, end = p.seconds(sr)
+                    rows.append({"piece": len(rows), "start": round(start, 2), "end": round(end, 2), **row})
+                group = []
+                if progress is not None:
+                    progress(len(rows))
+            if piece is not None:
+                group.append(piece)
+        return summarize_recording(rows, self.labels, duration=len(audio) / sr, skipped_short=len(short))
 
     @torch.no_grad()
     def explain_batch(self, waves: list[torch.Tensor], zero_descriptor: bool = False) -> list[dict]:

@@ -1,6 +1,6 @@
 """Explain audio files and folders: ``python -m explainable_ser.predict --model DIR|--ckpt PATH AUDIO_OR_DIR... [--out preds.jsonl]``.
 
-One JSON line per file: the transcript (``asr``), the descriptor caption and emotion
+One JSON line per file, in the order of the inputs: the transcript (``asr``), the descriptor caption and emotion
 (``ser_sed``), the attributes read back from the caption, and the per-class scores of the
 emotion (the model's probability of ``Emotion: {label}`` after its own caption). ``emotion``
 is the generated one (``emotion_source: generated``) or, when the generated text names no
@@ -14,6 +14,14 @@ soundfile reads, else PyAV (MP3, M4A, MP4, WebM, ...); any rate (resampled to 16
 multichannel downmixed. Files are decoded in batches of similar duration (``--batch-seconds``
 of audio per batch, sorted by length: little padding); ``--batch-seconds 0`` explains one file
 at a time. A file that cannot be read gets a line with an ``error`` and the rest go on.
+
+A recording longer than the model's ``data.max_clip_seconds`` is cut at its pauses into pieces
+(a voice-activity measure on the signal; :mod:`data_modules.segment`), each explained alone: one
+line per piece (``recording``: the file, ``piece``, ``start`` and ``end`` in seconds, then the
+fields above), then the recording's own line (``file``, ``duration``, ``n_pieces``,
+``timeline``: ``[start, end, emotion]`` per piece, ``emotion`` and ``emotion_scores``: the
+pieces' scores weighted by duration, ``emotion_share``, the joined ``transcript``,
+``skipped_short``: speech runs too short to explain).
 
 ``--out FILE`` appends to FILE and shows a progress bar; run the same command again after an
 interruption and only the files not yet in FILE are explained. Without ``--out`` the lines go
@@ -74,7 +82,19 @@ def already_done(out: Path) -> set[str]:
         raise ConfigError(f"{err}: not a predict output to append to") from None
     if dropped:
         print(f"note: {out}: dropped an incomplete last line (written when the run stopped)", file=sys.stderr)
-    return {key(row["file"]) for row in rows if isinstance(row, dict) and "file" in row}
+    done = {key(row["file"]) for row in rows if isinstance(row, dict) and "file" in row}
+    # A recording's piece lines come before its own line; pieces without it at the end of the
+    # file are of a recording cut off mid-write: removed, the recording is explained again.
+    orphans = 0
+    while rows and isinstance(rows[-1], dict) and "recording" in rows[-1] and "file" not in rows[-1]:
+        rows.pop()
+        orphans += 1
+    if orphans:
+        lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
+        out.write_text("".join(lines[: len(lines) - orphans]), encoding="utf-8")
+        print(f"note: {out}: removed {orphans} piece line(s) of a recording the run did not finish",
+              file=sys.stderr)
+    return done
 
 
 def batches(files: list[str], seconds: dict[str, float], batch_seconds: float):
@@ -138,9 +158,11 @@ def add_language(out: dict, path: str, wave, lid, trained_on) -> None:
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m explainable_ser.predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="exit status: 0 every file explained; 1 some files could not "
-                                            "be read (their JSON line has an 'error'); 2 a bad argument, "
-                                            "config, model or checkpoint, or no audio file exists")
+                                     epilog="exit status: 0 every file explained; 1 some inputs could not "
+                                            "be explained (a missing path or unreadable file among others: "
+                                            "each has a JSON line with its 'error'); 2 nothing was explained "
+                                            "for a reason known before any audio was read: a bad argument, "
+                                            "config, model or checkpoint, or no input exists or holds audio")
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--model", metavar="DIR", help="an exported model (python -m explainable_ser.export)")
     model.add_argument("--ckpt", help="a run's checkpoint: a file (runs/demo/stage2/final.ckpt), a stage "
@@ -241,34 +263,46 @@ def run(ser, todo: list[str], missing: list[str], args, sink, lid, trained_on) -
     from explainable_ser.inference import AudioError, probe_seconds
 
     errors = 0
+    # Lines go out in the order of the inputs (files batched by length finish out of order):
+    # each file's lines wait in ``ready`` until every file before it has been written.
+    ready: dict[str, list[dict]] = {}
+    written = 0
 
-    def write(row: dict) -> None:
-        sink.write(json.dumps(row, ensure_ascii=False) + "\n")
-        sink.flush()  # a line is whole on disk before the next file starts (resume)
+    def flush() -> None:
+        nonlocal written
+        while written < len(todo) and todo[written] in ready:
+            lines = ready.pop(todo[written])
+            # one write per file: a kill leaves at most its last line cut (dropped on resume)
+            sink.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in lines))
+            sink.flush()
+            written += 1
 
     def fail(path: str, reason: str) -> None:
         nonlocal errors
         errors += 1
-        write({"file": path, "error": reason})
+        ready[path] = [{"file": path, "error": reason}]
         print(f"error: {path}: {reason}", file=sys.stderr)
 
-    for path in missing:
-        fail(path, "file not found")
+    for path in missing:  # known before any work: first
+        sink.write(json.dumps({"file": path, "error": "file not found"}) + "\n")
+        errors += 1
+        print(f"error: {path}: file not found", file=sys.stderr)
     seconds = {}
     for path in todo:
         try:
             seconds[path] = probe_seconds(path)
         except (AudioError, OSError) as err:
             fail(path, str(err))
-    readable = [p for p in todo if p in seconds]
+    readable = [p for p in todo if p in seconds and seconds[p] <= ser.max_seconds]
+    recordings = [p for p in todo if p in seconds and seconds[p] > ser.max_seconds]
     t0, n_done = time.perf_counter(), 0
-    bar = tqdm(total=len(readable), unit="utt", desc="explaining", file=sys.stderr,
+    bar = tqdm(total=len(readable) + len(recordings), unit="file", desc="explaining", file=sys.stderr,
                disable=args.no_progress or (args.out is None and not sys.stderr.isatty()))
     for group in batches(readable, seconds, args.batch_seconds):
         waves, kept = [], []
         for path in group:
             try:
-                waves.append(ser.read(path))
+                waves.append(ser.read(path, any_length=False))
                 kept.append(path)
             except Exception as err:  # one unreadable file must not stop the others
                 fail(path, str(err) if isinstance(err, AudioError) else f"{type(err).__name__}: {err}")
@@ -276,9 +310,26 @@ def run(ser, todo: list[str], missing: list[str], args, sink, lid, trained_on) -
             for path, wave, row in zip(kept, waves, ser.explain_batch(waves)):
                 if lid is not None:
                     add_language(row, path, wave, lid, trained_on)
-                write({"file": path, **row})
+                ready[path] = [{"file": path, **row}]
         n_done += len(kept)
         bar.update(len(group))
+        flush()
+    for path in recordings:  # longer than the model takes whole: cut at pauses, piece by piece
+        try:
+            wave = ser.read(path)
+            bar.set_postfix_str(f"{Path(path).name}: {seconds[path]:.0f} s in pieces")
+            summary = ser.explain_recording(wave, batch_seconds=max(args.batch_seconds, ser.max_seconds))
+        except Exception as err:
+            fail(path, str(err) if isinstance(err, AudioError) else f"{type(err).__name__}: {err}")
+        else:
+            if lid is not None:
+                add_language(summary, path, wave, lid, trained_on)
+            pieces = summary.pop("pieces")
+            ready[path] = [*({"recording": path, **p} for p in pieces), {"file": path, **summary}]
+            n_done += 1
+        bar.update(1)
+        flush()
+    flush()
     bar.close()
     wall = time.perf_counter() - t0
     if args.out:

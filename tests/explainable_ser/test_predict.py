@@ -132,3 +132,37 @@ def test_a_clip_outside_the_length_limits_is_refused_naming_limit_and_key(tmp_pa
     err = capsys.readouterr().err
     assert f"{short}: too_short: 0.10 s < 0.30 s minimum (data.min_clip_seconds)" in err
     assert f"{long}: too_long: 31.0 s > 30 s maximum (data.max_clip_seconds)" in err
+
+
+def test_a_long_recording_gets_a_line_per_piece_then_its_own_in_input_order_and_resumes(
+        tmp_path, exported, trained_run, capsys):
+    """Files come out in the order given (batched by length, explained out of order); a
+    recording longer than the limit gets its pieces' lines, then its own; a run cut off in the
+    middle of a recording's lines explains that recording again, without duplicating pieces."""
+    _, clip = trained_run
+    audio, sr = sf.read(str(clip), dtype="float32")
+    gap = np.zeros(sr, dtype=np.float32)
+    long = tmp_path / "b_long.wav"
+    sf.write(str(long), np.concatenate([gap, audio, gap, audio, gap, audio, gap]), sr)
+    short_a, short_c = tmp_path / "a.wav", tmp_path / "c.wav"
+    sf.write(str(short_a), audio, sr)
+    sf.write(str(short_c), np.concatenate([audio, audio[: sr // 2]]), sr)  # longer: batched first
+    out = tmp_path / "out.jsonl"
+    args = ["--model", str(exported), str(short_c), str(long), str(short_a), "data.max_clip_seconds=3",
+            "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    names = [Path(r.get("file") or r["recording"]).name + ("#" if "recording" in r else "") for r in rows]
+    assert names == ["c.wav", "b_long.wav#", "b_long.wav#", "b_long.wav#", "b_long.wav", "a.wav"]
+    rec = rows[4]
+    assert rec["n_pieces"] == 3 and [t[:2] for t in rec["timeline"]] == [[r["start"], r["end"]] for r in rows[1:4]]
+    assert [r["piece"] for r in rows[1:4]] == [0, 1, 2] and rows[1]["start"] == pytest.approx(1.0, abs=0.15)
+    # cut off after two of the recording's piece lines: those are removed, the recording redone
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:3]))
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "removed 2 piece line(s)" in capsys.readouterr().err
+    again = [json.loads(line) for line in out.read_text().splitlines()]
+    assert again[0] == rows[0] and len(again) == len(rows)
+    assert [r.get("file") or r["recording"] for r in again[1:]] == [r.get("file") or r["recording"] for r in rows[1:]]
