@@ -1,14 +1,18 @@
 """A web page to show a trained model: ``python -m explainable_ser.app --model DIR [--port P]``.
 
 Upload a file or record from the microphone; the page shows the transcript, the descriptor
-caption, the emotion, a bar chart of the per-class scores and the learned layer weights of
-each branch. Ticking "counterfactual" explains the clip a second time with the descriptor
-tokens zeroed, so one sees how much of the emotion the explanation stream carries.
+caption, the emotion with its probability, a bar chart of the per-class scores and the learned
+layer weights of each branch (one scale, the uniform weight marked). Ticking "counterfactual"
+explains the clip a second time with the descriptor tokens zeroed, so one sees how much of the
+emotion the explanation stream carries. A recording longer than the model's
+``data.max_clip_seconds`` is cut at its pauses and explained piece by piece: a timeline table
+lists each piece's time, emotion, probability and caption, the boxes above show the whole.
 
 The model (``--model``, a directory written by ``python -m explainable_ser.export``, or
 ``--ckpt``) is loaded once, before the server starts; requests are queued and served
-``--concurrency`` at a time. Files over ``--max-mb`` or longer than ``--max-seconds`` are
-refused with a message saying so. The server listens on 127.0.0.1 (this machine only) unless
+``--concurrency`` at a time. Files over ``--max-mb`` or longer than ``--max-seconds``, and files
+that cannot be read, are refused in plain words in the status line (the file's name, the
+reason, the limit; no server path), with the output boxes cleared, and one line in the log. The server listens on 127.0.0.1 (this machine only) unless
 ``--host`` says otherwise (``--host 0.0.0.0`` shows it on the network: anyone who reaches
 the port can use it). Gradio's usage analytics are off.
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -35,12 +40,25 @@ class Limits:
 
     max_mb: float = 50.0
     """Largest file, in MB (10^6 bytes)."""
-    max_seconds: float = 60.0
-    """Longest clip, in seconds (the model's own ``data.max_clip_seconds`` by default)."""
+    max_seconds: float = 600.0
+    """Longest recording, in seconds (one longer than the model's ``data.max_clip_seconds`` is
+    explained in pieces)."""
 
 
 class RefusedError(AudioError):
     """A file the page will not explain (too large, too long, unreadable): shown to the user."""
+
+
+_ERRNO = re.compile(r"\[Errno -?\d+\]\s*")
+
+
+def plain_reason(text: str, path: str | Path) -> str:
+    """A reason as a user should read it: the uploaded file's server path cut down to its name,
+    errno numbers left out."""
+    p = Path(path)
+    for long in (str(p.resolve()), str(p)):
+        text = text.replace(f"'{long}'", p.name).replace(long, p.name)
+    return _ERRNO.sub("", text)
 
 
 def check_file(path: str, limits: Limits) -> float:
@@ -53,10 +71,10 @@ def check_file(path: str, limits: Limits) -> float:
         raise RefusedError(f"{p.name} is {mb:.1f} MB; this page takes files up to {limits.max_mb:g} MB")
     try:
         seconds = probe_seconds(p)
-    except AudioError as err:
-        raise RefusedError(f"{p.name}: {err}") from None
+    except (AudioError, OSError) as err:
+        raise RefusedError(f"{p.name}: {plain_reason(str(err), p)}") from None
     if seconds > limits.max_seconds:
-        raise RefusedError(f"{p.name} lasts {seconds:.1f} s; this page takes clips up to "
+        raise RefusedError(f"{p.name} lasts {seconds:.1f} s; this page takes recordings up to "
                            f"{limits.max_seconds:g} s")
     return seconds
 
@@ -69,11 +87,51 @@ def score_table(scores: dict[str, float]):
 
 
 def layer_table(weights: dict[str, list[float]]):
-    """Layer weights as the line chart's frame: (branch, layer, weight) rows."""
+    """Layer weights as a frame: (branch, layer, weight) rows."""
     import pandas as pd
 
     rows = [(b, i, float(v)) for b, ws in weights.items() for i, v in enumerate(ws)]
     return pd.DataFrame(rows, columns=["branch", "layer", "weight"])
+
+
+def layer_figure(weights: dict[str, list[float]]):
+    """One panel per branch, bars per encoder layer (0 = the input embeddings), the same y scale
+    for all and a dashed line at the uniform weight 1/L the weights start from, so a small
+    departure does not look large."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(weights), figsize=(4.2 * len(weights), 2.6), sharey=True, squeeze=False)
+    top = max(max(ws) for ws in weights.values())
+    for ax, (branch, ws) in zip(axes[0], weights.items()):
+        ax.bar(range(len(ws)), ws, color="#4878a8")
+        ax.axhline(1.0 / len(ws), color="#c44e52", linestyle="--", linewidth=1, label=f"uniform 1/{len(ws)}")
+        ax.set_title(f"{branch} branch", fontsize=10)
+        ax.set_xlabel("encoder layer")
+        ax.set_xticks(range(len(ws)))
+        ax.set_ylim(0, top * 1.15)
+        ax.legend(fontsize=8, loc="upper right")
+    axes[0][0].set_ylabel("softmax weight")
+    fig.tight_layout()
+    return fig
+
+
+def timeline_table(summary: dict):
+    """A recording's pieces as the timeline's rows (empty for a single clip)."""
+    import pandas as pd
+
+    cols = ["piece", "start (s)", "end (s)", "emotion", "probability", "caption", "transcript"]
+    rows = [[p["piece"], p["start"], p["end"], p["emotion"], round(p["emotion_scores"][p["emotion"]], 2),
+             p.get("caption") or "", p.get("transcript") or ""] for p in summary.get("pieces", [])]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def emotion_text(row: dict) -> str:
+    """The emotion with the model's probability for it."""
+    p = row["emotion_scores"].get(row["emotion"])
+    return row["emotion"] if p is None else f"{row['emotion']} (p = {p:.2f})"
 
 
 def counterfactual_summary(row: dict, cf: dict) -> str:
@@ -96,9 +154,9 @@ def explain_file(ser: Explainer, path: str, counterfactual: bool, limits: Limits
     t0 = time.perf_counter()
     try:
         wave = ser.read(path)
+        row = ser.explain(wave)  # a long recording: its summary, with the pieces
     except AudioError as err:
-        raise RefusedError(f"{Path(path).name}: {err}") from None
-    row = ser.explain(wave)
+        raise RefusedError(f"{Path(path).name}: {plain_reason(str(err), path)}") from None
     cf = ser.explain(wave, zero_descriptor=True) if counterfactual else None
     return {"row": row, "counterfactual": cf, "seconds": seconds, "wall": time.perf_counter() - t0}
 
@@ -110,32 +168,43 @@ def build(ser: Explainer, limits: Limits, title: str = "explainable-ser"):
     labels = ser.labels
     has_descriptor = getattr(ser.model, "has_descriptor", True)
 
-    def respond(path, counterfactual):
+    def cleared(status: str) -> tuple:
         empty = score_table({lab: 0.0 for lab in labels})
+        return (status, "", "", "", empty, gr.update(value="", visible=False),
+                gr.update(value=empty, visible=False), "", gr.update(value=timeline_table({}), visible=False),
+                None)
+
+    def respond(path, counterfactual):
         if not path:  # the audio was cleared
-            return ("Upload a file or record a clip.", "", "", "", empty, gr.update(visible=False),
-                    gr.update(visible=False), "", None)
+            return cleared("Upload a file or record a clip.")
         try:
             out = explain_file(ser, path, counterfactual and has_descriptor, limits)
         except RefusedError as err:
-            raise gr.Error(str(err), title="File refused") from None
+            print(f"refused {Path(path).name}: {err}", file=sys.stderr)  # one line, no traceback
+            return cleared(f"**Refused.** {err}")
         row, cf = out["row"], out["counterfactual"]
-        source = "" if row["emotion_source"] == "generated" else (
+        long = "pieces" in row
+        source = "" if long or row["emotion_source"] == "generated" else (
             " The generated text named no known emotion: the emotion shown is the best-scoring one.")
+        pieces = (f" A long recording: {row['n_pieces']} pieces cut at its pauses (timeline below); the "
+                  f"emotion is their scores weighted by duration.") if long else ""
         status = (f"**{Path(path).name}**: {out['seconds']:.2f} s of audio, explained in "
-                  f"{out['wall']:.2f} s.{source}")
+                  f"{out['wall']:.2f} s.{source}{pieces}")
         cf_visible = cf is not None
-        return (status, row["transcript"] or "", row["caption"] or "", row["emotion"],
+        caption = "(one caption per piece: see the timeline)" if long else (row["caption"] or "")
+        return (status, row["transcript"] or "", caption, emotion_text(row),
                 score_table(row["emotion_scores"]),
-                gr.update(value=cf["emotion"] if cf_visible else "", visible=cf_visible),
-                gr.update(value=score_table(cf["emotion_scores"]) if cf_visible else empty,
-                          visible=cf_visible),
+                gr.update(value=emotion_text(cf) if cf_visible else "", visible=cf_visible),
+                gr.update(value=score_table(cf["emotion_scores"]) if cf_visible else score_table(
+                    {lab: 0.0 for lab in labels}), visible=cf_visible),
                 counterfactual_summary(row, cf) if cf_visible else "",
+                gr.update(value=timeline_table(row), visible=long),
                 {**row, **({"counterfactual": cf} if cf_visible else {})})
 
     with gr.Blocks(title=title) as page:
         gr.Markdown(f"# {title}\nModel: `{ser.source}`. Emotions: {', '.join(labels)}. "
-                    f"Files up to {limits.max_mb:g} MB and {limits.max_seconds:g} s.")
+                    f"Files up to {limits.max_mb:g} MB and {limits.max_seconds:g} s; longer than "
+                    f"{ser.max_seconds:g} s, a recording is explained in pieces cut at its pauses.")
         with gr.Row():
             with gr.Column():
                 audio = gr.Audio(sources=["upload", "microphone"], type="filepath",
@@ -161,16 +230,13 @@ def build(ser: Explainer, limits: Limits, title: str = "explainable-ser"):
         cf_emotion = gr.Textbox(label="Emotion with the descriptor zeroed", interactive=False,
                                 visible=False, elem_id="cf_emotion")
         cf_summary = gr.Markdown("", elem_id="cf_summary")
-        weights = layer_table(ser.layer_weights())
-        with gr.Row():  # one chart per branch: a bar per encoder layer (0 = the input embeddings)
-            for branch, part in weights.groupby("branch", sort=False):
-                gr.BarPlot(part.assign(layer=part["layer"].astype(str)), x="layer", y="weight",
-                           sort=[str(i) for i in part["layer"]], x_title="encoder layer", y_lim=[0, None],
-                           label=f"Learned layer weights, {branch} branch (softmax over layers)",
-                           elem_id=f"layers_{branch}")
+        timeline = gr.Dataframe(timeline_table({}), label="Timeline: the recording's pieces", visible=False,
+                                interactive=False, wrap=True, elem_id="timeline")
+        gr.Plot(layer_figure(ser.layer_weights()), label="Learned layer weights (softmax over the encoder layers)",
+                elem_id="layers")
         with gr.Accordion("Raw output (predict's JSON line)", open=False):
             raw = gr.JSON(elem_id="raw")
-        outputs = [status, transcript, caption, emotion, scores, cf_emotion, cf_scores, cf_summary, raw]
+        outputs = [status, transcript, caption, emotion, scores, cf_emotion, cf_scores, cf_summary, timeline, raw]
         # A new clip and a flip of the checkbox both (re)explain what is in the audio box.
         audio.change(respond, [audio, counterfactual], outputs)
         counterfactual.change(respond, [audio, counterfactual], outputs)
@@ -192,8 +258,9 @@ def parse_args(argv):
     parser.add_argument("--concurrency", type=int, default=2,
                         help="requests explained at the same time; the rest wait in the queue (default 2)")
     parser.add_argument("--max-mb", type=float, default=50.0, help="largest file accepted, MB (default 50)")
-    parser.add_argument("--max-seconds", type=float, default=None,
-                        help="longest clip accepted, seconds (default: the model's data.max_clip_seconds)")
+    parser.add_argument("--max-seconds", type=float, default=600.0,
+                        help="longest recording accepted, seconds (default 600; one longer than the model's "
+                             "data.max_clip_seconds is explained in pieces cut at its pauses)")
     return parser.parse_args(argv)
 
 
@@ -227,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    limits = Limits(max_mb=args.max_mb, max_seconds=args.max_seconds or float(ser.cfg.data.max_clip_seconds))
+    limits = Limits(max_mb=args.max_mb, max_seconds=args.max_seconds)
     page = build(ser, limits)
     page.queue(default_concurrency_limit=max(1, args.concurrency))
     import gradio as gr

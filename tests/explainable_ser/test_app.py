@@ -43,7 +43,7 @@ def test_limits_refuse_with_the_limit_named(trained_run, tmp_path):
     _, clip = trained_run
     seconds = sf.info(str(clip)).duration
     assert check_file(str(clip), Limits(max_mb=50, max_seconds=seconds + 1)) == pytest.approx(seconds)
-    with pytest.raises(RefusedError, match=rf"{clip.name} lasts {seconds:.1f} s; this page takes clips up to 0.5 s"):
+    with pytest.raises(RefusedError, match=rf"{clip.name} lasts {seconds:.1f} s; this page takes recordings up to 0.5 s"):
         check_file(str(clip), Limits(max_seconds=0.5))
     with pytest.raises(RefusedError, match=r"MB; this page takes files up to 0.001 MB"):
         check_file(str(clip), Limits(max_mb=0.001))
@@ -53,6 +53,20 @@ def test_limits_refuse_with_the_limit_named(trained_run, tmp_path):
         check_file(str(bad), Limits())
     with pytest.raises(RefusedError, match="gone"):
         check_file(str(tmp_path / "missing.wav"), Limits())
+    text = tmp_path / "notes.wav"  # a text file renamed: the reason names the file, not the server path
+    text.write_text("these are my notes, not audio\n" * 20)
+    with pytest.raises(RefusedError) as err:
+        check_file(str(text), Limits())
+    assert str(err.value).startswith("notes.wav: ") and str(tmp_path) not in str(err.value)
+    assert "Errno" not in str(err.value)
+
+
+def test_plain_reason_drops_server_paths_and_errno(tmp_path):
+    from explainable_ser.app import plain_reason
+
+    path = tmp_path / "upload" / "x.wav"
+    raw = f"neither soundfile nor PyAV can read it (InvalidDataError: [Errno 1094995529] Invalid data: '{path}')"
+    assert plain_reason(raw, path) == "neither soundfile nor PyAV can read it (InvalidDataError: Invalid data: x.wav)"
 
 
 def test_outputs_are_predicts_and_counterfactual_is_zeroed(ser, exported, trained_run, tmp_path):
@@ -173,7 +187,13 @@ def test_page_in_headless_chromium(browser_ready, exported, ser, trained_run, tm
     _, clip = trained_run
     clip = Path(shutil.copy(clip, tmp_path / clip.name))
     seconds = sf.info(str(clip)).duration
-    too_long = long_clip(clip, tmp_path / "too_long.flac", repeat=4)
+    too_long = long_clip(clip, tmp_path / "too_long.flac", repeat=12)  # over the page's limit
+    audio, sr = sf.read(str(clip), dtype="float32")
+    gap = np.zeros(sr, dtype=np.float32)
+    recording = tmp_path / "recording.wav"  # over the model's 3 s: in pieces
+    sf.write(str(recording), np.concatenate([gap, audio, gap, audio, gap, audio, gap]), sr)
+    text = tmp_path / "notes.wav"
+    text.write_text("these are my notes, not audio\n" * 20)
     assert predict_main(["--model", str(exported), str(clip), "--out", str(tmp_path / "p.jsonl"),
                          "--no-progress"]) == 0
     want = json.loads((tmp_path / "p.jsonl").read_text())
@@ -182,31 +202,55 @@ def test_page_in_headless_chromium(browser_ready, exported, ser, trained_run, tm
     t0 = time.perf_counter()
     port = free_port()
     log = tmp_path / "app.log"
-    proc = serve(exported, port, log, "--max-seconds", f"{2.5 * seconds:.2f}")
+    page_limit = 3 * seconds + 5
+    proc = serve(exported, port, log, "--max-seconds", f"{page_limit:.2f}", "data.max_clip_seconds=3")
     driver = chromium(tmp_path)
     try:
         wait = WebDriverWait(driver, 120)
         driver.get(f"http://127.0.0.1:{port}/")
         wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#audio input[type=file]")))
 
-        upload(driver, too_long)  # over the duration limit: refused, in words
-        wait.until(lambda d: "this page takes clips up to" in d.find_element(By.TAG_NAME, "body").text)
-        assert "too_long.flac lasts" in driver.find_element(By.TAG_NAME, "body").text
-        assert field(driver, "transcript") == ""
+        upload(driver, too_long)  # over the duration limit: refused, in words, in the status line
+        wait.until(EC.text_to_be_present_in_element((By.ID, "status"), "this page takes recordings up to"))
+        status = driver.find_element(By.ID, "status").text
+        assert status.startswith("Refused.") and "too_long.flac lasts" in status
+        assert field(driver, "transcript") == "" and field(driver, "emotion") == ""
+
+        driver.refresh()
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#audio input[type=file]")))
+        upload(driver, text)  # not audio: the reason without the server's path or an errno
+        wait.until(EC.text_to_be_present_in_element((By.ID, "status"), "Refused."))
+        status = driver.find_element(By.ID, "status").text
+        assert "notes.wav" in status and "/tmp" not in status and "Errno" not in status, status
+        assert not driver.find_elements(By.CSS_SELECTOR, ".toast-body")  # no error toast
+        driver.save_screenshot(str(tmp_path / "refused.png"))
+
+        driver.refresh()
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#audio input[type=file]")))
+        upload(driver, recording)  # a long recording: the timeline of its pieces
+        wait.until(EC.text_to_be_present_in_element((By.ID, "status"), "3 pieces"))
+        table = driver.find_element(By.ID, "timeline").text
+        ser3 = Explainer.from_export(exported, overrides=["data.max_clip_seconds=3"])  # as served
+        want_rec = ser3.explain(ser3.read(str(recording)))
+        for piece in want_rec["pieces"]:
+            assert f"{piece['start']}" in table and piece["emotion"] in table
+        assert field(driver, "emotion").startswith(want_rec["emotion"] + " (p = ")
+        driver.save_screenshot(str(tmp_path / "recording.png"))
 
         driver.refresh()
         wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#audio input[type=file]")))
         upload(driver, clip)
         wait.until(EC.text_to_be_present_in_element((By.ID, "status"), clip.name))
-        got = {k: field(driver, k) for k in ("transcript", "caption", "emotion")}
-        assert got == {k: want[k] or "" for k in ("transcript", "caption", "emotion")}  # None: empty box
+        got = {k: field(driver, k) for k in ("transcript", "caption")}
+        assert got == {k: want[k] or "" for k in ("transcript", "caption")}  # None: empty box
+        assert field(driver, "emotion") == f"{want['emotion']} (p = {want['emotion_scores'][want['emotion']]:.2f})"
         assert driver.find_element(By.CSS_SELECTOR, "#scores").is_displayed()
-        for branch in ("content", "descriptor"):
-            assert driver.find_element(By.CSS_SELECTOR, f"#layers_{branch}").is_displayed()
+        assert driver.find_element(By.CSS_SELECTOR, "#layers").is_displayed()
+        assert not any(e.is_displayed() for e in driver.find_elements(By.ID, "timeline"))  # one clip: none
 
         driver.find_element(By.CSS_SELECTOR, "#counterfactual input[type=checkbox]").click()
         wait.until(EC.text_to_be_present_in_element((By.ID, "cf_summary"), "descriptor tokens zeroed"))
-        assert field(driver, "cf_emotion") == want_cf["emotion"]
+        assert field(driver, "cf_emotion").startswith(want_cf["emotion"] + " (p = ")
         assert driver.find_element(By.CSS_SELECTOR, "#cf_scores").is_displayed()
         assert counterfactual_summary(want, want_cf).replace("**", "") in \
             driver.find_element(By.ID, "cf_summary").text
@@ -214,6 +258,9 @@ def test_page_in_headless_chromium(browser_ready, exported, ser, trained_run, tm
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000  # a rendered page, not an empty frame
         print(f"\nbrowser test: {time.perf_counter() - t0:.1f} s; screenshot {shot}")
+        logged = log.read_text()
+        assert "refused too_long.flac: " in logged and "refused notes.wav: " in logged
+        assert "Traceback" not in logged, logged[-2000:]
     finally:
         driver.quit()
         proc.terminate()
