@@ -225,3 +225,20 @@ def test_a_device_check_part_over_its_limit_is_stopped_with_its_children(tmp_pat
         time.sleep(0.1)
     else:
         pytest.fail(f"the part's child {child} survived its limit")
+
+
+def test_long_recording_script_finds_each_clip_as_a_piece(trained_run, tmp_path):
+    """Test clips joined with pauses through predict: one piece per clip, boundaries close."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import long_recording
+    finally:
+        sys.path.pop(0)
+    run_dir, clip = trained_run
+    out = tmp_path / "long.json"
+    assert long_recording.main(["--ckpt", str(run_dir), "--clips", str(clip.parents[2]), "--seconds", "4",
+                                "--work", str(tmp_path / "work"), "--out", str(out), "data.max_clip_seconds=3"]) == 0
+    res = json.loads(out.read_text())
+    assert res["n_clips"] >= 2 and res["n_pieces"] == res["n_clips"] and res["one_piece_per_clip"]
+    assert res["boundaries_within_0.15s"] == res["n_clips"]
+    assert res["recording"]["n_pieces"] == res["n_pieces"] and res["recording"]["duration"] > 3
