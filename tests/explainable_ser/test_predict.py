@@ -73,14 +73,17 @@ def test_a_folder_run_writes_every_file_once_and_resumes(folder, exported, tmp_p
     assert len(rows) == 13 and "error" in rows["broken.flac"] and "explained 12 file(s)" in err
     for name in ("clip.mp3", "stereo_8k.WAV"):
         assert set(rows[name]["emotion_scores"]) == {"neutral", "happy", "sad", "angry"}, name
+    order = [json.loads(line)["file"] for line in out.read_text().splitlines()]
+    assert order == collect([str(folder)])[0]  # the inputs' order, although batched by length
     # An interruption: the last lines lost, one of them cut in half.
     lines = out.read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:9]) + lines[9][:25])
     assert len(already_done(out)) == 9 and out.read_text().endswith("\n")
-    # the bad file's line came first (found before decoding), so this run meets no error
-    assert main(["--model", str(exported), str(folder), "--out", str(out), "--batch-seconds", "20"]) == 0
+    # the bad file (sorted after the two folders) is among the four left: it fails again
+    assert order.index(str(folder / "broken.flac")) >= 9
+    assert main(["--model", str(exported), str(folder), "--out", str(out), "--batch-seconds", "20"]) == 1
     err = capsys.readouterr().err
-    assert "9 of 13 files are already in" in err and "explained 4 file(s)" in err
+    assert "9 of 13 files are already in" in err and "explained 3 file(s)" in err
     again = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(again) == 13 and {r["file"] for r in again} == {str(r["file"]) for r in rows.values()}
 
@@ -125,13 +128,17 @@ def test_a_folder_without_audio_and_a_missing_model_are_named(tmp_path, exported
 
 
 def test_a_clip_outside_the_length_limits_is_refused_naming_limit_and_key(tmp_path, exported, capsys):
+    from explainable_ser.inference import AudioError, Explainer
+
     short, long = tmp_path / "short.wav", tmp_path / "long.wav"
     sf.write(str(short), np.full(1600, 0.1, dtype=np.float32), 16000)  # 0.1 s
     sf.write(str(long), np.full(16000 * 31, 0.1, dtype=np.float32), 16000)  # 31 s
-    assert main(["--model", str(exported), str(short), str(long)]) == 1
-    err = capsys.readouterr().err
-    assert f"{short}: too_short: 0.10 s < 0.30 s minimum (data.min_clip_seconds)" in err
-    assert f"{long}: too_long: 31.0 s > 30 s maximum (data.max_clip_seconds)" in err
+    assert main(["--model", str(exported), str(short)]) == 1
+    assert f"{short}: too_short: 0.10 s < 0.30 s minimum (data.min_clip_seconds)" in capsys.readouterr().err
+    # predict cuts a long file into pieces; read as one clip (training's rule) it is refused
+    ser = Explainer.from_export(exported)
+    with pytest.raises(AudioError, match=r"too_long: 31.0 s > 30 s maximum \(data.max_clip_seconds\)"):
+        ser.read(long, any_length=False)
 
 
 def test_a_long_recording_gets_a_line_per_piece_then_its_own_in_input_order_and_resumes(
