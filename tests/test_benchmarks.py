@@ -164,12 +164,19 @@ def test_predict_script_times_both_modes_on_the_same_files(exported, trained_run
     assert res["provenance"]["load_average_start"] and res["provenance"]["commit"]
 
 
-def test_eval_cost_script_times_both_variants_and_compares_rows(trained_run, tmp_path):
+def benchmark_module(name: str):
+    """A script under benchmarks/ imported as a module (the folder is no package)."""
+    import importlib
+
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
-        import eval_cost
+        return importlib.import_module(name)
     finally:
         sys.path.pop(0)
+
+
+def test_eval_cost_script_times_both_variants_and_compares_rows(trained_run, tmp_path):
+    eval_cost = benchmark_module("eval_cost")
     run_dir, _ = trained_run
     out = tmp_path / "eval_cost.json"
     assert eval_cost.main(["--ckpt", str(run_dir / "stage2" / "final.ckpt"), "--limit", "2", "--repeats", "1",
@@ -229,11 +236,7 @@ def test_a_device_check_part_over_its_limit_is_stopped_with_its_children(tmp_pat
 
 def test_long_recording_script_finds_each_clip_as_a_piece(trained_run, tmp_path):
     """Test clips joined with pauses through predict: one piece per clip, boundaries close."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import long_recording
-    finally:
-        sys.path.pop(0)
+    long_recording = benchmark_module("long_recording")
     run_dir, clip = trained_run
     out = tmp_path / "long.json"
     assert long_recording.main(["--ckpt", str(run_dir), "--clips", str(clip.parents[2]), "--seconds", "4",
