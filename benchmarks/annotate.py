@@ -35,7 +35,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix
 from data_modules import annotate as A
 from data_modules.records import manifest_path, record_of
 from data_modules.synthcraft import CORPUS, ensure_synthcraft
-from explainable_ser import provenance
+from explainable_ser.training import provenance
 
 SPLITS = ("train", "dev", "test")
 TARGETS = {"pitch": 0.85, "volume": 0.85, "speed": 0.85, "gender": 0.95}

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from explainable_ser import provenance
+from explainable_ser.training import provenance
 
 MODULES = ("explainable_ser.fit", "explainable_ser.evaluate", "explainable_ser.predict",
            "explainable_ser.compare", "explainable_ser.crossval")

@@ -28,7 +28,7 @@ from lhotse import CutSet
 from data_modules.datamodule import DataConfig, SpeechBatchDataset, build_sampler
 from data_modules.records import make_cut, manifest_path
 from data_modules.synthcraft import generate
-from explainable_ser import provenance
+from explainable_ser.training import provenance
 
 
 def padding(cuts: CutSet, cfg: DataConfig) -> dict:

@@ -30,9 +30,9 @@ from lhotse import CutSet
 
 from data_modules.datamodule import DataConfig, SpeechBatchDataset
 from data_modules.records import manifest_path
-from explainable_ser import provenance
+from explainable_ser.training import provenance
 from explainable_ser.config import load_config
-from explainable_ser.prompts import get_task
+from explainable_ser.model.prompts import get_task
 
 
 def timed_decode(model, wave, lens, task, batch: int, max_new_tokens: int) -> tuple[list[str], float]:
@@ -111,8 +111,8 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(res, indent=2))
         print(json.dumps(res, indent=2))
         return
-    from explainable_ser.assembly import build
-    from explainable_ser.checkpointing import load_adaptable
+    from explainable_ser.training.assembly import build
+    from explainable_ser.training.checkpointing import load_adaptable
 
     res: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                              "torch_threads": torch.get_num_threads()}, "args": vars(args)}

@@ -6,7 +6,7 @@
 Decodes the first ``--limit`` test clips exactly as evaluation does (``decode_passes``: the
 run's ``eval.tasks`` plus its counterfactual passes), alternately as before (bf16 autocast
 casting every frozen fp32 weight at each call) and as now (those weights cast once for the
-sweep, :func:`explainable_ser.decoding.frozen_weights_cast`), ``--repeats`` times each, in one
+sweep, :func:`explainable_ser.evaluation.decoding.frozen_weights_cast`), ``--repeats`` times each, in one
 process so both see the same machine load. Writes seconds per variant, the speed-up of the
 medians, and whether every decoded row is identical. For the whole test set's bytes, compare
 ``predictions.jsonl`` of a run with that of ``python -m explainable_ser.evaluate --ckpt ...``.
@@ -21,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-from explainable_ser import provenance
+from explainable_ser.training import provenance
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the run's config")
     args = ap.parse_args(argv)
 
-    from explainable_ser import decoding
-    from explainable_ser.assembly import load_trained
-    from explainable_ser.decoding import decode_passes
+    from explainable_ser.evaluation import decoding
+    from explainable_ser.training.assembly import load_trained
+    from explainable_ser.evaluation.decoding import decode_passes
     from explainable_ser.evaluate import eval_passes
 
     prov = provenance.start()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from explainable_ser import provenance
+from explainable_ser.training import provenance
 
 
 def build_recording(clips_dir: Path, seconds: float, seed: int = 0):

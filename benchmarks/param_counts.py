@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from explainable_ser.config import load_config
-from explainable_ser.model import build_model
-from explainable_ser.stages import trainable_names
+from explainable_ser.model.ser import build_model
+from explainable_ser.training.stages import trainable_names
 from explainable_ser.offline.tokenizer import build_word_tokenizer
 
 HUBERT_LARGE = dict(model_type="hubert", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,

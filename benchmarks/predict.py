@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from explainable_ser import provenance
+from explainable_ser.training import provenance
 
 
 def agreement(a: list[dict], b: list[dict]) -> dict:
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from explainable_ser import predict
-    from explainable_ser.inference import probe_seconds
+    from explainable_ser.serving.inference import probe_seconds
 
     files, missing = predict.collect(args.inputs)
     if missing or not files:

@@ -20,7 +20,7 @@ What it does, in order:
    with the parent are not counted twice). Then ``train_batches_per_epoch()`` (the metadata-only
    counting pass) is timed.
 4. **Training step**: the default model (``model.encoder.kind=fbank``), built by
-   ``explainable_ser.assembly.build`` in a temporary run directory, runs forward + backward + AdamW on
+   ``explainable_ser.training.assembly.build`` in a temporary run directory, runs forward + backward + AdamW on
    SynthCraft batches of the same data module (the last stage's trainable groups and task
    alternation); utterances/s and seconds of audio/s over ``--steps`` steps after 2 warm-up steps.
 
@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from explainable_ser import provenance  # noqa: E402
+from explainable_ser.training import provenance  # noqa: E402
 
 SR = 16000
 SOURCE_SECONDS = 20.5
@@ -230,8 +230,8 @@ def train_step_rate(steps: int, run_dir: Path) -> dict:
     import torch
 
     from explainable_ser.config import load_config
-    from explainable_ser.assembly import build
-    from explainable_ser.stages import apply_trainable
+    from explainable_ser.training.assembly import build
+    from explainable_ser.training.stages import apply_trainable
 
     cfg = load_config(["offline", "model.encoder.kind=fbank", "eval.run_after_fit=false"])
     cfg.run_dir = str(run_dir)

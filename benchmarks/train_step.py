@@ -54,7 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from param_counts import HUBERT_LARGE, LLAMA3_VOCAB, LLAMA_31_8B  # noqa: E402
 
-from explainable_ser import provenance  # noqa: E402
+from explainable_ser.training import provenance  # noqa: E402
 
 SR = 16000
 FEATURES = ("bf16_encoder", "bucketing", "target_logits", "fused_adamw")
@@ -209,8 +209,8 @@ def clip_lengths(config: str, batch: int, seconds: float, seed: int = 0) -> list
 
 
 def build(cfg, device: str, vocab: int, work_dir: Path):
-    from explainable_ser.model import build_model
-    from explainable_ser.stages import apply_trainable
+    from explainable_ser.model.ser import build_model
+    from explainable_ser.training.stages import apply_trainable
     from explainable_ser.offline.tokenizer import build_word_tokenizer
 
     tokenizer = build_word_tokenizer([" ".join(f"w{i}" for i in range(512))])
@@ -234,7 +234,7 @@ def build(cfg, device: str, vocab: int, work_dir: Path):
 
 def run_one(args) -> dict:
     """One configuration, in this process: warm-up, then timed steps."""
-    from explainable_ser.prompts import get_task
+    from explainable_ser.model.prompts import get_task
 
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
     cfg, enc_hf, llm_hf = experiment_config(args.size, args.one)

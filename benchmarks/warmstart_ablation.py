@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from explainable_ser import provenance
-from explainable_ser.assembly import build
+from explainable_ser.training import provenance
+from explainable_ser.training.assembly import build
 from explainable_ser.config import load_config
 from explainable_ser.offline.warmstart import warm_start
 

@@ -12,7 +12,7 @@ Usage::
 Every utterance of a unified manifest (:mod:`data_modules.records`) is measured, the
 measurements are binned into SpeechCraft's categories, and a descriptor caption is rendered
 with the same templates as SynthCraft (:func:`data_modules.synthcraft.render_caption`), so a
-keyword parser (:func:`explainable_ser.prompts.caption_attributes`) reads it back.
+keyword parser (:func:`explainable_ser.model.prompts.caption_attributes`) reads it back.
 
 Measurements (audio decoded as in the data module, downmixed, resampled to 16 kHz)
 -------------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ one scale; the thresholds use no labels, only the reference's measurements (exce
 
 Attribute accuracy against measured references
 ----------------------------------------------
-:func:`explainable_ser.metrics.attribute_accuracy` takes reference attribute dicts, and
+:func:`explainable_ser.evaluation.metrics.attribute_accuracy` takes reference attribute dicts, and
 ``evaluate`` passes the records' ``attributes``; an annotated record's attributes are such a
 dict, so on an annotated corpus the caption attributes a model generates are scored against the
 measured bins with no other change. ``None`` (a null reason) is "no reference": the utterance

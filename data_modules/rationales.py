@@ -19,7 +19,7 @@ manifest with each record's ``rationale`` field filled.
 * Resumable: each finished rationale is appended to ``OUT.progress.jsonl`` as it comes; a
   re-run with the same arguments skips the ids already there and writes OUT at the end.
 * Checked: a rationale that states a cue contradicting the record's attributes ("high
-  pitch" for a low-pitched clip, :mod:`explainable_ser.grounding`), or whose emotion words
+  pitch" for a low-pitched clip, :mod:`explainable_ser.evaluation.grounding`), or whose emotion words
   name another emotion than the label, is **flagged**. ``--flagged drop`` (default) leaves
   its ``rationale`` empty (the text and the reasons stay in ``rationale_rejected``);
   ``--flagged keep`` keeps it with ``rationale_flags``. Either way the report counts them.
@@ -81,7 +81,7 @@ def user_message(template: str, rec: dict) -> str:
 def check(rationale: str, rec: dict, labels) -> list[str]:
     """Why a rationale cannot be trusted: stated cues that contradict the record's attributes,
     emotion words naming another label. Empty when it is fine."""
-    from explainable_ser.grounding import emotion_words, stated_cues
+    from explainable_ser.evaluation.grounding import emotion_words, stated_cues
 
     attrs = rec.get("attributes") or {}
     flags = []
@@ -116,7 +116,7 @@ def run(args) -> dict:
     from tqdm import tqdm
 
     from data_modules.records import EMOTIONS, record_of
-    from explainable_ser.teacher import InstructLM
+    from explainable_ser.model.teacher import InstructLM
 
     out = Path(args.out)
     progress_path = out.with_name(out.name + ".progress.jsonl")

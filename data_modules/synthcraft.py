@@ -260,7 +260,7 @@ DESCRIBABLE = ("gender", "pitch", "volume", "speed", "emphasis")
 
 def render_partial_caption(attributes: dict, names: list[str] | tuple[str, ...]) -> str | None:
     """A caption that names only the descriptors in ``names`` (the per-attribute ablation),
-    in the wording :func:`explainable_ser.prompts.caption_attributes` reads back; ``None``
+    in the wording :func:`explainable_ser.model.prompts.caption_attributes` reads back; ``None``
     when the record has none of them. Deterministic: one fixed template."""
     has = {k: attributes.get(k) for k in DESCRIBABLE if k in names and attributes.get(k) not in (None, "")}
     if not has:

@@ -17,7 +17,7 @@ reason, the limit; no server path), with the output boxes cleared, and one line 
 the port can use it). Gradio's usage analytics are off.
 
 The outputs are those of ``python -m explainable_ser.predict`` for the same file (the same
-:class:`~explainable_ser.inference.Explainer`); the "raw" panel shows predict's JSON line.
+:class:`~explainable_ser.serving.inference.Explainer`); the "raw" panel shows predict's JSON line.
 Needs the ``app`` extra: ``pip install -e ".[app]"``.
 """
 
@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from explainable_ser.inference import AudioError, Explainer, probe_seconds
+from explainable_ser.serving.inference import AudioError, Explainer, probe_seconds
 
 
 @dataclass
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {'model directory' if args.model else 'checkpoint'} not found: {source}", file=sys.stderr)
         return 2
     if args.ckpt:
-        from explainable_ser.runs import resolve_ckpt_arg
+        from explainable_ser.training.runs import resolve_ckpt_arg
 
         try:
             args.ckpt = source = resolve_ckpt_arg(args.ckpt)

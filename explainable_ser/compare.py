@@ -25,7 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-from explainable_ser.prompts import get_task
+from explainable_ser.model.prompts import get_task
 
 # The metrics (scipy, scikit-learn) and the record reader (lhotse) load when used, so that
 # `--help` and argument errors answer at once.
@@ -95,7 +95,7 @@ def compare(a_rows: dict, b_rows: dict, labels: list[str] | None = None,
     """Metrics of A and B on the utterances both decoded, each with the paired one-tailed t-test
     that A is better (see the module docstring). Rows are keyed ``(id, task)``; pairs are made
     per utterance. ``captions=False`` skips the caption tests (they start Java)."""
-    from explainable_ser import metrics as M
+    from explainable_ser.evaluation import metrics as M
 
     a_ids, b_ids = {k[0] for k in a_rows}, {k[0] for k in b_rows}
     out: dict = {"n_shared": len(a_ids & b_ids), "only_a": len(a_ids - b_ids),

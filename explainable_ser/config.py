@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from data_modules.config import DataConfig
-from explainable_ser.prompts import SYSTEM_PROMPT, TASKS
+from explainable_ser.model.prompts import SYSTEM_PROMPT, TASKS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 PACKAGED_CONFIGS = {"demo": CONFIG_DIR / "demo.yaml", "offline": CONFIG_DIR / "offline.yaml"}
@@ -480,7 +480,7 @@ TARGET_METRICS = ("ua", "wer", "attribute_accuracy")
 
 
 def check_names(cfg: ExperimentConfig) -> None:
-    """Names the schema cannot type: tasks (registered in :mod:`explainable_ser.prompts`),
+    """Names the schema cannot type: tasks (registered in :mod:`explainable_ser.model.prompts`),
     trainable groups and warm-started branches."""
     groups = ("content", "descriptor", "lora", "classifier")
     for i, stage in enumerate(cfg.training.stages):

@@ -137,7 +137,7 @@ def is_rank_zero() -> bool:
 
 def run_fit(cfg: ExperimentConfig) -> Path:
     """Train and evaluate one fold (a seam for tests)."""
-    from explainable_ser.recipe import run
+    from explainable_ser.training.recipe import run
 
     return run(cfg)
 
@@ -169,7 +169,7 @@ def crossvalidate(args: list[str], folds: list[int], corpus: str = "iemocap") ->
 def write_summary(cfg: ExperimentConfig, root: Path, folds: list[int]) -> dict[str, Any]:
     """crossval.json, the concatenated predictions.jsonl, pooled metrics.json, config.yaml."""
     from data_modules.records import read_jsonl  # lhotse: loaded when used, not for --help
-    from explainable_ser.metrics import compute_metrics
+    from explainable_ser.evaluation.metrics import compute_metrics
 
     per_fold = {k: json.loads((root / f"fold{k}" / "metrics.json").read_text()) for k in folds}
     summary = summarize(per_fold)

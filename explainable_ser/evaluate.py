@@ -1,7 +1,7 @@
 """Evaluate: ``python -m explainable_ser.evaluate --ckpt PATH [CONFIG.yaml] [key=value ...]``.
 
 Decodes the test split of every corpus with a ``test_split`` (batched generation with the KV
-cache), parses the outputs with the one parser of :mod:`explainable_ser.prompts`, and writes
+cache), parses the outputs with the one parser of :mod:`explainable_ser.model.prompts`, and writes
 next to the checkpoint's run directory (or ``--out``):
 
 * ``predictions.jsonl``: one line per utterance and task: id, task, references, raw text, parsed fields
@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 
 from explainable_ser.config import ConfigError, ExperimentConfig
-from explainable_ser.prompts import get_task
-from explainable_ser.runs import resolve_ckpt_arg
+from explainable_ser.model.prompts import get_task
+from explainable_ser.training.runs import resolve_ckpt_arg
 
 # torch, the model stack and the metrics load inside the functions that use them, so that
 # `--help` and argument errors answer at once.
@@ -126,7 +126,7 @@ def summary_lines(metrics: dict, cfg: ExperimentConfig, out_dir: Path, run_dir: 
 def eval_passes(cfg: ExperimentConfig, model) -> dict:
     """The decodes of an evaluation: ``rows`` (``eval.tasks``) and one counterfactual pass per
     stream of ``eval.counterfactual`` (the emotion tasks again, that stream zeroed)."""
-    from explainable_ser.decoding import Pass
+    from explainable_ser.evaluation.decoding import Pass
 
     tasks = list(cfg.eval.tasks)
     # The counterfactual zeroes one speech stream: a model without them has none to zero.
@@ -148,8 +148,8 @@ def evaluate_module(module, dm, cfg: ExperimentConfig, out_dir: Path, world_size
     """
     import torch
 
-    from explainable_ser.decoding import decode_passes
-    from explainable_ser.metrics import compute_metrics
+    from explainable_ser.evaluation.decoding import decode_passes
+    from explainable_ser.evaluation.metrics import compute_metrics
 
     names = [c.name for c in cfg.data.corpora if c.test_split is not None]
     if not names:
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from explainable_ser.assembly import load_trained
+    from explainable_ser.training.assembly import load_trained
 
     try:
         cfg, dm, module, run_dir = load_trained(args.ckpt, list(args.overrides))

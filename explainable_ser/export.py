@@ -17,7 +17,7 @@ The directory it writes needs neither the run nor this repository's training cod
       verification.json         the export checked on reload (unless --no-verify)
 
 Load it in one call: ``explainable_ser.from_pretrained(DIR)`` (an
-:class:`~explainable_ser.inference.Explainer`), or ``load_exported(DIR)`` for the bare model.
+:class:`~explainable_ser.serving.inference.Explainer`), or ``load_exported(DIR)`` for the bare model.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def load_exported(path: str | Path, device: str | None = None, overrides: list[s
     from safetensors.torch import load_file
 
     from explainable_ser.config import load_config
-    from explainable_ser.model import build_model
-    from explainable_ser.tokenizer import load_tokenizer
+    from explainable_ser.model.ser import build_model
+    from explainable_ser.model.tokenizer import load_tokenizer
 
     path = Path(path)
     info = read_meta(path)
@@ -140,9 +140,9 @@ def export(ckpt: str | Path, out: str | Path, *, merge_lora: bool = False, dtype
     import torch
     from safetensors.torch import save_file
 
-    from explainable_ser.assembly import load_trained
+    from explainable_ser.training.assembly import load_trained
     from explainable_ser.config import to_yaml
-    from explainable_ser.stages import group_of
+    from explainable_ser.training.stages import group_of
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -211,7 +211,7 @@ def export(ckpt: str | Path, out: str | Path, *, merge_lora: bool = False, dtype
 def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
-    from explainable_ser.provenance import start
+    from explainable_ser.training.provenance import start
 
     out = {}
     for pkg in ("explainable-ser", "torch", "transformers", "peft"):
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="config overrides for rebuilding the run (rarely needed)")
     args = parser.parse_args(argv)
     from explainable_ser.config import ConfigError
-    from explainable_ser.runs import resolve_ckpt_arg
+    from explainable_ser.training.runs import resolve_ckpt_arg
 
     try:
         args.ckpt = resolve_ckpt_arg(args.ckpt)

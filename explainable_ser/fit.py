@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
               "scale (HuBERT-large, Llama-3.1-8B-Instruct, SpeechCraft); 'demo' or 'offline' first "
               "runs an offline stack with these overrides", file=sys.stderr)
     from explainable_ser.offline.pretrained import PackagedModelError
-    from explainable_ser.recipe import run
+    from explainable_ser.training.recipe import run
 
     try:
         run(cfg, command=" ".join(["python -m explainable_ser.fit", *args.overrides]))

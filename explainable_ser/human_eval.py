@@ -66,7 +66,7 @@ class SheetError(ValueError):
 # -- export -----------------------------------------------------------------------------------
 def read_predictions(path: Path) -> dict[str, dict]:
     """The emotion-task rows of a predictions.jsonl, by utterance id."""
-    from explainable_ser.prompts import get_task
+    from explainable_ser.model.prompts import get_task
 
     rows = {}
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -307,7 +307,7 @@ def judge(sheet: Path, key_path: Path, out: Path, judge_model: str, batch_size: 
           device: str | None = None, progress: bool = True) -> dict:
     from tqdm import tqdm
 
-    from explainable_ser.teacher import InstructLM
+    from explainable_ser.model.teacher import InstructLM
 
     key = json.loads(key_path.read_text(encoding="utf-8"))
     with open(sheet, newline="", encoding="utf-8") as f:

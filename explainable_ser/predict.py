@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 from explainable_ser.config import ConfigError
-from explainable_ser.runs import resolve_ckpt_arg
+from explainable_ser.training.runs import resolve_ckpt_arg
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".mp4", ".aac",
                     ".webm", ".mka", ".mkv", ".aif", ".aiff", ".au", ".caf", ".wma", ".w64"}
@@ -135,7 +135,7 @@ def language_check(cfg, choice: str, device):
         name = enc.name_or_path if enc.kind == "whisper" and enc.name_or_path else "off"
     if name == "off":
         return None, None
-    from explainable_ser.language_id import LanguageID, training_languages
+    from explainable_ser.serving.language_id import LanguageID, training_languages
 
     trained_on = training_languages(cfg.data)
     if trained_on is None:
@@ -194,8 +194,8 @@ def parse_args(argv):
 
 
 def load(args):
-    """The :class:`~explainable_ser.inference.Explainer` the arguments name; raises ConfigError."""
-    from explainable_ser.inference import Explainer
+    """The :class:`~explainable_ser.serving.inference.Explainer` the arguments name; raises ConfigError."""
+    from explainable_ser.serving.inference import Explainer
 
     if args.model:
         from explainable_ser.export import ExportError
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(ser, todo: list[str], missing: list[str], args, sink, lid, trained_on) -> int:
     from tqdm import tqdm
 
-    from explainable_ser.inference import AudioError, probe_seconds
+    from explainable_ser.serving.inference import AudioError, probe_seconds
 
     errors = 0
     # Lines go out in the order of the inputs (files batched by length finish out of order):

@@ -184,7 +184,7 @@ def model_states(model, clips: list, batch_size: int = 8, desc: str = "states") 
 
 
 # The values a descriptor attribute takes in SpeechCraft-style captions (read back by
-# :func:`explainable_ser.prompts.caption_attributes`).
+# :func:`explainable_ser.model.prompts.caption_attributes`).
 CANDIDATES = {"gender": ("male", "female"), "pitch": ("low", "normal", "high"),
               "volume": ("low", "normal", "high"), "speed": ("slow", "normal", "fast")}
 
@@ -193,7 +193,7 @@ def value_slots(target: str, labels: list[str]) -> dict[str, tuple[str, list[str
     """Where each target's value sits in a reference target text: ``{target: (text before it,
     candidate spellings, the reference's own value)}``; targets the text does not state are left
     out. Candidates take the reference's capitalisation ("High pitch ..." -> "Low", "Normal")."""
-    from explainable_ser.prompts import _ATTR_PATTERNS, FIELD_PREFIX
+    from explainable_ser.model.prompts import _ATTR_PATTERNS, FIELD_PREFIX
 
     out = {}
     caption_end = target.find("\n" + FIELD_PREFIX["emotion"])
@@ -225,8 +225,8 @@ def teacher_forced_choices(model, clips: list, task_name: str, labels: list[str]
     """
     import torch
 
-    from explainable_ser.model import SpeechTokens
-    from explainable_ser.prompts import get_task, render_target
+    from explainable_ser.model.ser import SpeechTokens
+    from explainable_ser.model.prompts import get_task, render_target
 
     task = get_task(task_name)
     ids = model.prompts._ids
@@ -288,7 +288,7 @@ def teacher_forced_scores(choices: list[dict[str, str]], test_labels: list[dict]
 def answer_scores(predictions: Path, test_ids: list[str], test_labels: list[dict]) -> dict:
     """The model's own answer on the same test clips (the first task that states the emotion
     or a caption, per clip), scored like the probes."""
-    from explainable_ser.prompts import caption_attributes
+    from explainable_ser.model.prompts import caption_attributes
 
     best: dict[str, dict] = {}
     with open(predictions) as f:
@@ -384,8 +384,8 @@ def run_probe(run_dir: Path, ckpt: Path | None, n_train: int, n_test: int | None
     """Load the run, collect each rung's features on train/test clips, fit and score the probes."""
     import torch
 
-    from explainable_ser.assembly import load_trained
-    from explainable_ser.decoding import decode_precision
+    from explainable_ser.training.assembly import load_trained
+    from explainable_ser.evaluation.decoding import decode_precision
 
     start = time.time()
     ckpt = ckpt or final_checkpoint(run_dir)
@@ -416,7 +416,7 @@ def run_probe(run_dir: Path, ckpt: Path | None, n_train: int, n_test: int | None
     for rung in rung_order(s_tr):
         report["rungs"][rung] = {t: fit_probe("linear", s_tr[rung], [y[t] for y in train_y], s_te[rung],
                                               [y[t] for y in test_y], t) for t in TARGETS}
-    from explainable_ser.prompts import get_task
+    from explainable_ser.model.prompts import get_task
 
     tasks = [t for t in cfg.eval.tasks if {"caption", "emotion"} & set(get_task(t).fields)]
     if teacher_forced and tasks:

@@ -39,6 +39,16 @@ def tiny_config(*overrides: str, hubert: bool = False) -> ExperimentConfig:
     return cfg
 
 
+def waves(lengths, seed=0):
+    """A batch of small random waveforms with the given lengths, zero-padded: (wave, lens)."""
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.tensor(lengths)
+    wave = torch.zeros(len(lengths), max(lengths))
+    for i, n in enumerate(lengths):
+        wave[i, :n] = 0.1 * torch.randn(n, generator=g)
+    return wave, lens
+
+
 def save_tiny_instruct(path, words: str, max_positions: int = 1024):
     """A tiny random Llama with the offline word tokenizer (chat template included) over
     ``words``, saved as a model directory: what --teacher / --judge take, like any hub
@@ -72,9 +82,9 @@ def trained_run(tmp_path_factory):
     """A run directory whose checkpoint has non-trivial LoRA and branch weights (random, as if
     trained: an untrained LoRA is zero and would make every comparison trivially equal)."""
     from data_modules.synthcraft import generate
-    from explainable_ser.assembly import build
+    from explainable_ser.training.assembly import build
     from explainable_ser.config import load_config, to_yaml
-    from explainable_ser.stages import adaptable_names
+    from explainable_ser.training.stages import adaptable_names
 
     tmp = tmp_path_factory.mktemp("export")
     corpus = tmp / "corpus"

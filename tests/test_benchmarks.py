@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from explainable_ser.prompts import get_task
+from explainable_ser.model.prompts import get_task
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -44,8 +44,8 @@ def env(tmp_path_factory):
     """A tiny corpus, a run directory with a (compatible, untrained) checkpoint, bad files."""
     from data_modules.synthcraft import generate
     from explainable_ser.config import load_config, to_yaml
-    from explainable_ser.assembly import build
-    from explainable_ser.stages import adaptable_names
+    from explainable_ser.training.assembly import build
+    from explainable_ser.training.stages import adaptable_names
 
     tmp = tmp_path_factory.mktemp("cli")
     corpus = tmp / "corpus"
@@ -233,7 +233,7 @@ def test_unsafe_checkpoint_is_refused_by_weights_only_loading(env):
     """The loaders' own call (``weights_only=True``) refuses the pickle; nothing runs."""
     import pickle
 
-    from explainable_ser.checkpointing import AtomicCheckpointIO
+    from explainable_ser.training.checkpointing import AtomicCheckpointIO
 
     unsafe = env["tmp"] / "bad-run" / "stage2" / "unsafe.ckpt"
     with pytest.raises(pickle.UnpicklingError):

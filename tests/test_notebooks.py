@@ -16,7 +16,7 @@ import torch
 from conftest import TINY_LLM
 from nbclient import NotebookClient
 
-from explainable_ser.explore import RUNS_ENV
+from explainable_ser.analysis.explore import RUNS_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -31,7 +31,7 @@ QUICK = ["model.encoder.kind=fbank", "training.stages.0.epochs=1", "training.sta
 def tiny_run(tmp_path_factory):
     """A real (tiny) fit: TensorBoard events of two stages, predictions with captions, metrics."""
     from data_modules.synthcraft import generate
-    from explainable_ser import metrics
+    from explainable_ser.evaluation import metrics
     from explainable_ser.fit import main
 
     corpus = tmp_path_factory.mktemp("synthcraft")

@@ -13,7 +13,7 @@
   the lower ones keep the raw acoustics. Weights are saved (safetensors) and reloaded like a
   downloaded model.
 
-Both follow :mod:`explainable_ser.encoders`' interface.
+Both follow :mod:`explainable_ser.model.encoders`' interface.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from explainable_ser.prompts import FIELD_PREFIX, SYSTEM_PROMPT, TASKS
+from explainable_ser.model.prompts import FIELD_PREFIX, SYSTEM_PROMPT, TASKS
 
 # Llama-3's special tokens (ids differ in the offline tokenizer; names are what matters).
 LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",

@@ -157,7 +157,7 @@ def test_starting_a_loader_leaves_the_global_rng_alone(tmp_path):
 def test_caption_attributes_rerender_the_captions_with_only_those_named(tmp_path):
     """SEmoLLM's per-attribute ablation: the same record, captions naming fewer descriptors."""
     from data_modules.synthcraft import render_partial_caption
-    from explainable_ser.prompts import caption_attributes
+    from explainable_ser.model.prompts import caption_attributes
 
     n = write_clip(tmp_path / "a.wav", 1.0)
     attrs = {"gender": "female", "pitch": "high", "volume": "low", "speed": "fast", "emphasis": "door"}

@@ -240,7 +240,7 @@ def _scalars(run_dir: Path, stage: str) -> dict[str, float]:
 
 def test_fit_over_faulty_manifest_skips_reports_and_trains_on_every_good_clip(tmp_path):
     from explainable_ser.config import load_config
-    from explainable_ser.recipe import run
+    from explainable_ser.training.recipe import run
 
     corpus = build_faulty_corpus(tmp_path / "data")
     run_dir = tmp_path / "run"
@@ -292,7 +292,7 @@ def test_non_finite_gradient_skips_the_optimiser_step(tmp_path):
     counted, and training must go on (with the default gradient clipping on)."""
     import torch
 
-    from explainable_ser.callbacks import GradientGuard
+    from explainable_ser.training.callbacks import GradientGuard
 
     class Probe(L.LightningModule):
         def __init__(self):

@@ -17,8 +17,8 @@ import torch
 from conftest import TINY_LLM
 
 from explainable_ser.config import ExperimentConfig, load_config
-from explainable_ser.prompts import get_task
-from explainable_ser.stages import GROUPS
+from explainable_ser.model.prompts import get_task
+from explainable_ser.training.stages import GROUPS
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPO / "experiments"
@@ -182,8 +182,8 @@ def test_ssl_baselines_are_table_2s_first_rows(system, data):
 
 
 def test_hubert_baseline_trains_only_its_heads_at_full_size():
-    from explainable_ser.baseline import CHARS, build_baseline
-    from explainable_ser.stages import apply_trainable
+    from explainable_ser.model.baseline import CHARS, build_baseline
+    from explainable_ser.training.stages import apply_trainable
 
     cfg = full(EXPERIMENTS / "sys1_hubert.yaml")
     cfg.model.encoder.name_or_path, cfg.model.encoder.hf_config = None, hf_config("hubert-large-ls960-ft", HUBERT_LARGE)
@@ -231,8 +231,8 @@ def meta_model_groups(model_yaml: str) -> dict[str, int]:
     from omegaconf import OmegaConf
 
     from explainable_ser.config import ModelConfig
-    from explainable_ser.model import build_model
-    from explainable_ser.stages import group_of
+    from explainable_ser.model.ser import build_model
+    from explainable_ser.training.stages import group_of
     from explainable_ser.offline.tokenizer import build_word_tokenizer
 
     mcfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig()), OmegaConf.create(model_yaml)))
@@ -343,8 +343,8 @@ def test_synthcraft_config_trains_and_evaluates(system, tiny_corpus, tiny_ration
                                                 monkeypatch, one_thread, capsys):
     import functools as ft
 
-    from explainable_ser import metrics
-    from explainable_ser.recipe import run
+    from explainable_ser.evaluation import metrics
+    from explainable_ser.training.recipe import run
 
     # The Java caption scorers are tested elsewhere; here they would only cost time.
     monkeypatch.setattr(metrics, "compute_metrics", ft.partial(metrics.compute_metrics, caption_metrics=()))

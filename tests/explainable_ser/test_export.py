@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from explainable_ser.export import ExportError, export, load_exported, main, verify
-from explainable_ser.inference import Explainer
+from explainable_ser.serving.inference import Explainer
 
 
 def test_the_export_is_self_describing(exported):

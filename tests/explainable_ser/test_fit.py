@@ -41,8 +41,8 @@ def test_fit_writes_a_run_directory_that_reads_back(demo_run):
 
     from data_modules.records import read_jsonl
     from explainable_ser.config import load_config
-    from explainable_ser.metrics import compute_metrics
-    from explainable_ser.tokenizer import load_tokenizer
+    from explainable_ser.evaluation.metrics import compute_metrics
+    from explainable_ser.model.tokenizer import load_tokenizer
 
     cfg = load_config([str(demo_run / "config.yaml")])  # the resolved config, loadable as is
     assert cfg.run_dir == str(demo_run) and cfg.model.encoder.kind == "fbank"
@@ -210,7 +210,7 @@ def test_predict_prints_one_explanation_per_file(demo_run, corpus, capsys):
 
 def test_predict_warns_when_the_spoken_language_is_not_the_training_one(demo_run, corpus, capsys,
                                                                         monkeypatch):
-    from explainable_ser import language_id
+    from explainable_ser.serving import language_id
     from explainable_ser.predict import main as predict_main
 
     class HearsMandarin:  # stands in for Whisper's language identification
@@ -268,7 +268,7 @@ def test_schedules_follow_the_stage_length(demo_run):
 
 
 def test_lr_schedules():
-    from explainable_ser.lit_module import lr_lambda
+    from explainable_ser.training.lit_module import lr_lambda
 
     cosine, constant = lr_lambda(10, 100, "cosine"), lr_lambda(10, 100, "constant")
     assert [cosine(s) for s in (0, 9)] == [0.1, 1.0]  # linear warm-up
@@ -281,8 +281,8 @@ def test_fsdp_wraps_each_llm_decoder_layer(tiny_tokenizer, monkeypatch):
 
     from conftest import tiny_config
     from explainable_ser.config import ConfigError
-    from explainable_ser.recipe import trainer_kwargs
-    from explainable_ser.model import build_model
+    from explainable_ser.training.recipe import trainer_kwargs
+    from explainable_ser.model.ser import build_model
 
     cfg = tiny_config("trainer.strategy=fsdp")
     model = build_model(cfg.model, tiny_tokenizer)
@@ -304,7 +304,7 @@ def test_fsdp_wraps_each_llm_decoder_layer(tiny_tokenizer, monkeypatch):
 
 def test_dtype_auto_means_bf16_only_on_a_gpu_with_bf16_precision(monkeypatch):
     from conftest import tiny_config
-    from explainable_ser.assembly import auto_dtype_device, compute_device
+    from explainable_ser.training.assembly import auto_dtype_device, compute_device
 
     assert auto_dtype_device(tiny_config("trainer.precision=bf16-mixed")) == compute_device(tiny_config())
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

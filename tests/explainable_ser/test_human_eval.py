@@ -133,7 +133,7 @@ def test_bad_cells_and_reuse_are_named(two_systems, tmp_path, capsys):
 
 def test_llm_judge_fills_the_sheet_as_an_automatic_rater(two_systems, tmp_path, capsys):
     from explainable_ser.human_eval import judge_prompt
-    from explainable_ser.teacher import InstructLM
+    from explainable_ser.model.teacher import InstructLM
 
     systems, _ = two_systems
     export(systems, tmp_path / "s", n=3, seed=0)

@@ -128,7 +128,7 @@ def test_a_folder_without_audio_and_a_missing_model_are_named(tmp_path, exported
 
 
 def test_a_clip_outside_the_length_limits_is_refused_naming_limit_and_key(tmp_path, exported, capsys):
-    from explainable_ser.inference import AudioError, Explainer
+    from explainable_ser.serving.inference import AudioError, Explainer
 
     short, long = tmp_path / "short.wav", tmp_path / "long.wav"
     sf.write(str(short), np.full(1600, 0.1, dtype=np.float32), 16000)  # 0.1 s

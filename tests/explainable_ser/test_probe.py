@@ -11,7 +11,7 @@ import torch
 
 from data_modules.datamodule import SpeechDataModule
 from explainable_ser import probe
-from explainable_ser.assembly import build
+from explainable_ser.training.assembly import build
 from explainable_ser.config import load_config
 from conftest import tiny_config
 
@@ -70,7 +70,7 @@ def test_unlabelled_targets_are_reported_not_scored():
 
 
 def test_utterance_context_puts_the_whole_utterance_in_every_frame():
-    from explainable_ser.bottleneck import DisentanglementBlock
+    from explainable_ser.model.bottleneck import DisentanglementBlock
 
     torch.manual_seed(0)
     block = DisentanglementBlock(2, 4, 8, 3, utterance_context=True).eval()
@@ -137,8 +137,8 @@ def test_value_slots_find_each_value_and_keep_its_capitalisation():
 
 
 def test_teacher_forced_choice_is_the_most_probable_value_by_a_plain_forward(trained_run):
-    from explainable_ser.assembly import load_trained
-    from explainable_ser.prompts import get_task, render_target
+    from explainable_ser.training.assembly import load_trained
+    from explainable_ser.model.prompts import get_task, render_target
 
     run_dir, _ = trained_run
     cfg, dm, module, _ = load_trained(run_dir / "stage2" / "final.ckpt", [])

@@ -31,9 +31,9 @@ ARGS = [*TINY_LLM, "training.stages.0.epochs=2", "training.stages.1.epochs=2", "
 WORKER = textwrap.dedent("""
     import os, signal, sys
     import lightning as L
-    from explainable_ser.checkpointing import AtomicCheckpointIO
+    from explainable_ser.training.checkpointing import AtomicCheckpointIO
     from explainable_ser.config import load_config
-    from explainable_ser.recipe import run
+    from explainable_ser.training.recipe import run
 
     kill_stage, kill_step, kill_in_save = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     cfg = load_config(sys.argv[4:])

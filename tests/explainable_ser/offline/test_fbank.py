@@ -8,7 +8,7 @@ import torch
 
 from data_modules.synthcraft import generate
 from explainable_ser.config import load_config
-from explainable_ser.encoders import build_encoder
+from explainable_ser.model.encoders import build_encoder
 from explainable_ser.offline.fbank import CTCFbankEncoder, train_ctc
 
 

@@ -1,0 +1,1 @@
+"""Evaluation: the decoding sweep, metrics by family, grounding checks, plots."""

@@ -1,0 +1,1 @@
+"""Serving: the Explainer (Python API) and the language check."""

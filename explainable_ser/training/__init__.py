@@ -1,0 +1,1 @@
+"""Training: the LightningModule, stages, callbacks, checkpoints, the recipe, run directories."""

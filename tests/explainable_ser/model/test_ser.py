@@ -1,0 +1,492 @@
+"""The model stack on tiny random configs: splicing, masking, counts, losses, freezing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_config, waves
+
+from explainable_ser.model.bottleneck import gaussian_kl
+from explainable_ser.model.ser import IGNORE, build_model
+from explainable_ser.model.prompts import get_task, render_target
+from explainable_ser.training.stages import apply_trainable, trainable_names
+
+REC = {"transcript": "the dog found a red ball", "emotion": "sad",
+       "caption": 'A male speaker with low pitch, emphasizing the word "ball".'}
+
+
+@pytest.fixture(params=["fbank", "hubert"])
+def model(request, tiny_tokenizer, seeded):
+    cfg = tiny_config(hubert=request.param == "hubert")
+    return build_model(cfg.model, tiny_tokenizer).eval()
+
+
+def test_speech_token_counts_follow_the_encoder_lengths(tiny_tokenizer):
+    cfg = tiny_config(hubert=True)
+    m = build_model(cfg.model, tiny_tokenizer)
+    samples = torch.tensor([16000, 24321, 8000])
+    wave, lens = waves(samples.tolist())
+    sp = m.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=False)
+    frames = torch.div(samples - 400, 320, rounding_mode="floor") + 1  # HuBERT's conv stack
+    assert sp.n_tokens.tolist() == (frames // 5).tolist()
+    assert sp.content.shape[1] == int(frames.max()) // 5
+
+
+def test_batched_loss_equals_one_by_one(model):
+    task = get_task("ser_sed")
+    wave, lens = waves([48000, 30000, 17000])
+    target = render_target(task, REC)
+    batched = model(wave, lens, task, [target] * 3, sample_content=False, sample_descriptor=False)
+    for i in range(3):
+        single = model(wave[i : i + 1, : lens[i]], lens[i : i + 1], task, [target],
+                       sample_content=False, sample_descriptor=False)
+        torch.testing.assert_close(batched["ce"][i], single["ce"][0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(batched["kl_content"][i], single["kl_content"][0], rtol=1e-4, atol=1e-5)
+
+
+def test_labels_are_masked_outside_the_target(model, tiny_tokenizer):
+    task = get_task("asr")
+    wave, lens = waves([32000, 16000])
+    sp = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=False)
+    target = model.prompts.target_ids(render_target(task, REC))
+    embeds, mask, labels = model.build_inputs(sp, task, [target, target])
+    head, mid, tail = model.prompts.pieces(task)
+    for i in range(2):
+        n = int(sp.n_tokens[i])
+        prompt_len = len(head) + len(mid) + len(tail) + 2 * n
+        row = labels[i][mask[i].bool()]
+        assert (row[:prompt_len] == IGNORE).all()
+        assert row[prompt_len:].tolist() == target  # target and its end-of-turn token only
+        assert target[-1] == tiny_tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    assert (labels[1][~mask[1].bool()] == IGNORE).all()  # padding never labelled
+
+
+def test_speech_tokens_sit_at_the_slots(model):
+    task = get_task("ser")
+    wave, lens = waves([32000])
+    sp = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=False)
+    embeds, _, _ = model.build_inputs(sp, task, None)
+    head, mid, _ = model.prompts.pieces(task)
+    n = int(sp.n_tokens[0])
+    torch.testing.assert_close(embeds[0, len(head) : len(head) + n], sp.content[0, :n])
+    d0 = len(head) + n + len(mid)
+    torch.testing.assert_close(embeds[0, d0 : d0 + n], sp.descriptor[0, :n])
+
+
+def test_zeroed_descriptor_removes_the_branch_but_keeps_the_positions(model):
+    """Stage 1 and the counterfactual: nothing of the descriptor branch reaches the LLM, while
+    the prompt keeps its layout (the content tokens and the target stay where they were)."""
+    wave, lens = waves([32000, 20000])
+    task = get_task("ser_sed")
+    targets = [render_target(task, REC)] * 2
+    kw = dict(sample_content=False, sample_descriptor=False)
+    with torch.no_grad():
+        zeroed = model(wave, lens, task, targets, zero_descriptor=True, **kw)
+        live = model(wave, lens, task, targets, zero_descriptor=False, **kw)
+        for p in model.descriptor.parameters():  # another descriptor branch altogether
+            p.add_(torch.randn_like(p))
+        zeroed_other = model(wave, lens, task, targets, zero_descriptor=True, **kw)
+        sp = model.speech_tokens(wave, lens, zero_descriptor=True, **kw)
+        e_zero, _, lab_zero = model.build_inputs(sp, task, [model.prompts.target_ids(t) for t in targets])
+        sp_live = model.speech_tokens(wave, lens, zero_descriptor=False, **kw)
+        e_live, _, lab_live = model.build_inputs(sp_live, task, [model.prompts.target_ids(t) for t in targets])
+    torch.testing.assert_close(zeroed_other["ce"], zeroed["ce"], rtol=0, atol=0)
+    assert not torch.allclose(live["ce"], zeroed["ce"]), "un-zeroed, the descriptor tokens count"
+    assert e_zero.shape == e_live.shape and torch.equal(lab_zero, lab_live)
+
+
+def test_kl_matches_closed_form():
+    torch.manual_seed(1)
+    mu, sigma = torch.randn(2, 7, 4), torch.rand(2, 7, 4) + 0.1
+    lens = torch.tensor([7, 3])
+    ours = gaussian_kl(mu, sigma, lens)
+    ref = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mu, sigma), torch.distributions.Normal(0.0, 1.0)).sum(-1)
+    expected = torch.stack([ref[0].sum(), ref[1, :3].sum()])  # valid frames only
+    torch.testing.assert_close(ours, expected)
+
+
+@pytest.mark.parametrize("reduction", ["frame_mean", "sum"])
+def test_objective_weighs_the_kl_as_configured(model, reduction):
+    """L = mean_b CE_b + beta * sum over trained branches of mean_b KL_b, KL_b computed here by
+    hand from the branch's own mu and sigma, per frame mean or summed."""
+    task = get_task("asr")
+    wave, lens = waves([48000, 17000])
+    targets = [REC["transcript"]] * 2
+    beta = 0.25
+    res = model.loss(wave, lens, task, targets, beta=beta, trained=["content"], sample=False,
+                     kl_reduction=reduction)
+    ce = model(wave, lens, task, targets, sample_content=False, sample_descriptor=False)["ce"]
+    layers, frames = model.encode(wave, lens)
+    block = model.content.block
+    x = torch.einsum("l,lbfd->bfd", block.layer_weights(), layers)
+    h = block.encoder(x)
+    mu, sigma = block.mu(h), torch.nn.functional.softplus(block.sigma(h)) + 1e-5
+    per_frame = (0.5 * (mu**2 + sigma**2 - 1 - 2 * sigma.log())).sum(-1)  # [B, F]
+    kl = [per_frame[i, : frames[i]].sum() for i in range(2)]
+    if reduction == "frame_mean":
+        kl = [k / frames[i] for i, k in enumerate(kl)]
+    expected = ce.mean() + beta * torch.stack(kl).mean()
+    torch.testing.assert_close(res["loss"], expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(res["kl"]["content"], torch.stack(kl).mean(), rtol=1e-5, atol=1e-5)
+    assert frames[0] > 2 * frames[1], "the two reductions differ only if clip lengths differ"
+
+
+def test_objective_names_a_bad_kl_reduction(model):
+    wave, lens = waves([16000])
+    with pytest.raises(ValueError, match="kl_reduction must be"):
+        model.loss(wave, lens, get_task("asr"), ["a"], beta=0.1, trained=["content"], sample=False,
+                   kl_reduction="mean")
+
+
+def test_sampling_only_in_training_mode(model):
+    wave, lens = waves([32000])
+    kw = dict(sample_descriptor=False, zero_descriptor=False)
+    a = model.speech_tokens(wave, lens, sample_content=True, **kw).content
+    b = model.speech_tokens(wave, lens, sample_content=True, **kw).content
+    c = model.speech_tokens(wave, lens, sample_content=False, **kw).content
+    d = model.speech_tokens(wave, lens, sample_content=False, **kw).content
+    assert not torch.equal(a, b)  # reparameterised samples differ
+    torch.testing.assert_close(c, d)  # z = mu at inference
+
+
+STAGE1 = {"content", "lora"}
+STAGE2 = {"descriptor", "lora"}
+
+
+def test_trainable_parameter_names_per_stage(tiny_tokenizer):
+    m = build_model(tiny_config().model, tiny_tokenizer)
+    s1, s2 = trainable_names(m, sorted(STAGE1)), trainable_names(m, sorted(STAGE2))
+    content = {n for n, _ in m.named_parameters() if n.startswith("content.")}
+    descriptor = {n for n, _ in m.named_parameters() if n.startswith("descriptor.")}
+    lora = {n for n, _ in m.named_parameters() if "lora_" in n}
+    saved = {n for n, _ in m.named_parameters() if "modules_to_save" in n}
+    expected_content = {
+        "content.block.layer_logits", "content.block.encoder.0.weight", "content.block.encoder.0.bias",
+        "content.block.encoder.2.weight", "content.block.encoder.2.bias", "content.block.mu.weight",
+        "content.block.mu.bias", "content.block.sigma.weight", "content.block.sigma.bias",
+        "content.adapter.proj.0.weight", "content.adapter.proj.0.bias", "content.adapter.proj.2.weight",
+        "content.adapter.proj.2.bias"}
+    assert content == expected_content
+    # 2 layers x 7 projections (q, k, v, o, gate, up, down) x (A, B) LoRA matrices
+    projections = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    expected_lora = {f"llm.base_model.model.model.layers.{i}.{'self_attn' if p[0] in 'qkvo' else 'mlp'}"
+                     f".{p}.lora_{ab}.default.weight"
+                     for i in range(2) for p in projections for ab in "AB"}
+    assert lora == expected_lora
+    # the demo's random LLM also trains its embeddings and head (peft modules_to_save)
+    assert saved == {"llm.base_model.model.model.embed_tokens.modules_to_save.default.weight",
+                     "llm.base_model.model.lm_head.modules_to_save.default.weight"}
+    assert s1 == content | lora | saved
+    assert s2 == descriptor | lora | saved
+    assert not any(n.startswith("encoder.") for n in s1 | s2)
+
+
+def test_frozen_weights_unchanged_after_a_step(tiny_tokenizer, seeded):
+    m = build_model(tiny_config().model, tiny_tokenizer).train()
+    names = apply_trainable(m, sorted(STAGE1))
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+    wave, lens = waves([32000, 20000])
+    task = get_task("asr")
+    out = m(wave, lens, task, [render_target(task, REC)] * 2, zero_descriptor=True)
+    (out["ce"].mean() + out["kl_content"].mean()).backward()
+    opt.step()
+    for n, p in m.named_parameters():
+        if n in names:
+            continue
+        assert torch.equal(p, before[n]), f"frozen parameter {n} changed"
+    changed = [n for n in names if not torch.equal(dict(m.named_parameters())[n], before[n])]
+    assert "content.block.layer_logits" in changed and any("lora_B" in n for n in changed)
+
+
+def test_encoder_stays_in_eval_mode(tiny_tokenizer):
+    m = build_model(tiny_config(hubert=True).model, tiny_tokenizer)
+    m.train()
+    assert not m.encoder.training and not any(mod.training for mod in m.encoder.modules())
+    assert m.content.training
+    m.eval(); m.train()  # a validation pass then back to training
+    assert not m.encoder.training
+
+
+def test_generate_batched_equals_single(model):
+    wave, lens = waves([40000, 18000, 26000])
+    task = get_task("asr")
+    batched = model.generate(wave, lens, task, max_new_tokens=6)
+    singles = [model.generate(wave[i : i + 1, : lens[i]], lens[i : i + 1], task, max_new_tokens=6)[0]
+               for i in range(3)]
+    assert batched == singles
+
+
+def test_encoder_dtype_is_applied_to_hf_weights(tiny_tokenizer, seeded):
+    cfg = tiny_config("model.encoder.dtype=bfloat16", hubert=True)
+    m = build_model(cfg.model, tiny_tokenizer)
+    assert {p.dtype for p in m.encoder.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in m.content.parameters()} == {torch.float32}  # branches train in fp32
+    wave, lens = waves([16000, 12000])
+    layers, frames = m.encode(wave, lens)  # fp32 audio in, the branches' fp32 layers out
+    assert layers.dtype == torch.float32 and not layers.is_inference()
+    # "auto" follows the device: fp32 on CPU, bf16 on a GPU.
+    auto = build_model(tiny_config(hubert=True).model, tiny_tokenizer)
+    assert {p.dtype for p in auto.encoder.parameters()} == {torch.float32}
+    # A whole training step without autocast: the branches get fp32 layers, not bf16 ones.
+    m.train()
+    apply_trainable(m, sorted(STAGE1))
+    task = get_task("asr")
+    out = m(wave, lens, task, [render_target(task, REC)] * 2, zero_descriptor=True)
+    (out["ce"].mean() + out["kl_content"].mean()).backward()
+    assert torch.isfinite(out["ce"]).all() and m.content.block.layer_logits.grad is not None
+    assert m.generate(wave, lens, task, max_new_tokens=3)  # and decoding, under no_grad
+
+
+def test_encoder_outputs_feed_backward_although_encoded_under_inference_mode(tiny_tokenizer, seeded):
+    m = build_model(tiny_config(hubert=True).model, tiny_tokenizer).train()
+    apply_trainable(m, sorted(STAGE1))
+    wave, lens = waves([16000, 9000])
+    task = get_task("asr")
+    out = m(wave, lens, task, [render_target(task, REC)] * 2, zero_descriptor=True)
+    (out["ce"].mean() + out["kl_content"].mean()).backward()
+    assert m.content.block.layer_logits.grad is not None
+    assert all(p.grad is None for p in m.encoder.parameters())
+
+
+@pytest.mark.slow
+def test_compiled_branches_keep_names_and_outputs(tiny_tokenizer):
+    torch.manual_seed(0)
+    eager = build_model(tiny_config().model, tiny_tokenizer).eval()
+    torch.manual_seed(0)
+    compiled = build_model(tiny_config("model.compile=true").model, tiny_tokenizer).eval()
+    assert [n for n, _ in eager.named_parameters()] == [n for n, _ in compiled.named_parameters()]
+    wave, lens = waves([16000, 11000])
+    task = get_task("ser_sed")
+    targets = [render_target(task, REC)] * 2
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    a = eager(wave, lens, task, targets, sample_content=False, sample_descriptor=False)
+    b = compiled(wave, lens, task, targets, sample_content=False, sample_descriptor=False)
+    # Both branches ran through dynamo (one graph: the two modules share their code).
+    assert counters["stats"]["unique_graphs"] >= 1 and counters["stats"]["calls_captured"] > 0
+    torch.testing.assert_close(a["ce"], b["ce"], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("task_name", ["asr_ser_rat", "rat_ser"])
+def test_label_scores_whatever_the_field_order(model, task_name):
+    """The probability of each label after the answer's prefix (a transcript, a rationale)
+    is the softmax of the candidates' negated summed CE: the prefix's share cancels out."""
+    task = get_task(task_name)
+    wave, lens = waves([9000, 12000])
+    labels = ["neutral", "happy", "sad", "angry"]
+    prefixes = ["Transcript: the dog found a red ball", "Rationale: a low slow voice"]
+    got = model.label_scores(wave, lens, task, prefixes, labels)
+    assert got.shape == (2, 4) and torch.allclose(got.sum(1), torch.ones(2))
+    for i in range(2):
+        ce = torch.stack([model(wave[i:i + 1, : lens[i]], lens[i:i + 1], task,
+                                [f"{prefixes[i]}\nEmotion: {lab}"], sample_content=False,
+                                sample_descriptor=False)["ce"][0] for lab in labels])
+        assert torch.allclose(got[i], torch.softmax(-ce, 0), atol=1e-5)
+
+
+def test_a_second_encoder_feeds_the_descriptor_branch_with_equal_token_counts(tiny_tokenizer, seeded):
+    """fbank (content) + a tiny HuBERT (descriptor): different layers and widths, same tokens."""
+    from conftest import HUBERT_FIELDS
+
+    from explainable_ser.config import EncoderConfig
+
+    cfg = tiny_config()
+    cfg.model.descriptor_encoder = EncoderConfig(kind="hf", name_or_path=None, hf_config=dict(HUBERT_FIELDS))
+    m = build_model(cfg.model, tiny_tokenizer).eval()
+    assert m.descriptor.block.layer_logits.numel() == m.descriptor_encoder.num_layers == 3
+    assert m.content.block.layer_logits.numel() == m.encoder.num_layers
+    wave, lens = waves([16000, 24321, 8000])
+    sp = m.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=False)
+    assert sp.content.shape == sp.descriptor.shape
+    layers, frame_lens = m.encode(wave, lens)
+    assert sp.n_tokens.tolist() == (frame_lens // cfg.model.branch.downsample).tolist()
+    # both streams feed the LLM; the second encoder never trains
+    out = m(wave, lens, get_task("ser_sed"), [render_target(get_task("ser_sed"), REC)] * 3)
+    out["ce"].sum().backward()
+    assert all(p.grad is None for p in m.descriptor_encoder.parameters())
+    assert m.descriptor.block.layer_logits.grad is not None
+    m.train()
+    assert not m.descriptor_encoder.training
+
+
+def test_descriptor_frames_are_resampled_to_the_content_frames(tiny_tokenizer):
+    """A stand-in second encoder at half the frame rate: each utterance's real frames are
+    stretched linearly onto its content frame count, padding stays zero."""
+    from torch import nn
+
+    class HalfRate(nn.Module):
+        num_layers, hidden_size = 1, 1
+
+        def forward(self, wave, wave_lens):
+            n = wave_lens // 640  # 25 frames/s
+            f = int(n.max())
+            ramp = torch.arange(f, dtype=torch.float32)[None, :, None].expand(len(n), f, 1)
+            return ramp[None].clone(), n  # [1, B, F', 1]: frame index as the feature
+
+    m = build_model(tiny_config().model, tiny_tokenizer).eval()
+    m.descriptor_encoder = HalfRate()
+    wave, lens = waves([32000, 16000])
+    layers, frame_lens = m.encode(wave, lens)
+    out = m.descriptor_layers(wave, lens, layers, frame_lens)  # [1, B, F, 1]
+    assert out.shape[:3] == (1, 2, layers.shape[2])
+    for i in range(2):
+        f_c, f_d = int(frame_lens[i]), int(lens[i]) // 640
+        want = torch.nn.functional.interpolate(torch.arange(f_d, dtype=torch.float32)[None, None],
+                                               size=f_c, mode="linear", align_corners=False)[0, 0]
+        assert torch.allclose(out[0, i, :f_c, 0], want)
+        assert torch.all(out[0, i, f_c:] == 0)
+    assert out[0, 0, : int(frame_lens[0]), 0].max() > 40  # 50 real frames at 25 Hz, stretched
+
+
+# -- the splice without host syncs -------------------------------------------------------------
+def per_utterance_reference(model, speech, task, targets, left_pad=False):
+    """The splice and loss as first written (a loop over utterances, boolean-mask selection):
+    the vectorised :meth:`ExplainableSER.splice` must give the same numbers."""
+    head, mid, tail = model.prompts.pieces(task)
+    ref = speech.content
+    e_head, e_mid, e_tail = (model.embed_ids(p, ref) for p in (head, mid, tail))
+    seqs, labels = [], []
+    for i in range(ref.shape[0]):
+        n = int(speech.n_tokens[i])
+        parts = [e_head, speech.content[i, :n], e_mid, speech.descriptor[i, :n], e_tail]
+        lab = [IGNORE] * (len(head) + len(mid) + len(tail) + 2 * n)
+        if targets is not None:
+            parts.append(model.embed_ids(targets[i], ref))
+            lab = lab + list(targets[i])
+        seqs.append(torch.cat(parts, dim=0))
+        labels.append(torch.tensor(lab, dtype=torch.long))
+    max_len = max(s.shape[0] for s in seqs)
+    embeds = ref.new_zeros(len(seqs), max_len, ref.shape[2])
+    mask = torch.zeros(len(seqs), max_len, dtype=torch.long)
+    lab_t = torch.full((len(seqs), max_len), IGNORE, dtype=torch.long)
+    for i, (s, lab) in enumerate(zip(seqs, labels)):
+        sl = slice(max_len - s.shape[0], max_len) if left_pad else slice(0, s.shape[0])
+        embeds[i, sl], mask[i, sl], lab_t[i, sl] = s, 1, lab
+    return embeds, mask, lab_t
+
+
+def reference_ce(model, wave, lens, task, texts):
+    sp = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=False)
+    embeds, mask, labels = per_utterance_reference(model, sp, task, [model.prompts.target_ids(t) for t in texts])
+    hidden = model.decoder_hidden(embeds, mask)
+    nxt = labels[:, 1:]
+    sel = nxt != IGNORE
+    tok = torch.nn.functional.cross_entropy(model.lm_head(hidden[:, :-1][sel]).float(), nxt[sel], reduction="none")
+    return torch.zeros(len(texts)).index_add_(0, sel.nonzero()[:, 0], tok)
+
+
+def test_vectorised_splice_equals_the_per_utterance_one(model):
+    task = get_task("ser_sed")
+    wave, lens = waves([48000, 30000, 17000])
+    sp = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=False)
+    targets = [model.prompts.target_ids(render_target(task, REC))[: 5 + 4 * i] for i in range(3)]
+    for tg, left in ((targets, False), (None, True), (None, False)):
+        got = model.build_inputs(sp, task, tg, left_pad=left)
+        want = per_utterance_reference(model, sp, task, tg, left_pad=left)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        assert (got[2] is None) if tg is None else torch.equal(got[2], want[2])
+
+
+def test_vectorised_loss_and_gradients_equal_the_per_utterance_ones(tiny_tokenizer, seeded):
+    cfg = tiny_config(hubert=True)
+    model = build_model(cfg.model, tiny_tokenizer)
+    apply_trainable(model, ["descriptor", "lora"])
+    model.eval()  # no dropout, so both passes see the same function
+    task = get_task("ser_sed")
+    wave, lens = waves([48000, 30000, 17000, 20500])
+    full = render_target(task, REC)
+    texts = [full, full[:20], full[:35], "sad"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    new = model(wave, lens, task, texts, sample_content=False, sample_descriptor=False)["ce"]
+    g_new = torch.autograd.grad(new.sum(), params, allow_unused=True)
+    old = reference_ce(model, wave, lens, task, texts)
+    g_old = torch.autograd.grad(old.sum(), params, allow_unused=True)
+    torch.testing.assert_close(new, old, rtol=1e-6, atol=1e-6)
+    assert sum(g is not None for g in g_new) > 10
+    for a, b in zip(g_new, g_old):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("batch", [2, 8])
+def test_host_syncs_per_step_do_not_grow_with_the_batch(batch):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
+    from host_syncs import HostSyncCounter, tiny_step
+
+    _, step = tiny_step(batch)
+    step()
+    with HostSyncCounter() as counter:
+        step()
+    ours = {k: v for k, v in counter.counts.items()}
+    # one read of the token counts per batch (ours); the rest is transformers' own mask checks
+    assert ours.get("Tensor.tolist", 0) == 1
+    assert "aten.nonzero.default" not in ours and "aten.index.Tensor (boolean mask)" not in ours
+    assert counter.total <= 5, ours
+
+
+def test_summary_token_is_the_mean_descriptor_token_after_the_others(tiny_tokenizer, seeded):
+    cfg = tiny_config("model.branch.summary_token=true")
+    model = build_model(cfg.model, tiny_tokenizer).eval()
+    plain = build_model(tiny_config().model, tiny_tokenizer).eval()
+    plain.load_state_dict(model.state_dict())  # the same weights: the switch adds none
+    task = get_task("ser_sed")
+    wave, lens = waves([32000, 20000])
+    kw = dict(sample_content=False, sample_descriptor=False)
+    with torch.no_grad():
+        sp = model.speech_tokens(wave, lens, zero_descriptor=False, **kw)
+        embeds, mask, _ = model.build_inputs(sp, task, None)
+        sp_plain = plain.speech_tokens(wave, lens, zero_descriptor=False, **kw)
+        embeds_plain, mask_plain, _ = plain.build_inputs(sp_plain, task, None)
+        zeroed = model.speech_tokens(wave, lens, zero_descriptor=True, **kw)
+        cf = model.generate_from(sp, task, max_new_tokens=2, zero_descriptor=True)
+        want_cf = model.generate_from(zeroed, task, max_new_tokens=2)
+    head, mid, tail = model.prompts.pieces(task)
+    for i in range(2):
+        n = int(sp.n_tokens[i])
+        torch.testing.assert_close(sp.summary[i], sp.descriptor[i, :n].mean(0))  # padding left out
+        at = len(head) + n + len(mid) + n  # right after the descriptor tokens
+        torch.testing.assert_close(embeds[i, at], sp.summary[i])
+        assert int(mask[i].sum()) == int(mask_plain[i].sum()) + 1
+        torch.testing.assert_close(embeds[i, at + 1: at + 1 + len(tail)], embeds_plain[i, at: at + len(tail)])
+    assert sp_plain.summary is None
+    assert torch.count_nonzero(zeroed.summary) == 0  # zeroed with the stream (stage 1, counterfactual)
+    assert cf == want_cf
+
+
+def test_value_weight_counts_the_value_tokens_that_many_times(tiny_tokenizer, seeded):
+    """``ce_weighted`` = the plain per-token CEs with the value tokens' own CE times the weight,
+    token for token against an independent per-utterance computation; the plain ``ce`` is
+    unchanged, and a target without values is not touched."""
+    cfg = tiny_config(hubert=True)
+    model = build_model(cfg.model, tiny_tokenizer).eval()
+    task = get_task("ser_sed")
+    wave, lens = waves([48000, 30000, 17000])
+    full = render_target(task, REC)
+    texts = [full, "the dog found a red ball", full[: full.index("pitch") + 5]]  # all, none, two values
+    kw = dict(sample_content=False, sample_descriptor=False)
+    plain = model(wave, lens, task, texts, **kw)
+    out = model(wave, lens, task, texts, value_weight=4.0, **kw)
+    torch.testing.assert_close(out["ce"], plain["ce"])
+    sp = model.speech_tokens(wave, lens, zero_descriptor=False, **kw)
+    ids = [model.prompts.target_ids(t) for t in texts]
+    embeds, mask, labels = per_utterance_reference(model, sp, task, ids)
+    hidden = model.decoder_hidden(embeds, mask)
+    for i, t in enumerate(texts):
+        sel = labels[i, 1:] != IGNORE
+        tok = torch.nn.functional.cross_entropy(model.lm_head(hidden[i, :-1][sel]).float(), labels[i, 1:][sel],
+                                                reduction="none")
+        w = torch.tensor([4.0 if v else 1.0 for v in model.prompts.value_mask(t)])
+        torch.testing.assert_close(out["ce_weighted"][i], (tok * w).sum(), rtol=1e-5, atol=1e-5)
+    assert sum(model.prompts.value_mask(texts[2])) == 2 and not any(model.prompts.value_mask(texts[1]))
+    torch.testing.assert_close(out["ce_weighted"][1], out["ce"][1])
+    assert (out["ce_weighted"][[0, 2]] > out["ce"][[0, 2]]).all()
+    loss = model.loss(wave, lens, task, texts, beta=0.0, trained=["descriptor"], sample=False, value_weight=4.0)
+    torch.testing.assert_close(loss["loss"], out["ce_weighted"].mean())
+    torch.testing.assert_close(loss["ce"], plain["ce"].mean())

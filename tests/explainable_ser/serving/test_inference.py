@@ -1,0 +1,53 @@
+"""The Explainer on recordings longer than the model takes whole: cut at pauses, each piece
+explained as if it were a clip of its own, and a summary over the pieces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+
+@pytest.fixture(scope="module")
+def ser(exported):
+    from explainable_ser.serving.inference import Explainer
+
+    return Explainer.from_export(exported, overrides=["data.max_clip_seconds=3"])  # short pieces, fast
+
+
+def long_recording(clip, pauses=(0.8, 1.0, 0.7)):
+    audio, sr = sf.read(str(clip), dtype="float32")
+    parts = []
+    for p in pauses:
+        parts += [np.zeros(int(p * sr), dtype=np.float32), audio]
+    return torch.from_numpy(np.concatenate(parts + [np.zeros(sr // 2, dtype=np.float32)])), audio.size / sr
+
+
+def test_a_recording_longer_than_the_limit_is_explained_piece_by_piece(ser, trained_run):
+    _, clip = trained_run
+    wave, clip_seconds = long_recording(clip)
+    assert wave.numel() / 16000 > ser.max_seconds
+    out = ser.explain(wave)  # longer than max_seconds: explain_recording
+    assert out["n_pieces"] == 3 and len(out["pieces"]) == 3 and out["skipped_short"] == 0
+    starts = [0.8, 0.8 + clip_seconds + 1.0, 0.8 + 2 * clip_seconds + 1.7]
+    for piece, start in zip(out["pieces"], starts):
+        assert abs(piece["start"] - start) <= 0.15 and abs(piece["end"] - (start + clip_seconds)) <= 0.15
+        alone = ser.explain_batch([wave[round(piece["start"] * 16000): round(piece["end"] * 16000)]])[0]
+        assert {k: v for k, v in piece.items() if k not in ("piece", "start", "end")} == alone
+    assert [t[2] for t in out["timeline"]] == [p["emotion"] for p in out["pieces"]]
+    assert sum(out["emotion_share"].values()) == pytest.approx(1.0, abs=1e-3)
+    weights = np.array([p["end"] - p["start"] for p in out["pieces"]])
+    for lab, v in out["emotion_scores"].items():
+        want = float(np.dot(weights / weights.sum(), [p["emotion_scores"][lab] for p in out["pieces"]]))
+        assert v == pytest.approx(want, abs=1e-4)
+    assert out["emotion"] == max(out["emotion_scores"], key=out["emotion_scores"].get)
+
+
+def test_a_recording_without_speech_says_so(ser):
+    from explainable_ser.serving.inference import AudioError
+
+    quiet = torch.zeros(16000 * 5)
+    quiet[100] = 1e-3  # not all zeros, so not refused as silent, but no run of sound
+    with pytest.raises(AudioError, match=r"no speech found.*data.min_clip_seconds"):
+        ser.explain_recording(quiet)
