@@ -9,7 +9,7 @@ import pytest
 
 from explainable_ser.config import PACKAGED_CONFIGS, ConfigError, load_config, to_yaml
 
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[3] / "experiments"
 
 
 def test_the_schema_defaults_are_the_papers_sys7():
