@@ -38,7 +38,7 @@ WHEELS = {
     "soundfile": "reading and writing audio (data_modules.audio, SynthCraft)",
     "cffi": "_cffi_backend, which soundfile's binding to libsndfile loads",
     "soxr": "resampling (data_modules.audio)",
-    "jiwer": "WER (explainable_ser.evaluation.metrics)",
+    "jiwer": "WER (explainable_ser.evaluation.asr)",
     "rapidfuzz": "jiwer's edit distance",
     "espeakng-loader": "the espeak-ng library and voices SynthCraft speaks with",
 }

@@ -123,7 +123,7 @@ one scale; the thresholds use no labels, only the reference's measurements (exce
 
 Attribute accuracy against measured references
 ----------------------------------------------
-:func:`explainable_ser.evaluation.metrics.attribute_accuracy` takes reference attribute dicts, and
+:func:`explainable_ser.evaluation.emotion.attribute_accuracy` takes reference attribute dicts, and
 ``evaluate`` passes the records' ``attributes``; an annotated record's attributes are such a
 dict, so on an annotated corpus the caption attributes a model generates are scored against the
 measured bins with no other change. ``None`` (a null reason) is "no reference": the utterance

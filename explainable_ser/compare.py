@@ -95,7 +95,7 @@ def compare(a_rows: dict, b_rows: dict, labels: list[str] | None = None,
     """Metrics of A and B on the utterances both decoded, each with the paired one-tailed t-test
     that A is better (see the module docstring). Rows are keyed ``(id, task)``; pairs are made
     per utterance. ``captions=False`` skips the caption tests (they start Java)."""
-    from explainable_ser.evaluation import metrics as M
+    from explainable_ser.evaluation import asr, captions, emotion, significance
 
     a_ids, b_ids = {k[0] for k in a_rows}, {k[0] for k in b_rows}
     out: dict = {"n_shared": len(a_ids & b_ids), "only_a": len(a_ids - b_ids),
@@ -103,17 +103,17 @@ def compare(a_rows: dict, b_rows: dict, labels: list[str] | None = None,
     a_emo, b_emo = _paired(a_rows, b_rows, "emotion")
     if a_emo:
         labs = labels or sorted({r["emotion_ref"] for r in a_emo})
-        em = [M.emotion_metrics([r["emotion_ref"] for r in rows], [r["emotion"] for r in rows], labs)
+        em = [emotion.emotion_metrics([r["emotion_ref"] for r in rows], [r["emotion"] for r in rows], labs)
               for rows in (a_emo, b_emo)]
         for metric, key in (("ua", "ua"), ("accuracy", "wa")):
-            test = M.paired_t_test(M.per_utterance_scores(a_emo, metric),
-                                   M.per_utterance_scores(b_emo, metric))
+            test = significance.paired_t_test(significance.per_utterance_scores(a_emo, metric),
+                                   significance.per_utterance_scores(b_emo, metric))
             out["metrics"][metric] = _entry(metric, em[0][key], em[1][key], test)
     a_asr, b_asr = _paired(a_rows, b_rows, "transcript")
     if a_asr:
-        wer = [M.wer([r["transcript_ref"] for r in rows], [r["transcript"] for r in rows])["wer"]
+        wer = [asr.wer([r["transcript_ref"] for r in rows], [r["transcript"] for r in rows])["wer"]
                for rows in (a_asr, b_asr)]
-        test = M.paired_t_test(M.per_utterance_scores(a_asr, "wer"), M.per_utterance_scores(b_asr, "wer"))
+        test = significance.paired_t_test(significance.per_utterance_scores(a_asr, "wer"), significance.per_utterance_scores(b_asr, "wer"))
         out["metrics"]["wer"] = _entry("wer", wer[0], wer[1], test)
     a_cap, b_cap = _paired(a_rows, b_rows, "caption")
     if a_cap and captions:
@@ -123,7 +123,7 @@ def compare(a_rows: dict, b_rows: dict, labels: list[str] | None = None,
             out["reasons"]["captions"] = f"captions in several languages {sorted(languages)}: score them apart"
         else:
             lang = languages.pop()
-            scored = [M.caption_metrics([r["caption_ref"] for r in rows], [r.get("caption") for r in rows],
+            scored = [captions.caption_metrics([r["caption_ref"] for r in rows], [r.get("caption") for r in rows],
                                         language=lang, metrics=CAPTION_TESTS, per_item=True)
                       for rows in (a_cap, b_cap)]
             for metric in CAPTION_TESTS:
@@ -133,7 +133,7 @@ def compare(a_rows: dict, b_rows: dict, labels: list[str] | None = None,
                 nan = float("nan")
                 per = [[nan if v is None else v for v in s["per_item"][metric]] for s in scored]
                 out["metrics"][metric] = _entry(metric, scored[0][metric], scored[1][metric],
-                                                M.paired_t_test(per[0], per[1]))
+                                                significance.paired_t_test(per[0], per[1]))
     return out
 
 

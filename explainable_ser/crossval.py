@@ -169,7 +169,7 @@ def crossvalidate(args: list[str], folds: list[int], corpus: str = "iemocap") ->
 def write_summary(cfg: ExperimentConfig, root: Path, folds: list[int]) -> dict[str, Any]:
     """crossval.json, the concatenated predictions.jsonl, pooled metrics.json, config.yaml."""
     from data_modules.records import read_jsonl  # lhotse: loaded when used, not for --help
-    from explainable_ser.evaluation.metrics import compute_metrics
+    from explainable_ser.evaluation.report import compute_metrics
 
     per_fold = {k: json.loads((root / f"fold{k}" / "metrics.json").read_text()) for k in folds}
     summary = summarize(per_fold)

@@ -149,7 +149,7 @@ def evaluate_module(module, dm, cfg: ExperimentConfig, out_dir: Path, world_size
     import torch
 
     from explainable_ser.evaluation.decoding import decode_passes
-    from explainable_ser.evaluation.metrics import compute_metrics
+    from explainable_ser.evaluation.report import compute_metrics
 
     names = [c.name for c in cfg.data.corpora if c.test_split is not None]
     if not names:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -82,8 +83,8 @@ def trained_run(tmp_path_factory):
     """A run directory whose checkpoint has non-trivial LoRA and branch weights (random, as if
     trained: an untrained LoRA is zero and would make every comparison trivially equal)."""
     from data_modules.synthcraft import generate
-    from explainable_ser.training.assembly import build
     from explainable_ser.config import load_config, to_yaml
+    from explainable_ser.training.assembly import build
     from explainable_ser.training.stages import adaptable_names
 
     tmp = tmp_path_factory.mktemp("export")
@@ -114,3 +115,21 @@ def exported(trained_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("exp") / "model"
     assert main(["--ckpt", str(run_dir / "stage2" / "final.ckpt"), "--out", str(out), "--merge-lora"]) == 0
     return out
+
+
+# Caption metrics need Java for METEOR and SPICE; tests that score captions say so.
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="needs Java")
+
+# Captions with their references, for the caption metrics and compare's caption tests.
+CAP_REFS = [
+    ["A man speaks loudly with a high pitch.", "The male speaker talks loudly, pitch is high."],
+    "A woman whispers slowly and sadly.",
+    ["She speaks fast, with an angry tone!", "An angry female voice, fast speech."],
+    ["A calm male voice at normal speed."],
+]
+CAP_HYPS = [
+    "A man speaks loudly with high pitch.",
+    "The woman whispers slowly.",
+    None,
+    "A calm man speaks at a normal speed.",
+]

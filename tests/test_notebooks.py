@@ -31,7 +31,7 @@ QUICK = ["model.encoder.kind=fbank", "training.stages.0.epochs=1", "training.sta
 def tiny_run(tmp_path_factory):
     """A real (tiny) fit: TensorBoard events of two stages, predictions with captions, metrics."""
     from data_modules.synthcraft import generate
-    from explainable_ser.evaluation import metrics
+    from explainable_ser.evaluation import report
     from explainable_ser.fit import main
 
     corpus = tmp_path_factory.mktemp("synthcraft")
@@ -41,8 +41,8 @@ def tiny_run(tmp_path_factory):
     torch.set_num_threads(1)  # tiny matrices: extra threads only spin on a shared CPU
     with pytest.MonkeyPatch.context() as mp:
         # BLEU/ROUGE/CIDEr still run (one PTB tokenizer JVM); METEOR's JVM would only cost time.
-        mp.setattr(metrics, "compute_metrics", functools.partial(
-            metrics.compute_metrics, caption_metrics=("bleu4", "rouge_l", "cider")))
+        mp.setattr(report, "compute_metrics", functools.partial(
+            report.compute_metrics, caption_metrics=("bleu4", "rouge_l", "cider")))
         try:
             assert main([*TINY_LLM, *QUICK, f"data.corpora.0.dir={corpus}", f"run_dir={run_dir}"]) == 0
         finally:

@@ -1,7 +1,7 @@
 """What the notebooks show, as functions: runs, predictions, curves and comparison tables.
 
 The notebooks in ``notebooks/`` only call these (figures come from :mod:`explainable_ser.evaluation.plots`,
-metrics and tests from :mod:`explainable_ser.evaluation.metrics` and :mod:`explainable_ser.compare`), so
+metrics and tests from :mod:`explainable_ser.evaluation` and :mod:`explainable_ser.compare`), so
 everything they display is tested here. A *run* is a directory written by ``fit`` or
 ``evaluate`` (``metrics.json``, ``predictions.jsonl``, ``config.yaml``, ``tensorboard/``) or by
 ``crossval`` (the same files pooled over folds, plus ``crossval.json``).

@@ -24,7 +24,7 @@ import torch
 
 from explainable_ser.training.checkpointing import rng_state, set_rng_state
 from explainable_ser.evaluation.decoding import decode_batch, decode_precision, gather_objects, gather_rows
-from explainable_ser.evaluation.metrics import compute_metrics
+from explainable_ser.evaluation.report import compute_metrics
 
 
 class StageProgressBar(L.pytorch.callbacks.TQDMProgressBar):

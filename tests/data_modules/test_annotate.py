@@ -20,7 +20,7 @@ from data_modules import annotate as A
 from data_modules.datamodule import CorpusSpec, DataConfig, SpeechDataModule
 from data_modules.records import make_cut, manifest_path, record_of
 from data_modules.synthcraft import generate, render_caption
-from explainable_ser.evaluation.metrics import attribute_accuracy
+from explainable_ser.evaluation.emotion import attribute_accuracy
 from explainable_ser.model.prompts import caption_attributes, get_task, render_target
 
 ROOT = Path(__file__).resolve().parents[2]

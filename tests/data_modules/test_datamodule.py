@@ -11,8 +11,12 @@ import soundfile as sf
 import torch
 from lhotse import CutSet
 
-from data_modules.datamodule import (DataConfig, SpeechBatchDataset, build_sampler,
-                                     padding_efficiency)
+from data_modules.datamodule import (
+    DataConfig,
+    SpeechBatchDataset,
+    build_sampler,
+    padding_efficiency,
+)
 from data_modules.records import canonical_emotion, make_cut, record_of
 
 

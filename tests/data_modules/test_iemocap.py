@@ -379,7 +379,11 @@ def test_full_release_counts_and_folds(reference, tmp_path):
 
 def test_annotator_aware_macro_f1_by_hand_on_the_quirk_tree(quirks):
     """arXiv 2509.24187's scoring on this fixture's records, worked out by hand below."""
-    from explainable_ser.evaluation.metrics import annotator_aware_accuracy, annotator_aware_f1, emotion_metrics
+    from explainable_ser.evaluation.emotion import (
+        annotator_aware_accuracy,
+        annotator_aware_f1,
+        emotion_metrics,
+    )
 
     recs = load(quirks, "all")
     hyps = {"Ses01F_impro05a_F000": "neutral",   # [neutral]: right

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import save_tiny_instruct
 from lhotse import CutSet
 
-from conftest import save_tiny_instruct
 from data_modules.rationales import check, main, read_progress
 from data_modules.records import make_cut, manifest_path, record_of
 

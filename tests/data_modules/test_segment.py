@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_modules.segment import split_at_pauses, speech_runs
+from data_modules.segment import speech_runs, split_at_pauses
 
 SR = 16000
 

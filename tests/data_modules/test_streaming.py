@@ -14,9 +14,16 @@ import soundfile as sf
 import torch
 from lhotse import CutSet
 
-from data_modules.datamodule import (LHOTSE_BUFFER_SIZE, SHAR_AUDIO_BUFFER_SIZE, CorpusSpec,
-                                     DataConfig, SpeechDataModule, read_split,
-                                     resolved_buffer_size, split_format)
+from data_modules.datamodule import (
+    LHOTSE_BUFFER_SIZE,
+    SHAR_AUDIO_BUFFER_SIZE,
+    CorpusSpec,
+    DataConfig,
+    SpeechDataModule,
+    read_split,
+    resolved_buffer_size,
+    split_format,
+)
 from data_modules.records import make_cut, manifest_path
 
 SR = 16000

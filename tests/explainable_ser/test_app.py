@@ -21,9 +21,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from explainable_ser.app import Limits, RefusedError, check_file, counterfactual_summary, explain_file
-from explainable_ser.serving.inference import Explainer
+from explainable_ser.app import (
+    Limits,
+    RefusedError,
+    check_file,
+    counterfactual_summary,
+    explain_file,
+)
 from explainable_ser.predict import main as predict_main
+from explainable_ser.serving.inference import Explainer
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 

@@ -38,10 +38,15 @@ def test_summary_without_targets_names_none():
 
 
 def test_one_sweep_decodes_like_separate_passes_and_encodes_each_batch_once(trained_run):
-    from explainable_ser.training.assembly import load_trained
     import torch
 
-    from explainable_ser.evaluation.decoding import Pass, decode_batch, decode_passes, decode_precision
+    from explainable_ser.evaluation.decoding import (
+        Pass,
+        decode_batch,
+        decode_passes,
+        decode_precision,
+    )
+    from explainable_ser.training.assembly import load_trained
 
     run_dir, _ = trained_run
     cfg, dm, module, _ = load_trained(run_dir / "stage2" / "final.ckpt", [])

@@ -232,8 +232,8 @@ def meta_model_groups(model_yaml: str) -> dict[str, int]:
 
     from explainable_ser.config import ModelConfig
     from explainable_ser.model.ser import build_model
-    from explainable_ser.training.stages import group_of
     from explainable_ser.offline.tokenizer import build_word_tokenizer
+    from explainable_ser.training.stages import group_of
 
     mcfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig()), OmegaConf.create(model_yaml)))
     llm = hf_config("Llama-3.1-8B-Instruct", LLAMA_31_8B)
@@ -343,11 +343,11 @@ def test_synthcraft_config_trains_and_evaluates(system, tiny_corpus, tiny_ration
                                                 monkeypatch, one_thread, capsys):
     import functools as ft
 
-    from explainable_ser.evaluation import metrics
+    from explainable_ser.evaluation import report
     from explainable_ser.training.recipe import run
 
     # The Java caption scorers are tested elsewhere; here they would only cost time.
-    monkeypatch.setattr(metrics, "compute_metrics", ft.partial(metrics.compute_metrics, caption_metrics=()))
+    monkeypatch.setattr(report, "compute_metrics", ft.partial(report.compute_metrics, caption_metrics=()))
     corpus = tiny_rationale_corpus if system.stem.startswith("explain_") else tiny_corpus
     cfg = synth(system, *TINY_LLM, f"data.corpora.0.dir={corpus}", f"run_dir={tmp_path}",
                 "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "data.max_duration=12",

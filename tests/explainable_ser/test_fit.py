@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,7 +41,7 @@ def test_fit_writes_a_run_directory_that_reads_back(demo_run):
 
     from data_modules.records import read_jsonl
     from explainable_ser.config import load_config
-    from explainable_ser.evaluation.metrics import compute_metrics
+    from explainable_ser.evaluation.report import compute_metrics
     from explainable_ser.model.tokenizer import load_tokenizer
 
     cfg = load_config([str(demo_run / "config.yaml")])  # the resolved config, loadable as is
@@ -210,8 +210,8 @@ def test_predict_prints_one_explanation_per_file(demo_run, corpus, capsys):
 
 def test_predict_warns_when_the_spoken_language_is_not_the_training_one(demo_run, corpus, capsys,
                                                                         monkeypatch):
-    from explainable_ser.serving import language_id
     from explainable_ser.predict import main as predict_main
+    from explainable_ser.serving import language_id
 
     class HearsMandarin:  # stands in for Whisper's language identification
         def __init__(self, name, device, trust_remote_code=False):
@@ -277,12 +277,12 @@ def test_lr_schedules():
 
 
 def test_fsdp_wraps_each_llm_decoder_layer(tiny_tokenizer, monkeypatch):
+    from conftest import tiny_config
     from lightning.pytorch.strategies import FSDPStrategy
 
-    from conftest import tiny_config
     from explainable_ser.config import ConfigError
-    from explainable_ser.training.recipe import trainer_kwargs
     from explainable_ser.model.ser import build_model
+    from explainable_ser.training.recipe import trainer_kwargs
 
     cfg = tiny_config("trainer.strategy=fsdp")
     model = build_model(cfg.model, tiny_tokenizer)
@@ -304,6 +304,7 @@ def test_fsdp_wraps_each_llm_decoder_layer(tiny_tokenizer, monkeypatch):
 
 def test_dtype_auto_means_bf16_only_on_a_gpu_with_bf16_precision(monkeypatch):
     from conftest import tiny_config
+
     from explainable_ser.training.assembly import auto_dtype_device, compute_device
 
     assert auto_dtype_device(tiny_config("trainer.precision=bf16-mixed")) == compute_device(tiny_config())

@@ -6,9 +6,16 @@ import csv
 import json
 
 import pytest
-
 from conftest import save_tiny_instruct
-from explainable_ser.human_eval import CRITERIA, SheetError, aggregate, export, main, read_sheet
+
+from explainable_ser.human_eval import (
+    CRITERIA,
+    SheetError,
+    aggregate,
+    export,
+    main,
+    read_sheet,
+)
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ import shutil
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from data_modules.datamodule import SpeechDataModule
 from explainable_ser import probe
-from explainable_ser.training.assembly import build
 from explainable_ser.config import load_config
-from conftest import tiny_config
+from explainable_ser.training.assembly import build
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +137,8 @@ def test_value_slots_find_each_value_and_keep_its_capitalisation():
 
 
 def test_teacher_forced_choice_is_the_most_probable_value_by_a_plain_forward(trained_run):
-    from explainable_ser.training.assembly import load_trained
     from explainable_ser.model.prompts import get_task, render_target
+    from explainable_ser.training.assembly import load_trained
 
     run_dir, _ = trained_run
     cfg, dm, module, _ = load_trained(run_dir / "stage2" / "final.ckpt", [])

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from explainable_ser.analysis import explore
-from explainable_ser.evaluation import metrics as M
 from explainable_ser.config import load_config, to_yaml
-from explainable_ser.evaluation.metrics import compute_metrics
+from explainable_ser.evaluation import emotion, significance
+from explainable_ser.evaluation.report import compute_metrics
 from explainable_ser.model.prompts import caption_attributes
 
 LABELS = ["neutral", "happy", "sad", "angry"]
@@ -37,7 +37,7 @@ def make_run(root: Path, name: str, seed: int, rows: list[dict], corpus: str = "
     (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     # No caption references in the scored rows: the Java caption scorers are not needed here.
     metrics = compute_metrics([{**r, "caption_ref": None} for r in rows], LABELS)
-    metrics["attribute_accuracy"] = M.attribute_accuracy([r["attributes_ref"] for r in rows],
+    metrics["attribute_accuracy"] = emotion.attribute_accuracy([r["attributes_ref"] for r in rows],
                                                          [r["caption_attributes"] for r in rows])
     (run / "metrics.json").write_text(json.dumps(metrics))
     return run
@@ -122,11 +122,11 @@ def test_system_table_marks_significant_improvements(runs):
     assert table["sys4"]["synthcraft ua"] == "50.0 ± 0.0"
     assert table["sys7"]["synthcraft ua"].endswith("*"), "sys7 is significantly better than sys4"
     # The mark is exactly the paired one-tailed t-test over both seeds' utterances.
-    a = [s for d in ("seed0", "seed1") for s in M.per_utterance_scores(
+    a = [s for d in ("seed0", "seed1") for s in significance.per_utterance_scores(
         explore.load_run(runs / "sys7" / d).rows, "ua")]
-    b = [s for d in ("seed0", "seed1") for s in M.per_utterance_scores(
+    b = [s for d in ("seed0", "seed1") for s in significance.per_utterance_scores(
         explore.load_run(runs / "sys4" / d).rows, "ua")]
-    assert M.paired_t_test(a, b)["significant"]
+    assert significance.paired_t_test(a, b)["significant"]
     sig = explore.significance_table(loaded, "sys7")
     assert sig[0]["B"] == "sys4" and sig[0]["pairs"] == 32 and sig[0]["significant"] == "yes"
 

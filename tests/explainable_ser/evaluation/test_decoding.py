@@ -7,9 +7,13 @@ import torch
 from conftest import tiny_config, waves
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from explainable_ser.evaluation.decoding import decode_batch, decode_precision, frozen_weights_cast
-from explainable_ser.model.ser import build_model
+from explainable_ser.evaluation.decoding import (
+    decode_batch,
+    decode_precision,
+    frozen_weights_cast,
+)
 from explainable_ser.model.prompts import get_task
+from explainable_ser.model.ser import build_model
 
 
 class CountCopies(TorchDispatchMode):

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from explainable_ser.evaluation.grounding import consistency, emotion_words, grounding, stated_cues
+from explainable_ser.evaluation.grounding import (
+    consistency,
+    emotion_words,
+    grounding,
+    stated_cues,
+)
 from explainable_ser.model.prompts import caption_attributes
 
 LABELS = ["neutral", "happy", "sad", "angry"]

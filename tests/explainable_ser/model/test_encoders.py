@@ -9,7 +9,6 @@ import torch
 from explainable_ser.config import load_config
 from explainable_ser.model.encoders import build_encoder
 
-
 TINY_WHISPER = {"model_type": "whisper", "num_mel_bins": 80, "d_model": 32, "encoder_layers": 2,
                 "decoder_layers": 1, "encoder_attention_heads": 2, "decoder_attention_heads": 2,
                 "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "max_source_positions": 1500,

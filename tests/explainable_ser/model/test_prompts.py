@@ -6,8 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from explainable_ser.model.prompts import (TASKS, caption_attributes, get_task, parse_output,
-                                     render_target)
+from explainable_ser.model.prompts import (
+    TASKS,
+    caption_attributes,
+    get_task,
+    parse_output,
+    render_target,
+)
 
 LABELS = ("neutral", "happy", "sad", "angry")
 REC = {"transcript": "the dog found a red ball", "emotion": "sad",
@@ -80,7 +85,12 @@ def test_caption_attributes_reads_back_every_synthcraft_template_and_value():
 def test_chatml_pieces_of_smollm2_splice_at_the_slots_and_end_with_im_end():
     """SmolLM2's own ChatML template: the three pieces are the rendered prompt with the two
     slots cut out, each tokenised alone; the target ends with <|im_end|>, its end of turn."""
-    from explainable_ser.model.prompts import CONTENT_SLOT, DESCRIPTOR_SLOT, PromptBuilder, get_task
+    from explainable_ser.model.prompts import (
+        CONTENT_SLOT,
+        DESCRIPTOR_SLOT,
+        PromptBuilder,
+        get_task,
+    )
     from explainable_ser.model.tokenizer import load_tokenizer
 
     tok = load_tokenizer("pkg:smollm2-135m-instruct")

@@ -7,8 +7,8 @@ import torch
 from conftest import tiny_config, waves
 
 from explainable_ser.model.bottleneck import gaussian_kl
-from explainable_ser.model.ser import IGNORE, build_model
 from explainable_ser.model.prompts import get_task, render_target
+from explainable_ser.model.ser import IGNORE, build_model
 from explainable_ser.training.stages import apply_trainable, trainable_names
 
 REC = {"transcript": "the dog found a red ball", "emotion": "sad",

@@ -258,7 +258,11 @@ def test_converted_whisper_transcribes_synthcraft_with_its_own_decoder(synth_tes
     official call) transcribes espeak speech. Thresholds sit just above the WER measured on
     these 12 clips (espeak's voices are far from Whisper's training data)."""
     import jiwer
-    from transformers import AutoTokenizer, WhisperFeatureExtractor, WhisperForConditionalGeneration
+    from transformers import (
+        AutoTokenizer,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+    )
     from transformers.models.whisper.english_normalizer import BasicTextNormalizer
 
     directory = P.resolve(f"pkg:{name}")

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_config
 from lhotse import CutSet
 
 from data_modules.records import record_of
 from data_modules.synthcraft import generate
 from explainable_ser.model.ser import build_model
 from explainable_ser.offline.tokenizer import build_word_tokenizer
-from explainable_ser.offline.warmstart import CTCHead, descriptor_words, field_classes, field_hits, warm_start
-from conftest import tiny_config
+from explainable_ser.offline.warmstart import (
+    CTCHead,
+    descriptor_words,
+    field_classes,
+    field_hits,
+    warm_start,
+)
 
 REC = {"emotion": "angry", "transcript": "the dog ran",
        "attributes": {"gender": "male", "pitch": "low", "volume": "high", "speed": "fast", "emphasis": "dog"}}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from explainable_ser.training.callbacks import StageProgressBar
 from explainable_ser.config import StageConfig
+from explainable_ser.training.callbacks import StageProgressBar
 
 
 def fake_trainer(per_epoch: int, max_steps: int, global_step: int, done_this_epoch: int, accumulate: int = 1):
