@@ -13,7 +13,6 @@ shows them in a notebook).
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 from collections.abc import Iterable, Sequence
@@ -24,9 +23,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from data_modules.records import read_jsonl
-
-from explainable_ser.evaluation import plots
 from explainable_ser.compare import CAPTION_TESTS, compare
+from explainable_ser.evaluation import plots
 from explainable_ser.model.prompts import get_task
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,48 +32,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 RUNS_ENV = "EXPLAINABLE_SER_RUNS"
 """Environment variable the notebooks read: run directories, comma-separated."""
 
-PAPER_SYSTEMS: dict[str, tuple[str, str]] = {
-    "sys1_hubert": ("1", "HuBERT-large (SSL baseline)"),
-    "sys2_wavlm": ("2", "WavLM-large (SSL baseline)"),
-    "sys3_wav2vec2": ("3", "Wav2Vec-large (SSL baseline)"),
-    "sys4": ("4", "HuBERT+LLM-SER+SED+ASR"),
-    "sys5": ("5", "HuBERT+FD+LLM-SER+ASR"),
-    "sys6": ("6", "HuBERT+FD+LLM-SER+SED"),
-    "sys7": ("7", "HuBERT+FD+LLM-SER+SED+ASR"),
-    "ablation_two_stage": ("T3.2", "two-stage, no alternation"),
-    "ablation_beta_1e0": ("T3.5", "beta = 1"),
-    "ablation_beta_1e-1": ("T3.6", "beta = 10^-1"),
-    "ablation_beta_1e-3": ("T3.7", "beta = 10^-3"),
-    "ablation_beta_1e-4": ("T3.8", "beta = 10^-4"),
-    "ablation_targets_no_emotion": ("-", "targets without emotion"),
-}
+PAPER_RESULTS_FILE = Path(__file__).with_name("paper_results.json")
+"""The paper's systems, numbers (Tables 1-3) and significance marks: the one copy in the project."""
+_PAPER = json.loads(PAPER_RESULTS_FILE.read_text())
+PAPER_SYSTEMS: dict[str, tuple[str, str]] = {k: (v["id"], v["system"]) for k, v in _PAPER["systems"].items()}
 """Experiment name (``name`` in experiments/*.yaml) -> (paper ID, system), in table order."""
-
-PAPER_RESULTS: dict[str, dict[str, dict[str, float]]] = {
-    "sys1_hubert": {"iemocap": {"ua": 64.6, "wer": 23.8}, "meld": {"ua": 53.2, "wer": 45.7}},
-    "sys2_wavlm": {"iemocap": {"ua": 68.9, "wer": 39.1}, "meld": {"ua": 54.6, "wer": 60.2}},
-    "sys3_wav2vec2": {"iemocap": {"ua": 69.3, "wer": 28.0}, "meld": {"ua": 54.8, "wer": 41.2}},
-    "sys4": {"iemocap": {"ua": 73.6, "wer": 24.3}, "meld": {"ua": 56.4, "wer": 29.9},
-             "emosec": {"bleu4": 7.1, "meteor": 15.8, "rouge_l": 24.1, "cider": 10.7, "spice": 5.9}},
-    "sys5": {"iemocap": {"ua": 70.6, "wer": 18.9}, "meld": {"ua": 53.3, "wer": 29.6}},
-    "sys6": {"iemocap": {"ua": 75.5}, "meld": {"ua": 56.5},
-             "emosec": {"bleu4": 10.2, "meteor": 22.0, "rouge_l": 30.1, "cider": 19.2, "spice": 8.8}},
-    "sys7": {"iemocap": {"ua": 77.6, "wer": 11.1}, "meld": {"ua": 60.1, "wer": 25.3},
-             "emosec": {"bleu4": 10.3, "meteor": 22.1, "rouge_l": 30.4, "cider": 19.3, "spice": 9.0}},
-    "ablation_two_stage": {"iemocap": {"ua": 76.8, "wer": 10.7}, "meld": {"ua": 59.1, "wer": 25.0},
-                           "emosec": {"bleu4": 8.0, "meteor": 17.9, "rouge_l": 26.7, "cider": 16.3, "spice": 5.1}},
-    "ablation_beta_1e0": {"iemocap": {"ua": 72.8, "wer": 17.7}, "meld": {"ua": 53.5, "wer": 28.6},
-                         "emosec": {"bleu4": 7.8, "meteor": 16.9, "rouge_l": 25.2, "cider": 12.4, "spice": 6.7}},
-    "ablation_beta_1e-1": {"iemocap": {"ua": 77.3, "wer": 11.8}, "meld": {"ua": 59.7, "wer": 26.0},
-                          "emosec": {"bleu4": 9.8, "meteor": 21.5, "rouge_l": 29.6, "cider": 18.9, "spice": 8.6}},
-    "ablation_beta_1e-3": {"iemocap": {"ua": 77.4, "wer": 11.3}, "meld": {"ua": 60.2, "wer": 25.1},
-                          "emosec": {"bleu4": 10.4, "meteor": 21.9, "rouge_l": 30.3, "cider": 19.4, "spice": 8.9}},
-    "ablation_beta_1e-4": {"iemocap": {"ua": 77.1, "wer": 11.6}, "meld": {"ua": 59.8, "wer": 25.8},
-                          "emosec": {"bleu4": 10.0, "meteor": 21.7, "rouge_l": 29.6, "cider": 18.6, "spice": 8.5}},
-}
-"""The paper's numbers (Tables 1-3, percent / x100) by experiment name and test corpus."""
-
-PAPER_MARKS: dict[str, str] = {"*": "sys4", "†": "sys5", "∘": "sys6"}
+PAPER_RESULTS: dict[str, dict[str, dict[str, float]]] = _PAPER["results"]
+"""The paper's numbers (percent / x100) by experiment name and test corpus."""
+PAPER_MARKS: dict[str, str] = _PAPER["marks"]
 """Table 2's marks: significant improvement (paired one-tailed t-test, p < 0.05) over that system."""
 
 SUMMARY_KEYS = ("ua", "wa", "macro_f1", "wer", "bleu4", "meteor", "rouge_l", "cider", "spice",
@@ -83,9 +47,6 @@ SUMMARY_KEYS = ("ua", "wa", "macro_f1", "wer", "bleu4", "meteor", "rouge_l", "ci
 UTTERANCE_ATTRIBUTES = ("gender", "pitch", "volume", "speed")
 """Descriptors of the whole utterance, which the emotion label is expected to agree with (the
 emphasised word is a word-level choice, independent of the emotion)."""
-DEFAULT_CURVES = ("train/loss_asr", "train/loss_ser_sed", "train/loss_ser", "train/kl_content",
-                  "train/kl_descriptor", "train/beta", "lr-AdamW", "val/ce_per_token_asr",
-                  "val/ce_per_token_ser_sed", "val/ua", "val/wer", "val/bleu4")
 
 
 # -- runs ------------------------------------------------------------------------------------
@@ -304,110 +265,6 @@ def caption_samples(rows: Iterable[dict], n: int = 10) -> list[dict]:
     return [{"id": r["id"], "task": r["task"], "caption_ref": r.get("caption_ref"),
              "caption": r.get("caption"), "emotion_ref": r.get("emotion_ref"), "emotion": r.get("emotion")}
             for r in cap[:n]]
-
-
-# -- training curves ----------------------------------------------------------------------------
-def stage_names(run_dir: str | Path) -> list[str]:
-    """Stages in training order: from config.yaml, else the TensorBoard folders by name."""
-    path = resolve(run_dir)
-    tb = path / "tensorboard"
-    present = sorted(p.name for p in tb.iterdir() if p.is_dir()) if tb.is_dir() else []
-    if (path / "config.yaml").is_file():
-        cfg = OmegaConf.load(path / "config.yaml")
-        ordered = [s["name"] for s in cfg.get("training", {}).get("stages", [])]
-        return [s for s in ordered if s in present] + [s for s in present if s not in ordered]
-    return present
-
-
-def read_scalars(run_dir: str | Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """Every scalar of every stage: ``{stage: {tag: [(step, value), ...]}}``."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    out = {}
-    for stage in stage_names(run_dir):
-        acc = EventAccumulator(str(resolve(run_dir) / "tensorboard" / stage), size_guidance={"scalars": 0})
-        acc.Reload()
-        out[stage] = {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-    return out
-
-
-def concatenated_curves(scalars: dict[str, dict[str, list[tuple[int, float]]]]) -> tuple[
-        dict[str, list[tuple[int, float]]], list[int]]:
-    """Stages joined on one step axis (each stage's trainer counts from 0): ``(curves, stage
-    boundaries)``; stage s starts after the last step of the stages before it."""
-    curves: dict[str, list[tuple[int, float]]] = {}
-    offset, bounds = 0, []
-    for i, tags in enumerate(scalars.values()):
-        if i:
-            bounds.append(offset)
-        last = -1
-        for tag, points in tags.items():
-            curves.setdefault(tag, []).extend((offset + s, v) for s, v in points)
-            last = max([last] + [s for s, _ in points])
-        offset += last + 1
-    return curves, bounds
-
-
-def curves_figure(runs: dict[str, str | Path], tags: Sequence[str] = DEFAULT_CURVES, ncols: int = 3):
-    """One panel per tag that any run logged, one line per run, stages joined (dotted lines
-    mark the stage boundaries of the first run)."""
-    import matplotlib.pyplot as plt
-
-    data = {label: concatenated_curves(read_scalars(d)) for label, d in runs.items()}
-    present = [t for t in tags if any(t in curves for curves, _ in data.values())]
-    if not present:
-        raise ValueError(f"none of the tags {list(tags)} was logged by {list(runs)}")
-    nrows = math.ceil(len(present) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows), squeeze=False)
-    for ax, tag in zip(axes.flat, present):
-        for label, (curves, _) in data.items():
-            if tag in curves:
-                steps, values = zip(*sorted(curves[tag]))
-                ax.plot(steps, values, marker="." if len(steps) < 20 else None, label=label)
-        for b in next(iter(data.values()))[1]:
-            ax.axvline(b, color="grey", linestyle=":", linewidth=1)
-        ax.set_title(tag, fontsize=9)
-        ax.set_xlabel("step (stages joined)", fontsize=8)
-    for ax in list(axes.flat)[len(present):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def tensorboard_runs(specs: str | Iterable[str]) -> dict[str, Path]:
-    """Label -> run directory for every run with TensorBoard events under the specs (a run
-    directory, or a folder of runs such as ``runs/synthcraft/sys7`` holding seeds)."""
-    if isinstance(specs, str):
-        specs = run_specs(specs)
-    out: dict[str, Path] = {}
-    for spec in specs:
-        root = resolve(spec)
-        found = [root] if (root / "tensorboard").is_dir() else sorted(p.parent for p in root.rglob("tensorboard"))
-        if not found:
-            raise FileNotFoundError(f"no tensorboard/ folder at or below {spec!r} (looked in {root})")
-        for d in found:
-            out[spec if d == root else f"{spec}/{d.relative_to(root)}"] = d
-    return out
-
-
-def layer_weights(run_dir: str | Path) -> dict[str, list[float]]:
-    """The last logged softmax layer weights of both branches (``layer_weights/{branch}/{i}``),
-    from the last stage that logged them."""
-    for stage, tags in reversed(list(read_scalars(run_dir).items())):
-        out: dict[str, list[float]] = {}
-        for branch in ("content", "descriptor"):
-            layer_tags = sorted(t for t in tags if t.startswith(f"layer_weights/{branch}/"))
-            if layer_tags:
-                out[branch] = [tags[t][-1][1] for t in layer_tags]
-        if out:
-            return out
-    raise ValueError(f"{run_dir}: no layer_weights/* scalars in its TensorBoard events")
-
-
-def layer_weights_figure(run_dir: str | Path, title: str | None = None):
-    """Bars of both branches' softmax layer weights beside the uniform 1/L they start from."""
-    return plots.layer_weights_figure(layer_weights(run_dir), title=title or f"layer weights: {run_dir}")
 
 
 # -- comparison across systems --------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from explainable_ser.analysis import explore
+from explainable_ser.analysis import curves, explore
 from explainable_ser.config import load_config, to_yaml
 from explainable_ser.evaluation import emotion, significance
 from explainable_ser.evaluation.report import compute_metrics
@@ -153,21 +153,21 @@ def test_curves_and_layer_weights_from_event_files(runs):
     write_events(run, "stage2", {"train/loss_asr": [0.9, 0.8], "layer_weights/content/00": [0.6],
                                  "layer_weights/content/01": [0.4], "layer_weights/descriptor/00": [0.2],
                                  "layer_weights/descriptor/01": [0.8]})
-    scalars = explore.read_scalars(run)
+    scalars = curves.read_scalars(run)
     assert list(scalars) == ["stage1", "stage2"]  # training order from config.yaml
-    curves, bounds = explore.concatenated_curves(scalars)
-    steps, values = zip(*curves["train/loss_asr"])  # float32 in the event files
+    joined, bounds = curves.concatenated_curves(scalars)
+    steps, values = zip(*joined["train/loss_asr"])  # float32 in the event files
     assert steps == (0, 1, 2, 3, 4) and values == pytest.approx((3.0, 2.0, 1.0, 0.9, 0.8))
     assert bounds == [3]
-    assert explore.layer_weights(run) == {"content": pytest.approx([0.6, 0.4]),
+    assert curves.layer_weights(run) == {"content": pytest.approx([0.6, 0.4]),
                                           "descriptor": pytest.approx([0.2, 0.8])}
-    fig = explore.curves_figure({"a": run, "b": run}, ("train/loss_asr", "val/ua", "lr-AdamW"))
+    fig = curves.curves_figure({"a": run, "b": run}, ("train/loss_asr", "val/ua", "lr-AdamW"))
     assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["train/loss_asr"]
-    bars = [[p.get_height() for p in c] for c in explore.layer_weights_figure(run).axes[0].containers]
+    bars = [[p.get_height() for p in c] for c in curves.layer_weights_figure(run).axes[0].containers]
     assert bars == [pytest.approx([0.6, 0.4]), pytest.approx([0.2, 0.8])]  # content, descriptor
-    assert explore.tensorboard_runs([str(runs / "sys7")]) == {f"{runs / 'sys7'}/seed0": run}
+    assert curves.tensorboard_runs([str(runs / "sys7")]) == {f"{runs / 'sys7'}/seed0": run}
     with pytest.raises(ValueError):
-        explore.curves_figure({"a": run}, ("nope",))
+        curves.curves_figure({"a": run}, ("nope",))
 
 
 def test_markdown_table():
