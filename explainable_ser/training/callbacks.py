@@ -9,8 +9,9 @@
   and stage in its description, per-token cross-entropies beside each other.
 * :class:`StageTimer`: the stage's seconds so far, saved in each checkpoint, so a resumed stage
   counts the time it had spent up to its last checkpoint.
-* :class:`ValidationDecoding`: decodes a few validation utterances per epoch for the UA / WER /
-  caption curves, a confusion matrix, a predictions table and the layer weights in TensorBoard.
+* :class:`ValidationDecoding`: decodes a few validation utterances per epoch for the UA / WER
+  curves (torchmetrics states, summed over DDP ranks) and the caption curves, a confusion
+  matrix, a predictions table and the layer weights in TensorBoard.
 """
 
 from __future__ import annotations
@@ -22,9 +23,15 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from explainable_ser.training.checkpointing import rng_state, set_rng_state
+from torchmetrics.classification import MulticlassConfusionMatrix
+from torchmetrics.text import WordErrorRate
+
+from explainable_ser.evaluation.asr import normalize_text
 from explainable_ser.evaluation.decoding import decode_batch, decode_precision, gather_objects, gather_rows
+from explainable_ser.evaluation.emotion import emotion_metrics
 from explainable_ser.evaluation.report import compute_metrics
+from explainable_ser.model.prompts import get_task
+from explainable_ser.training.checkpointing import rng_state, set_rng_state
 
 
 class StageProgressBar(L.pytorch.callbacks.TQDMProgressBar):
@@ -196,9 +203,52 @@ class ValidationDecoding(L.Callback):
     def __init__(self, cfg):
         self.cfg = cfg
         self.rows: list[dict] = []
+        self.labels = list(cfg.training.labels)
+        # The counts behind UA / WA / macro-F1 and WER as torchmetrics states: each rank adds its
+        # shard's, compute() sums them over the DDP ranks. The last class is "unparsed".
+        self.confusion = MulticlassConfusionMatrix(num_classes=len(self.labels) + 1)
+        self.word_errors = WordErrorRate()
 
     def on_validation_epoch_start(self, trainer, pl_module):
         self.rows = []
+        self.confusion = self.confusion.to(pl_module.device)
+        self.word_errors = self.word_errors.to(pl_module.device)
+        self.confusion.reset()
+        self.word_errors.reset()
+
+    def update_metrics(self, rows: list[dict]) -> None:
+        """Adds decoded rows to the emotion counts and the word errors (the rows' own selection
+        and normalisation, as :func:`~explainable_ser.evaluation.report.compute_metrics` does)."""
+        index = {label: i for i, label in enumerate(self.labels)}
+        emo = [r for r in rows if "emotion" in get_task(r["task"]).fields and r["emotion_ref"] is not None]
+        if emo:
+            device = self.confusion.device
+            self.confusion.update(torch.tensor([index.get(r["emotion"], len(index)) for r in emo], device=device),
+                                  torch.tensor([index[r["emotion_ref"]] for r in emo], device=device))
+        pairs = [(normalize_text(r["transcript_ref"]), normalize_text(r["transcript"] or ""))
+                 for r in rows if "transcript" in get_task(r["task"]).fields and r["transcript_ref"]]
+        pairs = [(ref, hyp) for ref, hyp in pairs if ref]  # an empty reference has no WER
+        if pairs:
+            self.word_errors.update([hyp for _, hyp in pairs], [ref for ref, _ in pairs])
+
+    def synced_scores(self, rows: list[dict]) -> dict:
+        """UA, WA, macro-F1 (emotion_metrics on the summed confusion counts, so one definition)
+        and WER over every rank's decodes. Collective: every rank calls it with the gathered
+        ``rows``, which decide alike on every rank whether there is anything to compute."""
+        out: dict = {}
+        fields = [get_task(r["task"]).fields for r in rows]
+        if any("emotion" in f and r["emotion_ref"] is not None for f, r in zip(fields, rows)):
+            cm = self.confusion.compute().tolist()  # rows: reference, columns: prediction
+            refs = [self.labels[i] for i, row in enumerate(cm[: len(self.labels)]) for c in row for _ in range(c)]
+            hyps = [(self.labels + [None])[j] for row in cm[: len(self.labels)] for j, c in enumerate(row)
+                    for _ in range(c)]
+            em = emotion_metrics(refs, hyps, self.labels)
+            out.update(ua=em["ua"], wa=em["wa"], macro_f1=em["macro_f1"])
+        if any("transcript" in f and normalize_text(r["transcript_ref"] or "") for f, r in zip(fields, rows)):
+            # The summed counts, divided in float64 as jiwer does (compute() divides in float32).
+            with self.word_errors.sync_context():
+                out["wer"] = float(self.word_errors.errors) / float(self.word_errors.total)
+        return out
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         room = self.cfg.eval.val_decode_limit - len({r["id"] for r in self.rows})
@@ -209,9 +259,10 @@ class ValidationDecoding(L.Callback):
         stage = pl_module.stage
         # As the validation step computes: under the run's precision (autocast for bf16-mixed).
         with decode_precision(self.cfg, wave.device, pl_module.model):
-            self.rows += decode_batch(pl_module.model, wave, lens, batch["records"][:room],
-                                      list(dict.fromkeys(stage.tasks)), self.cfg,
-                                      zero_descriptor=stage.zero_descriptor)
+            rows = decode_batch(pl_module.model, wave, lens, batch["records"][:room],
+                                list(dict.fromkeys(stage.tasks)), self.cfg, zero_descriptor=stage.zero_descriptor)
+        self.update_metrics(rows)
+        self.rows += rows
 
     def on_validation_epoch_end(self, trainer, pl_module):
         if trainer.sanity_checking or self.cfg.eval.val_decode_limit <= 0:
@@ -223,13 +274,16 @@ class ValidationDecoding(L.Callback):
         rows = gather_rows(self.rows)
         if not rows:
             return
-        labels = list(self.cfg.training.labels)
-        # METEOR (a JVM per call) and SPICE are left to the final evaluation.
+        scores = self.synced_scores(rows)
+        labels = self.labels
+        # Captions need every rank's text: the gathered rows. METEOR (a JVM per call) and SPICE
+        # are left to the final evaluation.
         m = compute_metrics(rows, labels, caption_metrics=("bleu4", "rouge_l", "cider"),
                             language=self.cfg.eval.caption_language)
+        scores.update({k: m[k] for k in ("bleu4", "rouge_l", "cider")})
         for key in ("ua", "wa", "macro_f1", "wer", "bleu4", "rouge_l", "cider"):
-            if isinstance(m.get(key), float):
-                pl_module.log(f"val/{key}", m[key], rank_zero_only=True)
+            if isinstance(scores.get(key), float):
+                pl_module.log(f"val/{key}", scores[key], rank_zero_only=True)
         aa = m.get("attribute_accuracy") or {}
         for key, value in (aa.get("accuracy") or {}).items():
             if value is not None:

@@ -33,3 +33,32 @@ def test_the_bar_shows_per_token_cross_entropies_under_short_names(monkeypatch):
         "v_num": "age2", "train/ce_per_token_asr": 1.5, "val/ce_per_token_ser_sed": 0.9})
     bar = StageProgressBar("demo", StageConfig(name="stage2"), 2, 1)
     assert bar.get_metrics(None, None) == {"ce/tok asr": 1.5, "val ce/tok ser_sed": 0.9}
+
+
+def test_validation_scores_from_torchmetrics_states_equal_compute_metrics():
+    """UA / WA / macro-F1 / WER logged during validation come from torchmetrics states (summed
+    over DDP ranks); on one rank they must equal metrics.json's definitions exactly."""
+    import random
+    from types import SimpleNamespace
+
+    from explainable_ser.evaluation.report import compute_metrics
+    from explainable_ser.training.callbacks import ValidationDecoding
+
+    labels = ["neutral", "happy", "sad", "angry"]
+    rng = random.Random(3)
+    words = ["the", "dog", "ran", "a", "red", "ball", "Ball,", "home"]
+    rows = []
+    for i in range(60):
+        ref = rng.choice(labels[:3] + [None])  # "angry" never a reference, some missing
+        rows.append({"id": f"u{i}", "task": "ser", "emotion_ref": ref,
+                     "emotion": rng.choice(labels + [None, "bored"])})
+        tref = " ".join(rng.choices(words, k=rng.randint(0, 6)))  # some empty references
+        rows.append({"id": f"u{i}", "task": "asr", "transcript_ref": tref,
+                     "transcript": rng.choice([None, " ".join(rng.choices(words, k=rng.randint(0, 6)))])})
+    cb = ValidationDecoding(SimpleNamespace(training=SimpleNamespace(labels=labels)))
+    for start in range(0, len(rows), 7):  # batch by batch, as validation adds them
+        cb.update_metrics(rows[start:start + 7])
+    got = cb.synced_scores(rows)
+    want = compute_metrics(rows, labels, caption_metrics=())
+    assert got == {k: want[k] for k in ("ua", "wa", "macro_f1", "wer")}
+    assert 0 < got["ua"] < 1 and 0 < got["wer"]
