@@ -23,118 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
-
-from explainable_ser.model.prompts import get_task
-
-# The metrics (scipy, scikit-learn) and the record reader (lhotse) load when used, so that
-# `--help` and argument errors answer at once.
-
-#: What each test's per-utterance scores are (``test`` in the JSON, the ``test on`` column).
-TESTS = {
-    "ua": "class-weighted correctness (mean = UA)",
-    "accuracy": "correctness 1/0 (mean = WA)",
-    "wer": "minus utterance WER",
-    "bleu4": "sentence BLEU-4",
-    "meteor": "per-caption METEOR",
-    "rouge_l": "per-caption ROUGE-L",
-    "cider": "per-caption CIDEr-D",
-}
-CAPTION_TESTS = ("bleu4", "meteor", "rouge_l", "cider")
-
-
-def read_predictions(path: str | Path) -> dict[tuple[str, str], dict]:
-    """A ``predictions.jsonl`` keyed ``(id, task)``; a line without both is a ValueError."""
-    from data_modules.records import read_jsonl
-
-    rows = {}
-    for n, r in enumerate(read_jsonl(path), 1):
-        if "id" not in r or "task" not in r:
-            raise ValueError(f"{path}: prediction {n} has no {'id' if 'id' not in r else 'task'}")
-        rows[(r["id"], r["task"])] = r
-    return rows
-
-
-def pool_pairs(pairs: list[tuple[dict, dict]]) -> tuple[dict, dict]:
-    """Rows of several (A, B) pairs of runs (seeds) as one pair: ids suffixed ``@k`` with the
-    pair's index, so utterances pair within their own pair only. One pair is left as it is."""
-    if len(pairs) == 1:
-        return pairs[0]
-    pooled: tuple[dict, dict] = ({}, {})
-    for k, pair in enumerate(pairs):
-        for side, rows in zip(pooled, pair):
-            for (utt, task), row in rows.items():
-                side[(f"{utt}@{k}", task)] = {**row, "id": f"{utt}@{k}"}
-    return pooled
-
-
-def _by_utterance(rows: dict, field: str) -> dict[str, dict]:
-    """Each utterance's row for the task that outputs ``field`` (the first such task by name),
-    so systems decoding different tasks (Sys.5 ``ser`` vs Sys.7 ``ser_sed``) still pair up."""
-    out: dict[str, dict] = {}
-    for (utt, task), row in sorted(rows.items()):
-        if field in get_task(task).fields:
-            out.setdefault(utt, row)
-    return out
-
-
-def _paired(a_rows: dict, b_rows: dict, field: str) -> tuple[list[dict], list[dict]]:
-    """The two systems' rows for ``field`` on the utterances both decoded that have its reference."""
-    a, b = _by_utterance(a_rows, field), _by_utterance(b_rows, field)
-    ids = [u for u in sorted(set(a) & set(b)) if a[u][f"{field}_ref"]]  # a row without it: KeyError
-    return [a[u] for u in ids], [b[u] for u in ids]
-
-
-def _entry(metric: str, a: float | None, b: float | None, test: dict) -> dict:
-    delta = None if a is None or b is None else a - b
-    return {"a": a, "b": b, "delta": delta, "test": TESTS[metric], **test}
-
-
-def compare(a_rows: dict, b_rows: dict, labels: list[str] | None = None,
-            captions: bool = True) -> dict:
-    """Metrics of A and B on the utterances both decoded, each with the paired one-tailed t-test
-    that A is better (see the module docstring). Rows are keyed ``(id, task)``; pairs are made
-    per utterance. ``captions=False`` skips the caption tests (they start Java)."""
-    from explainable_ser.evaluation import asr, captions, emotion, significance
-
-    a_ids, b_ids = {k[0] for k in a_rows}, {k[0] for k in b_rows}
-    out: dict = {"n_shared": len(a_ids & b_ids), "only_a": len(a_ids - b_ids),
-                 "only_b": len(b_ids - a_ids), "metrics": {}, "reasons": {}}
-    a_emo, b_emo = _paired(a_rows, b_rows, "emotion")
-    if a_emo:
-        labs = labels or sorted({r["emotion_ref"] for r in a_emo})
-        em = [emotion.emotion_metrics([r["emotion_ref"] for r in rows], [r["emotion"] for r in rows], labs)
-              for rows in (a_emo, b_emo)]
-        for metric, key in (("ua", "ua"), ("accuracy", "wa")):
-            test = significance.paired_t_test(significance.per_utterance_scores(a_emo, metric),
-                                   significance.per_utterance_scores(b_emo, metric))
-            out["metrics"][metric] = _entry(metric, em[0][key], em[1][key], test)
-    a_asr, b_asr = _paired(a_rows, b_rows, "transcript")
-    if a_asr:
-        wer = [asr.wer([r["transcript_ref"] for r in rows], [r["transcript"] for r in rows])["wer"]
-               for rows in (a_asr, b_asr)]
-        test = significance.paired_t_test(significance.per_utterance_scores(a_asr, "wer"), significance.per_utterance_scores(b_asr, "wer"))
-        out["metrics"]["wer"] = _entry("wer", wer[0], wer[1], test)
-    a_cap, b_cap = _paired(a_rows, b_rows, "caption")
-    if a_cap and captions:
-        # As evaluate reads them: ``zh``, ``zh-CN`` ... score by characters, anything else by words.
-        languages = {"zh" if str(r.get("language") or "").lower().startswith("zh") else "en" for r in a_cap}
-        if len(languages) > 1:
-            out["reasons"]["captions"] = f"captions in several languages {sorted(languages)}: score them apart"
-        else:
-            lang = languages.pop()
-            scored = [captions.caption_metrics([r["caption_ref"] for r in rows], [r.get("caption") for r in rows],
-                                        language=lang, metrics=CAPTION_TESTS, per_item=True)
-                      for rows in (a_cap, b_cap)]
-            for metric in CAPTION_TESTS:
-                if scored[0][metric] is None or scored[1][metric] is None:
-                    out["reasons"][metric] = scored[0]["reasons"].get(metric) or scored[1]["reasons"].get(metric)
-                    continue
-                nan = float("nan")
-                per = [[nan if v is None else v for v in s["per_item"][metric]] for s in scored]
-                out["metrics"][metric] = _entry(metric, scored[0][metric], scored[1][metric],
-                                                significance.paired_t_test(per[0], per[1]))
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-captions", action="store_true",
                         help="skip the caption tests (they start Java for tokenisation and METEOR)")
     args = parser.parse_args(argv)
+    # The metrics (scipy, scikit-learn, Java scorers) load after the arguments are checked, so
+    # that `--help` and argument errors answer at once.
+    from explainable_ser.evaluation.report import read_predictions
+    from explainable_ser.evaluation.significance import compare, pool_pairs
+
     pairs = []
     for a_path, b_path in [(args.a, args.b), *args.pair]:
         rows = []

@@ -64,27 +64,27 @@ class SheetError(ValueError):
 
 
 # -- export -----------------------------------------------------------------------------------
-def read_predictions(path: Path) -> dict[str, dict]:
-    """The emotion-task rows of a predictions.jsonl, by utterance id."""
+def emotion_rows(path: Path) -> dict[str, dict]:
+    """The emotion-task rows of a predictions.jsonl, by utterance id (rows of other tasks, or of
+    tasks this version does not know, are not rated)."""
+    from explainable_ser.evaluation.report import read_predictions
     from explainable_ser.model.prompts import get_task
 
-    rows = {}
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    try:
+        rows = read_predictions(path)
+    except ValueError as err:
+        raise SheetError(str(err)) from None
+    out = {}
+    for (utt, task), row in rows.items():
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise SheetError(f"{path} line {i}: not JSON") from None
-        try:
-            fields = get_task(row["task"]).fields
+            fields = get_task(task).fields
         except (KeyError, ValueError):
-            continue  # rows of tasks this sheet does not rate
+            continue
         if "emotion" in fields:
-            rows[row["id"]] = row
-    if not rows:
+            out[utt] = row
+    if not out:
         raise SheetError(f"{path}: no row of an emotion task (an evaluate/fit predictions.jsonl is needed)")
-    return rows
+    return out
 
 
 def explanation_of(row: dict, which: str) -> str | None:
@@ -101,7 +101,7 @@ def audio_paths(predictions: Path) -> dict[str, str]:
     config = predictions.parent / "config.yaml"
     if not config.is_file():
         return {}
-    from data_modules.datamodule import read_split
+    from data_modules.streaming import read_split
     from explainable_ser.config import load_config
 
     cfg = load_config([str(config)])
@@ -137,7 +137,7 @@ def parse_systems(items: list[str]) -> dict[str, Path]:
 def export(systems: dict[str, Path], out: Path, n: int, seed: int = 0, explanation: str = "auto",
            audio: str = "copy") -> dict:
     """Write ``out/sheet.csv`` (+ ``out/audio/``, ``out/README.txt``) and ``out.key.json``."""
-    preds = {name: read_predictions(p) for name, p in systems.items()}
+    preds = {name: emotion_rows(p) for name, p in systems.items()}
     common = sorted(set.intersection(*(set(r) for r in preds.values())))
     usable = [u for u in common if all(explanation_of(preds[s][u], explanation) for s in preds)]
     if not usable:

@@ -23,8 +23,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from data_modules.records import read_jsonl
-from explainable_ser.compare import CAPTION_TESTS, compare
 from explainable_ser.evaluation import plots
+from explainable_ser.evaluation.significance import CAPTION_TESTS, compare
 from explainable_ser.model.prompts import get_task
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

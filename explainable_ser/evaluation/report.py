@@ -4,6 +4,9 @@ descriptors and explanations per task, plus the counterfactual with zeroed descr
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
+
+from data_modules.records import read_jsonl
 
 from explainable_ser.evaluation.asr import wer
 from explainable_ser.evaluation.captions import (
@@ -19,6 +22,17 @@ from explainable_ser.evaluation.emotion import (
     emotion_metrics,
 )
 from explainable_ser.model.prompts import get_task
+
+def read_predictions(path: str | Path) -> dict[tuple[str, str], dict]:
+    """A ``predictions.jsonl`` keyed ``(id, task)``; a line that is not a JSON object, or one
+    without both keys, is a ValueError naming the file and line."""
+    rows = {}
+    for n, r in enumerate(read_jsonl(path), 1):
+        if "id" not in r or "task" not in r:
+            raise ValueError(f"{path}: prediction {n} has no {'id' if 'id' not in r else 'task'}")
+        rows[(r["id"], r["task"])] = r
+    return rows
+
 
 # -- metrics.json from prediction rows ------------------------------------------------------
 _score_captions = caption_metrics  # compute_metrics' argument of that name would shadow it

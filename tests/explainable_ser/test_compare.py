@@ -11,7 +11,7 @@ from explainable_ser.evaluation import captions
 
 
 def test_compare_pairs_systems_that_decode_different_emotion_tasks():
-    from explainable_ser.compare import compare
+    from explainable_ser.evaluation.significance import compare
 
     def rows(task, emotions):
         return {(str(i), task): {"id": str(i), "task": task, "emotion_ref": ref, "emotion": hyp,
@@ -69,7 +69,8 @@ def test_compare_names_and_runs_a_ua_and_an_accuracy_test(tmp_path, capsys):
 
 @needs_java
 def test_compare_tests_captions_on_per_caption_scores(tmp_path):
-    from explainable_ser.compare import compare, read_predictions
+    from explainable_ser.evaluation.report import read_predictions
+    from explainable_ser.evaluation.significance import compare
 
     refs = [r if isinstance(r, str) else r[0] for r in CAP_REFS] * 3
     a_caps = [*CAP_HYPS] * 3
