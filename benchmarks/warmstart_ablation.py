@@ -21,12 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-from explainable_ser.training import provenance
-from explainable_ser.training.assembly import build
 from explainable_ser.config import load_config
 from explainable_ser.offline.warmstart import warm_start
+from explainable_ser.training import provenance
+from explainable_ser.training.assembly import build
+from explainable_ser.training.preparation import prepare
 
 V = dict(context=False, field_weight=0.0, epochs=5, value_words=False)
 VARIANTS = {
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             ctx = ["model.branch.utterance_context=[descriptor]"] if v["context"] else \
                 ["model.branch.utterance_context=[]"]
             cfg = load_config([*args.configs, f"run_dir={tmp}/run", *ctx])
-            dm, module = build(cfg, Path(tmp) / "run")  # the same seed: the same initial weights
+            dm, module = build(cfg, Path(tmp) / "run", prepare(cfg, Path(tmp) / "run"))  # the same seed: the same initial weights
             if train is None:
                 train, _ = dm.usable_clips("train_split")
                 dev, _ = dm.usable_clips("val_split")

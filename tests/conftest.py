@@ -1,10 +1,14 @@
-"""Shared fixtures: tiny random models and a tiny tokenizer (no downloads anywhere)."""
+"""Shared fixtures: tiny random models and a tiny tokenizer (no downloads anywhere), and the
+signals and measured SynthCraft clips that several data tests share."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -85,6 +89,7 @@ def trained_run(tmp_path_factory):
     from data_modules.synthcraft import generate
     from explainable_ser.config import load_config, to_yaml
     from explainable_ser.training.assembly import build
+    from explainable_ser.training.preparation import prepare
     from explainable_ser.training.stages import adaptable_names
 
     tmp = tmp_path_factory.mktemp("export")
@@ -95,7 +100,7 @@ def trained_run(tmp_path_factory):
                        "eval.max_new_tokens=6"])
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    _, module = build(cfg, run_dir)
+    _, module = build(cfg, run_dir, prepare(cfg, run_dir))
     gen = torch.Generator().manual_seed(0)
     keep = {f"model.{n}" for n in adaptable_names(module.model)}
     state = {k: (v + 0.05 * torch.randn(v.shape, generator=gen)) if v.is_floating_point() else v
@@ -133,3 +138,74 @@ CAP_HYPS = [
     None,
     "A calm man speaks at a normal speed.",
 ]
+
+
+# -- cuts without audio (test_streaming.py, test_datamodule.py) -------------------------------
+def fake_cuts(n: int, seed: int = 0):
+    """A CutSet with SpeechCraft-like durations (no audio is read by the sampler)."""
+    import random
+
+    from lhotse import CutSet
+
+    from data_modules.records import make_cut
+
+    rng = random.Random(seed)
+    cuts = []
+    for i in range(n):
+        dur = round(rng.uniform(1.0, 12.0), 2)
+        cuts.append(make_cut(f"utt-{i:05d}", f"/nonexistent/{i}.flac", sampling_rate=16000,
+                             num_samples=int(dur * 16000), corpus="fake", split="train",
+                             transcript="a b", emotion="sad"))
+    return CutSet.from_cuts(cuts)
+
+
+# -- SpeechCraft's released label samples (test_speechcraft*.py) ------------------------------
+SPEECHCRAFT_SAMPLES = (Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "formats"
+                       / "speechcraft")
+SPEECHCRAFT_LJ_LABELS = SPEECHCRAFT_SAMPLES / "pipeline_labels_LJspeech_0.first12.json"
+SPEECHCRAFT_FORK_LABELS = SPEECHCRAFT_SAMPLES / "fork_labels_CTTS_0.first6.json"
+needs_speechcraft_samples = pytest.mark.skipif(
+    not SPEECHCRAFT_LJ_LABELS.is_file() or not SPEECHCRAFT_FORK_LABELS.is_file(),
+    reason="SpeechCraft reference samples not present")
+
+
+# -- SynthCraft's captions (test_synthcraft.py, test_caption_templates.py) --------------------
+def parse_caption(caption: str) -> dict:
+    """A keyword parser, as a downstream consumer would read captions back."""
+    found = {
+        "gender": re.search(r"\b(male|female) speaker\b", caption),
+        "pitch": re.search(r"\b(low|normal|high) pitch\b", caption),
+        "volume": re.search(r"\b(low|normal|high) volume\b", caption),
+        "speed": re.search(r"\bat a (slow|normal|fast) pace\b", caption),
+        "emphasis": re.search(r'the word "(\w+)"', caption),
+    }
+    return {key: m.group(1) if m else None for key, m in found.items()}
+
+
+# -- the annotator's tests (tests/data_modules/annotate/) -------------------------------------
+def harmonic(f0: float, seconds: float, amp: float = 0.3) -> np.ndarray:
+    """A voice-like harmonic complex (1/k amplitudes) at ``f0``, peak ``amp``, at 16 kHz."""
+    sr = 16000
+    t = np.arange(int(seconds * sr)) / sr
+    x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 9) if k * f0 < sr / 2)
+    return (amp * x / np.max(np.abs(x))).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def synthcraft_measured(tmp_path_factory):
+    """60 SynthCraft clips, measured once by two worker processes: (cuts, measured, metas,
+    truth). Shared by the binning and the pipeline tests."""
+    from lhotse import CutSet
+
+    from data_modules.annotate.measure import measure_cuts
+    from data_modules.records import record_of
+    from data_modules.synthcraft import generate
+
+    out = tmp_path_factory.mktemp("synthcraft")
+    manifests = generate(out, n_train=60, n_dev=1, n_test=1, seed=0, num_workers=1,
+                         progress=False)
+    cuts = list(CutSet.from_file(manifests["train"]))
+    results = list(measure_cuts(cuts, workers=2))
+    assert [r[0] for r in results] == [c.id for c in cuts]  # the pool keeps the order
+    truth = [record_of(c)["attributes"] for c in cuts]
+    return cuts, [r[1] for r in results], [r[2] for r in results], truth

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from conftest import TINY_LLM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +46,7 @@ def env(tmp_path_factory):
     from data_modules.synthcraft import generate
     from explainable_ser.config import load_config, to_yaml
     from explainable_ser.training.assembly import build
+    from explainable_ser.training.preparation import prepare
     from explainable_ser.training.stages import adaptable_names
 
     tmp = tmp_path_factory.mktemp("cli")
@@ -56,7 +58,7 @@ def env(tmp_path_factory):
     cfg = load_config(overrides)
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    _, module = build(cfg, run_dir)  # saves the tokenizer and the random frozen weights
+    _, module = build(cfg, run_dir, prepare(cfg, run_dir))  # saves the tokenizer and the random frozen weights
     keep = {f"model.{n}" for n in adaptable_names(module.model)}
     state = {k: v for k, v in module.state_dict().items() if k in keep}
     ckpt = run_dir / "stage2" / "final.ckpt"

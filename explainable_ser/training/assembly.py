@@ -1,6 +1,7 @@
 """Assembly: one experiment's data module, tokenizer, model and Lightning module from a config.
 
-* :func:`build` assembles them for training or evaluation.
+* :func:`build` assembles them for training or evaluation, from a data module that
+  :func:`~explainable_ser.training.preparation.prepare` made ready.
 * :func:`load_trained` rebuilds a trained run from one of its checkpoints (``evaluate``,
   ``predict``).
 
@@ -13,15 +14,15 @@ from pathlib import Path
 
 import torch
 
-from data_modules.datamodule import SpeechBatchDataset, SpeechDataModule
-from data_modules.records import record_of
-from explainable_ser.training.checkpointing import load_adaptable, read_checkpoint
-from explainable_ser.config import ConfigError, ExperimentConfig, load_config
-from explainable_ser.training.lit_module import ExplainableSERModule
+from data_modules.batches import SpeechBatchDataset
+from data_modules.datamodule import SpeechDataModule
+from explainable_ser.config import ExperimentConfig, load_config
 from explainable_ser.model.ser import build_model
-from explainable_ser.model.prompts import get_task
-from explainable_ser.training.runs import find_checkpoint
 from explainable_ser.model.tokenizer import load_tokenizer
+from explainable_ser.training.checkpointing import load_adaptable, read_checkpoint
+from explainable_ser.training.lit_module import ExplainableSERModule
+from explainable_ser.training.preparation import prepare
+from explainable_ser.training.runs import find_checkpoint
 
 
 def corpus_texts(dm: SpeechDataModule, labels: list[str]):
@@ -73,63 +74,22 @@ def auto_dtype_device(cfg: ExperimentConfig) -> str:
     return compute_device(cfg) if bf16 else "cpu"
 
 
-MADE_FIELDS = {"rationale": "python -m data_modules.rationales --manifest {dir}/{name}_cuts_{split}.jsonl.gz "
-                             "--out RATIONALE_DIR/{name}_cuts_{split}.jsonl.gz"}
-"""Record fields no corpus reader writes, and the command that adds them to a manifest."""
+def build(cfg: ExperimentConfig, run_dir: Path, dm: SpeechDataModule | None = None):
+    """Data module, tokenizer and Lightning module for an experiment; builds, prepares nothing.
 
-
-def check_made_fields(cfg: ExperimentConfig, dm, before_generation: bool = False, peek: int = 200) -> None:
-    """A training task that needs a made field (a rationale) must find it in the training
-    records: a run that would skip every such target is refused at once, with the command
-    that writes the field (instead of a built-in corpus generated anew without it)."""
-    from data_modules.records import manifest_path
-
-    needed = {f for st in cfg.training.stages for t in st.tasks for f in get_task(t).fields if f in MADE_FIELDS}
-    train = [spec for spec in cfg.data.corpora if spec.train_split is not None]
-    for field in sorted(needed):
-        spec = train[0] if train else None
-        if spec is None:
-            return
-        how = MADE_FIELDS[field].format(dir="data/synthcraft" if spec.name == "synthcraft" else spec.dir,
-                                        name=spec.name, split=spec.train_split)
-        if before_generation:
-            for spec in train:
-                if spec.name == "synthcraft" and not manifest_path(spec.dir, spec.name, spec.train_split).exists():
-                    raise ConfigError(f"corpus {spec.name} in {spec.dir}: no manifest, and the training "
-                                      f"tasks need the '{field}' field, which generation does not write: "
-                                      f"make it with `{how}` (RATIONALE_DIR = {spec.dir})")
-            continue
-        cuts = dm.split_cuts("train_split", metadata_only=True)
-        if not any(record_of(c).get(field) for _, split in cuts for c in split.subset(first=peek)):
-            raise ConfigError(f"training tasks need the record field '{field}', and none of the "
-                              f"first {peek} training records of each corpus has it: make it with `{how}`")
-
-
-def build(cfg: ExperimentConfig, run_dir: Path, with_data: bool = True):
-    """Data module, tokenizer and Lightning module for an experiment.
-
-    ``with_data=False`` (prediction on files) needs a saved or configured tokenizer.
+    ``dm``: the data module :func:`~explainable_ser.training.preparation.prepare` returned (the
+    offline word tokenizer reads its training texts); ``None`` for prediction on files, which
+    needs a saved or configured tokenizer.
     """
-    from explainable_ser.offline import prepare_builtin_corpora
-    from explainable_ser.offline.fbank import ensure_ctc_encoder
-
-    dm = SpeechDataModule(cfg.data)
-    if with_data:
-        check_made_fields(cfg, dm, before_generation=True)
-        prepare_builtin_corpora(cfg.data)
-        check_made_fields(cfg, dm)
+    dm = dm if dm is not None else SpeechDataModule(cfg.data)
     if cfg.model.kind == "discriminative":  # an SSL baseline of Table 2: no LLM, no tokenizer
         from explainable_ser.model.baseline import build_baseline
         from explainable_ser.training.lit_baseline import BaselineModule
 
-        if with_data:
-            ensure_ctc_encoder(cfg, dm, run_dir / "offline_models" / "encoder")
         model = build_baseline(cfg.model, list(cfg.training.labels), device=auto_dtype_device(cfg),
                                random_init_dir=run_dir / "offline_models" / "encoder")
         return dm, BaselineModule(model, cfg)
     tokenizer = prepare_tokenizer(cfg, dm, run_dir)
-    if with_data:
-        ensure_ctc_encoder(cfg, dm, run_dir / "offline_models" / "encoder")
     # Randomly initialised (offline) encoder/LLM weights live in the run directory, so every
     # later build of this run (resume, evaluate, predict) gets the same frozen weights.
     model = build_model(cfg.model, tokenizer, device=auto_dtype_device(cfg),
@@ -150,7 +110,7 @@ def load_trained(ckpt: str | Path, overrides: list[str], with_data: bool = True)
     state = read_checkpoint(ckpt)  # a bad file fails here, before any model is built
     cfg = load_config(overrides)
     cfg.run_dir = str(run_dir)
-    dm, module = build(cfg, run_dir, with_data=with_data)
+    dm, module = build(cfg, run_dir, prepare(cfg, run_dir) if with_data else None)
     module.to(compute_device(cfg))  # evaluate / predict decode where training ran
     load_adaptable(module, ckpt, state)
     return cfg, dm, module, run_dir

