@@ -3,7 +3,7 @@
     python benchmarks/annotate.py [--data-dir data/synthcraft] [--workers 2] \\
         [--out benchmarks/results/annotate.json]
 
-1. The CLI's code path (:func:`data_modules.annotate.annotate_manifest`, default settings)
+1. The CLI's code path (:func:`data_modules.annotate.pipeline.annotate_manifest`, default settings)
    annotates train (reference stats computed there and saved), then dev and test binned with
    the train stats. Throughput (utterances/s with ``--workers`` processes) per split.
 2. The measurements are read back from the annotated manifests and re-binned, with the same
@@ -32,16 +32,18 @@ import numpy as np
 from lhotse import CutSet
 from sklearn.metrics import accuracy_score, confusion_matrix
 
-from data_modules import annotate as A
+from data_modules.annotate import bins, measure
+from data_modules.annotate.cli import format_report
+from data_modules.annotate.pipeline import annotate_manifest
 from data_modules.records import manifest_path, record_of
 from data_modules.synthcraft import CORPUS, ensure_synthcraft
 from explainable_ser.training import provenance
 
 SPLITS = ("train", "dev", "test")
 TARGETS = {"pitch": 0.85, "volume": 0.85, "speed": 0.85, "gender": 0.95}
-DEFAULT = A.BinningConfig()
-VALIDATED = A.BinningConfig(normalize_by="gender", percentiles="reference-labels",
-                            pitch_measure="floor", volume_measure="peak")
+DEFAULT = bins.BinningConfig()
+VALIDATED = bins.BinningConfig(normalize_by="gender", percentiles="reference-labels",
+                               pitch_measure="floor", volume_measure="peak")
 
 
 def machine() -> dict:
@@ -59,7 +61,7 @@ def machine() -> dict:
 
 
 def score(assigned: list[dict], truth: list[dict], attribute: str) -> dict:
-    labels = list(A.BIN_LABELS.get(attribute, A.GENDERS))
+    labels = list(measure.BIN_LABELS.get(attribute, bins.GENDERS))
     y_true = [t[attribute] for t in truth]
     y_pred = [str(a["bins"][attribute]) for a in assigned]
     cm = confusion_matrix(y_true, y_pred, labels=[*labels, "None"])[: len(labels)]
@@ -68,13 +70,13 @@ def score(assigned: list[dict], truth: list[dict], attribute: str) -> dict:
             "n_null": int(sum(p == "None" for p in y_pred))}
 
 
-def evaluate(cfg: A.BinningConfig, data: dict, stats: dict, hide_gender: bool = False,
+def evaluate(cfg: bins.BinningConfig, data: dict, stats: dict, hide_gender: bool = False,
              confusion: bool = True) -> dict:
     out: dict = {"settings": vars(cfg).copy(), "gender_hidden": hide_gender}
     for split, (measured, metas, truth) in data.items():
         if hide_gender:
             metas = [dict(m, gender=None) for m in metas]
-        assigned = A.assign_bins(measured, metas, stats, cfg)
+        assigned = bins.assign_bins(measured, metas, stats, cfg)
         res = {attr: score(assigned, truth, attr) for attr in ("pitch", "volume", "speed",
                                                               "gender")}
         out.setdefault("accuracy", {})[split] = {a: r["accuracy"] for a, r in res.items()}
@@ -91,23 +93,23 @@ def evaluate(cfg: A.BinningConfig, data: dict, stats: dict, hide_gender: bool = 
 def option_tables(data: dict, stats: dict) -> dict:
     """Accuracy per split of every option that changes each attribute's bins."""
     tables: dict[str, list] = {"pitch": [], "volume": [], "speed": []}
-    for norm in A.NORMALIZE_CHOICES:
-        for pct in A.PERCENTILE_CHOICES:
-            for pm in A.PITCH_MEASURES:
-                cfg = A.BinningConfig(normalize_by=norm, percentiles=pct, pitch_measure=pm)
+    for norm in bins.NORMALIZE_CHOICES:
+        for pct in bins.PERCENTILE_CHOICES:
+            for pm in bins.PITCH_MEASURES:
+                cfg = bins.BinningConfig(normalize_by=norm, percentiles=pct, pitch_measure=pm)
                 acc = evaluate(cfg, data, stats, confusion=False)["accuracy"]
                 tables["pitch"].append({"normalize_by": norm, "percentiles": pct,
                                         "pitch_measure": pm,
                                         **{s: acc[s]["pitch"] for s in data}})
             if pct == "speechcraft":  # volume and speed: tertiles in both fixed schemes
                 continue
-            for vm in A.VOLUME_MEASURES:
-                cfg = A.BinningConfig(normalize_by=norm, percentiles=pct, volume_measure=vm)
+            for vm in bins.VOLUME_MEASURES:
+                cfg = bins.BinningConfig(normalize_by=norm, percentiles=pct, volume_measure=vm)
                 acc = evaluate(cfg, data, stats, confusion=False)["accuracy"]
                 tables["volume"].append({"normalize_by": norm, "percentiles": pct,
                                          "volume_measure": vm,
                                          **{s: acc[s]["volume"] for s in data}})
-            cfg = A.BinningConfig(normalize_by=norm, percentiles=pct)
+            cfg = bins.BinningConfig(normalize_by=norm, percentiles=pct)
             acc = evaluate(cfg, data, stats, confusion=False)["accuracy"]
             tables["speed"].append({"normalize_by": norm, "percentiles": pct,
                                     **{s: acc[s]["speed"] for s in data}})
@@ -122,7 +124,7 @@ def gender_table(data: dict) -> dict:
         hidden = [dict(m, gender=None) for m in metas]
         row = {}
         for name, k in (("speaker_f0", 10), ("utterance_f0", 10 ** 9)):
-            got = A.resolve_genders(measured, hidden, k)
+            got = bins.resolve_genders(measured, hidden, k)
             row[name] = float(np.mean([g == t["gender"] for (g, _), t in zip(got, truth)]))
         out[split] = row
     return out
@@ -157,7 +159,7 @@ def diagnostics(measured: list[dict], metas: list[dict], truth: list[dict],
         labels = np.array([t["pitch"] for t in truth])
         emo = np.array(emotions)
         dev = v.copy()
-        for label in A.BIN_LABELS["pitch"]:
+        for label in measure.BIN_LABELS["pitch"]:
             sel = ok & (labels == label)
             dev[sel] -= v[sel].mean()
         bias[key] = {e: float(dev[ok & (emo == e)].mean()) for e in sorted(set(emotions))}
@@ -195,9 +197,9 @@ def main() -> None:
             out = manifest_path(tmp, CORPUS, split)
             ref = None if split == "train" else stats_path
             save = stats_path if split == "train" else None
-            report = A.annotate_manifest(src, out, reference_stats=ref, save_stats=save,
-                                         workers=args.workers, progress=True)
-            print(A.format_report(report), flush=True)
+            report = annotate_manifest(src, out, reference_stats=ref, save_stats=save,
+                                       workers=args.workers, progress=True)
+            print(format_report(report), flush=True)
             res["throughput"][split] = {k: report[k] for k in (
                 "utterances", "seconds", "utterances_per_second", "audio_seconds",
                 "x_real_time", "workers")}
@@ -208,13 +210,13 @@ def main() -> None:
             cuts_out = list(CutSet.from_file(out))
             assert [c.id for c in cuts_in] == [c.id for c in cuts_out]
             measured = [record_of(c)["attributes"]["measured"] for c in cuts_out]
-            data[split] = (measured, [A.record_meta(c) for c in cuts_in],
+            data[split] = (measured, [measure.record_meta(c) for c in cuts_in],
                            [record_of(c)["attributes"] for c in cuts_in])
             emotions[split] = [record_of(c)["emotion"] for c in cuts_in]
         res["throughput"]["all"] = {"utterances": total_n, "seconds": total_s,
                                     "utterances_per_second": total_n / total_s,
                                     "workers": args.workers}
-        stats = A.load_stats(stats_path)
+        stats = bins.load_stats(stats_path)
     res["machine"]["load_average_at_end"] = list(os.getloadavg())
     res["corpus"] = {
         "dir": args.data_dir, "sizes": {s: len(d[0]) for s, d in data.items()},
@@ -225,17 +227,17 @@ def main() -> None:
         "train_label_percentiles": stats["label_percentiles"]}
 
     t0 = time.perf_counter()
-    hidden_stats = A.compute_stats(data["train"][0],
-                                   [dict(m, gender=None) for m in data["train"][1]],
-                                   source=["train, corpus gender hidden"])
+    hidden_stats = bins.compute_stats(data["train"][0],
+                                      [dict(m, gender=None) for m in data["train"][1]],
+                                      source=["train, corpus gender hidden"])
     res["configs"] = {
         "default": evaluate(DEFAULT, data, stats),
         "validated": evaluate(VALIDATED, data, stats),
         "validated_gender_hidden": evaluate(VALIDATED, data, hidden_stats, hide_gender=True),
         "validated_speaker_normalised": evaluate(
-            A.BinningConfig(**{**vars(VALIDATED), "normalize_by": "speaker"}), data, stats),
+            bins.BinningConfig(**{**vars(VALIDATED), "normalize_by": "speaker"}), data, stats),
         "tertiles_floor_peak": evaluate(
-            A.BinningConfig(**{**vars(VALIDATED), "percentiles": "tertiles"}), data, stats),
+            bins.BinningConfig(**{**vars(VALIDATED), "percentiles": "tertiles"}), data, stats),
     }
     res["options"] = option_tables(data, stats)
     res["options"]["gender_from_f0"] = gender_table(data)

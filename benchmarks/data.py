@@ -25,8 +25,10 @@ from pathlib import Path
 import soxr
 from lhotse import CutSet
 
-from data_modules.datamodule import DataConfig, SpeechBatchDataset, build_sampler
+from data_modules.batches import SpeechBatchDataset
+from data_modules.config import DataConfig
 from data_modules.records import make_cut, manifest_path
+from data_modules.streaming import build_sampler
 from data_modules.synthcraft import generate
 from explainable_ser.training import provenance
 

@@ -28,11 +28,12 @@ from pathlib import Path
 import torch
 from lhotse import CutSet
 
-from data_modules.datamodule import DataConfig, SpeechBatchDataset
+from data_modules.batches import SpeechBatchDataset
+from data_modules.config import DataConfig
 from data_modules.records import manifest_path
-from explainable_ser.training import provenance
 from explainable_ser.config import load_config
 from explainable_ser.model.prompts import get_task
+from explainable_ser.training import provenance
 
 
 def timed_decode(model, wave, lens, task, batch: int, max_new_tokens: int) -> tuple[list[str], float]:
@@ -134,7 +135,7 @@ def main() -> None:
             cfg = load_config(["offline", f"data.corpora.0.dir={args.data_dir}",
                                f"model.llm.attn_implementation={attn}"])
         torch.manual_seed(0)
-        _, module = build(cfg, run_dir, with_data=False)
+        _, module = build(cfg, run_dir)
         if args.ckpt:
             load_adaptable(module, Path(args.ckpt))
         model = module.model.eval()

@@ -167,8 +167,8 @@ def child(spec: dict) -> dict:
     import psutil
     import torch
 
-    from data_modules.datamodule import (CorpusSpec, DataConfig, SpeechDataModule,
-                                         resolved_buffer_size)
+    from data_modules.datamodule import CorpusSpec, DataConfig, SpeechDataModule
+    from data_modules.streaming import resolved_buffer_size
 
     torch.set_num_threads(1)
     proc = psutil.Process()
@@ -231,12 +231,13 @@ def train_step_rate(steps: int, run_dir: Path) -> dict:
 
     from explainable_ser.config import load_config
     from explainable_ser.training.assembly import build
+    from explainable_ser.training.preparation import prepare
     from explainable_ser.training.stages import apply_trainable
 
     cfg = load_config(["offline", "model.encoder.kind=fbank", "eval.run_after_fit=false"])
     cfg.run_dir = str(run_dir)
     torch.manual_seed(0)
-    dm, module = build(cfg, run_dir)
+    dm, module = build(cfg, run_dir, prepare(cfg, run_dir))
     stage = cfg.training.stages[-1]
     module.set_stage(stage, steps)
     apply_trainable(module.model, list(stage.trainable))

@@ -1,8 +1,10 @@
-"""argparse ``type=`` converters shared by the data CLIs (no heavy imports: ``--help`` stays fast)."""
+"""argparse ``type=`` converters and the ``--workers`` default shared by the data CLIs (no heavy
+imports: ``--help`` stays fast)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def _number(text: str, kind: type):
@@ -33,3 +35,9 @@ def fraction(text: str) -> float:
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
+
+
+def default_workers() -> int:
+    """Worker processes when ``--workers`` is not given: min(2, CPUs this process may use)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(2, cpus or 1))

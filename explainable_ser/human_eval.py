@@ -38,7 +38,6 @@ import json
 import random
 import shutil
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 CRITERIA = ("plausibility", "grounding", "faithfulness")

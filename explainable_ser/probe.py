@@ -5,7 +5,7 @@ attribute? For every rung a simple probe is fitted on training clips and scored 
 
 1. ``measurements``: nine interpretable measurements per clip (pYIN F0 median / p5 / p95 /
    range, voiced fraction, loudness, level, peak level, speaking rate; the annotator's own
-   :func:`data_modules.annotate.measure_audio`) with a small tree classifier;
+   :func:`data_modules.annotate.measure.measure_audio`) with a small tree classifier;
 2. ``encoder/layer_NN``: each frozen encoder layer, mean and std over the clip's frames;
 3. ``{branch}/input``: the branch's softmax-weighted layer sum (pooled the same way);
 4. ``{branch}/z``: the bottleneck's latent (its mean, as at inference);
@@ -87,7 +87,7 @@ def fit_probe(kind: str, train_x, train_y: list, test_x, test_y: list, target: s
 
 # -- features of each rung ------------------------------------------------------------------
 def _measure(item):
-    from data_modules.annotate import measure_audio
+    from data_modules.annotate.measure import measure_audio
 
     wave, sr, transcript = item
     return measure_audio(wave, sr, transcript)
@@ -99,7 +99,7 @@ def measurement_features(clips: list, sr: int, workers: int = 2, desc: str = "me
 
     from tqdm import tqdm
 
-    from data_modules.annotate import _warm_up
+    from data_modules.annotate.measure import _warm_up
 
     _warm_up()  # numba kernels compiled once, before the workers fork
     items = [(w.numpy(), sr, rec.get("transcript")) for w, rec in clips]
@@ -225,8 +225,8 @@ def teacher_forced_choices(model, clips: list, task_name: str, labels: list[str]
     """
     import torch
 
-    from explainable_ser.model.ser import SpeechTokens
     from explainable_ser.model.prompts import get_task, render_target
+    from explainable_ser.model.ser import SpeechTokens
 
     task = get_task(task_name)
     ids = model.prompts._ids
@@ -384,8 +384,8 @@ def run_probe(run_dir: Path, ckpt: Path | None, n_train: int, n_test: int | None
     """Load the run, collect each rung's features on train/test clips, fit and score the probes."""
     import torch
 
-    from explainable_ser.training.assembly import load_trained
     from explainable_ser.evaluation.decoding import decode_precision
+    from explainable_ser.training.assembly import load_trained
 
     start = time.time()
     ckpt = ckpt or final_checkpoint(run_dir)

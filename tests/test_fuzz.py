@@ -24,7 +24,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from data_modules.corpora import emosec, iemocap, meld, speechcraft
+from data_modules.corpora import emosec, iemocap, meld, speechcraft, speechcraft_labels
 from data_modules.corpora.common import BadInput, PrepareReport
 from data_modules.records import EMOTIONS
 from explainable_ser.config import ConfigError, ExperimentConfig, load_config, to_yaml
@@ -296,7 +296,7 @@ _LABEL_TEXT = st.one_of(
     max_size=5))
 def test_speechcraft_describe(record):
     try:
-        desc = speechcraft.describe(record)
+        desc = speechcraft_labels.describe(record)
     except BadInput as err:
         assert err.reason == "bad_label_record"
         return
@@ -308,9 +308,9 @@ def test_speechcraft_describe(record):
 @settings(max_examples=600, **FAST)
 @given(_LABEL_TEXT)
 def test_speechcraft_parse_labels(text):
-    labels = speechcraft.parse_labels(text)
+    labels = speechcraft_labels.parse_labels(text)
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
-    speechcraft._looks_like_labels(text)
+    speechcraft_labels._looks_like_labels(text)
 
 
 _JSON_VALUE = st.recursive(
@@ -331,10 +331,10 @@ _JSON_VALUE = st.recursive(
 def test_speechcraft_label_files(scratch, lines, suffix):
     path = _write(scratch, "labels" + suffix, "\n".join(lines))
     report = PrepareReport("speechcraft")
-    for key, record in speechcraft.read_label_file(path, report):
+    for key, record in speechcraft_labels.read_label_file(path, report):
         assert isinstance(key, str) and isinstance(record, dict)
         try:
-            speechcraft.describe(record)
+            speechcraft_labels.describe(record)
         except BadInput:
             pass
     json.dumps(report.to_dict())

@@ -22,15 +22,19 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
-from lhotse import CutSet
-
-from data_modules.records import manifest_path
+# No lhotse at the top (it takes seconds): the readers import this module for LayoutError
+# when `prepare --help` builds its parser; write_prepared imports it.
 
 SHAR_SHARD_SIZE = 1000  # cuts per Shar shard (tar): a few hundred MB of FLAC at 10 s clips
+
+
+class LayoutError(Exception):
+    """A reader's input path is missing, or what is there does not look like the corpus's
+    release; ``prepare`` answers it with one ``error:`` line and exit status 2."""
 
 
 class BadInput(Exception):
@@ -108,6 +112,10 @@ def write_prepared(cuts_by_split: dict[str, Iterable], out_dir: str | Path, repo
 
     Returns split -> manifest path.
     """
+    from lhotse import CutSet
+
+    from data_modules.records import manifest_path
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
@@ -139,11 +147,3 @@ def write_prepared(cuts_by_split: dict[str, Iterable], out_dir: str | Path, repo
     for split, path in paths.items():
         print(f"  {split:12s} {path}" + (f"  shards: {shar_dir(out_dir, split)}" if shar else ""))
     return paths
-
-
-def group_by_split(pairs: Iterable[tuple[str, Any]]) -> dict[str, list]:
-    """``[(split, cut), ...]`` -> ``{split: [cut, ...]}`` in input order."""
-    out: dict[str, list] = defaultdict(list)
-    for split, cut in pairs:
-        out[split].append(cut)
-    return dict(out)

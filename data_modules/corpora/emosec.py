@@ -42,15 +42,13 @@ import re
 import sys
 from pathlib import Path
 
+from data_modules.corpora.common import LayoutError
+
 CORPUS = "emosec"
 SPLIT = "test"
 SAMPLING_RATE = 16000
 CAPTIONS, TEXT, WAV_SCP = "fid2captions.json", "text.txt", "wav.scp"
 CAPTION_KEY = re.compile(r'"([^"\\]+)"\s*:')  # the id of a (possibly broken) caption line
-
-
-class LayoutError(Exception):
-    """``--root`` does not hold the EMOSEC files."""
 
 
 # --------------------------------------------------------------------------- layout

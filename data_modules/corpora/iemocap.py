@@ -70,6 +70,7 @@ from pathlib import Path
 from typing import Iterable
 
 from data_modules.cli_types import fraction
+from data_modules.corpora.common import LayoutError
 
 CORPUS = "iemocap"
 SESSIONS: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -89,10 +90,6 @@ _NUM = r"\d+(?:\.\d*)?"
 SUMMARY_LINE = re.compile(rf"\[\s*({_NUM})\s*-\s*({_NUM})\s*\]\s+(\S+)\s+(\S+)\s+\[([^\]]*)\]\s*")
 ANNOTATOR_LINE = re.compile(r"C-([^:\s]+):\s*([^()]*?)\s*(?:\(.*\))?\s*")
 TRANSCRIPT_LINE = re.compile(r"(\S+)\s+\[[^\]]*\]:\s?(.*)")
-
-
-class LayoutError(Exception):
-    """``--root`` does not hold an IEMOCAP release."""
 
 
 @dataclass

@@ -55,12 +55,10 @@ import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
-from data_modules.cli_types import positive_float, positive_int
-
-if TYPE_CHECKING:  # lhotse (imported by common) takes seconds: only where work is done
-    from data_modules.corpora.common import PrepareReport
+from data_modules.cli_types import default_workers, positive_float, positive_int
+from data_modules.corpora.common import LayoutError, PrepareReport
 
 CORPUS = "meld"
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
@@ -345,11 +343,6 @@ def decode_job(job: tuple[str, str]) -> tuple[str, int, str]:
     return "decoded", int(audio.size), ""
 
 
-def default_workers() -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(2, cpus or 1))
-
-
 def _decoded(jobs: list[tuple[str, str]], workers: int,
              progress: bool) -> Iterator[tuple[str, int, str]]:
     """Results of :func:`decode_job` for ``jobs``, in order, with a progress bar."""
@@ -374,10 +367,6 @@ def _decoded(jobs: list[tuple[str, str]], workers: int,
 
 
 # ------------------------------------------------------------------------------- prepare
-class LayoutError(Exception):
-    """The root is missing or does not look like a MELD release."""
-
-
 def _make_cut(item: MeldItem, flac: Path, num_samples: int):
     from data_modules.records import make_cut
 

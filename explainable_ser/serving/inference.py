@@ -78,7 +78,7 @@ def read_audio(path: str | Path, data_cfg, any_length: bool = False) -> np.ndarr
     if any_length:
         data_cfg = dataclasses.replace(data_cfg, max_clip_seconds=float("inf"))
 
-    from data_modules.datamodule import SpeechBatchDataset, check_waveform, describe_refusal
+    from data_modules.batches import SpeechBatchDataset, check_waveform, describe_refusal
     from data_modules.records import make_cut
 
     path = Path(path)

@@ -63,7 +63,7 @@ def _lang_to_id(path: str, model) -> dict[str, int]:
 def training_languages(data_cfg, per_corpus: int = 200) -> set[str] | None:
     """Languages of the first ``per_corpus`` training records of each corpus (metadata only);
     ``None`` when no training manifest is at hand (a model used away from its data)."""
-    from data_modules.datamodule import read_split
+    from data_modules.streaming import read_split
 
     found: set[str] = set()
     seen_any = False

@@ -33,12 +33,14 @@ import lightning as L
 import numpy as np
 import soundfile as sf
 import soxr
-from conftest import TINY_LLM
 from lhotse import CutSet
 
-from data_modules.datamodule import DataConfig, SpeechBatchDataset
+from data_modules.batches import SpeechBatchDataset
+from data_modules.config import DataConfig
 from data_modules.records import make_cut, manifest_path
 from data_modules.synthcraft import generate
+
+from conftest import TINY_LLM
 
 SR = 16000
 CORPUS = "faulty"
@@ -202,7 +204,8 @@ def test_raw_invalid_utf8_in_a_manifest_line_is_not_fatal(tmp_path):
     not stop the epoch: lhotse's reader decodes ``.jsonl.gz`` strictly, so this is for
     ``read_split`` (decode lines with ``errors="surrogateescape"``: the record then carries
     lone surrogates and :class:`SpeechBatchDataset` skips it as ``invalid_utf8_text``)."""
-    from data_modules.datamodule import CorpusSpec, read_split
+    from data_modules.config import CorpusSpec
+    from data_modules.streaming import read_split
 
     good = [make_cut(f"u{i}", tmp_path / "x.flac", sampling_rate=SR, num_samples=SR, corpus="t",
                      split="train", transcript=f"t{i}RAWBYTE") for i in range(3)]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import save_tiny_instruct
 from lhotse import CutSet
 
 from data_modules.rationales import check, main, read_progress
 from data_modules.records import make_cut, manifest_path, record_of
+
+from conftest import save_tiny_instruct
 
 REC = {"id": "u1", "emotion": "sad", "attributes": {"gender": "male", "pitch": "low", "volume": "low",
                                                      "speed": "slow", "emphasis": "door"}}

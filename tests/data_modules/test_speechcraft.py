@@ -1,6 +1,6 @@
-"""SpeechCraft reader: the real label samples parse; labels join segment files or segments of
-long GigaSpeech recordings (lhotse supervision manifest); bad input is skipped and counted;
-the split never cuts a recording in two."""
+"""SpeechCraft reader: labels join segment files or segments of long GigaSpeech recordings
+(lhotse supervision manifest); bad input is skipped and counted; the split never cuts a
+recording in two. (The label files themselves: test_speechcraft_labels.py.)"""
 
 from __future__ import annotations
 
@@ -15,15 +15,11 @@ from lhotse import CutSet, SupervisionSegment, SupervisionSet
 
 from data_modules import prepare as prepare_cli
 from data_modules.corpora import speechcraft as sc
-from data_modules.corpora.common import PrepareReport, report_path, shar_dir
+from data_modules.corpora.common import report_path, shar_dir
 from data_modules.records import manifest_path, record_of
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-REFERENCE = SHARED / "reference" / "formats" / "speechcraft"
-LJ_LABELS = REFERENCE / "pipeline_labels_LJspeech_0.first12.json"
-FORK_LABELS = REFERENCE / "fork_labels_CTTS_0.first6.json"
-needs_reference = pytest.mark.skipif(not LJ_LABELS.is_file() or not FORK_LABELS.is_file(),
-                                     reason="SpeechCraft reference samples not present")
+from conftest import SPEECHCRAFT_LJ_LABELS, needs_speechcraft_samples
+
 SR = 16000
 
 
@@ -48,39 +44,9 @@ def manifests(out: Path) -> dict[str, list]:
             for s in ("train", "dev", "test") if manifest_path(out, "speechcraft", s).exists()}
 
 
-# ------------------------------------------------------------------------------ labels
-def test_parse_labels_string():
-    parsed = sc.parse_labels("age:Elderly\tgender:male\tEnergy:high\tspeed:fast\temotion:sad"
-                             "\ttranscription: Tabs\tstay, colons: too")
-    assert parsed == {"age": "Elderly", "gender": "male", "volume": "high", "speed": "fast",
-                      "emotion": "sad", "transcription": "Tabs\tstay, colons: too"}
-
-
-@needs_reference
-def test_real_label_samples_parse():
-    report = PrepareReport("speechcraft")
-    records = sc.load_labels([LJ_LABELS, FORK_LABELS], report)
-    assert len(records) == 18 and not report.skipped
-    lj = sc.describe(records["LJSpeech_LJ010-0227"])
-    assert lj.transcript == ("He went from Newgate first to Bethlehem, from which he was "
-                             "removed to Broadmoor.")
-    assert lj.emotion == "sad" and lj.caption is None
-    assert lj.attributes == {"gender": "male", "age": "elderly", "pitch": "low",
-                             "volume": "normal", "speed": "fast"}
-    fork = [sc.describe(r) for k, r in records.items() if k.startswith("audio_segments")]
-    assert len(fork) == 6
-    assert [d.emotion for d in fork] == [None, "fearful", None, None, "angry", "angry"]
-    assert fork[0].caption == "The speaker speaks in normal pitch, high volume and fast speed."
-    for desc in (sc.describe(r) for r in records.values()):
-        assert desc.attributes["pitch"] in ("low", "normal", "high")
-        assert desc.attributes["volume"] in ("low", "normal", "high")
-        assert desc.attributes["speed"] in ("slow", "normal", "fast")
-        assert desc.transcript and not desc.dropped
-
-
-@needs_reference
+@needs_speechcraft_samples
 def test_ljspeech_style_keys_with_segment_files(tmp_path):
-    keys = list(json.loads(LJ_LABELS.read_text()))
+    keys = list(json.loads(SPEECHCRAFT_LJ_LABELS.read_text()))
     audio = tmp_path / "audio"
     for i, key in enumerate(keys[:5]):  # files named after the key
         write_audio(audio / f"{key}.wav", 0.5, i)
@@ -88,7 +54,7 @@ def test_ljspeech_style_keys_with_segment_files(tmp_path):
         folder, base = key.split("_", 1)
         write_audio(audio / folder / f"{base}.flac", 0.5, 10 + i)
     out = tmp_path / "out"
-    assert cli("--labels", LJ_LABELS, "--root", audio, "--out", out, "--dev-fraction", "0",
+    assert cli("--labels", SPEECHCRAFT_LJ_LABELS, "--root", audio, "--out", out, "--dev-fraction", "0",
                "--test-fraction", "0") == 0
     cuts = manifests(out)
     assert list(cuts) == ["train"]

@@ -14,17 +14,18 @@ import soundfile as sf
 import torch
 from lhotse import CutSet
 
-from data_modules.datamodule import (
+from data_modules.datamodule import CorpusSpec, DataConfig, SpeechDataModule
+from data_modules.records import make_cut, manifest_path
+from data_modules.streaming import (
     LHOTSE_BUFFER_SIZE,
     SHAR_AUDIO_BUFFER_SIZE,
-    CorpusSpec,
-    DataConfig,
-    SpeechDataModule,
+    build_sampler,
     read_split,
     resolved_buffer_size,
     split_format,
 )
-from data_modules.records import make_cut, manifest_path
+
+from conftest import fake_cuts
 
 SR = 16000
 SOURCE_SECONDS = 4.0
@@ -280,3 +281,56 @@ def test_mixing_two_corpora_by_weight_streams_both(corpus, tmp_path):
     ids = [i for batch in sampler_ids(dm.build_train_sampler()) for i in batch]
     assert len(ids) == len(set(ids)) == 180
     assert dm.train_batches_per_epoch() > 0
+
+
+# -- the samplers alone, on cut durations (no audio is read) --------------------------------------
+def served_ids(sampler) -> list[str]:
+    return [c.id for batch in sampler for c in batch]
+
+
+@pytest.mark.parametrize("bucketing", [True, False])
+def test_two_ranks_serve_every_utterance_exactly_once(bucketing):
+    cuts = fake_cuts(523)
+    cfg = DataConfig(max_duration=40.0, bucketing=bucketing, shuffle=True, drop_last=False)
+    per_rank = []
+    for rank in (0, 1):
+        sampler = build_sampler(cuts, cfg, train=True, world_size=2, rank=rank)
+        sampler.set_epoch(3)
+        per_rank.append(served_ids(sampler))
+    union = per_rank[0] + per_rank[1]
+    assert not [i for i, c in Counter(union).items() if c > 1], "no duplicated cut ids across ranks"
+    assert set(union) == set(cuts.ids), "every utterance of the epoch is served"
+    assert not set(per_rank[0]) & set(per_rank[1])
+
+
+def test_restored_bare_sampler_continues_without_repeat_or_skip():
+    cuts = fake_cuts(300)
+    cfg = DataConfig(max_duration=30.0, bucketing=True, shuffle=True)
+    full = build_sampler(cuts, cfg, train=True)
+    full.set_epoch(1)
+    reference = [[c.id for c in b] for b in full]
+
+    first = build_sampler(cuts, cfg, train=True)
+    first.set_epoch(1)
+    it = iter(first)
+    head = [[c.id for c in next(it)] for _ in range(7)]
+    state = first.state_dict()
+
+    resumed = build_sampler(cuts, cfg, train=True)
+    resumed.load_state_dict(state)
+    tail = [[c.id for c in b] for b in resumed]
+    assert head + tail == reference
+
+
+def test_bucketing_pads_less_than_random_batches():
+    cuts = fake_cuts(800)
+
+    def efficiency(bucketing: bool) -> float:
+        cfg = DataConfig(max_duration=60.0, bucketing=bucketing, num_buckets=20)
+        real = padded = 0
+        for batch in build_sampler(cuts, cfg, train=True):
+            d = [c.duration for c in batch]
+            real, padded = real + sum(d), padded + max(d) * len(d)
+        return real / padded
+
+    assert efficiency(True) > efficiency(False) + 0.1

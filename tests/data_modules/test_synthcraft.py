@@ -1,5 +1,5 @@
-"""SynthCraft: the descriptors are in the audio (not only in the labels), and the corpus is
-closed, balanced, deterministic and readable by lhotse."""
+"""The SynthCraft corpus: closed, balanced, deterministic and readable by lhotse, its captions
+matching its records."""
 
 from __future__ import annotations
 
@@ -11,20 +11,26 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import librosa
 import numpy as np
 import pytest
 from lhotse import CutSet
 
 from data_modules import synthcraft as sc
 from data_modules.records import record_of
+from data_modules.synthcraft_speech import (
+    EMOTION_PROFILES,
+    LEVELS,
+    SPEEDS,
+    VOCABULARY,
+    VOICES,
+    sample_sentence,
+)
+
+from conftest import parse_caption
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = dict(n_train=320, n_dev=40, n_test=40)  # 400 clips: enough for two render workers
 SEED = 7
-TEXTS = ("the little dog found a red ball near the house",
-         "my clever teacher carried a heavy basket",
-         "a small bird sang behind the green tree today")
 ATTRIBUTE_KEYS = {"gender", "pitch", "volume", "speed", "emphasis", "emphasis_index", "render"}
 
 
@@ -40,105 +46,13 @@ def corpus(tmp_path_factory):
 def all_records(cuts: dict) -> list[dict]:
     return [record_of(c) for split in sc.SPLITS for c in cuts[split]]
 
-
-def median_f0(audio: np.ndarray) -> float:
-    f0, voiced, _ = librosa.pyin(audio, fmin=60, fmax=500, sr=16000, frame_length=1024,
-                                 hop_length=256)
-    return float(np.median(f0[voiced]))
-
-
-def semitone_spread(audio: np.ndarray) -> float:
-    f0, voiced, _ = librosa.pyin(audio, fmin=60, fmax=500, sr=16000, frame_length=1024,
-                                 hop_length=256)
-    return float(np.std(12 * np.log2(f0[voiced])))
-
-
-def rms(audio: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(audio ** 2)))
-
-
-def render(text: str, voice: str = "m3", pitch: str = "normal", volume: str = "normal",
-           speed: str = "normal", emotion: str = "neutral", emphasis: int | None = None,
-           seed: int = 0) -> np.ndarray:
-    audio, _ = sc.render_clip(text, voice, pitch, volume, speed, emotion, emphasis, seed)
-    assert audio.dtype == np.float32 and audio.ndim == 1 and audio.size > 16000
-    return audio
-
-
-# ------------------------------------------------------------------ attributes in the audio
-@pytest.mark.parametrize("voice", ["m3", "f1"])
-def test_pitch_bins_order_median_f0(voice):
-    for i, text in enumerate(TEXTS):
-        f0 = {b: median_f0(render(text, voice, pitch=b, seed=i)) for b in sc.LEVELS}
-        assert f0["low"] < f0["normal"] < f0["high"], (voice, text, f0)
-        assert f0["high"] > 1.2 * f0["low"], (voice, text, f0)
-
-
-def test_female_voices_are_higher_than_male_voices():
-    text = TEXTS[0]
-    male = max(median_f0(render(text, v.variant)) for v in sc.VOICES if v.gender == "male")
-    female = min(median_f0(render(text, v.variant)) for v in sc.VOICES if v.gender == "female")
-    assert female > male
-
-
-@pytest.mark.parametrize("voice", ["m2", "f4"])
-def test_volume_bins_order_rms(voice):
-    for i, text in enumerate(TEXTS):
-        level = {b: rms(render(text, voice, volume=b, seed=i)) for b in sc.LEVELS}
-        assert level["low"] < level["normal"] < level["high"], (voice, text, level)
-        assert level["high"] > 1.8 * level["low"], (voice, text, level)
-
-
-def test_speed_bins_order_seconds_per_word():
-    for voice in ("m6", "f2"):
-        for i, text in enumerate(TEXTS):
-            spw = {b: render(text, voice, speed=b, seed=i).size / 16000 / len(text.split())
-                   for b in sc.SPEEDS}
-            assert spw["fast"] < spw["normal"] < spw["slow"], (voice, text, spw)
-
-
-def test_emphasis_lengthens_the_emphasised_word():
-    for text in TEXTS:
-        plain = render(text).size
-        emphasised = [render(text, emphasis=i).size for i in (1, 3)]
-        assert all(n > plain for n in emphasised), (text, plain, emphasised)
-
-
-def test_emotion_melody_width_orders_sad_neutral_angry_happy():
-    spread = {e: np.mean([semitone_spread(render(t, "m3", emotion=e, seed=i))
-                          for i, t in enumerate(TEXTS)]) for e in ("sad", "neutral", "angry",
-                                                                   "happy")}
-    assert spread["sad"] < spread["neutral"] < spread["angry"] < spread["happy"], spread
-
-
-def test_render_clip_is_deterministic_and_seed_dependent():
-    args = (TEXTS[1], "f1", "high", "low", "fast", "angry", 2)
-    a, settings_a = sc.render_clip(*args, seed=3)
-    # Render something else in between: espeak state must not leak into the next clip.
-    sc.render_clip(TEXTS[2], "m2", "low", "high", "slow", "sad", 4, seed=9)
-    b, settings_b = sc.render_clip(*args, seed=3)
-    assert settings_a == settings_b and np.array_equal(a, b)
-    c, settings_c = sc.render_clip(*args, seed=4)
-    assert settings_c != settings_a
-
-
-def test_bins_stay_separated_despite_jitter():
-    rng = random.Random(0)
-    for _ in range(500):
-        low = sc.realise_settings("m3", "low", "low", "slow", "neutral", rng)
-        normal = sc.realise_settings("m3", "normal", "normal", "normal", "neutral", rng)
-        high = sc.realise_settings("m3", "high", "high", "fast", "neutral", rng)
-        for key in ("pitch", "volume", "rate"):
-            assert low[key] < normal[key] < high[key]
-
-
 # ----------------------------------------------------------------------- labels and text
 def test_vocabulary_is_closed_and_small(corpus):
     _, _, cuts = corpus
-    assert len(sc.VOCABULARY) <= 250
-    vocabulary = set(sc.VOCABULARY)
+    assert len(VOCABULARY) <= 250
+    vocabulary = set(VOCABULARY)
     rng = random.Random(0)
-    sentences = [sc.sample_sentence(rng, rng.randint(4, 9))[0] for _ in range(2000)]
+    sentences = [sample_sentence(rng, rng.randint(4, 9))[0] for _ in range(2000)]
     sentences += [r["transcript"].split() for r in all_records(cuts)]
     for words in sentences:
         assert 4 <= len(words) <= 9
@@ -157,11 +71,11 @@ def test_records_follow_the_contract(corpus):
             attrs = rec["attributes"]
             assert set(attrs) == ATTRIBUTE_KEYS
             assert set(attrs["render"]) == {"voice", "pitch", "range", "rate", "volume"}
-            assert attrs["pitch"] in sc.LEVELS and attrs["volume"] in sc.LEVELS
-            assert attrs["speed"] in sc.SPEEDS
+            assert attrs["pitch"] in LEVELS and attrs["volume"] in LEVELS
+            assert attrs["speed"] in SPEEDS
             assert rec["emotion"] in sc.SYNTHCRAFT_EMOTIONS
             assert rec["gender"] == attrs["gender"]
-            voice = next(v for v in sc.VOICES if v.speaker == rec["speaker"])
+            voice = next(v for v in VOICES if v.speaker == rec["speaker"])
             assert voice.gender == rec["gender"]
             assert rec["transcript"].split()[attrs["emphasis_index"]] == attrs["emphasis"]
 
@@ -177,25 +91,13 @@ def test_no_single_bin_gives_the_emotion_away(corpus):
     _, _, cuts = corpus
     records = all_records(cuts)
     for emotion in sc.SYNTHCRAFT_EMOTIONS:
-        profile = sc.EMOTION_PROFILES[emotion]
+        profile = EMOTION_PROFILES[emotion]
         assert min(profile.pitch + profile.volume + profile.speed) >= 0.1
         mine = [r["attributes"] for r in records if r["emotion"] == emotion]
-        for key, bins in (("pitch", sc.LEVELS), ("volume", sc.LEVELS), ("speed", sc.SPEEDS)):
+        for key, bins in (("pitch", LEVELS), ("volume", LEVELS), ("speed", SPEEDS)):
             counts = Counter(a[key] for a in mine)
             for b in bins:
                 assert counts[b] >= 0.05 * len(mine), (emotion, key, counts)
-
-
-def parse_caption(caption: str) -> dict:
-    """A keyword parser, as a downstream consumer would read captions back."""
-    found = {
-        "gender": re.search(r"\b(male|female) speaker\b", caption),
-        "pitch": re.search(r"\b(low|normal|high) pitch\b", caption),
-        "volume": re.search(r"\b(low|normal|high) volume\b", caption),
-        "speed": re.search(r"\bat a (slow|normal|fast) pace\b", caption),
-        "emphasis": re.search(r'the word "(\w+)"', caption),
-    }
-    return {key: m.group(1) if m else None for key, m in found.items()}
 
 
 def test_captions_round_trip_through_a_keyword_parser(corpus):
@@ -209,18 +111,6 @@ def test_captions_round_trip_through_a_keyword_parser(corpus):
         assert rec["emotion"] not in rec["caption"].lower()
     assert len({re.sub(r"\b(low|normal|high|slow|fast|male|female)\b|\"\w+\"", "", r["caption"])
                 for r in records}) >= 4, "several templates are in use"
-
-
-@pytest.mark.parametrize("template", range(len(sc.CAPTION_TEMPLATES)))
-def test_every_template_renders_all_phrases(template):
-    attrs = {"gender": "female", "pitch": "high", "volume": "low", "speed": "slow",
-             "emphasis": "ball"}
-    caption = sc.render_caption(attrs, template=template)
-    assert parse_caption(caption) == attrs
-    assert caption[0].isupper() and caption.endswith(".")
-    no_emphasis = sc.render_caption({**attrs, "emphasis": None}, template=template)
-    assert parse_caption(no_emphasis) == {**attrs, "emphasis": None}
-    assert len(sc.CAPTION_TEMPLATES) >= 4
 
 
 # ------------------------------------------------------------------- files and manifests

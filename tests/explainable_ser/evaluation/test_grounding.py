@@ -31,7 +31,7 @@ def test_stated_cues(text, want):
 
 
 def test_captions_read_the_same_as_the_caption_parser():
-    from data_modules.synthcraft import CAPTION_TEMPLATES, render_caption
+    from data_modules.captions import CAPTION_TEMPLATES, render_caption
 
     attrs = {"gender": "male", "pitch": "normal", "volume": "high", "speed": "fast", "emphasis": "door"}
     for i in range(len(CAPTION_TEMPLATES)):

@@ -71,7 +71,7 @@ def test_parser_never_raises(text):
 def test_caption_attributes_reads_back_every_synthcraft_template_and_value():
     import itertools
 
-    from data_modules.synthcraft import CAPTION_TEMPLATES, render_caption
+    from data_modules.captions import CAPTION_TEMPLATES, render_caption
 
     for template, gender, pitch, volume, speed in itertools.product(
             range(len(CAPTION_TEMPLATES)), ("male", "female"), ("low", "normal", "high"),
