@@ -87,6 +87,7 @@ def tiny_step(batch: int, seed: int = 0):
     """A tiny stage-2 stack and a function running one forward + backward on ``batch`` clips."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     import train_step as ts
+
     from explainable_ser.model.prompts import get_task
 
     cfg, _, _ = ts.experiment_config("tiny", "project")

@@ -19,8 +19,8 @@ import torch
 
 from explainable_ser.config import load_config
 from explainable_ser.model.ser import build_model
-from explainable_ser.training.stages import trainable_names
 from explainable_ser.offline.tokenizer import build_word_tokenizer
+from explainable_ser.training.stages import trainable_names
 
 HUBERT_LARGE = dict(model_type="hubert", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
                     intermediate_size=4096, feat_extract_norm="layer", do_stable_layer_norm=True,

@@ -210,8 +210,8 @@ def clip_lengths(config: str, batch: int, seconds: float, seed: int = 0) -> list
 
 def build(cfg, device: str, vocab: int, work_dir: Path):
     from explainable_ser.model.ser import build_model
-    from explainable_ser.training.stages import apply_trainable
     from explainable_ser.offline.tokenizer import build_word_tokenizer
+    from explainable_ser.training.stages import apply_trainable
 
     tokenizer = build_word_tokenizer([" ".join(f"w{i}" for i in range(512))])
     if cfg.model.llm.load_in_4bit:

@@ -140,8 +140,8 @@ def export(ckpt: str | Path, out: str | Path, *, merge_lora: bool = False, dtype
     import torch
     from safetensors.torch import save_file
 
-    from explainable_ser.training.assembly import load_trained
     from explainable_ser.config import to_yaml
+    from explainable_ser.training.assembly import load_trained
     from explainable_ser.training.stages import group_of
 
     out = Path(out)

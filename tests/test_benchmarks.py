@@ -190,9 +190,9 @@ def test_eval_cost_script_times_both_variants_and_compares_rows(trained_run, tmp
 
 def test_warmstart_ablation_script_writes_its_json(tmp_path):
     """The descriptor warm start's levers on the tiny offline stack: one row per variant."""
-    from conftest import TINY_LLM
-
     from data_modules.synthcraft import generate
+
+    from conftest import TINY_LLM
 
     generate(tmp_path / "corpus", n_train=16, n_dev=4, n_test=1, seed=2, progress=False)
     out = tmp_path / "ws.json"

@@ -13,10 +13,11 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
-from conftest import TINY_LLM
 from nbclient import NotebookClient
 
 from explainable_ser.analysis.explore import RUNS_ENV
+
+from conftest import TINY_LLM
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))

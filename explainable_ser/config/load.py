@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from explainable_ser.config.schema import PACKAGED_CONFIGS, ConfigError, ExperimentConfig
 from explainable_ser.model.prompts import TASKS
 
+
 def load_config(args: list[str] | None = None, base: ExperimentConfig | None = None) -> ExperimentConfig:
     """Merge YAML files and ``key=value`` overrides, in order, onto the typed defaults.
 

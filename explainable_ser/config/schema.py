@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-
 from data_modules.config import DataConfig
 from explainable_ser.model.prompts import SYSTEM_PROMPT
 

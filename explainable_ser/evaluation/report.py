@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from data_modules.records import read_jsonl
-
 from explainable_ser.evaluation.asr import wer
 from explainable_ser.evaluation.captions import (
     CAPTION_METRICS,
@@ -22,6 +21,7 @@ from explainable_ser.evaluation.emotion import (
     emotion_metrics,
 )
 from explainable_ser.model.prompts import get_task
+
 
 def read_predictions(path: str | Path) -> dict[tuple[str, str], dict]:
     """A ``predictions.jsonl`` keyed ``(id, task)``; a line that is not a JSON object, or one

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from explainable_ser.model.bottleneck import frame_mask
 from explainable_ser.evaluation.asr import normalize_text
+from explainable_ser.model.bottleneck import frame_mask
 from explainable_ser.model.prompts import Task, render_target
 
 #: CTC output alphabet (index 0 is the blank): what :func:`normalize_text` leaves of English

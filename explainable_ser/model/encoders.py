@@ -14,7 +14,6 @@ The offline stand-ins (log-mel filterbank "layers", a CTC-trained conv stack) li
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn

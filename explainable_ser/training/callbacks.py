@@ -22,7 +22,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchmetrics.text import WordErrorRate
 

@@ -14,8 +14,8 @@ from collections import Counter
 import lightning as L
 import torch
 
-from explainable_ser.model.ser import ExplainableSER
 from explainable_ser.model.prompts import get_task, select_targets
+from explainable_ser.model.ser import ExplainableSER
 from explainable_ser.training.stages import adaptable_names, group_of, kl_weight
 
 

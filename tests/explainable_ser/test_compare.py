@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import CAP_HYPS, CAP_REFS, needs_java
 from scipy import stats
 
 from explainable_ser.evaluation import captions
+
+from conftest import CAP_HYPS, CAP_REFS, needs_java
 
 
 def test_compare_pairs_systems_that_decode_different_emotion_tasks():

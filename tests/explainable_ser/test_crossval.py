@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_LLM
 from lhotse import CutSet
 
 from data_modules.records import manifest_path
 from data_modules.synthcraft import generate
 from explainable_ser import crossval
 from explainable_ser.config import ConfigError, load_config
+
+from conftest import TINY_LLM
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 IEMOCAP_SYS7 = [str(EXPERIMENTS / f) for f in ("base.yaml", "sys7.yaml", "data_iemocap.yaml")]

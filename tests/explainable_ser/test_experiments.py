@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_LLM
 
 from explainable_ser.config import ExperimentConfig, load_config
 from explainable_ser.model.prompts import get_task
 from explainable_ser.training.stages import GROUPS
+
+from conftest import TINY_LLM
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPO / "experiments"

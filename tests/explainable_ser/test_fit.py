@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_LLM
 
 from data_modules.synthcraft import generate
 from explainable_ser.fit import main
+
+from conftest import TINY_LLM
 
 QUICK = ["training.stages.0.epochs=1", "training.stages.1.epochs=1", "data.max_duration=12",
          "trainer.enable_progress_bar=false", "eval.max_new_tokens=8", "trainer.log_every_n_steps=1"]
@@ -277,12 +278,13 @@ def test_lr_schedules():
 
 
 def test_fsdp_wraps_each_llm_decoder_layer(tiny_tokenizer, monkeypatch):
-    from conftest import tiny_config
     from lightning.pytorch.strategies import FSDPStrategy
 
     from explainable_ser.config import ConfigError
     from explainable_ser.model.ser import build_model
     from explainable_ser.training.recipe import trainer_kwargs
+
+    from conftest import tiny_config
 
     cfg = tiny_config("trainer.strategy=fsdp")
     model = build_model(cfg.model, tiny_tokenizer)
@@ -303,9 +305,9 @@ def test_fsdp_wraps_each_llm_decoder_layer(tiny_tokenizer, monkeypatch):
 
 
 def test_dtype_auto_means_bf16_only_on_a_gpu_with_bf16_precision(monkeypatch):
-    from conftest import tiny_config
-
     from explainable_ser.training.assembly import auto_dtype_device, compute_device
+
+    from conftest import tiny_config
 
     assert auto_dtype_device(tiny_config("trainer.precision=bf16-mixed")) == compute_device(tiny_config())
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -6,7 +6,6 @@ import csv
 import json
 
 import pytest
-from conftest import save_tiny_instruct
 
 from explainable_ser.human_eval import (
     CRITERIA,
@@ -16,6 +15,8 @@ from explainable_ser.human_eval import (
     main,
     read_sheet,
 )
+
+from conftest import save_tiny_instruct
 
 
 @pytest.fixture(scope="module")

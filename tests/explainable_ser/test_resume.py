@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_LLM
 
 from data_modules.synthcraft import generate
+
+from conftest import TINY_LLM
 
 pytestmark = pytest.mark.slow
 

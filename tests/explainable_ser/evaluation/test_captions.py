@@ -7,9 +7,10 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import CAP_HYPS, CAP_REFS, needs_java
 
 from explainable_ser.evaluation import captions
+
+from conftest import CAP_HYPS, CAP_REFS, needs_java
 
 # --------------------------------------------------------------------------- #
 # Captions

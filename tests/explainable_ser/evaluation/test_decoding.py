@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_config, waves
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from explainable_ser.evaluation.decoding import (
@@ -14,6 +13,8 @@ from explainable_ser.evaluation.decoding import (
 )
 from explainable_ser.model.prompts import get_task
 from explainable_ser.model.ser import build_model
+
+from conftest import tiny_config, waves
 
 
 class CountCopies(TorchDispatchMode):

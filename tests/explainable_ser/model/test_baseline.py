@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_config
 
 from explainable_ser.model.baseline import BLANK, CHARS, build_baseline, encode_chars
 from explainable_ser.model.prompts import get_task, parse_output
+
+from conftest import tiny_config
 
 LABELS = ["neutral", "happy", "sad", "angry"]
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_config, waves
 
 from explainable_ser.model.bottleneck import gaussian_kl
 from explainable_ser.model.prompts import get_task, render_target
 from explainable_ser.model.ser import IGNORE, build_model
 from explainable_ser.training.stages import apply_trainable, trainable_names
+
+from conftest import tiny_config, waves
 
 REC = {"transcript": "the dog found a red ball", "emotion": "sad",
        "caption": 'A male speaker with low pitch, emphasizing the word "ball".'}
@@ -289,9 +290,9 @@ def test_label_scores_whatever_the_field_order(model, task_name):
 
 def test_a_second_encoder_feeds_the_descriptor_branch_with_equal_token_counts(tiny_tokenizer, seeded):
     """fbank (content) + a tiny HuBERT (descriptor): different layers and widths, same tokens."""
-    from conftest import HUBERT_FIELDS
-
     from explainable_ser.config import EncoderConfig
+
+    from conftest import HUBERT_FIELDS
 
     cfg = tiny_config()
     cfg.model.descriptor_encoder = EncoderConfig(kind="hf", name_or_path=None, hf_config=dict(HUBERT_FIELDS))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_config
 from lhotse import CutSet
 
 from data_modules.records import record_of
@@ -18,6 +17,8 @@ from explainable_ser.offline.warmstart import (
     field_hits,
     warm_start,
 )
+
+from conftest import tiny_config
 
 REC = {"emotion": "angry", "transcript": "the dog ran",
        "attributes": {"gender": "male", "pitch": "low", "volume": "high", "speed": "fast", "emphasis": "dog"}}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from conftest import tiny_config
 
 from explainable_ser.config import ConfigError, check_names
 from explainable_ser.model.ser import build_model
 from explainable_ser.training.lit_module import ExplainableSERModule
 from explainable_ser.training.stages import apply_trainable, group_of
+
+from conftest import tiny_config
 
 
 def optimiser(tiny_tokenizer, *overrides):
