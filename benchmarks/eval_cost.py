@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the run's config")
     args = ap.parse_args(argv)
 
-    from explainable_ser.evaluate import eval_passes
     from explainable_ser.evaluation import decoding
     from explainable_ser.evaluation.decoding import decode_passes
+    from explainable_ser.evaluation.pipeline import eval_passes
     from explainable_ser.training.assembly import load_trained
 
     prov = provenance.start()

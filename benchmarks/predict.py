@@ -3,7 +3,7 @@
     python benchmarks/predict.py --model exported/demo data/synthcraft/audio/test \\
         [--n 200] [--batch-seconds 60] [--out benchmarks/results/predict.json]
 
-The model is loaded once; then predict's own loop (``explainable_ser.predict.run``: header
+The model is loaded once; then predict's own loop (``explainable_ser.batch.run``: header
 probe, lhotse's duration-sorted batches, decoding, the per-class scores, one JSON line per
 file) runs over the same files twice, ``--batch-seconds 0`` (batch 1) and bucketed, each
 into its own output file. The JSON gives each mode's wall time, utterances/s and audio
@@ -54,16 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     prov = provenance.start()
     import torch
 
-    from explainable_ser import predict
+    from explainable_ser.serving import batch
     from explainable_ser.serving.inference import probe_seconds
 
-    files, missing = predict.collect(args.inputs)
+    files, missing = batch.collect(args.inputs)
     if missing or not files:
         raise SystemExit(f"error: {', '.join(missing) or ', '.join(args.inputs)}: not found or no audio")
     files = files[: args.n]
     seconds = {f: probe_seconds(f) for f in files}
     t0 = time.perf_counter()
-    ser = predict.load(argparse.Namespace(model=args.model, ckpt=args.ckpt, device="cpu", overrides=[]))
+    ser = batch.load(argparse.Namespace(model=args.model, ckpt=args.ckpt, device="cpu", overrides=[]))
     load_s = time.perf_counter() - t0
     ser.explain(ser.read(files[0]))  # warm-up: first-call allocations out of both timings
     res = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
@@ -79,13 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         run_args = argparse.Namespace(out=str(out), no_progress=False, batch_seconds=bs)
         t0 = time.perf_counter()
         with open(out, "a", encoding="utf-8") as sink:
-            rc = predict.run(ser, list(files), [], run_args, sink, None, None)
+            rc = batch.run(ser, list(files), [], run_args, sink, None, None)
         wall = time.perf_counter() - t0
         rows = [json.loads(line) for line in out.read_text().splitlines()]
         outputs[name] = rows
         n_ok = sum("error" not in r for r in rows)
         res["modes"][name] = {"batch_seconds": bs, "exit_status": rc, "n_explained": n_ok,
-                              "n_batches": len(list(predict.batches(files, seconds, bs))),
+                              "n_batches": len(list(batch.batches(files, seconds, bs))),
                               "wall_seconds": round(wall, 1), "utt_per_s": round(n_ok / wall, 3),
                               "audio_seconds_per_s": round(res["audio_seconds"] / wall, 3)}
     res["speedup_bucketed_vs_batch1"] = round(res["modes"]["bucketed"]["utt_per_s"]

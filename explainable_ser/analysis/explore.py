@@ -174,7 +174,7 @@ def probe_ladder(run: Run) -> list[dict]:
     path = run.path / "probe.json"
     if not path.is_file():
         return []
-    from explainable_ser.probe import TARGETS, rung_order
+    from explainable_ser.analysis.ladder import TARGETS, rung_order
 
     report = json.loads(path.read_text())
     return [{"rung": rung, **{t: report["rungs"][rung].get(t, {}).get("score") for t in TARGETS}}

@@ -158,7 +158,7 @@ class Explainer:
                         overrides: list[str] | tuple = ()) -> Explainer:
         """From a directory written by ``python -m explainable_ser.export`` (``overrides``:
         e.g. ``eval.num_beams=4``)."""
-        from explainable_ser.export import load_exported
+        from explainable_ser.serving.bundle import load_exported
 
         cfg, model = load_exported(path, device=device, overrides=overrides)
         return cls(model, cfg, str(path))

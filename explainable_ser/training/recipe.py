@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from explainable_ser.config import ConfigError, ExperimentConfig, to_yaml
-from explainable_ser.evaluate import evaluate_module
+from explainable_ser.evaluation.pipeline import evaluate_module
 from explainable_ser.offline.warmstart import ensure_warm_start
 from explainable_ser.training import provenance
 from explainable_ser.training.assembly import build, compute_device

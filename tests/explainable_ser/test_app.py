@@ -21,15 +21,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from explainable_ser.app import (
-    Limits,
-    RefusedError,
-    check_file,
-    counterfactual_summary,
-    explain_file,
-)
 from explainable_ser.predict import main as predict_main
 from explainable_ser.serving.inference import Explainer
+from explainable_ser.serving.page import Limits, RefusedError, check_file, counterfactual_summary, explain_file
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
@@ -68,7 +62,7 @@ def test_limits_refuse_with_the_limit_named(trained_run, tmp_path):
 
 
 def test_plain_reason_drops_server_paths_and_errno(tmp_path):
-    from explainable_ser.app import plain_reason
+    from explainable_ser.serving.page import plain_reason
 
     path = tmp_path / "upload" / "x.wav"
     raw = f"neither soundfile nor PyAV can read it (InvalidDataError: [Errno 1094995529] Invalid data: '{path}')"

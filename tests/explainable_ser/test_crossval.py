@@ -18,6 +18,7 @@ from data_modules.records import manifest_path
 from data_modules.synthcraft import generate
 from explainable_ser import crossval
 from explainable_ser.config import ConfigError, load_config
+from explainable_ser.training import folds
 
 from conftest import TINY_LLM
 
@@ -65,18 +66,18 @@ def cv_run(fake_iemocap, tmp_path_factory):
 
 
 def test_parse_folds():
-    assert crossval.parse_folds("1-5") == [1, 2, 3, 4, 5]
-    assert crossval.parse_folds("1,3") == [1, 3]
-    assert crossval.parse_folds("2") == [2]
-    assert crossval.parse_folds("1-2,2,4") == [1, 2, 4]
+    assert folds.parse_folds("1-5") == [1, 2, 3, 4, 5]
+    assert folds.parse_folds("1,3") == [1, 3]
+    assert folds.parse_folds("2") == [2]
+    assert folds.parse_folds("1-2,2,4") == [1, 2, 4]
     for bad in ("0", "3-1", "a", ""):
         with pytest.raises(ConfigError):
-            crossval.parse_folds(bad)
+            folds.parse_folds(bad)
 
 
 def test_fold_overrides_set_every_split_and_the_run_dir(tmp_path):
     cfg = load_config(IEMOCAP_SYS7)
-    fold = load_config([*IEMOCAP_SYS7, *crossval.fold_overrides(cfg, "iemocap", 3, tmp_path)])
+    fold = load_config([*IEMOCAP_SYS7, *folds.fold_overrides(cfg, "iemocap", 3, tmp_path)])
     iemocap = fold.data.corpora[1]
     assert (iemocap.train_split, iemocap.val_split, iemocap.test_split) == \
         ("fold3_train", "fold3_dev", "fold3_test")
@@ -85,13 +86,13 @@ def test_fold_overrides_set_every_split_and_the_run_dir(tmp_path):
 
 
 def test_summarize_means_and_sample_std():
-    s = crossval.summarize({1: {"ua": 0.5, "wer": None, "confusion": [[1]], "attribute_accuracy": {"mean": 0.2}},
+    s = folds.summarize({1: {"ua": 0.5, "wer": None, "confusion": [[1]], "attribute_accuracy": {"mean": 0.2}},
                             2: {"ua": 0.7, "wer": 0.1, "parsed": True, "attribute_accuracy": {"mean": 0.4}}})
     assert s["mean"]["ua"] == pytest.approx(0.6) and s["std"]["ua"] == pytest.approx(0.1414213562)
     assert s["mean"]["wer"] == 0.1 and s["std"]["wer"] is None and s["n_folds"]["wer"] == 1
     assert s["mean"]["attribute_accuracy.mean"] == pytest.approx(0.3)
     assert "confusion" not in s["mean"] and "parsed" not in s["mean"]  # lists and booleans are not metrics
-    table = crossval.format_table(s).splitlines()
+    table = folds.format_table(s).splitlines()
     assert [line.split()[0] for line in table[1:]] == ["fold1", "fold2", "mean", "std"]
     assert table[1].split()[1:5] == ["0.5000", "-", "-", "-"]
 
@@ -122,7 +123,7 @@ def test_finished_folds_are_skipped(cv_run, fake_iemocap, monkeypatch, capsys):
     def no_training(cfg):
         raise AssertionError(f"fold {cfg.run_dir} was trained again")
 
-    monkeypatch.setattr(crossval, "run_fit", no_training)
+    monkeypatch.setattr(folds, "run_fit", no_training)
     before = (cv_run / "crossval.json").read_text()
     assert crossval.main([*cv_args(fake_iemocap, cv_run), "--folds", "1-2"]) == 0
     out = capsys.readouterr().out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from explainable_ser.config import load_config
-from explainable_ser.evaluate import summary_lines
+from explainable_ser.evaluation.pipeline import summary_lines
 
 
 def metrics(**overrides):

@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from explainable_ser.export import ExportError, export, load_exported, main, verify
+from explainable_ser.export import main
+from explainable_ser.serving.bundle import ExportError, export, load_exported, verify
 from explainable_ser.serving.inference import Explainer
 
 

@@ -7,14 +7,8 @@ import json
 
 import pytest
 
-from explainable_ser.human_eval import (
-    CRITERIA,
-    SheetError,
-    aggregate,
-    export,
-    main,
-    read_sheet,
-)
+from explainable_ser.analysis.rating import CRITERIA, SheetError, aggregate, export, read_sheet
+from explainable_ser.human_eval import main
 
 from conftest import save_tiny_instruct
 
@@ -140,7 +134,7 @@ def test_bad_cells_and_reuse_are_named(two_systems, tmp_path, capsys):
 
 
 def test_llm_judge_fills_the_sheet_as_an_automatic_rater(two_systems, tmp_path, capsys):
-    from explainable_ser.human_eval import judge_prompt
+    from explainable_ser.analysis.rating import judge_prompt
     from explainable_ser.model.teacher import InstructLM
 
     systems, _ = two_systems

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from explainable_ser.predict import already_done, batches, collect, main
+from explainable_ser.predict import main
+from explainable_ser.serving.batch import already_done, batches, collect
 
 
 @pytest.fixture(scope="module")

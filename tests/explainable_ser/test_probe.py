@@ -11,6 +11,7 @@ import torch
 
 from data_modules.datamodule import SpeechDataModule
 from explainable_ser import probe
+from explainable_ser.analysis import ladder
 from explainable_ser.config import load_config
 from explainable_ser.training.assembly import build
 from explainable_ser.training.preparation import prepare
@@ -47,27 +48,27 @@ def planted(tmp_path_factory):
 
 def test_a_planted_attribute_is_found_and_a_random_one_is_not(planted):
     model, train, test = planted
-    s_tr = probe.model_states(model, train)
-    s_te = probe.model_states(model, test)
+    s_tr = ladder.model_states(model, train)
+    s_te = ladder.model_states(model, test)
     # Every rung of both branches is there, one row per clip, tokens as wide as the LLM.
     for branch in ("content", "descriptor"):
         for rung in ("input", "z", "tokens"):
             assert len(s_tr[f"{branch}/{rung}"]) == len(train)
     assert s_te["descriptor/tokens"][0].shape == (2 * model.llm.get_input_embeddings().weight.shape[1],)
-    y = {t: ([probe.target_labels(r)[t] for _, r in train], [probe.target_labels(r)[t] for _, r in test])
+    y = {t: ([ladder.target_labels(r)[t] for _, r in train], [ladder.target_labels(r)[t] for _, r in test])
          for t in ("volume", "pitch")}
-    level = probe.fit_probe("linear", s_tr["encoder/layer_00"], y["volume"][0], s_te["encoder/layer_00"],
+    level = ladder.fit_probe("linear", s_tr["encoder/layer_00"], y["volume"][0], s_te["encoder/layer_00"],
                             y["volume"][1], "volume")
     assert level["score"] >= 0.95 and level["n_test"] == len(test)
-    noise = probe.fit_probe("linear", s_tr["encoder/layer_00"], y["pitch"][0], s_te["encoder/layer_00"],
+    noise = ladder.fit_probe("linear", s_tr["encoder/layer_00"], y["pitch"][0], s_te["encoder/layer_00"],
                             y["pitch"][1], "pitch")
     assert noise["score"] <= 0.75  # random labels: about chance (0.5), nothing to find
 
 
 def test_unlabelled_targets_are_reported_not_scored():
-    res = probe.fit_probe("linear", [[0.0], [1.0]], [None, None], [[0.5]], ["a"], "emotion")
+    res = ladder.fit_probe("linear", [[0.0], [1.0]], [None, None], [[0.5]], ["a"], "emotion")
     assert res["score"] is None and res["n_train"] == 0 and "two classes" in res["reason"]
-    res = probe.fit_probe("trees", [[0.0], [1.0], [float("nan")]], ["a", "b", "a"], [[0.5]], [None], "pitch")
+    res = ladder.fit_probe("trees", [[0.0], [1.0], [float("nan")]], ["a", "b", "a"], [[0.5]], [None], "pitch")
     assert res["score"] is None and res["reason"] == "no labelled test clip"
 
 
@@ -126,7 +127,7 @@ def test_a_missing_run_directory_is_named(tmp_path, capsys):
 def test_value_slots_find_each_value_and_keep_its_capitalisation():
     target = ('Description: High pitch and low volume, a female speaker at a slow pace, emphasizing '
               'the word "ball".\nEmotion: sad')
-    slots = probe.value_slots(target, ["neutral", "happy", "sad", "angry"])
+    slots = ladder.value_slots(target, ["neutral", "happy", "sad", "angry"])
     before, cands, said = slots["pitch"]
     assert before == "Description: " and cands == ["Low", "Normal", "High"] and said == "high"
     before, cands, said = slots["volume"]
@@ -135,7 +136,7 @@ def test_value_slots_find_each_value_and_keep_its_capitalisation():
     before, cands, said = slots["emotion"]
     assert before.endswith("\nEmotion: ") and said == "sad" and cands[2] == "sad"
     # a target that states neither an attribute nor a known label has no slot
-    assert probe.value_slots("Emotion: bored", ["sad"]) == {}
+    assert ladder.value_slots("Emotion: bored", ["sad"]) == {}
 
 
 def test_teacher_forced_choice_is_the_most_probable_value_by_a_plain_forward(trained_run):
@@ -148,11 +149,11 @@ def test_teacher_forced_choice_is_the_most_probable_value_by_a_plain_forward(tra
     clips, _ = dm.usable_clips("test_split")
     labels = list(cfg.training.labels)
     with torch.no_grad():
-        got = probe.teacher_forced_choices(model, clips, "ser_sed", labels)
+        got = ladder.teacher_forced_choices(model, clips, "ser_sed", labels)
         task = get_task("ser_sed")
         checked = 0
         for (wave, rec), choice in zip(clips, got):
-            slots = probe.value_slots(render_target(task, rec), labels)
+            slots = ladder.value_slots(render_target(task, rec), labels)
             assert set(choice) == set(slots) and slots  # every stated value got a choice
             lens = torch.tensor([wave.shape[0]])
             speech = model.speech_tokens(wave[None], lens, sample_content=False, sample_descriptor=False,
@@ -171,5 +172,5 @@ def test_teacher_forced_choice_is_the_most_probable_value_by_a_plain_forward(tra
                 assert scores[[c.lower() for c in cands].index(choice[name])] >= best - 1e-4, (name, scores)
                 checked += 1
         assert checked >= 2 * len(clips)
-    scored = probe.teacher_forced_scores(got, [probe.target_labels(r) for _, r in clips])
+    scored = ladder.teacher_forced_scores(got, [ladder.target_labels(r) for _, r in clips])
     assert all(scored[t]["n_test"] == len(clips) for t in ("emotion", "pitch", "volume", "speed", "gender"))
