@@ -48,8 +48,11 @@ def speechcraft_like(n: int, seed: int = 0) -> CutSet:
     cuts = []
     for i in range(n):
         dur = min(20.0, max(1.0, rng.lognormvariate(1.25, 0.6)))
-        cuts.append(make_cut(f"sc-{i}", "/none.flac", sampling_rate=16000,
-                             num_samples=int(dur * 16000), corpus="fake", split="train"))
+        cuts.append(
+            make_cut(
+                f"sc-{i}", "/none.flac", sampling_rate=16000, num_samples=int(dur * 16000), corpus="fake", split="train"
+            )
+        )
     return CutSet.from_cuts(cuts)
 
 
@@ -105,12 +108,14 @@ def main() -> None:
         train = CutSet.from_file(manifest_path(out_dir, "synthcraft", "train")).to_eager()
         res["decode"] = decode_speed(train)
         res["padding"] = {}
-        for name, cuts, max_dur in (("synthcraft", train, 60.0),
-                                    ("speechcraft_like", speechcraft_like(20000), 200.0)):
+        for name, cuts, max_dur in (("synthcraft", train, 60.0), ("speechcraft_like", speechcraft_like(20000), 200.0)):
             bucketed = padding(cuts, DataConfig(max_duration=max_dur, bucketing=True, num_buckets=30))
             rand = padding(cuts, DataConfig(max_duration=max_dur, bucketing=False))
-            res["padding"][name] = {"bucketed": bucketed, "random": rand,
-                                    "ratio": bucketed["efficiency"] / rand["efficiency"]}
+            res["padding"][name] = {
+                "bucketed": bucketed,
+                "random": rand,
+                "ratio": bucketed["efficiency"] / rand["efficiency"],
+            }
         res["loader"] = loader_speed(train, DataConfig(max_duration=60.0))
     res["provenance"] = provenance.finish(prov)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

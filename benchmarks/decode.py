@@ -70,11 +70,22 @@ def random_stack(args) -> dict:
         out, t0 = [], time.perf_counter()
         for i in range(0, args.n, batch):
             with autocast:
-                speech = model.speech_tokens(wave[i : i + batch], lens[i : i + batch], sample_content=False,
-                                             sample_descriptor=False, zero_descriptor=False)
+                speech = model.speech_tokens(
+                    wave[i : i + batch],
+                    lens[i : i + batch],
+                    sample_content=False,
+                    sample_descriptor=False,
+                    zero_descriptor=False,
+                )
                 embeds, mask, _ = model.build_inputs(speech, task, None, left_pad=True)
-                ids = model.llm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=k,
-                                         min_new_tokens=k, do_sample=False, pad_token_id=model.pad_id)
+                ids = model.llm.generate(
+                    inputs_embeds=embeds,
+                    attention_mask=mask,
+                    max_new_tokens=k,
+                    min_new_tokens=k,
+                    do_sample=False,
+                    pad_token_id=model.pad_id,
+                )
             out += ids.tolist()
         sync()
         return out, time.perf_counter() - t0
@@ -82,17 +93,30 @@ def random_stack(args) -> dict:
     decode(min(2, args.n))  # warm-up
     batched, t_b = decode(args.batch)
     single, t_1 = decode(1)
-    return {"device": device, "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
-            "size": args.size, "n": args.n, "clip_seconds": args.seconds, "new_tokens_each": k,
-            f"utt_per_s_batch{args.batch}": args.n / t_b, "utt_per_s_batch1": args.n / t_1,
-            "new_tokens_per_s_batched": args.n * k / t_b, "batched_vs_batch1": t_1 / t_b,
-            "identical_outputs": batched == single, "n_mismatched": sum(a != b for a, b in zip(batched, single))}
+    return {
+        "device": device,
+        "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
+        "size": args.size,
+        "n": args.n,
+        "clip_seconds": args.seconds,
+        "new_tokens_each": k,
+        f"utt_per_s_batch{args.batch}": args.n / t_b,
+        "utt_per_s_batch1": args.n / t_1,
+        "new_tokens_per_s_batched": args.n * k / t_b,
+        "batched_vs_batch1": t_1 / t_b,
+        "identical_outputs": batched == single,
+        "n_mismatched": sum(a != b for a, b in zip(batched, single)),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", choices=["full", "tiny"], default=None,
-                    help="random-weight stack of these shapes instead of a checkpoint or the offline model")
+    ap.add_argument(
+        "--size",
+        choices=["full", "tiny"],
+        default=None,
+        help="random-weight stack of these shapes instead of a checkpoint or the offline model",
+    )
     ap.add_argument("--cpu", action="store_true", help="with --size: stay on CPU even with a GPU")
     ap.add_argument("--seconds", type=float, default=10.0, help="with --size: clip duration")
     ap.add_argument("--ckpt", default=None)
@@ -105,8 +129,11 @@ def main() -> None:
     args = ap.parse_args()
     prov = provenance.start()
     if args.size:
-        res = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                           "torch": torch.__version__}, "args": vars(args), **random_stack(args)}
+        res = {
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
+            "args": vars(args),
+            **random_stack(args),
+        }
         res["provenance"] = provenance.finish(prov)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=2))
@@ -115,15 +142,19 @@ def main() -> None:
     from explainable_ser.training.assembly import build
     from explainable_ser.training.checkpointing import load_adaptable
 
-    res: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                             "torch_threads": torch.get_num_threads()}, "args": vars(args)}
+    res: dict = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        "args": vars(args),
+    }
     cuts = CutSet.from_file(manifest_path(args.data_dir, "synthcraft", "test")).subset(first=args.n)
     batch = SpeechBatchDataset(DataConfig())[cuts]
     if batch["skipped"] or not batch["ids"]:  # timing an empty batch would give absurd rates
         first = batch["skipped"][0] if batch["skipped"] else {"reason": "no cut in the manifest"}
-        raise SystemExit(f"{len(batch['skipped'])} of {len(cuts)} test clips could not be loaded "
-                         f"(first: {first}); audio paths in the manifest are relative to where "
-                         f"it was generated: run from there or pass that --data-dir")
+        raise SystemExit(
+            f"{len(batch['skipped'])} of {len(cuts)} test clips could not be loaded "
+            f"(first: {first}); audio paths in the manifest are relative to where "
+            f"it was generated: run from there or pass that --data-dir"
+        )
     wave, lens = batch["wave"], batch["wave_lens"]
     task = get_task(args.task)
     for attn in ("sdpa", "eager"):
@@ -132,8 +163,9 @@ def main() -> None:
             cfg = load_config([str(run_dir / "config.yaml"), f"model.llm.attn_implementation={attn}"])
         else:
             run_dir = Path("runs/bench_decode")
-            cfg = load_config(["offline", f"data.corpora.0.dir={args.data_dir}",
-                               f"model.llm.attn_implementation={attn}"])
+            cfg = load_config(
+                ["offline", f"data.corpora.0.dir={args.data_dir}", f"model.llm.attn_implementation={attn}"]
+            )
         torch.manual_seed(0)
         _, module = build(cfg, run_dir)
         if args.ckpt:
@@ -143,12 +175,15 @@ def main() -> None:
         batched, t_b = timed_decode(model, wave, lens, task, args.batch, args.max_new_tokens)
         single, t_1 = timed_decode(model, wave, lens, task, 1, args.max_new_tokens)
         res[attn] = {
-            f"utt_per_s_batch{args.batch}": args.n / t_b, "utt_per_s_batch1": args.n / t_1,
-            "speedup": t_1 / t_b, "identical_outputs": batched == single,
+            f"utt_per_s_batch{args.batch}": args.n / t_b,
+            "utt_per_s_batch1": args.n / t_1,
+            "speedup": t_1 / t_b,
+            "identical_outputs": batched == single,
             "n_mismatched": sum(a != b for a, b in zip(batched, single)),
         }
-    res["sdpa_vs_eager_batched"] = (res["sdpa"][f"utt_per_s_batch{args.batch}"]
-                                    / res["eager"][f"utt_per_s_batch{args.batch}"])
+    res["sdpa_vs_eager_batched"] = (
+        res["sdpa"][f"utt_per_s_batch{args.batch}"] / res["eager"][f"utt_per_s_batch{args.batch}"]
+    )
     res["provenance"] = provenance.finish(prov)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))

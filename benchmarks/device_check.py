@@ -78,28 +78,56 @@ def fit_part(out: Path, dry: bool, log) -> dict:
     target = out / "fit.json"
     with tempfile.TemporaryDirectory() as tmp:
         data, run_dir = Path(tmp) / "synthcraft", Path(tmp) / "run"
-        n = ["--n-train", "8", "--n-dev", "2", "--n-test", "2"] if dry else ["--n-train", "64", "--n-dev", "8", "--n-test", "16"]
-        prep = run_part("fit/prepare", [sys.executable, "-m", "data_modules.prepare", "synthcraft", "--out", str(data),
-                                        *n, "--no-progress"], target, log, PREP_S, writes_json=False)
+        n = (
+            ["--n-train", "8", "--n-dev", "2", "--n-test", "2"]
+            if dry
+            else ["--n-train", "64", "--n-dev", "8", "--n-test", "16"]
+        )
+        prep = run_part(
+            "fit/prepare",
+            [sys.executable, "-m", "data_modules.prepare", "synthcraft", "--out", str(data), *n, "--no-progress"],
+            target,
+            log,
+            PREP_S,
+            writes_json=False,
+        )
         if "failed" in prep:
             prep["failed"] = "corpus preparation: " + prep["failed"]
             target.write_text(json.dumps(prep, indent=2))
             return prep
-        args = ["offline", f"data.corpora.0.dir={data}", "data.num_buckets=2", f"run_dir={run_dir}",
-                "trainer.precision=" + ("32-true" if dry else "bf16-mixed"), "trainer.devices=1",
-                "trainer.enable_progress_bar=false", "eval.max_new_tokens=" + ("4" if dry else "32")]
+        args = [
+            "offline",
+            f"data.corpora.0.dir={data}",
+            "data.num_buckets=2",
+            f"run_dir={run_dir}",
+            "trainer.precision=" + ("32-true" if dry else "bf16-mixed"),
+            "trainer.devices=1",
+            "trainer.enable_progress_bar=false",
+            "eval.max_new_tokens=" + ("4" if dry else "32"),
+        ]
         if dry:
-            args += ["trainer.accelerator=cpu", "training.stages.0.max_steps=1", "training.stages.1.max_steps=1",
-                     "training.stages.0.epochs=1", "training.stages.1.epochs=1", "eval.limit=2",
-                     "model.llm.hf_config.num_hidden_layers=1", "model.llm.hf_config.hidden_size=32",
-                     "model.llm.hf_config.intermediate_size=32", "model.llm.hf_config.num_attention_heads=2",
-                     "model.llm.hf_config.num_key_value_heads=1"]
+            args += [
+                "trainer.accelerator=cpu",
+                "training.stages.0.max_steps=1",
+                "training.stages.1.max_steps=1",
+                "training.stages.0.epochs=1",
+                "training.stages.1.epochs=1",
+                "eval.limit=2",
+                "model.llm.hf_config.num_hidden_layers=1",
+                "model.llm.hf_config.hidden_size=32",
+                "model.llm.hf_config.intermediate_size=32",
+                "model.llm.hf_config.num_attention_heads=2",
+                "model.llm.hf_config.num_key_value_heads=1",
+            ]
         else:
             args += ["trainer.accelerator=gpu", "training.stages.0.max_steps=40", "training.stages.1.max_steps=40"]
         start = time.time()
         rc, err = run_cmd([sys.executable, "-m", "explainable_ser.fit", *args], log, FIT_S)
         log.write(err)
-        res: dict = {"command": "python -m explainable_ser.fit " + " ".join(args), "seconds": round(time.time() - start, 1)}
+        res: dict = {
+            "command": "python -m explainable_ser.fit " + " ".join(args),
+            "seconds": round(time.time() - start, 1),
+        }
         if rc != 0 or not (run_dir / "metrics.json").exists():
             res.update(failed=f"exit {rc}" if rc is not None else "timeout", error=err.strip().splitlines()[-6:])
         else:
@@ -113,7 +141,9 @@ def fit_part(out: Path, dry: bool, log) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="results folder ($OUT on the GPU machine)")
-    ap.add_argument("--dry-run", action="store_true", help="tiny shapes on CPU: every part runs, nothing is timed seriously")
+    ap.add_argument(
+        "--dry-run", action="store_true", help="tiny shapes on CPU: every part runs, nothing is timed seriously"
+    )
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,33 +152,67 @@ def main(argv: list[str] | None = None) -> int:
         global TRAIN_STEP_S, DECODE_S, PREP_S, FIT_S
         TRAIN_STEP_S, DECODE_S, PREP_S, FIT_S = (4 * t for t in (TRAIN_STEP_S, DECODE_S, PREP_S, FIT_S))
     if args.dry_run:
-        ts = ["--size", "tiny", "--cpu", "--steps", "1", "--warmup", "0", "--matmul-n", "256",
-              "--configs", "project,baseline,baseline+bucketing"]
+        ts = [
+            "--size",
+            "tiny",
+            "--cpu",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--matmul-n",
+            "256",
+            "--configs",
+            "project,baseline,baseline+bucketing",
+        ]
         dec = ["--size", "tiny", "--cpu", "--n", "2", "--batch", "2", "--max-new-tokens", "4"]
     else:
         # the most telling first: a part stopped by its time limit keeps what it measured
-        ts = ["--size", "full", "--steps", "5", "--warmup", "2", "--configs",
-              "project,baseline,project_ckpt,baseline+target_logits,baseline+bucketing,"
-              "baseline+bf16_encoder,baseline+fused_adamw"]
+        ts = [
+            "--size",
+            "full",
+            "--steps",
+            "5",
+            "--warmup",
+            "2",
+            "--configs",
+            "project,baseline,project_ckpt,baseline+target_logits,baseline+bucketing,"
+            "baseline+bf16_encoder,baseline+fused_adamw",
+        ]
         dec = ["--size", "full", "--n", "16", "--batch", "16", "--max-new-tokens", "32"]
     start = time.time()
     parts: dict = {}
     with open(out / "log.txt", "w", encoding="utf-8") as log:
-        parts["train_step"] = run_part("train_step", [py, "benchmarks/train_step.py", *ts, "--out",
-                                                      str(out / "train_step.json")], out / "train_step.json", log, TRAIN_STEP_S)
-        parts["decode"] = run_part("decode", [py, "benchmarks/decode.py", *dec, "--out", str(out / "decode.json")],
-                                   out / "decode.json", log, DECODE_S)
+        parts["train_step"] = run_part(
+            "train_step",
+            [py, "benchmarks/train_step.py", *ts, "--out", str(out / "train_step.json")],
+            out / "train_step.json",
+            log,
+            TRAIN_STEP_S,
+        )
+        parts["decode"] = run_part(
+            "decode",
+            [py, "benchmarks/decode.py", *dec, "--out", str(out / "decode.json")],
+            out / "decode.json",
+            log,
+            DECODE_S,
+        )
         parts["fit"] = fit_part(out, args.dry_run, log)
-    summary = {"dry_run": args.dry_run, "seconds": round(time.time() - start, 1),
-               "parts": {k: ("failed: " + str(v.get("error", v["failed"])) if "failed" in v else "ok")
-                         for k, v in parts.items()},
-               "part_seconds": {k: v.get("part_seconds", v.get("seconds")) for k, v in parts.items()},
-               "train_step": {k: {m: v.get(m) for m in ("step_s", "samples_per_s", "mfu", "mfu_datasheet",
-                                                        "peak_memory_gb", "failed")}
-                              for k, v in parts["train_step"].get("configs", {}).items()},
-               "speedup_vs_baseline": parts["train_step"].get("speedup_vs_baseline"),
-               "decode": parts["decode"].get("batched_vs_batch1"),
-               "fit": {k: parts["fit"].get("metrics", {}).get(k) for k in ("ua", "wer", "n_utterances")}}
+    summary = {
+        "dry_run": args.dry_run,
+        "seconds": round(time.time() - start, 1),
+        "parts": {
+            k: ("failed: " + str(v.get("error", v["failed"])) if "failed" in v else "ok") for k, v in parts.items()
+        },
+        "part_seconds": {k: v.get("part_seconds", v.get("seconds")) for k, v in parts.items()},
+        "train_step": {
+            k: {m: v.get(m) for m in ("step_s", "samples_per_s", "mfu", "mfu_datasheet", "peak_memory_gb", "failed")}
+            for k, v in parts["train_step"].get("configs", {}).items()
+        },
+        "speedup_vs_baseline": parts["train_step"].get("speedup_vs_baseline"),
+        "decode": parts["decode"].get("batched_vs_batch1"),
+        "fit": {k: parts["fit"].get("metrics", {}).get(k) for k in ("ua", "wer", "n_utterances")},
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     print(f"[device_check] wrote {out}/summary.json", file=sys.stderr)

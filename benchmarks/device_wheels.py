@@ -50,8 +50,10 @@ def installed_version(dist: str) -> str:
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
-        raise SystemExit(f"{dist} is not installed here; install the project first "
-                         f"(pip install -c constraints.txt -e .) so its version can be pinned") from None
+        raise SystemExit(
+            f"{dist} is not installed here; install the project first "
+            f"(pip install -c constraints.txt -e .) so its version can be pinned"
+        ) from None
 
 
 def fetch(dist: str, version: str, dest: Path, python_version: str, platforms: list[str]) -> Path:
@@ -59,17 +61,36 @@ def fetch(dist: str, version: str, dest: Path, python_version: str, platforms: l
     Python only: a package with compiled parts must have a wheel for the target)."""
     before = set(dest.glob("*.whl"))
     plat = [a for p in platforms for a in ("--platform", p)]
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-           "--python-version", python_version, "--implementation", "cp", *plat,
-           "-d", str(dest), f"{dist}=={version}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        python_version,
+        "--implementation",
+        "cp",
+        *plat,
+        "-d",
+        str(dest),
+        f"{dist}=={version}",
+    ]
     if subprocess.run(cmd, capture_output=True, text=True).returncode != 0:
         with tempfile.TemporaryDirectory() as tmp:
-            build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp,
-                                    f"{dist}=={version}"], capture_output=True, text=True)
+            build = subprocess.run(
+                [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp, f"{dist}=={version}"],
+                capture_output=True,
+                text=True,
+            )
             built = list(Path(tmp).glob("*.whl"))
             if build.returncode != 0 or not built or not built[0].name.endswith("-none-any.whl"):
-                raise SystemExit(f"{dist}=={version}: no wheel for CPython {python_version} "
-                                 f"{'/'.join(platforms)} and no pure-Python build:\n{build.stderr[-800:]}")
+                raise SystemExit(
+                    f"{dist}=={version}: no wheel for CPython {python_version} "
+                    f"{'/'.join(platforms)} and no pure-Python build:\n{build.stderr[-800:]}"
+                )
             target = dest / built[0].name
             target.write_bytes(built[0].read_bytes())
     new = sorted(set(dest.glob("*.whl")) - before)
@@ -84,10 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dest", default=str(REPO / ".device_wheels"), help="folder for the wheels (git-ignored)")
     ap.add_argument("--python-version", default="3.12", help="the target interpreter (the image's: 3.12)")
-    ap.add_argument("--platform", action="append", default=None,
-                    help="pip platform tags (default: manylinux 2014 and 2_17 to 2_35, x86_64)")
+    ap.add_argument(
+        "--platform",
+        action="append",
+        default=None,
+        help="pip platform tags (default: manylinux 2014 and 2_17 to 2_35, x86_64)",
+    )
     args = ap.parse_args(argv)
-    platforms = args.platform or ["manylinux2014_x86_64", *(f"manylinux_2_{v}_x86_64" for v in (17, 27, 28, 31, 34, 35))]
+    platforms = args.platform or [
+        "manylinux2014_x86_64",
+        *(f"manylinux_2_{v}_x86_64" for v in (17, 27, 28, 31, 34, 35)),
+    ]
     dest = Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
     wheels = {}
@@ -97,8 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         wheels[dist] = {"version": version, "wheel": path.name, "bytes": path.stat().st_size, "for": why}
         print(f"  {path.name:<70} {path.stat().st_size / 2**20:6.1f} MiB  ({why})", file=sys.stderr)
     total = sum(w["bytes"] for w in wheels.values())
-    manifest = {"python_version": args.python_version, "platforms": platforms, "wheels": wheels,
-                "total_mib": round(total / 2**20, 2)}
+    manifest = {
+        "python_version": args.python_version,
+        "platforms": platforms,
+        "wheels": wheels,
+        "total_mib": round(total / 2**20, 2),
+    }
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=2))
     print(f"[device_wheels] {len(wheels)} wheels, {total / 2**20:.1f} MiB in {dest}", file=sys.stderr)
     return 0

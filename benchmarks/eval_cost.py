@@ -63,12 +63,18 @@ def main(argv: list[str] | None = None) -> int:
             outputs.setdefault(variant, rows)
             print(f"{variant}: {dt:.1f} s", flush=True)
     med = {k: statistics.median(v) for k, v in seconds.items()}
-    res = {"checkpoint": args.ckpt, "precision": cfg.trainer.precision, "clips": args.limit,
-           "passes": {k: p.tasks for k, p in passes.items()}, "seconds": seconds,
-           "median_seconds": med, "speedup": round(med["autocast_each_call"] / med["cast_once"], 3),
-           "rows_identical": outputs["autocast_each_call"] == outputs["cast_once"],
-           "n_rows": sum(len(r) for r in outputs["cast_once"].values()),
-           "provenance": provenance.finish(prov)}
+    res = {
+        "checkpoint": args.ckpt,
+        "precision": cfg.trainer.precision,
+        "clips": args.limit,
+        "passes": {k: p.tasks for k, p in passes.items()},
+        "seconds": seconds,
+        "median_seconds": med,
+        "speedup": round(med["autocast_each_call"] / med["cast_once"], 3),
+        "rows_identical": outputs["autocast_each_call"] == outputs["cast_once"],
+        "n_rows": sum(len(r) for r in outputs["cast_once"].values()),
+        "provenance": provenance.finish(prov),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
     print(json.dumps({k: res[k] for k in ("median_seconds", "speedup", "rows_identical", "n_rows")}, indent=2))

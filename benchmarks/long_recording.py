@@ -44,8 +44,14 @@ def build_recording(clips_dir: Path, seconds: float, seed: int = 0):
         gap = np.zeros(int(rng.uniform(0.6, 1.2) * sr), dtype=np.float32)
         parts += [gap, audio]
         sup = cut.supervisions[0]
-        truth.append({"id": cut.id, "start": (pos + gap.size) / sr, "end": (pos + gap.size + audio.size) / sr,
-                      "emotion": sup.custom.get("emotion") if sup.custom else None})
+        truth.append(
+            {
+                "id": cut.id,
+                "start": (pos + gap.size) / sr,
+                "end": (pos + gap.size + audio.size) / sr,
+                "emotion": sup.custom.get("emotion") if sup.custom else None,
+            }
+        )
         pos += gap.size + audio.size
     parts.append(np.zeros(sr, dtype=np.float32))
     return np.concatenate(parts), truth
@@ -59,9 +65,14 @@ def score(pieces: list[dict], truth: list[dict], own: dict[str, dict]) -> list[d
         overlap = 0.0 if best is None else min(best["end"], t["end"]) - max(best["start"], t["start"])
         row = {"id": t["id"], "start": round(t["start"], 2), "end": round(t["end"], 2), "emotion_ref": t["emotion"]}
         if best is not None and overlap > 0:
-            row.update(piece=best["piece"], piece_start=best["start"], piece_end=best["end"],
-                       boundary_error=round(max(abs(best["start"] - t["start"]), abs(best["end"] - t["end"])), 3),
-                       emotion=best["emotion"], caption=best.get("caption"))
+            row.update(
+                piece=best["piece"],
+                piece_start=best["start"],
+                piece_end=best["end"],
+                boundary_error=round(max(abs(best["start"] - t["start"]), abs(best["end"] - t["end"])), 3),
+                emotion=best["emotion"],
+                caption=best.get("caption"),
+            )
             if t["id"] in own:
                 row["emotion_alone"] = own[t["id"]].get("emotion")
                 row["caption_alone"] = own[t["id"]].get("caption")
@@ -89,9 +100,24 @@ def main(argv: list[str] | None = None) -> int:
     sf.write(str(wav), audio, 16000)
     lines.unlink(missing_ok=True)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "explainable_ser.predict", "--ckpt", args.ckpt, str(wav),
-                           *args.overrides, "--out", str(lines), "--no-progress", "--language-id", "off"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "explainable_ser.predict",
+            "--ckpt",
+            args.ckpt,
+            str(wav),
+            *args.overrides,
+            "--out",
+            str(lines),
+            "--no-progress",
+            "--language-id",
+            "off",
+        ],
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
@@ -101,28 +127,40 @@ def main(argv: list[str] | None = None) -> int:
     summary = next(r for r in rows if "file" in r)
     own = {}
     if args.own:
-        own = {r["id"]: r for r in map(json.loads, Path(args.own).read_text().splitlines())
-               if r.get("task") == "ser_sed"}
+        own = {
+            r["id"]: r for r in map(json.loads, Path(args.own).read_text().splitlines()) if r.get("task") == "ser_sed"
+        }
     clips = score(pieces, truth, own)
     found = [c for c in clips if "piece" in c]
     one_each = len({c["piece"] for c in found}) == len(found) == len(pieces)
     agree = [c for c in found if "emotion_alone" in c]
-    res = {**provenance.finish(info), "ckpt": args.ckpt, "recording_seconds": round(audio.size / 16000, 2),
-           "n_clips": len(truth), "n_pieces": len(pieces), "one_piece_per_clip": one_each,
-           "boundaries_within_0.15s": sum(c["boundary_error"] <= 0.15 for c in found),
-           "emotion_accuracy": round(sum(c["emotion"] == c["emotion_ref"] for c in found) / max(1, len(found)), 4),
-           "emotion_equal_to_alone": (round(sum(c["emotion"] == c["emotion_alone"] for c in agree) / len(agree), 4)
-                                      if agree else None),
-           "caption_equal_to_alone": (round(sum(c["caption"] == c["caption_alone"] for c in agree) / len(agree), 4)
-                                      if agree else None),
-           "predict_wall_seconds": round(wall, 1), "recording": {k: v for k, v in summary.items() if k != "pieces"},
-           "clips": clips}
+    res = {
+        **provenance.finish(info),
+        "ckpt": args.ckpt,
+        "recording_seconds": round(audio.size / 16000, 2),
+        "n_clips": len(truth),
+        "n_pieces": len(pieces),
+        "one_piece_per_clip": one_each,
+        "boundaries_within_0.15s": sum(c["boundary_error"] <= 0.15 for c in found),
+        "emotion_accuracy": round(sum(c["emotion"] == c["emotion_ref"] for c in found) / max(1, len(found)), 4),
+        "emotion_equal_to_alone": (
+            round(sum(c["emotion"] == c["emotion_alone"] for c in agree) / len(agree), 4) if agree else None
+        ),
+        "caption_equal_to_alone": (
+            round(sum(c["caption"] == c["caption_alone"] for c in agree) / len(agree), 4) if agree else None
+        ),
+        "predict_wall_seconds": round(wall, 1),
+        "recording": {k: v for k, v in summary.items() if k != "pieces"},
+        "clips": clips,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
-    print(f"{res['recording_seconds']} s, {len(truth)} clips -> {len(pieces)} pieces "
-          f"({res['boundaries_within_0.15s']} boundaries within 0.15 s); emotion accuracy "
-          f"{res['emotion_accuracy']}, equal to the clip alone {res['emotion_equal_to_alone']}; "
-          f"predict {wall:.1f} s -> {args.out}")
+    print(
+        f"{res['recording_seconds']} s, {len(truth)} clips -> {len(pieces)} pieces "
+        f"({res['boundaries_within_0.15s']} boundaries within 0.15 s); emotion accuracy "
+        f"{res['emotion_accuracy']}, equal to the clip alone {res['emotion_equal_to_alone']}; "
+        f"predict {wall:.1f} s -> {args.out}"
+    )
     return 0
 
 

@@ -5,7 +5,8 @@
 The encoder and the LLM are built from their architecture configs instead of ``from_pretrained``
 (HuBERT-large: 24 layers of 1024, 50 frames/s; for a Whisper encoder Whisper-large-v3's
 encoder, 32 layers of 1280; for a WavLM, WavLM-large; Llama-3.1-8B: 32 layers of 4096, 8 KV
-heads, vocab 128,256), so this runs anywhere. A second (descriptor) encoder is counted apart. Reported: encoder, LLM base, LoRA, each branch, and the
+heads, vocab 128,256), so this runs anywhere. A second (descriptor) encoder is counted apart.
+Reported: encoder, LLM base, LoRA, each branch, and the
 trainable set of every stage of the experiment.
 """
 
@@ -22,22 +23,63 @@ from explainable_ser.model.ser import build_model
 from explainable_ser.offline.tokenizer import build_word_tokenizer
 from explainable_ser.training.stages import trainable_names
 
-HUBERT_LARGE = dict(model_type="hubert", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                    intermediate_size=4096, feat_extract_norm="layer", do_stable_layer_norm=True,
-                    conv_bias=True, num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16)
-WAVLM_LARGE = dict(model_type="wavlm", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                   intermediate_size=4096, feat_extract_norm="layer", do_stable_layer_norm=True,
-                   conv_bias=False, num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16,
-                   num_buckets=320, max_bucket_distance=800)
-WHISPER_LARGE_V3 = dict(model_type="whisper", d_model=1280, encoder_layers=32, encoder_attention_heads=20,
-                        encoder_ffn_dim=5120, decoder_layers=32, decoder_attention_heads=20,
-                        decoder_ffn_dim=5120, num_mel_bins=128, max_source_positions=1500,
-                        vocab_size=51866)
-LLAMA_31_8B = dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                   num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072,
-                   rope_theta=500000.0, tie_word_embeddings=False,
-                   rope_scaling={"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                 "original_max_position_embeddings": 8192, "rope_type": "llama3"})
+HUBERT_LARGE = dict(
+    model_type="hubert",
+    hidden_size=1024,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    intermediate_size=4096,
+    feat_extract_norm="layer",
+    do_stable_layer_norm=True,
+    conv_bias=True,
+    num_conv_pos_embeddings=128,
+    num_conv_pos_embedding_groups=16,
+)
+WAVLM_LARGE = dict(
+    model_type="wavlm",
+    hidden_size=1024,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    intermediate_size=4096,
+    feat_extract_norm="layer",
+    do_stable_layer_norm=True,
+    conv_bias=False,
+    num_conv_pos_embeddings=128,
+    num_conv_pos_embedding_groups=16,
+    num_buckets=320,
+    max_bucket_distance=800,
+)
+WHISPER_LARGE_V3 = dict(
+    model_type="whisper",
+    d_model=1280,
+    encoder_layers=32,
+    encoder_attention_heads=20,
+    encoder_ffn_dim=5120,
+    decoder_layers=32,
+    decoder_attention_heads=20,
+    decoder_ffn_dim=5120,
+    num_mel_bins=128,
+    max_source_positions=1500,
+    vocab_size=51866,
+)
+LLAMA_31_8B = dict(
+    model_type="llama",
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    max_position_embeddings=131072,
+    rope_theta=500000.0,
+    tie_word_embeddings=False,
+    rope_scaling={
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+        "rope_type": "llama3",
+    },
+)
 LLAMA3_VOCAB = 128256
 
 
@@ -83,8 +125,7 @@ def count(cfg_path: str | None) -> dict:
         "lora": total([n for n in params if "lora_" in n]),
         "content_branch": total([n for n in params if n.startswith("content.")]),
         "descriptor_branch": total([n for n in params if n.startswith("descriptor.")]),
-        "trainable_per_stage": {s.name: total(trainable_names(model, list(s.trainable)))
-                                for s in cfg.training.stages},
+        "trainable_per_stage": {s.name: total(trainable_names(model, list(s.trainable))) for s in cfg.training.stages},
     }
 
 

@@ -34,8 +34,7 @@ def agreement(a: list[dict], b: list[dict]) -> dict:
     out = {"n_compared": len(pairs)}
     for k in ("transcript", "caption", "emotion"):
         out[f"identical_{k}"] = sum(x.get(k) == y.get(k) for x, y in pairs)
-    diffs = [abs(x["emotion_scores"][lab] - y["emotion_scores"][lab])
-             for x, y in pairs for lab in x["emotion_scores"]]
+    diffs = [abs(x["emotion_scores"][lab] - y["emotion_scores"][lab]) for x, y in pairs for lab in x["emotion_scores"]]
     out["max_abs_score_diff"] = max(diffs, default=0.0)
     return out
 
@@ -66,10 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     ser = batch.load(argparse.Namespace(model=args.model, ckpt=args.ckpt, device="cpu", overrides=[]))
     load_s = time.perf_counter() - t0
     ser.explain(ser.read(files[0]))  # warm-up: first-call allocations out of both timings
-    res = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                       "torch_threads": torch.get_num_threads()},
-           "args": vars(args), "n_files": len(files), "audio_seconds": round(sum(seconds.values()), 2),
-           "load_seconds": round(load_s, 1), "modes": {}}
+    res = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        "args": vars(args),
+        "n_files": len(files),
+        "audio_seconds": round(sum(seconds.values()), 2),
+        "load_seconds": round(load_s, 1),
+        "modes": {},
+    }
     outputs = {}
     keep = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_predict_"))
     keep.mkdir(parents=True, exist_ok=True)
@@ -84,12 +87,18 @@ def main(argv: list[str] | None = None) -> int:
         rows = [json.loads(line) for line in out.read_text().splitlines()]
         outputs[name] = rows
         n_ok = sum("error" not in r for r in rows)
-        res["modes"][name] = {"batch_seconds": bs, "exit_status": rc, "n_explained": n_ok,
-                              "n_batches": len(list(batch.batches(files, seconds, bs))),
-                              "wall_seconds": round(wall, 1), "utt_per_s": round(n_ok / wall, 3),
-                              "audio_seconds_per_s": round(res["audio_seconds"] / wall, 3)}
-    res["speedup_bucketed_vs_batch1"] = round(res["modes"]["bucketed"]["utt_per_s"]
-                                              / res["modes"]["batch1"]["utt_per_s"], 2)
+        res["modes"][name] = {
+            "batch_seconds": bs,
+            "exit_status": rc,
+            "n_explained": n_ok,
+            "n_batches": len(list(batch.batches(files, seconds, bs))),
+            "wall_seconds": round(wall, 1),
+            "utt_per_s": round(n_ok / wall, 3),
+            "audio_seconds_per_s": round(res["audio_seconds"] / wall, 3),
+        }
+    res["speedup_bucketed_vs_batch1"] = round(
+        res["modes"]["bucketed"]["utt_per_s"] / res["modes"]["batch1"]["utt_per_s"], 2
+    )
     res["agreement"] = agreement(outputs["batch1"], outputs["bucketed"])
     res["outputs"] = str(keep)
     res["provenance"] = provenance.finish(prov)

@@ -101,10 +101,22 @@ def write_manifest(path: Path, n: int, sources: list[dict], seed: int = 0) -> di
             k = rng.randrange(len(sources))
             src = sources[k]
             start = round(rng.uniform(0.0, SOURCE_SECONDS - dur - 0.01), 3)
-            writer.write(make_cut(
-                f"{CORPUS}-{i:07d}", src["path"], sampling_rate=SR, num_samples=src["num_samples"],
-                corpus=CORPUS, split="train", transcript="the boat sang", emotion="neutral",
-                caption="A speaker talks.", start=start, duration=dur, recording_id=f"source{k}"))
+            writer.write(
+                make_cut(
+                    f"{CORPUS}-{i:07d}",
+                    src["path"],
+                    sampling_rate=SR,
+                    num_samples=src["num_samples"],
+                    corpus=CORPUS,
+                    split="train",
+                    transcript="the boat sang",
+                    emotion="neutral",
+                    caption="A speaker talks.",
+                    start=start,
+                    duration=dur,
+                    recording_id=f"source{k}",
+                )
+            )
             total += dur
     return {"utterances": n, "hours": total / 3600.0, "mean_seconds": total / n}
 
@@ -120,8 +132,10 @@ def write_shar(manifest: Path, out: Path, with_audio: bool, shard_size: int) -> 
         warnings.simplefilter("ignore", UserWarning)
         CutSet.from_file(manifest).to_shar(out, fields=fields, shard_size=shard_size)
     files = list(out.iterdir())
-    return {"shards": len([f for f in files if f.name.startswith("cuts.")]),
-            "bytes": sum(f.stat().st_size for f in files)}
+    return {
+        "shards": len([f for f in files if f.name.startswith("cuts.")]),
+        "bytes": sum(f.stat().st_size for f in files),
+    }
 
 
 # -- one measured pipeline run (child process) -------------------------------------------------
@@ -172,10 +186,12 @@ def child(spec: dict) -> dict:
 
     torch.set_num_threads(1)
     proc = psutil.Process()
-    cfg = DataConfig(corpora=[CorpusSpec(name=CORPUS, dir=spec["dir"], format=spec["format"],
-                                         val_split=None, test_split=None)],
-                     num_workers=spec["num_workers"], max_duration=spec["max_duration"],
-                     max_clip_seconds=30.0)
+    cfg = DataConfig(
+        corpora=[CorpusSpec(name=CORPUS, dir=spec["dir"], format=spec["format"], val_split=None, test_split=None)],
+        num_workers=spec["num_workers"],
+        max_duration=spec["max_duration"],
+        max_clip_seconds=30.0,
+    )
     rss_start = proc.memory_info().rss
     mem = MemorySampler()
     mem.sample()
@@ -203,23 +219,35 @@ def child(spec: dict) -> dict:
     counted = dm.train_batches_per_epoch()
     count_s = time.perf_counter() - t1
     return {
-        "format": spec["format"], "num_workers": spec["num_workers"],
+        "format": spec["format"],
+        "num_workers": spec["num_workers"],
         "buffer_size": resolved_buffer_size(cfg),
-        "batches": batches, "utterances": utts, "skipped": skipped, "audio_seconds": audio,
-        "wall_s": wall, "first_batch_s": t_first,
-        "utterances_per_s": utts / wall, "audio_seconds_per_s": audio / wall,
-        "rss_start_mb": rss_start / MB, "peak_main_rss_mb": mem.peak_main / MB,
-        "peak_workers_uss_mb": mem.peak_workers / MB, "peak_total_mb": mem.peak_total / MB,
+        "batches": batches,
+        "utterances": utts,
+        "skipped": skipped,
+        "audio_seconds": audio,
+        "wall_s": wall,
+        "first_batch_s": t_first,
+        "utterances_per_s": utts / wall,
+        "audio_seconds_per_s": audio / wall,
+        "rss_start_mb": rss_start / MB,
+        "peak_main_rss_mb": mem.peak_main / MB,
+        "peak_workers_uss_mb": mem.peak_workers / MB,
+        "peak_total_mb": mem.peak_total / MB,
         "memory_samples": mem.samples,
-        "count_pass": {"batches": counted, "seconds": count_s,
-                       "cuts_per_s": spec["n"] / count_s if count_s > 0 else None,
-                       "matches_epoch": counted == batches},
+        "count_pass": {
+            "batches": counted,
+            "seconds": count_s,
+            "cuts_per_s": spec["n"] / count_s if count_s > 0 else None,
+            "matches_epoch": counted == batches,
+        },
     }
 
 
 def run_child(spec: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], cwd=REPO,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)], cwd=REPO, capture_output=True, text=True
+    )
     if out.returncode != 0:
         raise RuntimeError(f"child failed for {spec}:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -259,11 +287,19 @@ def train_step_rate(steps: int, run_dir: Path) -> dict:
             utts += len(batch["ids"])
             audio += float(batch["wave_lens"].sum()) / cfg.data.sampling_rate
     wall = time.perf_counter() - t0
-    return {"steps": steps, "stage": stage.name, "tasks": list(stage.tasks),
-            "utterances": utts, "audio_seconds": audio, "wall_s": wall,
-            "utterances_per_s": utts / wall, "audio_seconds_per_s": audio / wall,
-            "steps_per_s": steps / wall, "torch_threads": torch.get_num_threads(),
-            "max_duration": cfg.data.max_duration}
+    return {
+        "steps": steps,
+        "stage": stage.name,
+        "tasks": list(stage.tasks),
+        "utterances": utts,
+        "audio_seconds": audio,
+        "wall_s": wall,
+        "utterances_per_s": utts / wall,
+        "audio_seconds_per_s": audio / wall,
+        "steps_per_s": steps / wall,
+        "torch_threads": torch.get_num_threads(),
+        "max_duration": cfg.data.max_duration,
+    }
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -272,17 +308,23 @@ def machine() -> dict:
     import psutil
     import torch
 
-    return {"platform": platform.platform(), "python": platform.python_version(),
-            "cpus": os.cpu_count(), "memory_gb": psutil.virtual_memory().total / 1024 ** 3,
-            "load_average_1_5_15": list(os.getloadavg()), "torch": torch.__version__,
-            "lhotse": lhotse.__version__}
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "memory_gb": psutil.virtual_memory().total / 1024**3,
+        "load_average_1_5_15": list(os.getloadavg()),
+        "torch": torch.__version__,
+        "lhotse": lhotse.__version__,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "streaming.json"))
-    ap.add_argument("--quick", action="store_true",
-                    help="small run: 1,000 and 10,000 utterances, 300 with Shar audio, 4 steps")
+    ap.add_argument(
+        "--quick", action="store_true", help="small run: 1,000 and 10,000 utterances, 300 with Shar audio, 4 steps"
+    )
     ap.add_argument("--sizes", type=int, nargs=2, default=None)
     ap.add_argument("--shar-audio-size", type=int, default=None)
     ap.add_argument("--num-workers", type=int, default=2)
@@ -299,8 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     shar_audio_n = args.shar_audio_size or (300 if args.quick else 3000)
     steps = args.steps or (4 if args.quick else 10)
     prov = provenance.start(" ".join(["python", "benchmarks/streaming.py", *(argv or sys.argv[1:])]))
-    result: dict = {"command": prov["command"],
-                    "machine": machine(), "quick": args.quick}
+    result: dict = {"command": prov["command"], "machine": machine(), "quick": args.quick}
     tmp = tempfile.TemporaryDirectory(prefix="streaming-bench-") if args.work_dir is None else None
     work = Path(args.work_dir or tmp.name)
     try:
@@ -311,19 +352,25 @@ def main(argv: list[str] | None = None) -> int:
             d = work / f"n{n}"
             info = write_manifest(d / f"{CORPUS}_cuts_train.jsonl.gz", n, sources)
             if n in sizes:
-                info["shar_reference"] = write_shar(d / f"{CORPUS}_cuts_train.jsonl.gz",
-                                                    d / "shar" / "train", False, 5000)
+                info["shar_reference"] = write_shar(
+                    d / f"{CORPUS}_cuts_train.jsonl.gz", d / "shar" / "train", False, 5000
+                )
             corpora[str(n)] = {"dir": str(d), **info}
         da = work / "shar_audio"
         (da / "shar").mkdir(parents=True, exist_ok=True)
-        corpora["shar_audio"] = {"dir": str(da), "utterances": shar_audio_n,
-                                 **write_shar(work / f"n{shar_audio_n}" /
-                                              f"{CORPUS}_cuts_train.jsonl.gz",
-                                              da / "shar" / "train", True, 1000)}
-        result["data"] = {"sources": len(sources), "source_seconds": SOURCE_SECONDS,
-                          "corpora": {k: {kk: vv for kk, vv in v.items() if kk != "dir"}
-                                      for k, v in corpora.items()},
-                          "generation_s": time.perf_counter() - t0}
+        corpora["shar_audio"] = {
+            "dir": str(da),
+            "utterances": shar_audio_n,
+            **write_shar(
+                work / f"n{shar_audio_n}" / f"{CORPUS}_cuts_train.jsonl.gz", da / "shar" / "train", True, 1000
+            ),
+        }
+        result["data"] = {
+            "sources": len(sources),
+            "source_seconds": SOURCE_SECONDS,
+            "corpora": {k: {kk: vv for kk, vv in v.items() if kk != "dir"} for k, v in corpora.items()},
+            "generation_s": time.perf_counter() - t0,
+        }
         print(f"data ready in {result['data']['generation_s']:.0f} s", flush=True)
 
         runs: dict[str, dict] = {"jsonl": {}, "shar_reference": {}, "shar_audio": {}}
@@ -332,47 +379,65 @@ def main(argv: list[str] | None = None) -> int:
             for fmt, key in (("jsonl", "jsonl"), ("shar", "shar_reference")):
                 r = run_child({"dir": corpora[str(n)]["dir"], "format": fmt, "n": n, **common})
                 runs[key][str(n)] = r
-                print(f"{key:15s} {n:7d} utts: {r['utterances_per_s']:8.0f} utt/s "
-                      f"{r['audio_seconds_per_s']:9.0f} audio s/s  peak RSS main "
-                      f"{r['peak_main_rss_mb']:.0f} MB, +workers {r['peak_total_mb']:.0f} MB",
-                      flush=True)
-        r = run_child({"dir": corpora["shar_audio"]["dir"], "format": "shar", "n": shar_audio_n,
-                       **common})
+                print(
+                    f"{key:15s} {n:7d} utts: {r['utterances_per_s']:8.0f} utt/s "
+                    f"{r['audio_seconds_per_s']:9.0f} audio s/s  peak RSS main "
+                    f"{r['peak_main_rss_mb']:.0f} MB, +workers {r['peak_total_mb']:.0f} MB",
+                    flush=True,
+                )
+        r = run_child({"dir": corpora["shar_audio"]["dir"], "format": "shar", "n": shar_audio_n, **common})
         runs["shar_audio"][str(shar_audio_n)] = r
-        print(f"{'shar_audio':15s} {shar_audio_n:7d} utts: {r['utterances_per_s']:8.0f} utt/s "
-              f"{r['audio_seconds_per_s']:9.0f} audio s/s  peak RSS main "
-              f"{r['peak_main_rss_mb']:.0f} MB", flush=True)
+        print(
+            f"{'shar_audio':15s} {shar_audio_n:7d} utts: {r['utterances_per_s']:8.0f} utt/s "
+            f"{r['audio_seconds_per_s']:9.0f} audio s/s  peak RSS main "
+            f"{r['peak_main_rss_mb']:.0f} MB",
+            flush=True,
+        )
         result["pipeline"] = runs
         small, large = (str(s) for s in sizes)
         result["memory_growth_mb"] = {
-            key: {"main_rss": runs[key][large]["peak_main_rss_mb"] - runs[key][small]["peak_main_rss_mb"],
-                  "main_plus_workers": runs[key][large]["peak_total_mb"] - runs[key][small]["peak_total_mb"],
-                  "from": int(small), "to": int(large)}
-            for key in ("jsonl", "shar_reference")}
+            key: {
+                "main_rss": runs[key][large]["peak_main_rss_mb"] - runs[key][small]["peak_main_rss_mb"],
+                "main_plus_workers": runs[key][large]["peak_total_mb"] - runs[key][small]["peak_total_mb"],
+                "from": int(small),
+                "to": int(large),
+            }
+            for key in ("jsonl", "shar_reference")
+        }
         shar_audio_bytes = corpora["shar_audio"]["bytes"] / shar_audio_n
         result["shar_audio_buffer_estimate_mb"] = {
             "mean_bytes_per_cut_in_shards": shar_audio_bytes,
             "buffer_size": runs["shar_audio"][str(shar_audio_n)]["buffer_size"],
-            "bound_mb": shar_audio_bytes * runs["shar_audio"][str(shar_audio_n)]["buffer_size"] / MB}
+            "bound_mb": shar_audio_bytes * runs["shar_audio"][str(shar_audio_n)]["buffer_size"] / MB,
+        }
 
         with tempfile.TemporaryDirectory(prefix="streaming-step-") as run_dir:
             step = train_step_rate(steps, Path(run_dir))
         result["train_step"] = step
-        print(f"training step: {step['utterances_per_s']:.2f} utt/s, "
-              f"{step['audio_seconds_per_s']:.2f} audio s/s", flush=True)
+        print(
+            f"training step: {step['utterances_per_s']:.2f} utt/s, {step['audio_seconds_per_s']:.2f} audio s/s",
+            flush=True,
+        )
         result["rate_ratio"] = {
-            key: {"utterances": runs[key][large]["utterances_per_s"] / step["utterances_per_s"],
-                  "audio_seconds": runs[key][large]["audio_seconds_per_s"] / step["audio_seconds_per_s"]}
-            for key in ("jsonl", "shar_reference")}
+            key: {
+                "utterances": runs[key][large]["utterances_per_s"] / step["utterances_per_s"],
+                "audio_seconds": runs[key][large]["audio_seconds_per_s"] / step["audio_seconds_per_s"],
+            }
+            for key in ("jsonl", "shar_reference")
+        }
         result["rate_ratio"]["shar_audio"] = {
             "utterances": runs["shar_audio"][str(shar_audio_n)]["utterances_per_s"] / step["utterances_per_s"],
-            "audio_seconds": runs["shar_audio"][str(shar_audio_n)]["audio_seconds_per_s"] / step["audio_seconds_per_s"]}
-        growth = max(max(v["main_rss"], v["main_plus_workers"])
-                     for v in result["memory_growth_mb"].values())
+            "audio_seconds": runs["shar_audio"][str(shar_audio_n)]["audio_seconds_per_s"] / step["audio_seconds_per_s"],
+        }
+        growth = max(max(v["main_rss"], v["main_plus_workers"]) for v in result["memory_growth_mb"].values())
         ratio = min(min(v.values()) for v in result["rate_ratio"].values())
-        result["targets"] = {"memory_growth_mb_lt": 200, "worst_memory_growth_mb": growth,
-                             "rate_ratio_gt": 20, "worst_rate_ratio": ratio,
-                             "met": growth < 200 and ratio > 20}
+        result["targets"] = {
+            "memory_growth_mb_lt": 200,
+            "worst_memory_growth_mb": growth,
+            "rate_ratio_gt": 20,
+            "worst_rate_ratio": ratio,
+            "met": growth < 200 and ratio > 20,
+        }
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -380,9 +445,11 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     t = result["targets"]
-    print(f"memory growth {sizes[0]} -> {sizes[1]} utterances: worst {t['worst_memory_growth_mb']:.0f} MB "
-          f"(target < 200); pipeline / training step: worst {t['worst_rate_ratio']:.0f}x "
-          f"(target > 20); met: {t['met']}")
+    print(
+        f"memory growth {sizes[0]} -> {sizes[1]} utterances: worst {t['worst_memory_growth_mb']:.0f} MB "
+        f"(target < 200); pipeline / training step: worst {t['worst_rate_ratio']:.0f}x "
+        f"(target > 20); met: {t['met']}"
+    )
     print(f"wrote {args.out}")
     return 0
 

@@ -76,14 +76,31 @@ def datasheet_peak(gpu_name: str | None) -> float | None:
             return peak
     return None
 
+
 # Tiny shapes for CPU: the same architectures, small enough for a 2-core machine.
-HUBERT_TINY = dict(model_type="hubert", hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
-                   intermediate_size=256, feat_extract_norm="layer", do_stable_layer_norm=True,
-                   conv_dim=[64] * 7, conv_bias=True, num_conv_pos_embeddings=32,
-                   num_conv_pos_embedding_groups=4)
-LLAMA_TINY = dict(model_type="llama", hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                  tie_word_embeddings=False)
+HUBERT_TINY = dict(
+    model_type="hubert",
+    hidden_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    intermediate_size=256,
+    feat_extract_norm="layer",
+    do_stable_layer_norm=True,
+    conv_dim=[64] * 7,
+    conv_bias=True,
+    num_conv_pos_embeddings=32,
+    num_conv_pos_embedding_groups=4,
+)
+LLAMA_TINY = dict(
+    model_type="llama",
+    hidden_size=256,
+    intermediate_size=512,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=2048,
+    tie_word_embeddings=False,
+)
 BRANCH_TINY = dict(hidden_dim=128, latent_dim=64, adapter_dim=256)
 
 
@@ -117,8 +134,9 @@ def encoder_flops(hf: dict, n_samples: int) -> float:
     return flops + n_layers * per_layer
 
 
-def llm_flops(hf: dict, vocab: int, seq_len: int, n_target: int, lora_r: int, lora_targets,
-              head_trainable: bool) -> dict:
+def llm_flops(
+    hf: dict, vocab: int, seq_len: int, n_target: int, lora_r: int, lora_targets, head_trainable: bool
+) -> dict:
     """Forward and backward FLOPs of one sequence through a Llama decoder with LoRA.
 
     Frozen weights need only the gradient of their input in backward (as much as the forward);
@@ -128,8 +146,15 @@ def llm_flops(hf: dict, vocab: int, seq_len: int, n_target: int, lora_r: int, lo
     d, ff, n_layers = hf["hidden_size"], hf["intermediate_size"], hf["num_hidden_layers"]
     heads, kv = hf["num_attention_heads"], hf.get("num_key_value_heads", hf["num_attention_heads"])
     hd = hf.get("head_dim") or d // heads
-    shapes = {"q_proj": (d, heads * hd), "k_proj": (d, kv * hd), "v_proj": (d, kv * hd),
-              "o_proj": (heads * hd, d), "gate_proj": (d, ff), "up_proj": (d, ff), "down_proj": (ff, d)}
+    shapes = {
+        "q_proj": (d, heads * hd),
+        "k_proj": (d, kv * hd),
+        "v_proj": (d, kv * hd),
+        "o_proj": (heads * hd, d),
+        "gate_proj": (d, ff),
+        "up_proj": (d, ff),
+        "down_proj": (ff, d),
+    }
     t = seq_len
     linear = 2 * t * sum(i * o for i, o in shapes.values())
     attn = 4 * t * t * heads * hd
@@ -140,8 +165,18 @@ def llm_flops(hf: dict, vocab: int, seq_len: int, n_target: int, lora_r: int, lo
     return {"forward": float(fwd), "backward": float(bwd)}
 
 
-def branch_flops(n_layers: int, enc_dim: int, hidden: int, latent: int, k: int, adapter: int,
-                 llm_dim: int, frames: int, trained: bool, variational: bool = True) -> float:
+def branch_flops(
+    n_layers: int,
+    enc_dim: int,
+    hidden: int,
+    latent: int,
+    k: int,
+    adapter: int,
+    llm_dim: int,
+    frames: int,
+    trained: bool,
+    variational: bool = True,
+) -> float:
     """One branch (weighted layer sum, VIB MLP, adapter) on one clip; x3 when trained. Without
     the VIB (Sys.4) the layer sum feeds the adapter directly."""
     tokens = frames // k
@@ -156,25 +191,39 @@ def branch_flops(n_layers: int, enc_dim: int, hidden: int, latent: int, k: int, 
     return float(fwd + (layer_sum + 2 * (mlp + adapt) if trained else 0))
 
 
-def step_flops(cfg, enc_hf: dict, llm_hf: dict, vocab: int, clip_samples: list[int],
-               prompt_len: int, n_target: int) -> dict:
+def step_flops(
+    cfg, enc_hf: dict, llm_hf: dict, vocab: int, clip_samples: list[int], prompt_len: int, n_target: int
+) -> dict:
     """Model FLOPs of one stage-2 training step (descriptor branch + LoRA trained)."""
     b, lora = cfg.model.branch, cfg.model.llm.lora
     enc = sum(encoder_flops(enc_hf, n) for n in clip_samples)
-    frames = [conv_out_len(n, enc_hf.get("conv_kernel", [10, 3, 3, 3, 3, 2, 2]),
-                           enc_hf.get("conv_stride", [5, 2, 2, 2, 2, 2, 2])) for n in clip_samples]
+    frames = [
+        conv_out_len(
+            n, enc_hf.get("conv_kernel", [10, 3, 3, 3, 3, 2, 2]), enc_hf.get("conv_stride", [5, 2, 2, 2, 2, 2, 2])
+        )
+        for n in clip_samples
+    ]
     n_layers, d = enc_hf["num_hidden_layers"] + 1, enc_hf["hidden_size"]
     common = (n_layers, d, b.hidden_dim, b.latent_dim, b.downsample, b.adapter_dim, llm_hf["hidden_size"])
-    branches = sum(branch_flops(*common, f, trained=False, variational=b.variational)
-                   + branch_flops(*common, f, trained=True, variational=b.variational) for f in frames)
+    branches = sum(
+        branch_flops(*common, f, trained=False, variational=b.variational)
+        + branch_flops(*common, f, trained=True, variational=b.variational)
+        for f in frames
+    )
     llm = {"forward": 0.0, "backward": 0.0}
     for f in frames:
         seq = prompt_len + 2 * (f // b.downsample) + n_target
-        one = llm_flops(llm_hf, vocab, seq, n_target, lora.r, lora.target_modules,
-                        head_trainable="lm_head" in lora.modules_to_save)
+        one = llm_flops(
+            llm_hf, vocab, seq, n_target, lora.r, lora.target_modules, head_trainable="lm_head" in lora.modules_to_save
+        )
         llm = {k: llm[k] + one[k] for k in llm}
-    return {"encoder_forward": enc, "branches": branches, "llm_forward": llm["forward"],
-            "llm_backward": llm["backward"], "total": enc + branches + llm["forward"] + llm["backward"]}
+    return {
+        "encoder_forward": enc,
+        "branches": branches,
+        "llm_forward": llm["forward"],
+        "llm_backward": llm["backward"],
+        "total": enc + branches + llm["forward"] + llm["backward"],
+    }
 
 
 # -- the stack --------------------------------------------------------------------------------
@@ -183,7 +232,9 @@ def experiment_config(size: str, config: str):
 
     cfg = load_config([str(REPO / "experiments" / "base.yaml")])
     m = cfg.model
-    enc_hf, llm_hf = (dict(HUBERT_LARGE), dict(LLAMA_31_8B)) if size == "full" else (dict(HUBERT_TINY), dict(LLAMA_TINY))
+    enc_hf, llm_hf = (
+        (dict(HUBERT_LARGE), dict(LLAMA_31_8B)) if size == "full" else (dict(HUBERT_TINY), dict(LLAMA_TINY))
+    )
     m.encoder.name_or_path, m.encoder.hf_config = None, enc_hf
     m.llm.name_or_path, m.llm.hf_config = None, llm_hf
     if size == "tiny":
@@ -244,10 +295,12 @@ def run_one(args) -> dict:
         model, tokenizer = build(cfg, device, vocab, Path(tmp))
     feats = features(args.one)
     if "bf16_encoder" not in feats:  # the library default: fp32 weights, no_grad
+
         def encode(wave, lens, encoder=None):
             with torch.no_grad():
                 layers, frame_lens = (encoder or model.encoder)(wave, lens)
             return layers.to(model.content.block.layer_logits.dtype), frame_lens
+
         model.encode = encode
     params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("encoder.")]
     opt = torch.optim.AdamW(params, lr=1e-5, fused=True if "fused_adamw" in feats else None)
@@ -266,8 +319,7 @@ def run_one(args) -> dict:
 
     def full_vocab_loss():
         """The library path: the LLM's own loss from ``labels=`` (logits at every position)."""
-        speech = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=True,
-                                     zero_descriptor=False)
+        speech = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=True, zero_descriptor=False)
         embeds, mask, labels = model.build_inputs(speech, task, [model.prompts.target_ids(t) for t in targets])
         out = model.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels)
         return out.loss * n_target + beta * speech.kl["descriptor"].mean(), speech.n_tokens
@@ -298,17 +350,27 @@ def run_one(args) -> dict:
     flops = step_flops(cfg, enc_hf, llm_hf, vocab, lengths, prompt_len, n_target)
     seq_lens = [prompt_len + 2 * int(n) + n_target for n in n_tok]
     res = {
-        "config": args.one, "size": args.size, "device": device,
-        "batch": len(lengths), "clip_seconds": [round(n / SR, 2) for n in lengths],
-        "prompt_tokens": prompt_len, "target_tokens": n_target, "sequence_tokens": seq_lens,
-        "step_s": step_s, "samples_per_s": len(lengths) / step_s,
+        "config": args.one,
+        "size": args.size,
+        "device": device,
+        "batch": len(lengths),
+        "clip_seconds": [round(n / SR, 2) for n in lengths],
+        "prompt_tokens": prompt_len,
+        "target_tokens": n_target,
+        "sequence_tokens": seq_lens,
+        "step_s": step_s,
+        "samples_per_s": len(lengths) / step_s,
         "audio_seconds_per_s": sum(lengths) / SR / step_s,
         "llm_tokens_per_s": sum(seq_lens) / step_s,
-        "flops_per_step": flops, "achieved_tflops": flops["total"] / step_s / 1e12,
+        "flops_per_step": flops,
+        "achieved_tflops": flops["total"] / step_s / 1e12,
         "trainable_params": sum(p.numel() for p in params),
-        "llm": {"attn": cfg.model.llm.attn_implementation, "dtype": str(next(model.llm.parameters()).dtype),
-                "gradient_checkpointing": cfg.model.llm.gradient_checkpointing,
-                "load_in_4bit": cfg.model.llm.load_in_4bit},
+        "llm": {
+            "attn": cfg.model.llm.attn_implementation,
+            "dtype": str(next(model.llm.parameters()).dtype),
+            "gradient_checkpointing": cfg.model.llm.gradient_checkpointing,
+            "load_in_4bit": cfg.model.llm.load_in_4bit,
+        },
         "encoder_dtype": str(next(model.encoder.parameters()).dtype),
     }
     if device == "cuda":
@@ -342,10 +404,12 @@ def matmul_peak(device: str, n: int, repeats: int | None = None) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", choices=["full", "tiny"], default=None,
-                    help="model shapes (default: full on a GPU, tiny on CPU)")
-    ap.add_argument("--configs", default=None,
-                    help=f"comma-separated, from {', '.join(CONFIGS)} (default: all that can run here)")
+    ap.add_argument(
+        "--size", choices=["full", "tiny"], default=None, help="model shapes (default: full on a GPU, tiny on CPU)"
+    )
+    ap.add_argument(
+        "--configs", default=None, help=f"comma-separated, from {', '.join(CONFIGS)} (default: all that can run here)"
+    )
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=10.0, help="mean clip duration")
     ap.add_argument("--target-tokens", type=int, default=64, help="tokens of the caption + emotion target")
@@ -364,11 +428,16 @@ def main() -> None:
 
     device = "cuda" if gpu else "cpu"
     prov = provenance.start()
-    res: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                             "torch": torch.__version__,
-                             "gpu": torch.cuda.get_device_name() if gpu else None,
-                             "datasheet_bf16_tflops": datasheet_peak(torch.cuda.get_device_name()) if gpu else None},
-                 "args": vars(args)}
+    res: dict = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name() if gpu else None,
+            "datasheet_bf16_tflops": datasheet_peak(torch.cuda.get_device_name()) if gpu else None,
+        },
+        "args": vars(args),
+    }
     res["matmul_peak"] = matmul_peak(device, args.matmul_n or (8192 if gpu else 2048))
     wanted = args.configs.split(",") if args.configs else list(CONFIGS)
     res["configs"] = {}
@@ -378,9 +447,24 @@ def main() -> None:
         if name == "qlora" and not (gpu and _has_bitsandbytes()):
             res["configs"][name] = {"skipped": "needs a CUDA GPU and bitsandbytes"}
             continue
-        child = [sys.executable, __file__, "--one", name, "--size", args.size, "--batch", str(args.batch),
-                 "--seconds", str(args.seconds), "--target-tokens", str(args.target_tokens),
-                 "--steps", str(args.steps), "--warmup", str(args.warmup)] + (["--cpu"] if args.cpu else [])
+        child = [
+            sys.executable,
+            __file__,
+            "--one",
+            name,
+            "--size",
+            args.size,
+            "--batch",
+            str(args.batch),
+            "--seconds",
+            str(args.seconds),
+            "--target-tokens",
+            str(args.target_tokens),
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+        ] + (["--cpu"] if args.cpu else [])
         print(f"[train_step] {name} ({args.size}) ...", file=sys.stderr, flush=True)
         proc = subprocess.run(child, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -401,8 +485,11 @@ def main() -> None:
         res["speedup_vs_baseline"] = {k: v["samples_per_s"] / base for k, v in ok.items() if k != "baseline"}
         if "project" in ok and res["speedup_vs_baseline"]["project"] > 1:
             total = math.log(res["speedup_vs_baseline"]["project"])
-            res["feature_share"] = {k.split("+", 1)[1]: math.log(v) / total
-                                    for k, v in res["speedup_vs_baseline"].items() if k.startswith("baseline+")}
+            res["feature_share"] = {
+                k.split("+", 1)[1]: math.log(v) / total
+                for k, v in res["speedup_vs_baseline"].items()
+                if k.startswith("baseline+")
+            }
     res["provenance"] = provenance.finish(prov)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))

@@ -23,10 +23,15 @@ def describe_refusal(reason: str, seconds: float | None, cfg: DataConfig) -> str
     if reason == "too_short" and seconds is not None:
         return f"too_short: {seconds:.2f} s < {cfg.min_clip_seconds:.2f} s minimum (data.min_clip_seconds)"
     if reason == "too_long" and seconds is not None:
-        return (f"too_long: {seconds:.1f} s > {cfg.max_clip_seconds:g} s maximum (data.max_clip_seconds): "
-                f"cut the recording into pieces of at most {cfg.max_clip_seconds:g} s")
-    words = {"empty_audio": "no samples", "non_finite_audio": "NaN or infinite samples",
-             "silent_audio": "every sample is zero"}
+        return (
+            f"too_long: {seconds:.1f} s > {cfg.max_clip_seconds:g} s maximum (data.max_clip_seconds): "
+            f"cut the recording into pieces of at most {cfg.max_clip_seconds:g} s"
+        )
+    words = {
+        "empty_audio": "no samples",
+        "non_finite_audio": "NaN or infinite samples",
+        "silent_audio": "every sample is zero",
+    }
     return f"{reason}: {words[reason]}" if reason in words else reason
 
 
@@ -75,8 +80,7 @@ class SpeechBatchDataset(torch.utils.data.Dataset):
 
     TEXT_FIELDS = ("transcript", "caption", "emotion")
     SHELL_DECODED = (".sph", ".opus")  # lhotse reads these through sph2pipe / ffmpeg subprocesses
-    SAFE_PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                "0123456789_-./+=@,%")
+    SAFE_PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./+=@,%")
 
     def __init__(self, cfg: DataConfig):
         self.cfg = cfg

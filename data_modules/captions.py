@@ -9,21 +9,30 @@ import random
 
 # (body, emphasis clause): the clause is appended only when an emphasised word is known.
 CAPTION_TEMPLATES: tuple[tuple[str, str], ...] = (
-    ("A {gender} speaker with {pitch} pitch and {volume} volume speaks at a {speed} pace",
-     ', emphasizing the word "{emphasis}"'),
-    ("Speaking at a {speed} pace, a {gender} speaker uses {pitch} pitch and {volume} volume",
-     ', with emphasis on the word "{emphasis}"'),
-    ("The {gender} speaker talks with {volume} volume and {pitch} pitch at a {speed} pace",
-     ', stressing the word "{emphasis}"'),
-    ("With {pitch} pitch and {volume} volume, a {gender} speaker delivers the sentence "
-     "at a {speed} pace", ', putting emphasis on the word "{emphasis}"'),
-    ("This {gender} speaker has {pitch} pitch and {volume} volume and speaks at a {speed} pace",
-     ', and the word "{emphasis}" is emphasized'),
+    (
+        "A {gender} speaker with {pitch} pitch and {volume} volume speaks at a {speed} pace",
+        ', emphasizing the word "{emphasis}"',
+    ),
+    (
+        "Speaking at a {speed} pace, a {gender} speaker uses {pitch} pitch and {volume} volume",
+        ', with emphasis on the word "{emphasis}"',
+    ),
+    (
+        "The {gender} speaker talks with {volume} volume and {pitch} pitch at a {speed} pace",
+        ', stressing the word "{emphasis}"',
+    ),
+    (
+        "With {pitch} pitch and {volume} volume, a {gender} speaker delivers the sentence at a {speed} pace",
+        ', putting emphasis on the word "{emphasis}"',
+    ),
+    (
+        "This {gender} speaker has {pitch} pitch and {volume} volume and speaks at a {speed} pace",
+        ', and the word "{emphasis}" is emphasized',
+    ),
 )
 
 
-def render_caption(attributes: dict, rng: random.Random | None = None,
-                   template: int | None = None) -> str:
+def render_caption(attributes: dict, rng: random.Random | None = None, template: int | None = None) -> str:
     """A SpeechCraft-style caption of the descriptors in ``attributes``.
 
     Needs ``gender``, ``pitch``, ``volume`` and ``speed``; ``emphasis`` is optional. The caption
@@ -34,8 +43,7 @@ def render_caption(attributes: dict, rng: random.Random | None = None,
     if template is None:
         template = (rng or random.Random()).randrange(len(CAPTION_TEMPLATES))
     body, clause = CAPTION_TEMPLATES[template]
-    caption = body.format(**{key: attributes[key] for key in ("gender", "pitch", "volume",
-                                                              "speed")})
+    caption = body.format(**{key: attributes[key] for key in ("gender", "pitch", "volume", "speed")})
     if attributes.get("emphasis"):
         caption += clause.format(emphasis=attributes["emphasis"])
     return caption + "."
@@ -59,4 +67,3 @@ def render_partial_caption(attributes: dict, names: list[str] | tuple[str, ...])
     if "emphasis" in has:
         caption += f', emphasizing the word "{has["emphasis"]}"'
     return caption + "."
-

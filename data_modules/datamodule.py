@@ -52,8 +52,7 @@ class SpeechDataModule(L.LightningDataModule):
         self._consumed: tuple[int, int, int] | None = None  # (epoch, batches, cuts) trained on
 
     # -- manifests -------------------------------------------------------------------------
-    def split_cuts(self, split_attr: str, metadata_only: bool = False
-                   ) -> list[tuple[CorpusSpec, CutSet]]:
+    def split_cuts(self, split_attr: str, metadata_only: bool = False) -> list[tuple[CorpusSpec, CutSet]]:
         """``(spec, lazy CutSet)`` per corpus that has this split, in a fixed order (no shuffle).
 
         ``metadata_only``: for Shar input, skip the audio tar files (texts and labels only).
@@ -84,15 +83,25 @@ class SpeechDataModule(L.LightningDataModule):
     def train_cuts(self, epoch: int = 0, metadata_only: bool = False) -> CutSet:
         """The training stream of one epoch: every corpus with a ``train_split``, Shar shards
         shuffled with ``seed + epoch`` (when ``shuffle``), mixed by weight (``CutSet.mux``)."""
-        parts = [(spec, read_split(spec, spec.train_split, shuffle_shards=self.cfg.shuffle,
-                                   seed=self.cfg.seed + epoch, metadata_only=metadata_only))
-                 for spec in self.cfg.corpora if spec.train_split is not None]
+        parts = [
+            (
+                spec,
+                read_split(
+                    spec,
+                    spec.train_split,
+                    shuffle_shards=self.cfg.shuffle,
+                    seed=self.cfg.seed + epoch,
+                    metadata_only=metadata_only,
+                ),
+            )
+            for spec in self.cfg.corpora
+            if spec.train_split is not None
+        ]
         if not parts:
             raise ValueError("no corpus has a train_split")
         if len(parts) == 1:
             return parts[0][1]
-        return CutSet.mux(*[c for _, c in parts], weights=[s.weight for s, _ in parts],
-                          seed=self.cfg.seed)
+        return CutSet.mux(*[c for _, c in parts], weights=[s.weight for s, _ in parts], seed=self.cfg.seed)
 
     def train_stream(self, metadata_only: bool = False) -> CutSet:
         """The lazy training ``CutSet`` given to the sampler: :meth:`train_cuts` of the sampler's
@@ -113,17 +122,25 @@ class SpeechDataModule(L.LightningDataModule):
         # the global RNG would make a resumed run's dropout/sampling depend on when loaders
         # (validation, the next epoch) were created relative to the checkpoint.
         return torch.utils.data.DataLoader(
-            SpeechBatchDataset(self.cfg), sampler=sampler, batch_size=None,
-            num_workers=self.cfg.num_workers, persistent_workers=False,
-            generator=torch.Generator().manual_seed(self.cfg.seed))
+            SpeechBatchDataset(self.cfg),
+            sampler=sampler,
+            batch_size=None,
+            num_workers=self.cfg.num_workers,
+            persistent_workers=False,
+            generator=torch.Generator().manual_seed(self.cfg.seed),
+        )
 
     def build_train_sampler(self, world_size: int | None = None, rank: int | None = None):
         """A fresh training sampler for this rank (default: the trainer's) over the stream."""
         world, own_rank = self._dist()
-        return build_sampler(self.train_stream(), self.cfg, train=True,
-                             world_size=world if world_size is None else world_size,
-                             rank=own_rank if rank is None else rank,
-                             buffer_size=resolved_buffer_size(self.cfg))
+        return build_sampler(
+            self.train_stream(),
+            self.cfg,
+            train=True,
+            world_size=world if world_size is None else world_size,
+            rank=own_rank if rank is None else rank,
+            buffer_size=resolved_buffer_size(self.cfg),
+        )
 
     def train_loader(self, world_size: int | None = None, rank: int | None = None):
         """The training loader of one rank (default: the trainer's); restores a loaded state."""
@@ -139,14 +156,15 @@ class SpeechDataModule(L.LightningDataModule):
     def train_dataloader(self):
         return self.train_loader()
 
-    def eval_dataloaders(self, split_attr: str, world_size: int | None = None,
-                         rank: int | None = None) -> list:
+    def eval_dataloaders(self, split_attr: str, world_size: int | None = None, rank: int | None = None) -> list:
         """One loader per corpus with that split, sharded by rank (default: the trainer's)."""
         world, own_rank = self._dist()
         world = world if world_size is None else world_size
         rank = own_rank if rank is None else rank
-        return [self._loader(build_sampler(c, self.cfg, train=False, world_size=world, rank=rank))
-                for _, c in self.split_cuts(split_attr)]
+        return [
+            self._loader(build_sampler(c, self.cfg, train=False, world_size=world, rank=rank))
+            for _, c in self.split_cuts(split_attr)
+        ]
 
     def val_dataloader(self):
         loaders = self.eval_dataloaders("val_split")
@@ -170,9 +188,14 @@ class SpeechDataModule(L.LightningDataModule):
             return int(self.cfg.steps_per_epoch)
         if getattr(self, "_batches_per_epoch", None) is None:
             world, rank = self._dist()
-            sampler = build_sampler(self.train_stream(metadata_only=True), self.cfg, train=True,
-                                    world_size=world, rank=rank,
-                                    buffer_size=resolved_buffer_size(self.cfg))
+            sampler = build_sampler(
+                self.train_stream(metadata_only=True),
+                self.cfg,
+                train=True,
+                world_size=world,
+                rank=rank,
+                buffer_size=resolved_buffer_size(self.cfg),
+            )
             self._batches_per_epoch = sum(1 for _ in sampler)
         return self._batches_per_epoch
 
@@ -180,8 +203,13 @@ class SpeechDataModule(L.LightningDataModule):
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         """Count the training batches (and cuts) that reached the training step this epoch."""
         trainer = getattr(self, "trainer", None)
-        if trainer is not None and trainer.training and self.train_sampler is not None \
-                and isinstance(batch, dict) and "ids" in batch:
+        if (
+            trainer is not None
+            and trainer.training
+            and self.train_sampler is not None
+            and isinstance(batch, dict)
+            and "ids" in batch
+        ):
             self.note_consumed(len(batch["ids"]) + len(batch.get("skipped", ())))
         return batch
 
@@ -206,8 +234,7 @@ class SpeechDataModule(L.LightningDataModule):
             epoch = state["epoch"]
             _, batches, cuts = self._consumed if self._consumed[0] == epoch else (epoch, 0, 0)
             stats = state["diagnostics"]["stats_per_epoch"].setdefault(epoch, {"epoch": epoch})
-            stats.update(kept_batches=batches, discarded_batches=0, kept_cuts=cuts,
-                         discarded_cuts=0)
+            stats.update(kept_batches=batches, discarded_batches=0, kept_cuts=cuts, discarded_cuts=0)
         return {"train_sampler": state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -215,9 +242,15 @@ class SpeechDataModule(L.LightningDataModule):
         sd = self._restored_sampler_state
         if sd is not None:
             stats = sd["diagnostics"]["stats_per_epoch"].get(sd["epoch"])
-            self._consumed = (sd["epoch"], 0, 0) if stats is None else (
-                sd["epoch"], stats["kept_batches"] + stats["discarded_batches"],
-                stats["kept_cuts"] + stats["discarded_cuts"])
+            self._consumed = (
+                (sd["epoch"], 0, 0)
+                if stats is None
+                else (
+                    sd["epoch"],
+                    stats["kept_batches"] + stats["discarded_batches"],
+                    stats["kept_cuts"] + stats["discarded_cuts"],
+                )
+            )
 
 
 # The config classes stay importable from here, where the data module's users look first.

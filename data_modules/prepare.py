@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from data_modules.cli_types import positive_int
 from data_modules.config import SynthCraftSpec
@@ -22,36 +22,72 @@ from data_modules.config import SynthCraftSpec
 SIZES = SynthCraftSpec()  # default split sizes, defined once in the data schema
 
 
-
 def _add_synthcraft_args(parser: argparse.ArgumentParser) -> None:
     """Generate the built-in synthetic corpus (espeak-ng speech with known descriptors)."""
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="output directory (audio/, manifests and synthcraft_report.json)")
-    parser.add_argument("--n-train", type=positive_int, metavar="N", default=SIZES.n_train,
-                        help="clips in the train split (default: %(default)s)")
-    parser.add_argument("--n-dev", type=positive_int, metavar="N", default=SIZES.n_dev,
-                        help="clips in the dev split (default: %(default)s)")
-    parser.add_argument("--n-test", type=positive_int, metavar="N", default=SIZES.n_test,
-                        help="clips in the test split (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=SIZES.seed, metavar="S",
-                        help="corpus seed; the same seed gives the same corpus (default: %(default)s)")
-    parser.add_argument("--workers", type=positive_int, default=None, metavar="W",
-                        help="render processes (default: min(2, CPU count))")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="output directory (audio/, manifests and synthcraft_report.json)",
+    )
+    parser.add_argument(
+        "--n-train",
+        type=positive_int,
+        metavar="N",
+        default=SIZES.n_train,
+        help="clips in the train split (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--n-dev",
+        type=positive_int,
+        metavar="N",
+        default=SIZES.n_dev,
+        help="clips in the dev split (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--n-test",
+        type=positive_int,
+        metavar="N",
+        default=SIZES.n_test,
+        help="clips in the test split (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=SIZES.seed,
+        metavar="S",
+        help="corpus seed; the same seed gives the same corpus (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workers", type=positive_int, default=None, metavar="W", help="render processes (default: min(2, CPU count))"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def _run_synthcraft(args: argparse.Namespace) -> int:
     from data_modules.synthcraft import generate, read_report
 
-    manifests = generate(args.out, n_train=args.n_train, n_dev=args.n_dev, n_test=args.n_test,
-                         seed=args.seed, num_workers=args.workers, progress=not args.no_progress)
+    manifests = generate(
+        args.out,
+        n_train=args.n_train,
+        n_dev=args.n_dev,
+        n_test=args.n_test,
+        seed=args.seed,
+        num_workers=args.workers,
+        progress=not args.no_progress,
+    )
     report = read_report(args.out)
-    print(f"SynthCraft (seed {args.seed}) generated in {report['generation_seconds']:.1f} s "
-          f"({report['clips_per_second']:.0f} clips/s, {report['num_workers']} worker(s))")
+    print(
+        f"SynthCraft (seed {args.seed}) generated in {report['generation_seconds']:.1f} s "
+        f"({report['clips_per_second']:.0f} clips/s, {report['num_workers']} worker(s))"
+    )
     for split, info in report["splits"].items():
         skips = ", ".join(f"{reason}={n}" for reason, n in sorted(info["skipped"].items()))
-        print(f"  {split:5s} kept {info['kept']:5d}/{info['requested']:<5d} "
-              f"{info['hours']:.3f} h  skipped: {skips or 'none'}")
+        print(
+            f"  {split:5s} kept {info['kept']:5d}/{info['requested']:<5d} "
+            f"{info['hours']:.3f} h  skipped: {skips or 'none'}"
+        )
     total = ", ".join(f"{reason}={n}" for reason, n in sorted(report["skipped"].items()))
     print(f"  skipped in total: {total or 'none'}")
     print("manifests:")
@@ -66,8 +102,7 @@ def _run_synthcraft(args: argparse.Namespace) -> int:
 READER_MODULES = ("speechcraft", "iemocap", "meld", "emosec")
 
 
-def _subcommands() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None],
-                                      Callable[[argparse.Namespace], int]]]:
+def _subcommands() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]]:
     """name -> (add_args: declares the options, its docstring is the help; run: prepares the
     corpus and returns the exit status)."""
     import importlib
@@ -91,9 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m data_modules.prepare",
         description="Prepare a corpus into unified lhotse CutSet manifests "
-                    "(<corpus>_cuts_<split>.jsonl.gz) in an output directory.",
+        "(<corpus>_cuts_<split>.jsonl.gz) in an output directory.",
         epilog="example: python -m data_modules.prepare synthcraft --out data/synthcraft; "
-               "'python -m data_modules.prepare CORPUS --help' lists a corpus's options.")
+        "'python -m data_modules.prepare CORPUS --help' lists a corpus's options.",
+    )
     sub = parser.add_subparsers(dest="corpus", required=True, metavar="CORPUS")
     for name, (add_args, _) in SUBCOMMANDS.items():
         help_text = (add_args.__doc__ or f"Prepare {name}.").strip().splitlines()[0]
@@ -107,8 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return SUBCOMMANDS[args.corpus][1](args)
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError,
-            PermissionError) as err:  # e.g. --out names an existing file
+    except (
+        FileNotFoundError,
+        NotADirectoryError,
+        IsADirectoryError,
+        FileExistsError,
+        PermissionError,
+    ) as err:  # e.g. --out names an existing file
         print(f"error: {err}", file=sys.stderr)
         return 2
 

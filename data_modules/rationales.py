@@ -59,8 +59,9 @@ def load_prompt(path: str | None) -> tuple[str, str, str]:
     text = Path(path).read_text(encoding="utf-8")
     system, _, user = text.partition("\n")
     if not user.strip():
-        raise ValueError(f"{path}: the first line is the system message, the rest the user message; "
-                         "the user message is empty")
+        raise ValueError(
+            f"{path}: the first line is the system message, the rest the user message; the user message is empty"
+        )
     if "{emotion}" not in user:
         raise ValueError(f"{path}: the user message must contain {{emotion}}")
     return system.strip(), user.strip(), f"file:{Path(path).name}"
@@ -72,10 +73,12 @@ def describe_attributes(attributes: dict) -> str:
 
 
 def user_message(template: str, rec: dict) -> str:
-    return template.format(transcript=rec.get("transcript") or "(none)",
-                           caption=rec.get("caption") or "(none)",
-                           attributes=describe_attributes(rec.get("attributes") or {}),
-                           emotion=rec["emotion"])
+    return template.format(
+        transcript=rec.get("transcript") or "(none)",
+        caption=rec.get("caption") or "(none)",
+        attributes=describe_attributes(rec.get("attributes") or {}),
+        emotion=rec["emotion"],
+    )
 
 
 def check(rationale: str, rec: dict, labels) -> list[str]:
@@ -143,15 +146,19 @@ def run(args) -> dict:
     load_s = time.perf_counter() - t0
     labels = EMOTIONS
     t0, n_new = time.perf_counter(), 0
-    with open(progress_path, "a", encoding="utf-8") as sink, \
-            tqdm(total=len(todo), unit="utt", desc=f"rationales ({args.teacher})", file=sys.stderr,
-                 disable=args.no_progress) as bar:
+    with (
+        open(progress_path, "a", encoding="utf-8") as sink,
+        tqdm(
+            total=len(todo), unit="utt", desc=f"rationales ({args.teacher})", file=sys.stderr, disable=args.no_progress
+        ) as bar,
+    ):
         for start in range(0, len(todo), args.batch_size):
-            batch = todo[start:start + args.batch_size]
+            batch = todo[start : start + args.batch_size]
             prompts = [lm.render(system, user_message(template, r)) for r in batch]
             try:
-                replies = lm.generate(prompts, max_new_tokens=args.max_new_tokens,
-                                      seed=args.seed + start, temperature=args.temperature)
+                replies = lm.generate(
+                    prompts, max_new_tokens=args.max_new_tokens, seed=args.seed + start, temperature=args.temperature
+                )
             except Exception as err:  # one bad batch is named, the rest goes on
                 failures += [{"id": r["id"], "reason": f"teacher_error: {type(err).__name__}: {err}"} for r in batch]
                 bar.update(len(batch))
@@ -198,14 +205,24 @@ def run(args) -> dict:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     n_rationales = counts["kept"] + counts["flagged"]
     report = {
-        "manifest": str(args.manifest), "out": str(out), "teacher": args.teacher, "prompt": version,
-        "prompt_sha256": hashlib.sha256(prompt_text.encode()).hexdigest(), "seed": args.seed,
-        "temperature": args.temperature, "max_new_tokens": args.max_new_tokens, "flagged_policy": args.flagged,
-        "n_records": len(records), "n_generated_this_run": n_new, "n_with_rationale": n_rationales,
-        "kept": counts["kept"], "flagged": counts["flagged"],
+        "manifest": str(args.manifest),
+        "out": str(out),
+        "teacher": args.teacher,
+        "prompt": version,
+        "prompt_sha256": hashlib.sha256(prompt_text.encode()).hexdigest(),
+        "seed": args.seed,
+        "temperature": args.temperature,
+        "max_new_tokens": args.max_new_tokens,
+        "flagged_policy": args.flagged,
+        "n_records": len(records),
+        "n_generated_this_run": n_new,
+        "n_with_rationale": n_rationales,
+        "kept": counts["kept"],
+        "flagged": counts["flagged"],
         "flagged_rate": counts["flagged"] / n_rationales if n_rationales else None,
         "failures": dict(Counter(r["reason"].split(":")[0] for r in failures)),
-        "load_seconds": round(load_s, 1), "generation_seconds": round(gen_s, 1),
+        "load_seconds": round(load_s, 1),
+        "generation_seconds": round(gen_s, 1),
         "utt_per_s": round(n_new / gen_s, 3) if n_new and gen_s > 0 else None,
         "flagged_examples": flagged_examples,
     }
@@ -214,20 +231,30 @@ def run(args) -> dict:
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m data_modules.rationales", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m data_modules.rationales",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--manifest", required=True, help="a unified cut manifest (.jsonl.gz)")
     p.add_argument("--out", required=True, help="the manifest to write, with rationales")
-    p.add_argument("--teacher", default="pkg:smollm2-135m-instruct",
-                   help="an HF instruct model: hub name, local dir, or pkg:NAME (default: the packaged "
-                        "SmolLM2-135M-Instruct; meta-llama/Llama-3.1-8B-Instruct on a GPU)")
+    p.add_argument(
+        "--teacher",
+        default="pkg:smollm2-135m-instruct",
+        help="an HF instruct model: hub name, local dir, or pkg:NAME (default: the packaged "
+        "SmolLM2-135M-Instruct; meta-llama/Llama-3.1-8B-Instruct on a GPU)",
+    )
     p.add_argument("--prompt-file", help="a prompt to use instead of the built-in one (see above)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--flagged", choices=["drop", "keep"], default="drop",
-                   help="what becomes of a rationale that contradicts the record (default drop)")
+    p.add_argument(
+        "--flagged",
+        choices=["drop", "keep"],
+        default="drop",
+        help="what becomes of a rationale that contradicts the record (default drop)",
+    )
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -243,9 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{report['n_with_rationale']} rationales ({report['kept']} kept, {report['flagged']} flagged: "
-          f"{args.flagged}); failures {report['failures'] or 'none'}; "
-          f"{report['utt_per_s']} utt/s -> {args.out} (report: {args.out}.report.json)", file=sys.stderr)
+    print(
+        f"{report['n_with_rationale']} rationales ({report['kept']} kept, {report['flagged']} flagged: "
+        f"{args.flagged}); failures {report['failures'] or 'none'}; "
+        f"{report['utt_per_s']} utt/s -> {args.out} (report: {args.out}.report.json)",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -38,18 +38,42 @@ EMOTIONS: tuple[str, ...] = ("neutral", "happy", "sad", "angry", "surprised", "f
 
 # Aliases seen in the real releases, mapped onto the canonical labels.
 EMOTION_ALIASES: dict[str, str] = {
-    "neu": "neutral", "neutral": "neutral", "calm": "neutral",
-    "hap": "happy", "happy": "happy", "joy": "happy", "exc": "happy", "excited": "happy",
+    "neu": "neutral",
+    "neutral": "neutral",
+    "calm": "neutral",
+    "hap": "happy",
+    "happy": "happy",
+    "joy": "happy",
+    "exc": "happy",
+    "excited": "happy",
     "happiness": "happy",
-    "sad": "sad", "sadness": "sad",
-    "ang": "angry", "angry": "angry", "anger": "angry",
-    "sur": "surprised", "surprise": "surprised", "surprised": "surprised",
-    "fea": "fearful", "fear": "fearful", "fearful": "fearful",
-    "dis": "disgusted", "disgust": "disgusted", "disgusted": "disgusted",
+    "sad": "sad",
+    "sadness": "sad",
+    "ang": "angry",
+    "angry": "angry",
+    "anger": "angry",
+    "sur": "surprised",
+    "surprise": "surprised",
+    "surprised": "surprised",
+    "fea": "fearful",
+    "fear": "fearful",
+    "fearful": "fearful",
+    "dis": "disgusted",
+    "disgust": "disgusted",
+    "disgusted": "disgusted",
 }
 
-CUSTOM_FIELDS = ("corpus", "split", "caption", "emotion", "attributes", "annotator_emotions",
-                 "session", "fold", "rationale")
+CUSTOM_FIELDS = (
+    "corpus",
+    "split",
+    "caption",
+    "emotion",
+    "attributes",
+    "annotator_emotions",
+    "session",
+    "fold",
+    "rationale",
+)
 
 
 def canonical_emotion(label: str | None) -> str | None:
@@ -122,8 +146,7 @@ def make_cut(
         language=language,
         custom=custom,
     )
-    return MonoCut(id=utt_id, start=start, duration=seg_dur, channel=channel,
-                   recording=recording, supervisions=[sup])
+    return MonoCut(id=utt_id, start=start, duration=seg_dur, channel=channel, recording=recording, supervisions=[sup])
 
 
 def record_of(cut) -> dict[str, Any]:

@@ -29,9 +29,15 @@ class Piece:
         return self.start / sr, self.end / sr
 
 
-def speech_runs(audio: np.ndarray, sr: int, top_db: float = 35.0, min_pause: float = 0.3,
-                frame_seconds: float = 0.05, hop_seconds: float = 0.01,
-                floor_db: float = -25.0) -> list[tuple[int, int]]:
+def speech_runs(
+    audio: np.ndarray,
+    sr: int,
+    top_db: float = 35.0,
+    min_pause: float = 0.3,
+    frame_seconds: float = 0.05,
+    hop_seconds: float = 0.01,
+    floor_db: float = -25.0,
+) -> list[tuple[int, int]]:
     """Sample intervals of speech: librosa's non-silent intervals, those closer than
     ``min_pause`` seconds joined."""
     import librosa
@@ -40,8 +46,9 @@ def speech_runs(audio: np.ndarray, sr: int, top_db: float = 35.0, min_pause: flo
         return []
     frame, hop = max(1, int(frame_seconds * sr)), max(1, int(hop_seconds * sr))
     floor = 10.0 ** (floor_db / 10.0)  # a mean square (librosa compares frame powers)
-    intervals = librosa.effects.split(audio, top_db=top_db, frame_length=frame, hop_length=hop,
-                                      ref=lambda power: max(float(np.max(power)), floor))
+    intervals = librosa.effects.split(
+        audio, top_db=top_db, frame_length=frame, hop_length=hop, ref=lambda power: max(float(np.max(power)), floor)
+    )
     runs: list[list[int]] = []
     for start, end in intervals.tolist():
         start, end = max(0, start), min(len(audio), end)
@@ -63,16 +70,22 @@ def _cut_long(audio: np.ndarray, start: int, end: int, limit: int, sr: int, top_
             gaps = [(inner[i + 1][0] - inner[i][1], i) for i in range(len(inner) - 1)]
             _, i = max(gaps)
             cut = start + (inner[i][1] + inner[i + 1][0]) // 2
-            return (_cut_long(audio, start, cut, limit, sr, top_db)
-                    + _cut_long(audio, cut, end, limit, sr, top_db))
+            return _cut_long(audio, start, cut, limit, sr, top_db) + _cut_long(audio, cut, end, limit, sr, top_db)
     n = -(-(end - start) // limit)  # ceil
     bounds = np.linspace(start, end, n + 1).round().astype(int).tolist()
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def split_at_pauses(audio: np.ndarray, sr: int, *, max_seconds: float, min_seconds: float = 0.3,
-                    min_pause: float = 0.3, top_db: float = 35.0,
-                    pad_seconds: float = 0.1) -> tuple[list[Piece], list[Piece]]:
+def split_at_pauses(
+    audio: np.ndarray,
+    sr: int,
+    *,
+    max_seconds: float,
+    min_seconds: float = 0.3,
+    min_pause: float = 0.3,
+    top_db: float = 35.0,
+    pad_seconds: float = 0.1,
+) -> tuple[list[Piece], list[Piece]]:
     """A recording -> ``(pieces, too_short)``: the pieces to explain, in time order, each at
     most ``max_seconds`` long (padding included), and the speech runs shorter than
     ``min_seconds``, left out."""

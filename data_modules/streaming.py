@@ -29,8 +29,8 @@ Streaming at scale
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler, SimpleCutSampler
@@ -57,8 +57,7 @@ def _shar_manifests(directory: Path) -> list[Path]:
 def split_format(spec: CorpusSpec, split: str) -> str:
     """``jsonl`` or ``shar``: how :func:`read_split` reads this corpus split."""
     if spec.format not in ("auto", "jsonl", "shar"):
-        raise ValueError(f"corpus '{spec.name}': format must be auto, jsonl or shar, "
-                         f"not {spec.format!r}")
+        raise ValueError(f"corpus '{spec.name}': format must be auto, jsonl or shar, not {spec.format!r}")
     if spec.format != "auto":
         return spec.format
     return "shar" if _shar_manifests(shar_split_dir(spec, split)) else "jsonl"
@@ -66,12 +65,12 @@ def split_format(spec: CorpusSpec, split: str) -> str:
 
 def shar_carries_audio(spec: CorpusSpec, split: str) -> bool:
     """Whether the split is read from Shar shards that hold the audio (``recording.*.tar``)."""
-    return (split_format(spec, split) == "shar"
-            and any(shar_split_dir(spec, split).glob("recording.*")))
+    return split_format(spec, split) == "shar" and any(shar_split_dir(spec, split).glob("recording.*"))
 
 
-def read_split(spec: CorpusSpec, split: str, *, shuffle_shards: bool = False, seed: int = 0,
-               metadata_only: bool = False) -> CutSet:
+def read_split(
+    spec: CorpusSpec, split: str, *, shuffle_shards: bool = False, seed: int = 0, metadata_only: bool = False
+) -> CutSet:
     """A corpus split as a lazy ``CutSet`` (nothing is read until it is iterated).
 
     JSONL: ``CutSet.from_file`` streams the ``.jsonl.gz`` manifest line by line. Shar:
@@ -85,14 +84,16 @@ def read_split(spec: CorpusSpec, split: str, *, shuffle_shards: bool = False, se
         if not path.exists():
             raise FileNotFoundError(
                 f"manifest for corpus '{spec.name}' split '{split}' not found: {path} "
-                f"(run `python -m data_modules.prepare {spec.name} ...` first)")
+                f"(run `python -m data_modules.prepare {spec.name} ...` first)"
+            )
         return CutSet(TolerantJsonl(path))  # lazy, like CutSet.from_file on .jsonl(.gz)
     directory = shar_split_dir(spec, split)
     manifests = _shar_manifests(directory)
     if not manifests:
         raise FileNotFoundError(
             f"Shar shards for corpus '{spec.name}' split '{split}' not found in {directory} "
-            f"(run `python -m data_modules.prepare {spec.name} ... --shar` first)")
+            f"(run `python -m data_modules.prepare {spec.name} ... --shar` first)"
+        )
     # stateful_shuffle=False: the shard order is a function of ``seed`` alone (callers pass
     # ``cfg.seed + epoch``), so a resumed run reads the shards in the same order as the original.
     kwargs = dict(shuffle_shards=shuffle_shards, stateful_shuffle=False, seed=seed)
@@ -128,8 +129,8 @@ class TolerantJsonl:
                 try:
                     yield deserialize_item(decode_json_line(raw.decode("utf-8", "surrogateescape")))
                 except Exception as err:  # not JSON, not a cut
-                    warnings.warn(f"{self.path}:{number}: unreadable manifest line skipped "
-                                  f"({type(err).__name__}: {err})")
+                    reason = f"{type(err).__name__}: {err}"
+                    warnings.warn(f"{self.path}:{number}: unreadable manifest line skipped ({reason})", stacklevel=2)
 
 
 class EpochCuts:
@@ -175,13 +176,15 @@ def resolved_buffer_size(cfg: DataConfig) -> int:
     """``cfg.buffer_size``, or its default: smaller when training reads audio-carrying Shar."""
     if cfg.buffer_size:
         return cfg.buffer_size
-    audio_shar = any(spec.train_split is not None and shar_carries_audio(spec, spec.train_split)
-                     for spec in cfg.corpora)
+    audio_shar = any(
+        spec.train_split is not None and shar_carries_audio(spec, spec.train_split) for spec in cfg.corpora
+    )
     return SHAR_AUDIO_BUFFER_SIZE if audio_shar else LHOTSE_BUFFER_SIZE
 
 
-def build_sampler(cuts: CutSet, cfg: DataConfig, *, train: bool, world_size: int = 1, rank: int = 0,
-                  buffer_size: int | None = None):
+def build_sampler(
+    cuts: CutSet, cfg: DataConfig, *, train: bool, world_size: int = 1, rank: int = 0, buffer_size: int | None = None
+):
     """The sampler for one split: bucketed (or random) max-duration batches, sharded by rank.
 
     ``buffer_size`` overrides ``cfg.buffer_size`` (``None`` in both: lhotse's default).
@@ -189,27 +192,48 @@ def build_sampler(cuts: CutSet, cfg: DataConfig, *, train: bool, world_size: int
     max_dur = cfg.max_duration if train else cfg.eval_max_duration
     if train and cfg.bucketing:
         sampler = BucketingSampler(
-            cuts, max_duration=max_dur, max_cuts=cfg.max_cuts, num_buckets=cfg.num_buckets,
-            shuffle=cfg.shuffle, drop_last=cfg.drop_last, world_size=world_size, rank=rank,
-            seed=cfg.seed, buffer_size=buffer_size or cfg.buffer_size or LHOTSE_BUFFER_SIZE,
+            cuts,
+            max_duration=max_dur,
+            max_cuts=cfg.max_cuts,
+            num_buckets=cfg.num_buckets,
+            shuffle=cfg.shuffle,
+            drop_last=cfg.drop_last,
+            world_size=world_size,
+            rank=rank,
+            seed=cfg.seed,
+            buffer_size=buffer_size or cfg.buffer_size or LHOTSE_BUFFER_SIZE,
             duration_bins=list(cfg.duration_bins) if cfg.duration_bins else None,
             num_cuts_for_bins_estimate=cfg.num_cuts_for_bins_estimate,
         )
     elif train:
         sampler = StreamingCutSampler(
-            cuts, max_duration=max_dur, max_cuts=cfg.max_cuts, shuffle=cfg.shuffle,
-            drop_last=cfg.drop_last, world_size=world_size, rank=rank, seed=cfg.seed,
+            cuts,
+            max_duration=max_dur,
+            max_cuts=cfg.max_cuts,
+            shuffle=cfg.shuffle,
+            drop_last=cfg.drop_last,
+            world_size=world_size,
+            rank=rank,
+            seed=cfg.seed,
             shuffle_buffer_size=buffer_size or cfg.buffer_size or LHOTSE_BUFFER_SIZE,
         )
     else:  # evaluation: in manifest order, every utterance once
-        return SimpleCutSampler(cuts, max_duration=max_dur, shuffle=False, drop_last=False,
-                                world_size=world_size, rank=rank, seed=cfg.seed)
+        return SimpleCutSampler(
+            cuts, max_duration=max_dur, shuffle=False, drop_last=False, world_size=world_size, rank=rank, seed=cfg.seed
+        )
     if isinstance(cuts.data, EpochCuts):
         sampler.epoch_source = cuts.data
     return sampler
 
 
 __all__ = [
-    "BucketingSampler", "EpochCuts", "StreamingCutSampler", "build_sampler", "read_split",
-    "resolved_buffer_size", "shar_carries_audio", "shar_split_dir", "split_format",
+    "BucketingSampler",
+    "EpochCuts",
+    "StreamingCutSampler",
+    "build_sampler",
+    "read_split",
+    "resolved_buffer_size",
+    "shar_carries_audio",
+    "shar_split_dir",
+    "split_format",
 ]

@@ -43,9 +43,10 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -118,15 +119,27 @@ def plan_split(split: str, n: int, seed: int) -> list[ClipPlan]:
         words, classes = sample_sentence(rng, rng.choice(_WORD_COUNTS[speed]))
         emphasis_index = rng.choice([i for i, c in enumerate(classes) if c in _CONTENT_CLASSES])
         attributes = {
-            "gender": voice.gender, "pitch": pitch, "volume": volume, "speed": speed,
-            "emphasis": words[emphasis_index], "emphasis_index": emphasis_index,
+            "gender": voice.gender,
+            "pitch": pitch,
+            "volume": volume,
+            "speed": speed,
+            "emphasis": words[emphasis_index],
+            "emphasis_index": emphasis_index,
             "render": realise_settings(voice.speaker, pitch, volume, speed, emotion, rng),
         }
-        plans.append(ClipPlan(
-            id=f"{CORPUS}-{split}-{index:06d}", split=split, seed=clip_seed,
-            transcript=" ".join(words), emotion=emotion, speaker=voice.speaker,
-            gender=voice.gender, attributes=attributes, caption=render_caption(attributes, rng),
-        ))
+        plans.append(
+            ClipPlan(
+                id=f"{CORPUS}-{split}-{index:06d}",
+                split=split,
+                seed=clip_seed,
+                transcript=" ".join(words),
+                emotion=emotion,
+                speaker=voice.speaker,
+                gender=voice.gender,
+                attributes=attributes,
+                caption=render_caption(attributes, rng),
+            )
+        )
     return plans
 
 
@@ -134,8 +147,7 @@ def _render_to_file(job: tuple[ClipPlan, str]) -> tuple[str, int]:
     """Render a planned clip and write it; returns ("ok", num_samples) or (skip reason, 0)."""
     plan, path = job
     attrs = plan.attributes
-    audio = synthesize(plan.transcript.split(), attrs["emphasis_index"], attrs["render"],
-                       plan.seed)
+    audio = synthesize(plan.transcript.split(), attrs["emphasis_index"], attrs["render"], plan.seed)
     if audio.size == 0 or not np.any(audio):
         return "render_failed", 0
     duration = audio.size / SAMPLING_RATE
@@ -146,8 +158,7 @@ def _render_to_file(job: tuple[ClipPlan, str]) -> tuple[str, int]:
     # Encoded in memory and written at once: libsndfile's many small writes to a file are
     # several times slower than the encoding itself.
     buffer = io.BytesIO()
-    sf.write(buffer, np.clip(audio, -1.0, 32767 / 32768), SAMPLING_RATE, subtype="PCM_16",
-             format="FLAC")
+    sf.write(buffer, np.clip(audio, -1.0, 32767 / 32768), SAMPLING_RATE, subtype="PCM_16", format="FLAC")
     Path(path).write_bytes(buffer.getvalue())
     return "ok", audio.size
 
@@ -159,8 +170,7 @@ _START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
 _MIN_CLIPS_PER_WORKER = 200
 
 
-def _rendered(jobs: list[tuple[ClipPlan, str]], num_workers: int,
-              progress: bool) -> Iterator[tuple[str, int]]:
+def _rendered(jobs: list[tuple[ClipPlan, str]], num_workers: int, progress: bool) -> Iterator[tuple[str, int]]:
     """Results of :func:`_render_to_file` for ``jobs``, in order."""
     engine = _engine()  # before forking, so that workers inherit it
     with tqdm(total=len(jobs), desc=CORPUS, unit="clip", disable=not progress) as bar:
@@ -170,16 +180,21 @@ def _rendered(jobs: list[tuple[ClipPlan, str]], num_workers: int,
                 bar.update()
             return
         ctx = multiprocessing.get_context(_START_METHOD)
-        with ctx.Pool(num_workers, initializer=_init_worker,
-                      initargs=(str(engine.voice_dir),)) as pool:
+        with ctx.Pool(num_workers, initializer=_init_worker, initargs=(str(engine.voice_dir),)) as pool:
             for result in pool.imap(_render_to_file, jobs, chunksize=16):
                 yield result
                 bar.update()
 
 
-def generate(out_dir: str | Path, n_train: int = SIZES.n_train, n_dev: int = SIZES.n_dev,
-             n_test: int = SIZES.n_test, seed: int = SIZES.seed, num_workers: int | None = None,
-             progress: bool = True) -> dict[str, Path]:
+def generate(
+    out_dir: str | Path,
+    n_train: int = SIZES.n_train,
+    n_dev: int = SIZES.n_dev,
+    n_test: int = SIZES.n_test,
+    seed: int = SIZES.seed,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, Path]:
     """Generate the corpus into ``out_dir``; returns the manifest path of each split.
 
     Writes ``audio/{split}/{id}.flac`` (replacing earlier audio of the split), one lhotse CutSet
@@ -210,11 +225,23 @@ def generate(out_dir: str | Path, n_train: int = SIZES.n_train, n_dev: int = SIZ
         if status != "ok":
             skipped[plan.split][status] = skipped[plan.split].get(status, 0) + 1
             continue
-        cuts[plan.split].append(make_cut(
-            plan.id, path, sampling_rate=SAMPLING_RATE, num_samples=num_samples, corpus=CORPUS,
-            split=plan.split, transcript=plan.transcript, caption=plan.caption,
-            emotion=plan.emotion, attributes=plan.attributes, speaker=plan.speaker,
-            gender=plan.gender, language="en"))
+        cuts[plan.split].append(
+            make_cut(
+                plan.id,
+                path,
+                sampling_rate=SAMPLING_RATE,
+                num_samples=num_samples,
+                corpus=CORPUS,
+                split=plan.split,
+                transcript=plan.transcript,
+                caption=plan.caption,
+                emotion=plan.emotion,
+                attributes=plan.attributes,
+                speaker=plan.speaker,
+                gender=plan.gender,
+                language="en",
+            )
+        )
 
     manifests = {split: manifest_path(out_dir, CORPUS, split) for split in SPLITS}
     for split, path in manifests.items():
@@ -229,13 +256,16 @@ def generate(out_dir: str | Path, n_train: int = SIZES.n_train, n_dev: int = SIZ
         "corpus": CORPUS,
         "generator_version": GENERATOR_VERSION,
         "params": {"n_train": n_train, "n_dev": n_dev, "n_test": n_test, "seed": seed},
-        "splits": {split: {
-            "requested": sizes[split],
-            "kept": len(cuts[split]),
-            "hours": sum(c.duration for c in cuts[split]) / 3600,
-            "skipped": skipped[split],
-            "manifest": str(manifests[split]),
-        } for split in SPLITS},
+        "splits": {
+            split: {
+                "requested": sizes[split],
+                "kept": len(cuts[split]),
+                "hours": sum(c.duration for c in cuts[split]) / 3600,
+                "skipped": skipped[split],
+                "manifest": str(manifests[split]),
+            }
+            for split in SPLITS
+        },
         "skipped": total_skips,
         "sampling_rate": SAMPLING_RATE,
         "num_workers": workers,
@@ -260,15 +290,22 @@ def ensure_synthcraft(out_dir: str | Path, **kw: Any) -> dict[str, Path]:
     ``kw`` are :func:`generate`'s keyword arguments. The corpus is (re)generated when a manifest
     is missing or the report's sizes, seed or generator version differ from the requested ones.
     """
-    defaults = {name: p.default for name, p in inspect.signature(generate).parameters.items()
-                if p.default is not inspect.Parameter.empty}
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(generate).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
     unknown = set(kw) - set(defaults)
     if unknown:
         raise TypeError(f"unknown arguments for generate(): {sorted(unknown)}")
     wanted = {key: {**defaults, **kw}[key] for key in ("n_train", "n_dev", "n_test", "seed")}
     paths = {split: manifest_path(out_dir, CORPUS, split) for split in SPLITS}
     report = read_report(out_dir)
-    if (report is not None and report.get("generator_version") == GENERATOR_VERSION
-            and report.get("params") == wanted and all(p.exists() for p in paths.values())):
+    if (
+        report is not None
+        and report.get("generator_version") == GENERATOR_VERSION
+        and report.get("params") == wanted
+        and all(p.exists() for p in paths.values())
+    ):
         return paths
     return generate(out_dir, **kw)

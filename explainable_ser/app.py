@@ -12,7 +12,8 @@ The model (``--model``, a directory written by ``python -m explainable_ser.expor
 ``--ckpt``) is loaded once, before the server starts; requests are queued and served
 ``--concurrency`` at a time. Files over ``--max-mb`` or longer than ``--max-seconds``, and files
 that cannot be read, are refused in plain words in the status line (the file's name, the
-reason, the limit; no server path), with the output boxes cleared, and one line in the log. The server listens on 127.0.0.1 (this machine only) unless
+reason, the limit; no server path), with the output boxes cleared, and one line in the log.
+The server listens on 127.0.0.1 (this machine only) unless
 ``--host`` says otherwise (``--host 0.0.0.0`` shows it on the network: anyone who reaches
 the port can use it). Gradio's usage analytics are off.
 
@@ -32,23 +33,36 @@ from explainable_ser.serving.page import Limits, build
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m explainable_ser.app", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m explainable_ser.app", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--model", metavar="DIR", help="an exported model (python -m explainable_ser.export)")
-    model.add_argument("--ckpt", help="a run's checkpoint: a file (runs/demo/stage2/final.ckpt), a stage "
-                       "directory (its final.ckpt) or a run directory (its last stage's final.ckpt)")
+    model.add_argument(
+        "--ckpt",
+        help="a run's checkpoint: a file (runs/demo/stage2/final.ckpt), a stage "
+        "directory (its final.ckpt) or a run directory (its last stage's final.ckpt)",
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. eval.num_beams=4")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+    )
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: a GPU if any)")
-    parser.add_argument("--concurrency", type=int, default=2,
-                        help="requests explained at the same time; the rest wait in the queue (default 2)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=2,
+        help="requests explained at the same time; the rest wait in the queue (default 2)",
+    )
     parser.add_argument("--max-mb", type=float, default=50.0, help="largest file accepted, MB (default 50)")
-    parser.add_argument("--max-seconds", type=float, default=600.0,
-                        help="longest recording accepted, seconds (default 600; one longer than the model's "
-                             "data.max_clip_seconds is explained in pieces cut at its pauses)")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=600.0,
+        help="longest recording accepted, seconds (default 600; one longer than the model's "
+        "data.max_clip_seconds is explained in pieces cut at its pauses)",
+    )
     return parser.parse_args(argv)
 
 
@@ -77,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     print(f"loading {source} ...", file=sys.stderr)
     try:
-        ser = batch.load(argparse.Namespace(model=args.model, ckpt=args.ckpt, device=args.device,
-                                              overrides=args.overrides))
+        ser = batch.load(
+            argparse.Namespace(model=args.model, ckpt=args.ckpt, device=args.device, overrides=args.overrides)
+        )
     except (ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -88,10 +103,18 @@ def main(argv: list[str] | None = None) -> int:
     import gradio as gr
 
     # System fonts: the default theme would ask Google's servers for its web font.
-    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                              font_mono=["ui-monospace", "monospace"])
-    page.launch(server_name=args.host, server_port=args.port, max_file_size=f"{args.max_mb:g}mb",
-                show_error=True, share=False, ssr_mode=False, theme=theme)
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
+    page.launch(
+        server_name=args.host,
+        server_port=args.port,
+        max_file_size=f"{args.max_mb:g}mb",
+        show_error=True,
+        share=False,
+        ssr_mode=False,
+        theme=theme,
+    )
     return 0
 
 

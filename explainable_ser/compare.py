@@ -26,18 +26,29 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m explainable_ser.compare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="exit status: 0 compared; 2 a file is missing or unreadable, "
-                                            "or the two share no utterance")
+    parser = argparse.ArgumentParser(
+        prog="python -m explainable_ser.compare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit status: 0 compared; 2 a file is missing or unreadable, or the two share no utterance",
+    )
     parser.add_argument("a", help="predictions.jsonl of system A (the one tested for being better)")
     parser.add_argument("b", help="predictions.jsonl of system B")
-    parser.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"),
-                        help="one more pair of files (another seed of A and of B, in that order), "
-                             "pooled into the same tests; repeat for each seed")
+    parser.add_argument(
+        "--pair",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("A", "B"),
+        help="one more pair of files (another seed of A and of B, in that order), "
+        "pooled into the same tests; repeat for each seed",
+    )
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
-    parser.add_argument("--no-captions", action="store_true",
-                        help="skip the caption tests (they start Java for tokenisation and METEOR)")
+    parser.add_argument(
+        "--no-captions",
+        action="store_true",
+        help="skip the caption tests (they start Java for tokenisation and METEOR)",
+    )
     args = parser.parse_args(argv)
     # The metrics (scipy, scikit-learn, Java scorers) load after the arguments are checked, so
     # that `--help` and argument errors answer at once.
@@ -55,8 +66,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {text}", file=sys.stderr)
                 return 2
         if not {k[0] for k in rows[0]} & {k[0] for k in rows[1]}:
-            print(f"error: {a_path} ({len(rows[0])} rows) and {b_path} ({len(rows[1])} rows) share "
-                  f"no utterance id: they are not predictions on the same utterances", file=sys.stderr)
+            print(
+                f"error: {a_path} ({len(rows[0])} rows) and {b_path} ({len(rows[1])} rows) share "
+                f"no utterance id: they are not predictions on the same utterances",
+                file=sys.stderr,
+            )
             return 2
         pairs.append(tuple(rows))
     a_rows, b_rows = pool_pairs(pairs)
@@ -69,23 +83,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if res["only_a"] or res["only_b"]:
-        print(f"note: {res['only_a']} utterance(s) only in A and {res['only_b']} only in B "
-              f"are left out", file=sys.stderr)
+        print(
+            f"note: {res['only_a']} utterance(s) only in A and {res['only_b']} only in B are left out", file=sys.stderr
+        )
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
     pooled = f", pooled over {len(pairs)} pairs of runs" if len(pairs) > 1 else ""
     print(f"paired utterances: {res['n_shared']}{pooled} (only in A: {res['only_a']}, only in B: {res['only_b']})")
-    print("paired one-tailed t-tests that A is better than B (significant: p < 0.05); better is "
-          "higher for every metric but WER, where it is lower (its test runs on minus the WER)")
-    print(f"{'metric':>9} {'better':>6} {'test on':<40} {'A':>8} {'B':>8} {'delta':>8} {'t':>7} "
-          f"{'p(A better)':>11}  significant")
+    print(
+        "paired one-tailed t-tests that A is better than B (significant: p < 0.05); better is "
+        "higher for every metric but WER, where it is lower (its test runs on minus the WER)"
+    )
+    print(
+        f"{'metric':>9} {'better':>6} {'test on':<40} {'A':>8} {'B':>8} {'delta':>8} {'t':>7} "
+        f"{'p(A better)':>11}  significant"
+    )
     for name, m in res["metrics"].items():
         p = "n/a" if m["p"] is None else f"{m['p']:.4f}"
         t = "n/a" if m["t"] is None else f"{m['t']:.2f}"
         better = "lower" if name == "wer" else "higher"
-        print(f"{name:>9} {better:>6} {m['test']:<40} {m['a']:>8.4f} {m['b']:>8.4f} {m['delta']:>+8.4f} {t:>7} {p:>11}  "
-              f"{'yes' if m['significant'] else 'no'}" + (f" ({m['reason']})" if m["reason"] else ""))
+        print(
+            f"{name:>9} {better:>6} {m['test']:<40} {m['a']:>8.4f} {m['b']:>8.4f} {m['delta']:>+8.4f} {t:>7} {p:>11}  "
+            f"{'yes' if m['significant'] else 'no'}" + (f" ({m['reason']})" if m["reason"] else "")
+        )
     for name, why in res["reasons"].items():
         print(f"{name:>9} not tested: {why}")
     return 0

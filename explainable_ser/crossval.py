@@ -41,14 +41,17 @@ DESCRIPTION = __doc__
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m explainable_ser.crossval", description=DESCRIPTION,
+        prog="python -m explainable_ser.crossval",
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Example:\n  python -m explainable_ser.crossval experiments/base.yaml experiments/sys7.yaml "
-               "experiments/data_iemocap.yaml --folds 1-5")
+        "experiments/data_iemocap.yaml --folds 1-5",
+    )
     parser.add_argument("overrides", nargs="*", help="YAML files and key=value overrides, applied in order")
     parser.add_argument("--folds", default="1-5", help="folds to run: 1-5 (default), 1,3 or 2")
-    parser.add_argument("--corpus", default="iemocap",
-                        help="name of the cross-validated corpus in data.corpora (default iemocap)")
+    parser.add_argument(
+        "--corpus", default="iemocap", help="name of the cross-validated corpus in data.corpora (default iemocap)"
+    )
     args = parser.parse_args(argv)
     try:
         crossvalidate(list(args.overrides), parse_folds(args.folds), args.corpus)

@@ -29,13 +29,18 @@ DESCRIPTION = __doc__
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m explainable_ser.evaluate", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="exit status: 0 done; 2 a bad argument, config or checkpoint, "
-                                            "or a missing file (one line on stderr)")
-    parser.add_argument("--ckpt", required=True,
-                        help="checkpoint: a file (runs/demo/stage2/final.ckpt), a stage directory "
-                             "(its final.ckpt) or a run directory (its last stage's final.ckpt)")
+    parser = argparse.ArgumentParser(
+        prog="python -m explainable_ser.evaluate",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit status: 0 done; 2 a bad argument, config or checkpoint, or a missing file (one line on stderr)",
+    )
+    parser.add_argument(
+        "--ckpt",
+        required=True,
+        help="checkpoint: a file (runs/demo/stage2/final.ckpt), a stage directory "
+        "(its final.ckpt) or a run directory (its last stage's final.ckpt)",
+    )
     parser.add_argument("--out", default=None, help="output directory (default: the run directory)")
     parser.add_argument("overrides", nargs="*", help="YAML files and key=value overrides")
     args = parser.parse_args(argv)

@@ -1,4 +1,5 @@
-"""Export a trained run in the ecosystem's formats: ``python -m explainable_ser.export --ckpt RUN/stage2/final.ckpt --out DIR``.
+"""Export a trained run in the ecosystem's formats:
+``python -m explainable_ser.export --ckpt RUN/stage2/final.ckpt --out DIR``.
 
 The directory it writes needs neither the run nor this repository's training code::
 
@@ -29,23 +30,37 @@ from explainable_ser.serving.bundle import DTYPES, ExportError, export, verify
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m explainable_ser.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="exit status: 0 exported (and verified); 1 the verification "
-                                            "found a mismatch; 2 a bad argument or checkpoint")
-    parser.add_argument("--ckpt", required=True,
-                        help="checkpoint of a trained run: a file (runs/demo/stage2/final.ckpt), a stage "
-                             "directory (its final.ckpt) or a run directory (its last stage's final.ckpt)")
+    parser = argparse.ArgumentParser(
+        prog="python -m explainable_ser.export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit status: 0 exported (and verified); 1 the verification "
+        "found a mismatch; 2 a bad argument or checkpoint",
+    )
+    parser.add_argument(
+        "--ckpt",
+        required=True,
+        help="checkpoint of a trained run: a file (runs/demo/stage2/final.ckpt), a stage "
+        "directory (its final.ckpt) or a run directory (its last stage's final.ckpt)",
+    )
     parser.add_argument("--out", required=True, help="the directory to write (must be new or empty)")
-    parser.add_argument("--merge-lora", action="store_true",
-                        help="also write merged_llm/: the LLM with LoRA merged in (save_pretrained)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
-                        help="dtype of the saved weights (default: as trained)")
+    parser.add_argument(
+        "--merge-lora",
+        action="store_true",
+        help="also write merged_llm/: the LLM with LoRA merged in (save_pretrained)",
+    )
+    parser.add_argument(
+        "--dtype", choices=sorted(DTYPES), default=None, help="dtype of the saved weights (default: as trained)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    parser.add_argument("--no-verify", action="store_true",
-                        help="skip reloading the export with plain peft (and the merged LLM) to compare")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="config overrides for rebuilding the run (rarely needed)")
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip reloading the export with plain peft (and the merged LLM) to compare",
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for rebuilding the run (rarely needed)"
+    )
     args = parser.parse_args(argv)
     from explainable_ser.config import ConfigError
     from explainable_ser.training.runs import resolve_ckpt_arg
@@ -57,8 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     try:
-        out = export(args.ckpt, args.out, merge_lora=args.merge_lora, dtype=args.dtype,
-                     overrides=args.overrides, overwrite=args.overwrite)
+        out = export(
+            args.ckpt,
+            args.out,
+            merge_lora=args.merge_lora,
+            dtype=args.dtype,
+            overrides=args.overrides,
+            overwrite=args.overwrite,
+        )
     except (ConfigError, ExportError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -71,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     line = f"verified: plain peft on the base LLM, max |logit diff| {rep['plain_peft_max_abs_logit_diff']:.2e}"
     ok = rep["plain_peft_max_abs_logit_diff"] <= tol
     if "merged_max_abs_logit_diff" in rep:
-        line += (f"; merged LLM {rep['merged_max_abs_logit_diff']:.2e}, same greedy text: "
-                 f"{rep['merged_same_text']}")
+        line += f"; merged LLM {rep['merged_max_abs_logit_diff']:.2e}, same greedy text: {rep['merged_same_text']}"
         ok = ok and rep["merged_same_text"]
     print(f"{line} ({out / 'verification.json'})")
     if not ok:

@@ -33,16 +33,19 @@ DESCRIPTION = __doc__
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m explainable_ser.fit", description=DESCRIPTION,
+        prog="python -m explainable_ser.fit",
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Examples:\n  python -m explainable_ser.fit                  # the demo (real small models)\n"
-               "  python -m explainable_ser.fit demo eval.limit=50\n"
-               "  python -m explainable_ser.fit offline name=quick training.stages.0.epochs=1\n"
-               "  python -m explainable_ser.fit experiments/sys7_iemocap.yaml trainer.devices=8\n\n"
-               "exit status: 0 done; 2 a bad argument, config or checkpoint, a missing file or an "
-               "unreachable package registry (one line on stderr)")
-    parser.add_argument("overrides", nargs="*", help="YAML files (or demo / offline) and key=value "
-                        "overrides, applied in order")
+        "  python -m explainable_ser.fit demo eval.limit=50\n"
+        "  python -m explainable_ser.fit offline name=quick training.stages.0.epochs=1\n"
+        "  python -m explainable_ser.fit experiments/sys7_iemocap.yaml trainer.devices=8\n\n"
+        "exit status: 0 done; 2 a bad argument, config or checkpoint, a missing file or an "
+        "unreachable package registry (one line on stderr)",
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="YAML files (or demo / offline) and key=value overrides, applied in order"
+    )
     args = parser.parse_args(argv)
     if not args.overrides:
         args.overrides = ["demo"]
@@ -52,9 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not any(a in PACKAGED_CONFIGS or a.endswith((".yaml", ".yml")) for a in args.overrides):
-        print("note: no config file given, so the schema defaults apply: the paper's Sys.7 at full "
-              "scale (HuBERT-large, Llama-3.1-8B-Instruct, SpeechCraft); 'demo' or 'offline' first "
-              "runs an offline stack with these overrides", file=sys.stderr)
+        print(
+            "note: no config file given, so the schema defaults apply: the paper's Sys.7 at full "
+            "scale (HuBERT-large, Llama-3.1-8B-Instruct, SpeechCraft); 'demo' or 'offline' first "
+            "runs an offline stack with these overrides",
+            file=sys.stderr,
+        )
     from explainable_ser.offline.pretrained import PackagedModelError
     from explainable_ser.training.recipe import run
 

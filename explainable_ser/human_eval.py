@@ -42,19 +42,35 @@ from explainable_ser.analysis.rating import SheetError, aggregate, export, judge
 
 # -- command line -----------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m explainable_ser.human_eval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m explainable_ser.human_eval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("export", help="write a blinded rating sheet and its key")
-    ex.add_argument("--predictions", nargs="+", required=True, metavar="[NAME=]PATH",
-                    help="each system's predictions.jsonl (NAME defaults to its run directory's name)")
+    ex.add_argument(
+        "--predictions",
+        nargs="+",
+        required=True,
+        metavar="[NAME=]PATH",
+        help="each system's predictions.jsonl (NAME defaults to its run directory's name)",
+    )
     ex.add_argument("--n", type=int, default=100, help="utterances to rate (default 100)")
     ex.add_argument("--seed", type=int, default=0)
     ex.add_argument("--out", required=True, help="the sheet's folder (the key goes to OUT.key.json)")
-    ex.add_argument("--explanation", choices=["auto", "rationale", "caption"], default="auto",
-                    help="what is rated: auto (default) = the rationale where there is one, else the caption")
-    ex.add_argument("--audio", choices=["copy", "paths"], default="copy",
-                    help="copy the clips under blind names (default) or list their paths")
+    ex.add_argument(
+        "--explanation",
+        choices=["auto", "rationale", "caption"],
+        default="auto",
+        help="what is rated: auto (default) = the rationale where there is one, else the caption",
+    )
+    ex.add_argument(
+        "--audio",
+        choices=["copy", "paths"],
+        default="copy",
+        help="copy the clips under blind names (default) or list their paths",
+    )
     ag = sub.add_parser("aggregate", help="per-system means with 95%% intervals and Krippendorff's alpha")
     ag.add_argument("sheets", nargs="+", help="filled sheets, one per rater")
     ag.add_argument("--key", required=True)
@@ -62,18 +78,25 @@ def main(argv: list[str] | None = None) -> int:
     jd = sub.add_parser("judge", help="fill a sheet with an instruct LLM (labelled automatic)")
     jd.add_argument("sheet")
     jd.add_argument("--key", required=True)
-    jd.add_argument("--judge", default="pkg:smollm2-135m-instruct",
-                    help="any HF instruct model (default: the packaged SmolLM2-135M-Instruct)")
+    jd.add_argument(
+        "--judge",
+        default="pkg:smollm2-135m-instruct",
+        help="any HF instruct model (default: the packaged SmolLM2-135M-Instruct)",
+    )
     jd.add_argument("--out", required=True)
     jd.add_argument("--batch-size", type=int, default=8)
     jd.add_argument("--device", default=None)
     args = parser.parse_args(argv)
     try:
         if args.command == "export":
-            res = export(parse_systems(args.predictions), Path(args.out), args.n, args.seed,
-                         args.explanation, args.audio)
-            print(f"{res['n_items']} rows ({res['n_utterances']} utterances x systems) -> {res['sheet']}; "
-                  f"key (keep it from the raters) -> {res['key']}", file=sys.stderr)
+            res = export(
+                parse_systems(args.predictions), Path(args.out), args.n, args.seed, args.explanation, args.audio
+            )
+            print(
+                f"{res['n_items']} rows ({res['n_utterances']} utterances x systems) -> {res['sheet']}; "
+                f"key (keep it from the raters) -> {res['key']}",
+                file=sys.stderr,
+            )
         elif args.command == "aggregate":
             res = aggregate([Path(s) for s in args.sheets], Path(args.key))
             text = json.dumps(res, indent=2)

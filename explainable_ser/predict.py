@@ -1,4 +1,5 @@
-"""Explain audio files and folders: ``python -m explainable_ser.predict --model DIR|--ckpt PATH AUDIO_OR_DIR... [--out preds.jsonl]``.
+"""Explain audio files and folders:
+``python -m explainable_ser.predict --model DIR|--ckpt PATH AUDIO_OR_DIR... [--out preds.jsonl]``.
 
 One JSON line per file, in the order of the inputs: the transcript (``asr``), the descriptor caption and emotion
 (``ser_sed``), the attributes read back from the caption, and the per-class scores of the
@@ -45,36 +46,59 @@ from explainable_ser.training.runs import resolve_ckpt_arg
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m explainable_ser.predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="exit status: 0 every file explained; 1 some inputs could not "
-                                            "be explained (a missing path or unreadable file among others: "
-                                            "each has a JSON line with its 'error'); 2 nothing was explained "
-                                            "for a reason known before any audio was read: a bad argument, "
-                                            "config, model or checkpoint, or no input exists or holds audio")
+    parser = argparse.ArgumentParser(
+        prog="python -m explainable_ser.predict",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit status: 0 every file explained; 1 some inputs could not "
+        "be explained (a missing path or unreadable file among others: "
+        "each has a JSON line with its 'error'); 2 nothing was explained "
+        "for a reason known before any audio was read: a bad argument, "
+        "config, model or checkpoint, or no input exists or holds audio",
+    )
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--model", metavar="DIR", help="an exported model (python -m explainable_ser.export)")
-    model.add_argument("--ckpt", help="a run's checkpoint: a file (runs/demo/stage2/final.ckpt), a stage "
-                       "directory (its final.ckpt) or a run directory (its last stage's final.ckpt)")
-    parser.add_argument("inputs", nargs="+", metavar="AUDIO|DIR|OVERRIDE",
-                        help="audio files, folders of audio, and YAML files or key=value overrides")
-    parser.add_argument("--out", metavar="FILE",
-                        help="append the JSON lines to FILE (resumable: files already in it are skipped)")
-    parser.add_argument("--batch-seconds", type=float, default=60.0, metavar="S",
-                        help="audio seconds per batch, files of similar length together "
-                             "(default 60; 0: one file at a time)")
+    model.add_argument(
+        "--ckpt",
+        help="a run's checkpoint: a file (runs/demo/stage2/final.ckpt), a stage "
+        "directory (its final.ckpt) or a run directory (its last stage's final.ckpt)",
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="AUDIO|DIR|OVERRIDE",
+        help="audio files, folders of audio, and YAML files or key=value overrides",
+    )
+    parser.add_argument(
+        "--out", metavar="FILE", help="append the JSON lines to FILE (resumable: files already in it are skipped)"
+    )
+    parser.add_argument(
+        "--batch-seconds",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="audio seconds per batch, files of similar length together (default 60; 0: one file at a time)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: a GPU if any)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--language-id", default="auto", metavar="WHISPER|auto|off",
-                        help="check the spoken language with a Whisper checkpoint and warn when the "
-                             "model was trained on another; auto (default): the run's encoder when it "
-                             "is a Whisper, else off")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="overrides, the older spelling (same as key=value among the arguments)")
+    parser.add_argument(
+        "--language-id",
+        default="auto",
+        metavar="WHISPER|auto|off",
+        help="check the spoken language with a Whisper checkpoint and warn when the "
+        "model was trained on another; auto (default): the run's encoder when it "
+        "is a Whisper, else off",
+    )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides, the older spelling (same as key=value among the arguments)",
+    )
     args = parser.parse_args(argv)
     # An argument is an override when it is key=value or a YAML file, unless a file of that name exists.
-    is_override = [a.endswith((".yaml", ".yml")) or ("=" in a and not Path(a).exists())
-                   for a in args.inputs]
+    is_override = [a.endswith((".yaml", ".yml")) or ("=" in a and not Path(a).exists()) for a in args.inputs]
     args.audio = [a for a, o in zip(args.inputs, is_override) if not o]
     args.overrides = [a for a, o in zip(args.inputs, is_override) if o] + list(args.set)
     if not args.audio:
@@ -108,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     todo = [f for f in files if key(f) not in done]
     if out_path and done:
-        print(f"resuming: {len(files) - len(todo)} of {len(files)} files are already in {out_path}",
-              file=sys.stderr)
+        print(f"resuming: {len(files) - len(todo)} of {len(files)} files are already in {out_path}", file=sys.stderr)
     try:
         ser = load(args)
     except (ConfigError, FileNotFoundError) as err:

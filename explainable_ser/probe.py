@@ -37,18 +37,24 @@ DESCRIPTION = __doc__
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m explainable_ser.probe", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="exit status: 0 done; 2 a bad argument, run directory or checkpoint")
+    parser = argparse.ArgumentParser(
+        prog="python -m explainable_ser.probe",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit status: 0 done; 2 a bad argument, run directory or checkpoint",
+    )
     parser.add_argument("run_dir", help="a trained run directory (e.g. runs/demo)")
     parser.add_argument("--ckpt", default=None, help="checkpoint to probe (default: the last stage's final.ckpt)")
     parser.add_argument("--train", type=int, default=600, help="training clips the probes fit on (default 600)")
     parser.add_argument("--test", type=int, default=None, help="test clips scored (default: the whole test split)")
-    parser.add_argument("--no-measurements", action="store_true",
-                        help="skip the interpretable-measurement rung (pYIN is the slow part)")
-    parser.add_argument("--no-teacher-forced", action="store_true",
-                        help="skip the teacher-forced rung (the LLM's choice of each value after the "
-                             "reference text before it)")
+    parser.add_argument(
+        "--no-measurements", action="store_true", help="skip the interpretable-measurement rung (pYIN is the slow part)"
+    )
+    parser.add_argument(
+        "--no-teacher-forced",
+        action="store_true",
+        help="skip the teacher-forced rung (the LLM's choice of each value after the reference text before it)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="processes for the measurements (default 2)")
     parser.add_argument("--out", default=None, help="output directory (default: the run directory)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the run's config")
@@ -60,9 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     from explainable_ser.config import ConfigError
 
     try:
-        report = run_probe(run_dir, Path(args.ckpt) if args.ckpt else None, args.train, args.test,
-                           not args.no_measurements, args.workers, list(args.overrides),
-                           teacher_forced=not args.no_teacher_forced)
+        report = run_probe(
+            run_dir,
+            Path(args.ckpt) if args.ckpt else None,
+            args.train,
+            args.test,
+            not args.no_measurements,
+            args.workers,
+            list(args.overrides),
+            teacher_forced=not args.no_teacher_forced,
+        )
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -23,17 +23,38 @@ TINY_TEXTS = [
 
 # The offline stack (``explainable_ser/configs/offline.yaml``; merged once even when a SynthCraft
 # YAML before it already did), shrunk further: these lead every test's overrides.
-TINY_LLM = ["offline", "model.llm.hf_config.hidden_size=32", "model.llm.hf_config.intermediate_size=64",
-            "model.llm.hf_config.num_hidden_layers=2", "model.llm.hf_config.num_attention_heads=2",
-            "model.llm.hf_config.num_key_value_heads=1", "model.llm.lora.dropout=0.0",
-            "model.branch.hidden_dim=16", "model.branch.latent_dim=8", "model.branch.adapter_dim=16",
-            "model.encoder.ctc_epochs=1"]
+TINY_LLM = [
+    "offline",
+    "model.llm.hf_config.hidden_size=32",
+    "model.llm.hf_config.intermediate_size=64",
+    "model.llm.hf_config.num_hidden_layers=2",
+    "model.llm.hf_config.num_attention_heads=2",
+    "model.llm.hf_config.num_key_value_heads=1",
+    "model.llm.lora.dropout=0.0",
+    "model.branch.hidden_dim=16",
+    "model.branch.latent_dim=8",
+    "model.branch.adapter_dim=16",
+    "model.encoder.ctc_epochs=1",
+]
 
-HUBERT_FIELDS = dict(model_type="hubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, conv_dim=[16] * 7, feat_extract_norm="layer",
-                     do_stable_layer_norm=True, conv_bias=True, num_conv_pos_embeddings=16,
-                     num_conv_pos_embedding_groups=2, hidden_dropout=0.0, attention_dropout=0.0,
-                     activation_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0)
+HUBERT_FIELDS = dict(
+    model_type="hubert",
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    conv_dim=[16] * 7,
+    feat_extract_norm="layer",
+    do_stable_layer_norm=True,
+    conv_bias=True,
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=2,
+    hidden_dropout=0.0,
+    attention_dropout=0.0,
+    activation_dropout=0.0,
+    feat_proj_dropout=0.0,
+    layerdrop=0.0,
+)
 
 
 def tiny_config(*overrides: str, hubert: bool = False) -> ExperimentConfig:
@@ -63,9 +84,17 @@ def save_tiny_instruct(path, words: str, max_positions: int = 1024):
     tok = build_word_tokenizer([words])
     tok.save_pretrained(path)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=max_positions,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=max_positions,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     LlamaForCausalLM(cfg).save_pretrained(path)
     return path
 
@@ -96,15 +125,17 @@ def trained_run(tmp_path_factory):
     corpus = tmp / "corpus"
     generate(corpus, n_train=6, n_dev=2, n_test=2, seed=7, progress=False)
     run_dir = tmp / "run"
-    cfg = load_config([*TINY_LLM, f"data.corpora.0.dir={corpus}", f"run_dir={run_dir}",
-                       "eval.max_new_tokens=6"])
+    cfg = load_config([*TINY_LLM, f"data.corpora.0.dir={corpus}", f"run_dir={run_dir}", "eval.max_new_tokens=6"])
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
     _, module = build(cfg, run_dir, prepare(cfg, run_dir))
     gen = torch.Generator().manual_seed(0)
     keep = {f"model.{n}" for n in adaptable_names(module.model)}
-    state = {k: (v + 0.05 * torch.randn(v.shape, generator=gen)) if v.is_floating_point() else v
-             for k, v in module.state_dict().items() if k in keep}
+    state = {
+        k: (v + 0.05 * torch.randn(v.shape, generator=gen)) if v.is_floating_point() else v
+        for k, v in module.state_dict().items()
+        if k in keep
+    }
     (run_dir / "stage2").mkdir()
     torch.save({"state_dict": state, "stage_name": "stage2"}, run_dir / "stage2" / "final.ckpt")
     (run_dir / "metrics.json").write_text(json.dumps({"ua": 0.5, "wer": 0.25, "n_utterances": 2}))
@@ -153,20 +184,29 @@ def fake_cuts(n: int, seed: int = 0):
     cuts = []
     for i in range(n):
         dur = round(rng.uniform(1.0, 12.0), 2)
-        cuts.append(make_cut(f"utt-{i:05d}", f"/nonexistent/{i}.flac", sampling_rate=16000,
-                             num_samples=int(dur * 16000), corpus="fake", split="train",
-                             transcript="a b", emotion="sad"))
+        cuts.append(
+            make_cut(
+                f"utt-{i:05d}",
+                f"/nonexistent/{i}.flac",
+                sampling_rate=16000,
+                num_samples=int(dur * 16000),
+                corpus="fake",
+                split="train",
+                transcript="a b",
+                emotion="sad",
+            )
+        )
     return CutSet.from_cuts(cuts)
 
 
 # -- SpeechCraft's released label samples (test_speechcraft*.py) ------------------------------
-SPEECHCRAFT_SAMPLES = (Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "formats"
-                       / "speechcraft")
+SPEECHCRAFT_SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "formats" / "speechcraft"
 SPEECHCRAFT_LJ_LABELS = SPEECHCRAFT_SAMPLES / "pipeline_labels_LJspeech_0.first12.json"
 SPEECHCRAFT_FORK_LABELS = SPEECHCRAFT_SAMPLES / "fork_labels_CTTS_0.first6.json"
 needs_speechcraft_samples = pytest.mark.skipif(
     not SPEECHCRAFT_LJ_LABELS.is_file() or not SPEECHCRAFT_FORK_LABELS.is_file(),
-    reason="SpeechCraft reference samples not present")
+    reason="SpeechCraft reference samples not present",
+)
 
 
 # -- SynthCraft's captions (test_synthcraft.py, test_caption_templates.py) --------------------
@@ -202,8 +242,7 @@ def synthcraft_measured(tmp_path_factory):
     from data_modules.synthcraft import generate
 
     out = tmp_path_factory.mktemp("synthcraft")
-    manifests = generate(out, n_train=60, n_dev=1, n_test=1, seed=0, num_workers=1,
-                         progress=False)
+    manifests = generate(out, n_train=60, n_dev=1, n_test=1, seed=0, num_workers=1, progress=False)
     cuts = list(CutSet.from_file(manifests["train"]))
     results = list(measure_cuts(cuts, workers=2))
     assert [r[0] for r in results] == [c.id for c in cuts]  # the pool keeps the order

@@ -36,8 +36,14 @@ def small_stack(ts, head_trainable: bool):
     """The benchmark's stack, smaller still, with eager attention (torch counts its matmuls)."""
     cfg, enc_hf, llm_hf = ts.experiment_config("tiny", "baseline")
     cfg.model.encoder.attn_implementation = cfg.model.llm.attn_implementation = "eager"
-    enc_hf.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, conv_dim=[32] * 7,
-                  num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    enc_hf.update(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        conv_dim=[32] * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+    )
     llm_hf.update(hidden_size=64, intermediate_size=96, num_hidden_layers=2)
     cfg.model.branch.hidden_dim, cfg.model.branch.latent_dim, cfg.model.branch.adapter_dim = 48, 16, 80
     cfg.model.llm.lora.target_modules = ["q_proj", "v_proj", "down_proj"]
@@ -119,10 +125,32 @@ def test_each_ablation_adds_one_feature_to_the_baseline(ts):
 def test_train_step_script_writes_its_json(tmp_path):
     out = tmp_path / "train_step.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "train_step.py"), "--size", "tiny", "--cpu",
-         "--configs", "project,baseline,baseline+target_logits,qlora", "--steps", "1", "--warmup", "1", "--seconds", "2",
-         "--batch", "2", "--matmul-n", "256", "--out", str(out)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "train_step.py"),
+            "--size",
+            "tiny",
+            "--cpu",
+            "--configs",
+            "project,baseline,baseline+target_logits,qlora",
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--seconds",
+            "2",
+            "--batch",
+            "2",
+            "--matmul-n",
+            "256",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
     project, base = res["configs"]["project"], res["configs"]["baseline"]
@@ -135,13 +163,21 @@ def test_train_step_script_writes_its_json(tmp_path):
 
 def test_cli_startup_script_writes_its_json(tmp_path):
     out = tmp_path / "cli.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "cli_startup.py"), "--repeat", "1",
-                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "cli_startup.py"), "--repeat", "1", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert set(result["help_seconds"]) == {"explainable_ser.fit", "explainable_ser.evaluate",
-                                           "explainable_ser.predict", "explainable_ser.compare",
-                                           "explainable_ser.crossval"}
+    assert set(result["help_seconds"]) == {
+        "explainable_ser.fit",
+        "explainable_ser.evaluate",
+        "explainable_ser.predict",
+        "explainable_ser.compare",
+        "explainable_ser.crossval",
+    }
     assert all(v["median"] > 0 for v in result["help_seconds"].values())
 
 
@@ -149,9 +185,26 @@ def test_predict_script_times_both_modes_on_the_same_files(exported, trained_run
     """benchmarks/predict.py on the tiny export: both modes explain every file, agree, write JSON."""
     _, clip = trained_run
     out = tmp_path / "predict.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "predict.py"), "--model", str(exported),
-                           str(clip.parents[1]), "--n", "4", "--batch-seconds", "20", "--out", str(out),
-                           "--keep", str(tmp_path / "lines")], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "predict.py"),
+            "--model",
+            str(exported),
+            str(clip.parents[1]),
+            "--n",
+            "4",
+            "--batch-seconds",
+            "20",
+            "--out",
+            str(out),
+            "--keep",
+            str(tmp_path / "lines"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
     assert res["n_files"] == 4 and set(res["modes"]) == {"batch1", "bucketed"}
@@ -179,8 +232,22 @@ def test_eval_cost_script_times_both_variants_and_compares_rows(trained_run, tmp
     eval_cost = benchmark_module("eval_cost")
     run_dir, _ = trained_run
     out = tmp_path / "eval_cost.json"
-    assert eval_cost.main(["--ckpt", str(run_dir / "stage2" / "final.ckpt"), "--limit", "2", "--repeats", "1",
-                           "--out", str(out), "trainer.precision=bf16-mixed"]) == 0
+    assert (
+        eval_cost.main(
+            [
+                "--ckpt",
+                str(run_dir / "stage2" / "final.ckpt"),
+                "--limit",
+                "2",
+                "--repeats",
+                "1",
+                "--out",
+                str(out),
+                "trainer.precision=bf16-mixed",
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     assert res["precision"] == "bf16-mixed" and res["rows_identical"] is True
     assert res["n_rows"] == 2 * (2 + 2)  # 2 clips: asr + ser_sed, then ser_sed with each stream zeroed
@@ -197,14 +264,29 @@ def test_warmstart_ablation_script_writes_its_json(tmp_path):
     generate(tmp_path / "corpus", n_train=16, n_dev=4, n_test=1, seed=2, progress=False)
     out = tmp_path / "ws.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "warmstart_ablation.py"), *TINY_LLM,
-         f"data.corpora.0.dir={tmp_path / 'corpus'}", "training.warm_start.batch_size=8",
-         "--only", "paper block, 5 passes (the earlier demo)", "+ utterance context + field heads, 5 passes",
-         "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=600)
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "warmstart_ablation.py"),
+            *TINY_LLM,
+            f"data.corpora.0.dir={tmp_path / 'corpus'}",
+            "training.warm_start.batch_size=8",
+            "--only",
+            "paper block, 5 passes (the earlier demo)",
+            "+ utterance context + field heads, 5 passes",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
-    assert list(res["variants"]) == ["paper block, 5 passes (the earlier demo)",
-                                     "+ utterance context + field heads, 5 passes"]
+    assert list(res["variants"]) == [
+        "paper block, 5 passes (the earlier demo)",
+        "+ utterance context + field heads, 5 passes",
+    ]
     plain, heads = res["variants"].values()
     assert plain["dev_field_head_accuracy"] == {} and heads["dev_field_head_accuracy"]
     assert set(plain["dev_field_accuracy"]) >= {"gender", "pitch", "emotion"}
@@ -239,8 +321,24 @@ def test_long_recording_script_finds_each_clip_as_a_piece(trained_run, tmp_path)
     long_recording = benchmark_module("long_recording")
     run_dir, clip = trained_run
     out = tmp_path / "long.json"
-    assert long_recording.main(["--ckpt", str(run_dir), "--clips", str(clip.parents[2]), "--seconds", "4",
-                                "--work", str(tmp_path / "work"), "--out", str(out), "data.max_clip_seconds=3"]) == 0
+    assert (
+        long_recording.main(
+            [
+                "--ckpt",
+                str(run_dir),
+                "--clips",
+                str(clip.parents[2]),
+                "--seconds",
+                "4",
+                "--work",
+                str(tmp_path / "work"),
+                "--out",
+                str(out),
+                "data.max_clip_seconds=3",
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     assert res["n_clips"] >= 2 and res["n_pieces"] == res["n_clips"] and res["one_piece_per_clip"]
     assert res["boundaries_within_0.15s"] == res["n_clips"]

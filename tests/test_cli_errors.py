@@ -30,6 +30,7 @@ from conftest import TINY_LLM
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("explainable_ser", "data_modules")
 
+
 class Payload:
     """Pickles to ``os.system(cmd)``: a checkpoint holding it must be refused, never run."""
 
@@ -53,8 +54,7 @@ def env(tmp_path_factory):
     corpus = tmp / "corpus"
     generate(corpus, n_train=6, n_dev=2, n_test=2, seed=5, progress=False)
     run_dir = tmp / "run"
-    overrides = [*TINY_LLM, "model.encoder.kind=fbank", f"data.corpora.0.dir={corpus}",
-                 f"run_dir={run_dir}"]
+    overrides = [*TINY_LLM, "model.encoder.kind=fbank", f"data.corpora.0.dir={corpus}", f"run_dir={run_dir}"]
     cfg = load_config(overrides)
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
@@ -75,16 +75,23 @@ def env(tmp_path_factory):
     (tmp / "notes.ckpt").write_text("hello world\n")  # a text file named like a checkpoint
     (tmp / "bad.yaml").write_text("training:\n  stages: [\n")
     (tmp / "unknown.yaml").write_text("training:\n  nonexistent: 3\n")
-    row = {"task": "ser_sed", "emotion_ref": "sad", "emotion": "sad", "transcript_ref": None,
-           "transcript": None}
+    row = {"task": "ser_sed", "emotion_ref": "sad", "emotion": "sad", "transcript_ref": None, "transcript": None}
     for name, ids in (("a", ["u1", "u2"]), ("b", ["v1", "v2"])):
         (tmp / f"{name}.jsonl").write_text("".join(json.dumps({**row, "id": i}) + "\n" for i in ids))
     (tmp / "nofield.jsonl").write_text(json.dumps({"id": "u1", "task": "ser_sed"}) + "\n")
     (tmp / "binary.jsonl").write_bytes(b"\xff\xfe\x00garbage\n")
     audio = sorted((corpus / "audio" / "test").glob("*.flac"))[0]
     manifest = corpus / "synthcraft_cuts_dev.jsonl.gz"
-    return {"tmp": tmp, "corpus": corpus, "run": run_dir, "ckpt": ckpt, "audio": audio,
-            "manifest": manifest, "marker": marker, "overrides": overrides}
+    return {
+        "tmp": tmp,
+        "corpus": corpus,
+        "run": run_dir,
+        "ckpt": ckpt,
+        "audio": audio,
+        "manifest": manifest,
+        "marker": marker,
+        "overrides": overrides,
+    }
 
 
 # (case id, module, argv (str.format'ed with the env), text stderr must contain)
@@ -95,74 +102,154 @@ CASES = [
     ("fit-bad-yaml", "explainable_ser.fit", ["{tmp}/bad.yaml"], "bad.yaml"),
     ("fit-unknown-key-in-yaml", "explainable_ser.fit", ["{tmp}/unknown.yaml"], "nonexistent"),
     ("fit-bad-interpolation", "explainable_ser.fit", ["name=${{nope}}"], "nope"),
-    ("fit-missing-corpus", "explainable_ser.fit",
-     [*TINY_LLM, "data.corpora.0.name=nocorpus", "data.corpora.0.dir={tmp}/nowhere",
-      "run_dir={tmp}/run-missing-corpus"], "nocorpus"),
-    pytest.param("fit-incompatible-ckpt", "explainable_ser.fit",
-                 ["{run_copy}/config.yaml", "run_dir={run_copy}", "ckpt_path=last",
-                  "model.branch.latent_dim=4"], "incompatible"),
-    ("evaluate-missing-ckpt", "explainable_ser.evaluate", ["--ckpt", "{tmp}/nope/final.ckpt"],
-     "checkpoint not found"),
+    (
+        "fit-missing-corpus",
+        "explainable_ser.fit",
+        [
+            *TINY_LLM,
+            "data.corpora.0.name=nocorpus",
+            "data.corpora.0.dir={tmp}/nowhere",
+            "run_dir={tmp}/run-missing-corpus",
+        ],
+        "nocorpus",
+    ),
+    pytest.param(
+        "fit-incompatible-ckpt",
+        "explainable_ser.fit",
+        ["{run_copy}/config.yaml", "run_dir={run_copy}", "ckpt_path=last", "model.branch.latent_dim=4"],
+        "incompatible",
+    ),
+    ("evaluate-missing-ckpt", "explainable_ser.evaluate", ["--ckpt", "{tmp}/nope/final.ckpt"], "checkpoint not found"),
     ("evaluate-run-dir-without-final", "explainable_ser.evaluate", ["--ckpt", "{tmp}/bad-run"], "found corrupt.ckpt"),
-    ("evaluate-unknown-key", "explainable_ser.evaluate", ["--ckpt", "{ckpt}", "eval.nonexistent=1"],
-     "nonexistent"),
-    ("evaluate-missing-test-split", "explainable_ser.evaluate",
-     ["--ckpt", "{ckpt}", "data.corpora.0.test_split=nosuchsplit"], "nosuchsplit"),
-    pytest.param("evaluate-incompatible-ckpt", "explainable_ser.evaluate",
-                 ["--ckpt", "{ckpt}", "model.branch.latent_dim=4"], "incompatible"),
-    pytest.param("evaluate-corrupt-ckpt", "explainable_ser.evaluate",
-                 ["--ckpt", "{tmp}/bad-run/stage2/corrupt.ckpt", "{run}/config.yaml"], "corrupt.ckpt"),
-    pytest.param("evaluate-unsafe-ckpt", "explainable_ser.evaluate",
-                 ["--ckpt", "{tmp}/bad-run/stage2/unsafe.ckpt", "{run}/config.yaml"], "unsafe.ckpt"),
-    ("predict-missing-ckpt", "explainable_ser.predict", ["--ckpt", "{tmp}/nope.ckpt", "{audio}"],
-     "checkpoint not found"),
-    ("predict-missing-audio", "explainable_ser.predict", ["--ckpt", "{ckpt}", "{tmp}/missing.wav"],
-     "missing.wav"),
-    pytest.param("predict-incompatible-ckpt", "explainable_ser.predict",
-                 ["--ckpt", "{ckpt}", "{audio}", "--set", "model.branch.latent_dim=4"],
-                 "incompatible"),
-    pytest.param("predict-incompatible-ckpt-positional", "explainable_ser.predict",
-                 ["--ckpt", "{ckpt}", "{audio}", "model.branch.latent_dim=4"], "incompatible"),
-    pytest.param("evaluate-not-a-checkpoint", "explainable_ser.evaluate",
-                 ["--ckpt", "{tmp}/notes.ckpt", "{run}/config.yaml"], "is not a checkpoint"),
-    ("compare-missing-file", "explainable_ser.compare", ["{tmp}/a.jsonl", "{tmp}/missing.jsonl"],
-     "missing.jsonl"),
-    ("compare-disjoint-utterances", "explainable_ser.compare", ["{tmp}/a.jsonl", "{tmp}/b.jsonl"],
-     "share no"),
-    ("compare-not-predictions", "explainable_ser.compare", ["{tmp}/a.jsonl", "{tmp}/bad.yaml"],
-     "bad.yaml"),
-    ("compare-not-utf8", "explainable_ser.compare", ["{tmp}/a.jsonl", "{tmp}/binary.jsonl"],
-     "binary.jsonl"),
-    ("compare-missing-field", "explainable_ser.compare", ["{tmp}/nofield.jsonl", "{tmp}/nofield.jsonl"],
-     "emotion_ref"),
-    ("prepare-iemocap-missing-root", "data_modules.prepare",
-     ["iemocap", "--root", "{tmp}/no-iemocap", "--out", "{tmp}/out"], "no-iemocap"),
-    ("prepare-meld-missing-root", "data_modules.prepare",
-     ["meld", "--root", "{tmp}/no-meld", "--out", "{tmp}/out"], "no-meld"),
-    ("prepare-emosec-missing-root", "data_modules.prepare",
-     ["emosec", "--root", "{tmp}/no-emosec", "--out", "{tmp}/out"], "no-emosec"),
-    ("prepare-speechcraft-missing-labels", "data_modules.prepare",
-     ["speechcraft", "--labels", "{tmp}/no-labels", "--audio", "{tmp}", "--out", "{tmp}/out"],
-     "no-labels"),
-    ("prepare-synthcraft-out-is-a-file", "data_modules.prepare",
-     ["synthcraft", "--out", "{tmp}/a.jsonl", "--n-train", "1", "--n-dev", "1", "--n-test", "1",
-      "--no-progress"], "a.jsonl"),
+    ("evaluate-unknown-key", "explainable_ser.evaluate", ["--ckpt", "{ckpt}", "eval.nonexistent=1"], "nonexistent"),
+    (
+        "evaluate-missing-test-split",
+        "explainable_ser.evaluate",
+        ["--ckpt", "{ckpt}", "data.corpora.0.test_split=nosuchsplit"],
+        "nosuchsplit",
+    ),
+    pytest.param(
+        "evaluate-incompatible-ckpt",
+        "explainable_ser.evaluate",
+        ["--ckpt", "{ckpt}", "model.branch.latent_dim=4"],
+        "incompatible",
+    ),
+    pytest.param(
+        "evaluate-corrupt-ckpt",
+        "explainable_ser.evaluate",
+        ["--ckpt", "{tmp}/bad-run/stage2/corrupt.ckpt", "{run}/config.yaml"],
+        "corrupt.ckpt",
+    ),
+    pytest.param(
+        "evaluate-unsafe-ckpt",
+        "explainable_ser.evaluate",
+        ["--ckpt", "{tmp}/bad-run/stage2/unsafe.ckpt", "{run}/config.yaml"],
+        "unsafe.ckpt",
+    ),
+    (
+        "predict-missing-ckpt",
+        "explainable_ser.predict",
+        ["--ckpt", "{tmp}/nope.ckpt", "{audio}"],
+        "checkpoint not found",
+    ),
+    ("predict-missing-audio", "explainable_ser.predict", ["--ckpt", "{ckpt}", "{tmp}/missing.wav"], "missing.wav"),
+    pytest.param(
+        "predict-incompatible-ckpt",
+        "explainable_ser.predict",
+        ["--ckpt", "{ckpt}", "{audio}", "--set", "model.branch.latent_dim=4"],
+        "incompatible",
+    ),
+    pytest.param(
+        "predict-incompatible-ckpt-positional",
+        "explainable_ser.predict",
+        ["--ckpt", "{ckpt}", "{audio}", "model.branch.latent_dim=4"],
+        "incompatible",
+    ),
+    pytest.param(
+        "evaluate-not-a-checkpoint",
+        "explainable_ser.evaluate",
+        ["--ckpt", "{tmp}/notes.ckpt", "{run}/config.yaml"],
+        "is not a checkpoint",
+    ),
+    ("compare-missing-file", "explainable_ser.compare", ["{tmp}/a.jsonl", "{tmp}/missing.jsonl"], "missing.jsonl"),
+    ("compare-disjoint-utterances", "explainable_ser.compare", ["{tmp}/a.jsonl", "{tmp}/b.jsonl"], "share no"),
+    ("compare-not-predictions", "explainable_ser.compare", ["{tmp}/a.jsonl", "{tmp}/bad.yaml"], "bad.yaml"),
+    ("compare-not-utf8", "explainable_ser.compare", ["{tmp}/a.jsonl", "{tmp}/binary.jsonl"], "binary.jsonl"),
+    ("compare-missing-field", "explainable_ser.compare", ["{tmp}/nofield.jsonl", "{tmp}/nofield.jsonl"], "emotion_ref"),
+    (
+        "prepare-iemocap-missing-root",
+        "data_modules.prepare",
+        ["iemocap", "--root", "{tmp}/no-iemocap", "--out", "{tmp}/out"],
+        "no-iemocap",
+    ),
+    (
+        "prepare-meld-missing-root",
+        "data_modules.prepare",
+        ["meld", "--root", "{tmp}/no-meld", "--out", "{tmp}/out"],
+        "no-meld",
+    ),
+    (
+        "prepare-emosec-missing-root",
+        "data_modules.prepare",
+        ["emosec", "--root", "{tmp}/no-emosec", "--out", "{tmp}/out"],
+        "no-emosec",
+    ),
+    (
+        "prepare-speechcraft-missing-labels",
+        "data_modules.prepare",
+        ["speechcraft", "--labels", "{tmp}/no-labels", "--audio", "{tmp}", "--out", "{tmp}/out"],
+        "no-labels",
+    ),
+    (
+        "prepare-synthcraft-out-is-a-file",
+        "data_modules.prepare",
+        ["synthcraft", "--out", "{tmp}/a.jsonl", "--n-train", "1", "--n-dev", "1", "--n-test", "1", "--no-progress"],
+        "a.jsonl",
+    ),
     ("prepare-unknown-corpus", "data_modules.prepare", ["nocorpus"], "nocorpus"),
-    ("annotate-missing-manifest", "data_modules.annotate",
-     ["--manifest", "{tmp}/missing_cuts_dev.jsonl.gz", "--out", "{tmp}/ann/x_cuts_dev.jsonl.gz"],
-     "missing_cuts_dev"),
-    pytest.param("annotate-missing-stats", "data_modules.annotate",
-                 ["--manifest", "{manifest}", "--out", "{tmp}/ann/y_cuts_dev.jsonl.gz",
-                  "--reference-stats", "{tmp}/no-stats.json", "--no-progress"], "no-stats.json"),
-    pytest.param("annotate-out-is-input", "data_modules.annotate",
-                 ["--manifest", "{manifest}", "--out", "{manifest}", "--no-progress"], "--out"),
+    (
+        "annotate-missing-manifest",
+        "data_modules.annotate",
+        ["--manifest", "{tmp}/missing_cuts_dev.jsonl.gz", "--out", "{tmp}/ann/x_cuts_dev.jsonl.gz"],
+        "missing_cuts_dev",
+    ),
+    pytest.param(
+        "annotate-missing-stats",
+        "data_modules.annotate",
+        [
+            "--manifest",
+            "{manifest}",
+            "--out",
+            "{tmp}/ann/y_cuts_dev.jsonl.gz",
+            "--reference-stats",
+            "{tmp}/no-stats.json",
+            "--no-progress",
+        ],
+        "no-stats.json",
+    ),
+    pytest.param(
+        "annotate-out-is-input",
+        "data_modules.annotate",
+        ["--manifest", "{manifest}", "--out", "{manifest}", "--no-progress"],
+        "--out",
+    ),
 ]
 # The cases the issue names, also run as real subprocesses.
-SUBPROCESS_CASES = ("fit-unknown-key", "fit-wrong-type", "fit-missing-yaml", "evaluate-missing-ckpt",
-                    "predict-missing-ckpt", "predict-missing-audio", "compare-missing-file",
-                    "compare-disjoint-utterances", "prepare-iemocap-missing-root",
-                    "prepare-meld-missing-root", "prepare-emosec-missing-root",
-                    "prepare-speechcraft-missing-labels", "annotate-missing-manifest")
+SUBPROCESS_CASES = (
+    "fit-unknown-key",
+    "fit-wrong-type",
+    "fit-missing-yaml",
+    "evaluate-missing-ckpt",
+    "predict-missing-ckpt",
+    "predict-missing-audio",
+    "compare-missing-file",
+    "compare-disjoint-utterances",
+    "prepare-iemocap-missing-root",
+    "prepare-meld-missing-root",
+    "prepare-emosec-missing-root",
+    "prepare-speechcraft-missing-labels",
+    "annotate-missing-manifest",
+)
 LIGHT_MODULES = ("data_modules.prepare", "data_modules.annotate", "explainable_ser.compare")  # no torch
 
 
@@ -203,14 +290,20 @@ def test_cli_error_in_process(name, module, argv, mention, env, capsys):
 PLAIN_CASES = {case[0]: case for case in CASES if not hasattr(case, "marks")}
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=() if PLAIN_CASES[n][1] in LIGHT_MODULES else pytest.mark.slow)
-    for n in SUBPROCESS_CASES])
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=() if PLAIN_CASES[n][1] in LIGHT_MODULES else pytest.mark.slow) for n in SUBPROCESS_CASES],
+)
 def test_cli_error_subprocess(name, env):
     _, module, argv, mention = PLAIN_CASES[name]
-    proc = subprocess.run([sys.executable, "-m", module, *_argv(env, argv)], cwd=env["tmp"],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *_argv(env, argv)],
+        cwd=env["tmp"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     check_error_output(proc.returncode, proc.stderr, mention)
 
 
@@ -278,8 +371,18 @@ def test_sources_load_weights_only_and_never_use_a_shell():
             shell = kw.get("shell")
             if shell is not None and not (isinstance(shell, ast.Constant) and shell.value is False):
                 problems.append(f"{at} with shell=...")
-            if name in ("os.system", "os.popen", "os.spawnl", "os.execl", "pickle.load",
-                        "pickle.loads", "eval", "exec", "yaml.load", "yaml.unsafe_load"):
+            if name in (
+                "os.system",
+                "os.popen",
+                "os.spawnl",
+                "os.execl",
+                "pickle.load",
+                "pickle.loads",
+                "eval",
+                "exec",
+                "yaml.load",
+                "yaml.unsafe_load",
+            ):
                 problems.append(at)
             if name.startswith("subprocess.") and node.args and not isinstance(node.args[0], ast.List):
                 problems.append(f"{at} with a command string")
@@ -300,20 +403,27 @@ def test_trust_remote_code_is_off_unless_configured():
     assert on.model.llm.trust_remote_code is True and on.model.encoder.trust_remote_code is False
 
 
-CLI_MODULES = ("explainable_ser.fit", "explainable_ser.evaluate", "explainable_ser.predict",
-               "explainable_ser.compare", "explainable_ser.crossval")
+CLI_MODULES = (
+    "explainable_ser.fit",
+    "explainable_ser.evaluate",
+    "explainable_ser.predict",
+    "explainable_ser.compare",
+    "explainable_ser.crossval",
+)
 
 
 @pytest.mark.parametrize("module", CLI_MODULES)
 def test_help_loads_neither_torch_nor_lhotse(module):
     """`--help` and argument errors answer before the model stack loads (it takes seconds)."""
-    code = ("import runpy, sys\n"
-            f"sys.argv = ['{module}', '--help']\n"
-            "try:\n"
-            f"    runpy.run_module('{module}', run_name='__main__')\n"
-            "except SystemExit as e:\n"
-            "    assert e.code == 0, e.code\n"
-            "print(sorted(m for m in ('torch', 'lhotse', 'lightning', 'transformers') if m in sys.modules))\n")
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['{module}', '--help']\n"
+        "try:\n"
+        f"    runpy.run_module('{module}', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        "print(sorted(m for m in ('torch', 'lhotse', 'lightning', 'transformers') if m in sys.modules))\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-500:]

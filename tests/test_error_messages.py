@@ -32,8 +32,11 @@ def _strings(node: ast.AST) -> list[str]:
 
 
 def _is_stderr_print(call: ast.Call) -> bool:
-    return (isinstance(call.func, ast.Name) and call.func.id == "print"
-            and any(k.arg == "file" and ast.unparse(k.value) == "sys.stderr" for k in call.keywords))
+    return (
+        isinstance(call.func, ast.Name)
+        and call.func.id == "print"
+        and any(k.arg == "file" and ast.unparse(k.value) == "sys.stderr" for k in call.keywords)
+    )
 
 
 def error_messages() -> list[tuple[str, int, str]]:
@@ -44,8 +47,9 @@ def error_messages() -> list[tuple[str, int, str]]:
             for node in ast.walk(tree):
                 if isinstance(node, ast.Raise) and node.exc is not None:
                     texts = _strings(node.exc)
-                elif isinstance(node, ast.Call) and (_is_stderr_print(node) or (
-                        isinstance(node.func, ast.Attribute) and node.func.attr == "error")):
+                elif isinstance(node, ast.Call) and (
+                    _is_stderr_print(node) or (isinstance(node.func, ast.Attribute) and node.func.attr == "error")
+                ):
                     texts = _strings(node)
                 else:
                     continue
@@ -79,8 +83,7 @@ def key_exists(key: str) -> bool:
 
 
 MESSAGES = error_messages()
-KEYS = sorted({(m.group(0).rstrip("."), f"{path}:{line}") for path, line, text in MESSAGES
-               for m in KEY.finditer(text)})
+KEYS = sorted({(m.group(0).rstrip("."), f"{path}:{line}") for path, line, text in MESSAGES for m in KEY.finditer(text)})
 
 
 def test_the_reader_finds_the_messages_that_name_keys():

@@ -63,22 +63,62 @@ def _config_keys() -> list[str]:
         keys.append(prefix[:-1])
 
     walk(OmegaConf.to_container(OmegaConf.structured(ExperimentConfig())), "")
-    return sorted(k for k in keys if k) + ["nope", "data.nope", "training.stages.9.lr",
-                                           "trainer..devices", " seed ", "data.corpora.x.dir"]
+    return sorted(k for k in keys if k) + [
+        "nope",
+        "data.nope",
+        "training.stages.9.lr",
+        "trainer..devices",
+        " seed ",
+        "data.corpora.x.dir",
+    ]
 
 
 KEYS = _config_keys()
 SCALARS = st.one_of(
-    st.integers(-10**12, 10**12).map(str), st.floats(allow_nan=True).map(repr),
-    st.sampled_from(["true", "false", "null", "~", "???", "${seed}", "${nope}", "${", "[", "]",
-                     "{", "[1, 2", "{a: 1}", "[a, b]", "'quoted'", '"dq', "1e999", "-.inf",
-                     ".nan", "0x1F", "!!python/object:os.system ls", "&a x", "*a", "|", ">",
-                     "---", "- a", "a: b: c", "\t", "", " "]),
-    st.text(max_size=30))
+    st.integers(-(10**12), 10**12).map(str),
+    st.floats(allow_nan=True).map(repr),
+    st.sampled_from(
+        [
+            "true",
+            "false",
+            "null",
+            "~",
+            "???",
+            "${seed}",
+            "${nope}",
+            "${",
+            "[",
+            "]",
+            "{",
+            "[1, 2",
+            "{a: 1}",
+            "[a, b]",
+            "'quoted'",
+            '"dq',
+            "1e999",
+            "-.inf",
+            ".nan",
+            "0x1F",
+            "!!python/object:os.system ls",
+            "&a x",
+            "*a",
+            "|",
+            ">",
+            "---",
+            "- a",
+            "a: b: c",
+            "\t",
+            "",
+            " ",
+        ]
+    ),
+    st.text(max_size=30),
+)
 OVERRIDES = st.one_of(
     st.builds(lambda k, v: f"{k}={v}", st.sampled_from(KEYS), SCALARS),
     st.builds(lambda k, v: f"{k}={v}", st.text(max_size=20), SCALARS),
-    st.text(max_size=40))
+    st.text(max_size=40),
+)
 
 
 @settings(max_examples=700, **FAST)
@@ -143,16 +183,16 @@ def _nested(keys: list[str], value):
 
 
 YAML_VALUES = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
-              st.text(max_size=12)),
-    lambda inner: st.one_of(st.lists(inner, max_size=3),
-                            st.dictionaries(st.text(max_size=6), inner, max_size=3)),
-    max_leaves=6)
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=12)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=6,
+)
 
 
 @settings(max_examples=250, **FAST)
-@given(st.lists(st.tuples(st.lists(st.sampled_from(KEYS), min_size=1, max_size=3), YAML_VALUES),
-                min_size=1, max_size=3))
+@given(
+    st.lists(st.tuples(st.lists(st.sampled_from(KEYS), min_size=1, max_size=3), YAML_VALUES), min_size=1, max_size=3)
+)
 def test_structured_config_yaml_raises_only_config_error(scratch, layers):
     paths = []
     for i, (keys, value) in enumerate(layers):
@@ -166,29 +206,45 @@ def test_structured_config_yaml_raises_only_config_error(scratch, layers):
 
 
 # --------------------------------------------------------------------------------- IEMOCAP
-_SES = st.builds(lambda s, d, kind, spk, n: f"Ses0{s}{d}_{kind}_{spk}{n:03d}",
-                 st.integers(0, 6), st.sampled_from("FMX"),
-                 st.sampled_from(["impro01", "impro05a", "script01_1", "script02_2b", "x"]),
-                 st.sampled_from("FM"), st.integers(0, 1000))
+_SES = st.builds(
+    lambda s, d, kind, spk, n: f"Ses0{s}{d}_{kind}_{spk}{n:03d}",
+    st.integers(0, 6),
+    st.sampled_from("FMX"),
+    st.sampled_from(["impro01", "impro05a", "script01_1", "script02_2b", "x"]),
+    st.sampled_from("FM"),
+    st.integers(0, 1000),
+)
 _IDS = st.one_of(_SES, st.text(min_size=1, max_size=10))
-_LABELS = st.one_of(st.sampled_from(["neu", "hap", "exc", "ang", "sad", "fru", "xxx", "Neu"]),
-                    st.text(max_size=5))
+_LABELS = st.one_of(st.sampled_from(["neu", "hap", "exc", "ang", "sad", "fru", "xxx", "Neu"]), st.text(max_size=5))
 _NUMS = st.one_of(st.floats(allow_nan=True).map(str), st.integers(-9, 9).map(str), st.text(max_size=5))
 _IEMOCAP_LINES = st.one_of(
-    st.builds(lambda a, b, u, lab, v: f"[{a} - {b}]\t{u}\t{lab}\t[{', '.join(v)}]",
-              _NUMS, _NUMS, _IDS, _LABELS, st.lists(_NUMS, max_size=4)),
-    st.builds(lambda who, labs, c: f"C-{who}:\t{'; '.join(labs)}\t({c})",
-              st.text(max_size=4), st.lists(st.one_of(
-                  st.sampled_from(["Neutral state", "Excited", "Frustration", "Surprise"]),
-                  st.text(max_size=8)), max_size=3), st.text(max_size=8)),
+    st.builds(
+        lambda a, b, u, lab, v: f"[{a} - {b}]\t{u}\t{lab}\t[{', '.join(v)}]",
+        _NUMS,
+        _NUMS,
+        _IDS,
+        _LABELS,
+        st.lists(_NUMS, max_size=4),
+    ),
+    st.builds(
+        lambda who, labs, c: f"C-{who}:\t{'; '.join(labs)}\t({c})",
+        st.text(max_size=4),
+        st.lists(
+            st.one_of(st.sampled_from(["Neutral state", "Excited", "Frustration", "Surprise"]), st.text(max_size=8)),
+            max_size=3,
+        ),
+        st.text(max_size=8),
+    ),
     st.builds(lambda who, t: f"A-{who}:\t{t}", st.text(max_size=4), st.text(max_size=10)),
     st.sampled_from(["%", "% header", "", "  ", "C-", "C-E1:", "[", "[1-2]"]),
-    st.text(max_size=40))
+    st.text(max_size=40),
+)
 
 
 @settings(max_examples=600, **FAST)
-@given(st.lists(_IEMOCAP_LINES, max_size=12), st.sampled_from(["\n", "\r\n", "\r"]),
-       st.floats(0, 0.99), st.integers(0, 9))
+@given(
+    st.lists(_IEMOCAP_LINES, max_size=12), st.sampled_from(["\n", "\r\n", "\r"]), st.floats(0, 0.99), st.integers(0, 9)
+)
 def test_iemocap_emo_evaluation(scratch, lines, newline, val_fraction, seed):
     path = _write(scratch, "Ses01F_impro01.txt", newline.join(lines))
     report = PrepareReport("iemocap")
@@ -205,9 +261,12 @@ def test_iemocap_emo_evaluation(scratch, lines, newline, val_fraction, seed):
 
 
 @settings(max_examples=400, **FAST)
-@given(st.lists(st.one_of(
-    st.builds(lambda u, t: f"{u} [{t}]: {t}", _IDS, st.text(max_size=20)),
-    st.text(max_size=40)), max_size=10))
+@given(
+    st.lists(
+        st.one_of(st.builds(lambda u, t: f"{u} [{t}]: {t}", _IDS, st.text(max_size=20)), st.text(max_size=40)),
+        max_size=10,
+    )
+)
 def test_iemocap_transcriptions(scratch, lines):
     path = _write(scratch, "Ses01F_impro01_t.txt", "\n".join(lines))
     out = iemocap.parse_transcriptions(path)
@@ -228,19 +287,25 @@ def test_iemocap_parse_vad(text):
 
 # ------------------------------------------------------------------------------------ MELD
 _MELD_HEADER = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,EndTime"
-_CELL = st.one_of(st.text(max_size=12), st.integers(-5, 10**6).map(str),
-                  st.sampled_from(["joy", "anger", "neutral", "unknown", "", '"', '""', ",",
-                                   "00:16:16,059", "1:2:3", "x:y:z", "\x00", "١٢"]))
+_CELL = st.one_of(
+    st.text(max_size=12),
+    st.integers(-5, 10**6).map(str),
+    st.sampled_from(
+        ["joy", "anger", "neutral", "unknown", "", '"', '""', ",", "00:16:16,059", "1:2:3", "x:y:z", "\x00", "١٢"]
+    ),
+)
 
 
 def _csv_row(cells):
-    return ",".join('"' + c.replace('"', '""') + '"' if ("," in c or '"' in c) else c
-                    for c in cells)
+    return ",".join('"' + c.replace('"', '""') + '"' if ("," in c or '"' in c) else c for c in cells)
 
 
 @settings(max_examples=500, **FAST)
-@given(st.lists(st.lists(_CELL, max_size=12), max_size=8), st.booleans(),
-       st.sampled_from(["utf-8", "cp1252", "latin-1", "utf-16"]))
+@given(
+    st.lists(st.lists(_CELL, max_size=12), max_size=8),
+    st.booleans(),
+    st.sampled_from(["utf-8", "cp1252", "latin-1", "utf-16"]),
+)
 @example([["1", "hi", "Joey", "joy", "positive", "0", "0", "1", "1", "\x00", "x"]], True, "utf-8")
 @example([["1", "x" * 200_000, "Joey", "joy", "positive", "0", "0"]], True, "utf-8")
 def test_meld_csv(scratch, rows, header, encoding):
@@ -269,8 +334,7 @@ def test_meld_csv_bytes_decoding(raw):
 
 
 @settings(max_examples=300, **FAST)
-@given(st.one_of(st.none(), st.text(max_size=20),
-                 st.builds(lambda h, m, s: f"{h}:{m}:{s}", _NUMS, _NUMS, _NUMS)))
+@given(st.one_of(st.none(), st.text(max_size=20), st.builds(lambda h, m, s: f"{h}:{m}:{s}", _NUMS, _NUMS, _NUMS)))
 @example("00:00:1e999")
 @example("0:0:nan")
 def test_meld_timestamps(text):
@@ -279,21 +343,48 @@ def test_meld_timestamps(text):
 
 
 # ----------------------------------------------------------------------------- SpeechCraft
-_SC_KEYS = st.sampled_from(["age", "gender", "pitch", "volume", "speed", "emotion", "energy",
-                            "emphasis", "transcription", "text", "topic", "Gender", ""])
+_SC_KEYS = st.sampled_from(
+    [
+        "age",
+        "gender",
+        "pitch",
+        "volume",
+        "speed",
+        "emotion",
+        "energy",
+        "emphasis",
+        "transcription",
+        "text",
+        "topic",
+        "Gender",
+        "",
+    ]
+)
 _LABEL_TEXT = st.one_of(
-    st.lists(st.builds(lambda k, v: f"{k}:{v}", _SC_KEYS, st.text(max_size=10)), max_size=8)
-    .map("\t".join),
-    st.text(max_size=60))
+    st.lists(st.builds(lambda k, v: f"{k}:{v}", _SC_KEYS, st.text(max_size=10)), max_size=8).map("\t".join),
+    st.text(max_size=60),
+)
 
 
 @settings(max_examples=600, **FAST)
-@given(st.dictionaries(
-    st.one_of(st.sampled_from(["labels", "description", "caption", "instruction", "gender",
-                               "emotion", "transcription", "pitch"]), st.text(max_size=6)),
-    st.one_of(_LABEL_TEXT, st.none(), st.integers(), st.lists(st.text(max_size=3), max_size=2),
-              st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2)),
-    max_size=5))
+@given(
+    st.dictionaries(
+        st.one_of(
+            st.sampled_from(
+                ["labels", "description", "caption", "instruction", "gender", "emotion", "transcription", "pitch"]
+            ),
+            st.text(max_size=6),
+        ),
+        st.one_of(
+            _LABEL_TEXT,
+            st.none(),
+            st.integers(),
+            st.lists(st.text(max_size=3), max_size=2),
+            st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
+        ),
+        max_size=5,
+    )
+)
 def test_speechcraft_describe(record):
     try:
         desc = speechcraft_labels.describe(record)
@@ -314,16 +405,17 @@ def test_speechcraft_parse_labels(text):
 
 
 _JSON_VALUE = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
-              _LABEL_TEXT),
-    lambda inner: st.one_of(st.lists(inner, max_size=3),
-                            st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-    max_leaves=8)
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), _LABEL_TEXT),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=8,
+)
 
 
 @settings(max_examples=400, **FAST)
-@given(st.lists(st.one_of(_JSON_VALUE.map(json.dumps), st.text(max_size=40)), max_size=6),
-       st.sampled_from([".jsonl", ".json"]))
+@given(
+    st.lists(st.one_of(_JSON_VALUE.map(json.dumps), st.text(max_size=40)), max_size=6),
+    st.sampled_from([".jsonl", ".json"]),
+)
 @example(["[" * 100_000], ".jsonl")
 @example(["1" * 5000], ".jsonl")
 @example(['{"a": ' + "1" * 5000 + "}"], ".json")
@@ -349,18 +441,31 @@ def test_speechcraft_split_assignment(key, dev, test, seed):
 
 
 # ----------------------------------------------------------------------------------- EMOSEC
-_EMOSEC_IDS = st.one_of(st.sampled_from(["tx_emotion_00001", "tx_emulate_0002"]),
-                        st.text(alphabet=string.ascii_letters + string.digits + "_-", min_size=1,
-                                max_size=12), st.text(max_size=8))
+_EMOSEC_IDS = st.one_of(
+    st.sampled_from(["tx_emotion_00001", "tx_emulate_0002"]),
+    st.text(alphabet=string.ascii_letters + string.digits + "_-", min_size=1, max_size=12),
+    st.text(max_size=8),
+)
 
 
 @settings(max_examples=400, **FAST)
-@given(st.one_of(
-    st.dictionaries(_EMOSEC_IDS, _JSON_VALUE, max_size=5).map(
-        lambda d: "{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}"
-                                     for k, v in d.items()) + "\n}"),
-    st.lists(st.one_of(st.builds(lambda k, v: f'"{k}": "{v}",', _EMOSEC_IDS, st.text(max_size=10)),
-                       st.text(max_size=30)), max_size=8).map("\n".join)))
+@given(
+    st.one_of(
+        st.dictionaries(_EMOSEC_IDS, _JSON_VALUE, max_size=5).map(
+            lambda d: (
+                "{\n"
+                + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in d.items())
+                + "\n}"
+            )
+        ),
+        st.lists(
+            st.one_of(
+                st.builds(lambda k, v: f'"{k}": "{v}",', _EMOSEC_IDS, st.text(max_size=10)), st.text(max_size=30)
+            ),
+            max_size=8,
+        ).map("\n".join),
+    )
+)
 @example('{\n"a": "x",\n"b": ' + "[" * 100_000 + "\n}")
 @example('"a": ' + "1" * 5000)
 def test_emosec_captions(scratch, text):
@@ -386,8 +491,12 @@ def test_emosec_transcripts(scratch, lines):
 
 
 @settings(max_examples=300, **FAST)
-@given(st.lists(st.one_of(st.builds(lambda k, p: f"{k} {p}", _EMOSEC_IDS, st.text(max_size=20)),
-                          st.text(max_size=40)), max_size=8))
+@given(
+    st.lists(
+        st.one_of(st.builds(lambda k, p: f"{k} {p}", _EMOSEC_IDS, st.text(max_size=20)), st.text(max_size=40)),
+        max_size=8,
+    )
+)
 def test_emosec_wav_scp_and_audio_lookup(scratch, lines):
     path = _write(scratch, emosec.WAV_SCP, "\n".join(lines))
     report = PrepareReport("emosec")

@@ -36,8 +36,7 @@ def imports_of(path: Path, name: str) -> set[str]:
 
 def project_graph() -> dict[str, set[str]]:
     files = {module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
-    return {name: {m for m in imports_of(path, name) if m in files and m != name}
-            for name, path in files.items()}
+    return {name: {m for m in imports_of(path, name) if m in files and m != name} for name, path in files.items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -49,7 +48,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         state[node] = 2
@@ -69,14 +68,25 @@ def test_the_finder_sees_a_cycle():
 
 def test_no_import_circle_among_the_projects_modules():
     graph = project_graph()
-    assert {"explainable_ser.fit", "explainable_ser.training.recipe", "explainable_ser.model.ser",
-            "data_modules.datamodule"} <= set(graph)
+    assert {
+        "explainable_ser.fit",
+        "explainable_ser.training.recipe",
+        "explainable_ser.model.ser",
+        "data_modules.datamodule",
+    } <= set(graph)
     assert "explainable_ser.training.assembly" in graph["explainable_ser.evaluate"]  # lazy ones count too
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
-@pytest.mark.parametrize("module", ["explainable_ser.model.ser", "explainable_ser.model.bottleneck",
-                                    "explainable_ser.model.encoders", "explainable_ser.model.prompts"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "explainable_ser.model.ser",
+        "explainable_ser.model.bottleneck",
+        "explainable_ser.model.encoders",
+        "explainable_ser.model.prompts",
+    ],
+)
 def test_the_method_imports_no_lightning_and_no_data_code(module):
     path = ROOT / (module.replace(".", "/") + ".py")
     found = imports_of(path, module)
@@ -87,8 +97,9 @@ def test_the_schema_loads_without_torch_lightning_or_lhotse():
     import subprocess
     import sys
 
-    code = ("import sys, explainable_ser.config as c; c.load_config(['demo']); "
-            "print(sorted(m for m in ('torch', 'lightning', 'lhotse') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=ROOT).stdout
+    code = (
+        "import sys, explainable_ser.config as c; c.load_config(['demo']); "
+        "print(sorted(m for m in ('torch', 'lightning', 'lhotse') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert out.strip() == "[]"

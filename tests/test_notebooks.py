@@ -22,10 +22,19 @@ from conftest import TINY_LLM
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
-QUICK = ["model.encoder.kind=fbank", "training.stages.0.epochs=1", "training.stages.1.epochs=1",
-         "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "eval.val_decode_limit=2",
-         "eval.limit=4", "eval.max_new_tokens=12", "data.max_duration=12",
-         "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]
+QUICK = [
+    "model.encoder.kind=fbank",
+    "training.stages.0.epochs=1",
+    "training.stages.1.epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "eval.val_decode_limit=2",
+    "eval.limit=4",
+    "eval.max_new_tokens=12",
+    "data.max_duration=12",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +51,11 @@ def tiny_run(tmp_path_factory):
     torch.set_num_threads(1)  # tiny matrices: extra threads only spin on a shared CPU
     with pytest.MonkeyPatch.context() as mp:
         # BLEU/ROUGE/CIDEr still run (one PTB tokenizer JVM); METEOR's JVM would only cost time.
-        mp.setattr(report, "compute_metrics", functools.partial(
-            report.compute_metrics, caption_metrics=("bleu4", "rouge_l", "cider")))
+        mp.setattr(
+            report,
+            "compute_metrics",
+            functools.partial(report.compute_metrics, caption_metrics=("bleu4", "rouge_l", "cider")),
+        )
         try:
             assert main([*TINY_LLM, *QUICK, f"data.corpora.0.dir={corpus}", f"run_dir={run_dir}"]) == 0
         finally:
@@ -52,8 +64,11 @@ def tiny_run(tmp_path_factory):
 
 
 def test_all_notebooks_are_tested():
-    assert {p.name for p in NOTEBOOKS} == {"explore_predictions.ipynb", "training_curves.ipynb",
-                                           "compare_systems.ipynb"}
+    assert {p.name for p in NOTEBOOKS} == {
+        "explore_predictions.ipynb",
+        "training_curves.ipynb",
+        "compare_systems.ipynb",
+    }
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -73,8 +88,7 @@ def test_notebook_executes_on_a_tiny_run(path, tiny_run, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel computes nothing heavy
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     noise = [o.text for o in outputs if o.output_type == "stream" and "IProgress" in o.text]

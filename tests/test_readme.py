@@ -126,11 +126,13 @@ def test_readme_has_no_issue_numbers_or_dates_relative_to_today():
 
 def test_readme_gives_the_two_fresh_machine_commands():
     blocks = fenced_blocks(TEXT)
-    assert any(TEST_COMMAND in block for block in blocks), \
+    assert any(TEST_COMMAND in block for block in blocks), (
         f"the test command that .ci/run relies on is not in a README code block: {TEST_COMMAND}"
+    )
     main = re.compile(re.escape(MAIN_COMMAND) + r"\s*$", re.M)
-    assert any(main.search(block) for block in blocks), \
+    assert any(main.search(block) for block in blocks), (
         f"the main job with no arguments ({MAIN_COMMAND}) is not in a README code block"
+    )
 
 
 def test_readme_names_every_runnable_module():
@@ -142,8 +144,9 @@ def test_readme_names_every_runnable_module():
 @pytest.mark.parametrize("module", MODULES)
 def test_readme_command_answers_help(module):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, f"python -m {module} --help exited {proc.returncode}:\n{proc.stderr[-2000:]}"
     assert proc.stdout.strip(), f"python -m {module} --help printed nothing"
 

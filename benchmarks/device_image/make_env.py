@@ -62,8 +62,14 @@ def closure(packages: set[str]) -> tuple[dict[str, importlib.metadata.Distributi
 
 def make(dest: Path) -> dict:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--clear", str(dest)], check=True)
-    site = Path(subprocess.run([str(dest / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(dest / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     system = Path(sysconfig.get_paths()["purelib"])
     dists, missing = closure(image_packages())
     linked = set()
@@ -77,16 +83,23 @@ def make(dest: Path) -> dict:
                 (site / top).symlink_to(source)
                 linked.add(top)
     (dest / "missing.txt").write_text("".join(f"{m}\n" for m in sorted(missing)))
-    return {"python": str(dest / "bin" / "python"), "distributions": len(dists), "links": len(linked),
-            "missing": len(missing)}
+    return {
+        "python": str(dest / "bin" / "python"),
+        "distributions": len(dists),
+        "links": len(linked),
+        "missing": len(missing),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dest", type=Path, help="folder of the new environment (replaced)")
     info = make(ap.parse_args(argv).dest)
-    print(f"[device_image] {info['python']}: {info['distributions']} distributions linked "
-          f"({info['missing']} of the list not installed here)", file=sys.stderr)
+    print(
+        f"[device_image] {info['python']}: {info['distributions']} distributions linked "
+        f"({info['missing']} of the list not installed here)",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,16 +43,22 @@ NORMALIZE_CHOICES = ("gender", "none", "speaker")
 _TERTILES = (100.0 / 3.0, 200.0 / 3.0)
 # (low/normal, normal/high) percentile boundaries, per attribute and threshold group.
 PERCENTILE_SCHEMES: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
-    "speechcraft": {"pitch": {"male": (40.0, 90.0), "female": (10.0, 60.0), "all": _TERTILES},
-                    "volume": {"all": _TERTILES}, "speed": {"all": _TERTILES}},
-    "tertiles": {"pitch": {"male": _TERTILES, "female": _TERTILES, "all": _TERTILES},
-                 "volume": {"all": _TERTILES}, "speed": {"all": _TERTILES}},
+    "speechcraft": {
+        "pitch": {"male": (40.0, 90.0), "female": (10.0, 60.0), "all": _TERTILES},
+        "volume": {"all": _TERTILES},
+        "speed": {"all": _TERTILES},
+    },
+    "tertiles": {
+        "pitch": {"male": _TERTILES, "female": _TERTILES, "all": _TERTILES},
+        "volume": {"all": _TERTILES},
+        "speed": {"all": _TERTILES},
+    },
 }
 # Percentiles taken from the reference's own labelled bins (see label_percentiles).
 LABEL_SCHEME = "reference-labels"
 PERCENTILE_CHOICES = (*PERCENTILE_SCHEMES, LABEL_SCHEME)
 STATS_FORMAT = "data_modules.annotate/1"  # an id in saved stats files: never renamed with modules
-MIN_REFERENCE_VALUES = 10     # fewer values in a group: no quantiles for it (pooled instead)
+MIN_REFERENCE_VALUES = 10  # fewer values in a group: no quantiles for it (pooled instead)
 
 
 @dataclass
@@ -65,10 +72,12 @@ class BinningConfig:
     min_speaker_utterances: int = 10
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("normalize_by", self.normalize_by, NORMALIZE_CHOICES),
-                                     ("percentiles", self.percentiles, PERCENTILE_CHOICES),
-                                     ("pitch_measure", self.pitch_measure, PITCH_MEASURES),
-                                     ("volume_measure", self.volume_measure, VOLUME_MEASURES)):
+        for name, value, allowed in (
+            ("normalize_by", self.normalize_by, NORMALIZE_CHOICES),
+            ("percentiles", self.percentiles, PERCENTILE_CHOICES),
+            ("pitch_measure", self.pitch_measure, PITCH_MEASURES),
+            ("volume_measure", self.volume_measure, VOLUME_MEASURES),
+        ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {sorted(allowed)}, got {value!r}")
         if self.min_speaker_utterances < 1:
@@ -94,16 +103,20 @@ def _scale(measure: str, value: float | None) -> float | None:
     return value
 
 
-def resolve_genders(measured: Sequence[dict], metas: Sequence[dict],
-                    min_speaker_utterances: int) -> list[tuple[str | None, str | None]]:
+def resolve_genders(
+    measured: Sequence[dict], metas: Sequence[dict], min_speaker_utterances: int
+) -> list[tuple[str | None, str | None]]:
     """``(gender, source)`` per utterance: the corpus's, else the speaker's F0 estimate (enough
     voiced utterances), else the utterance's (see METHODS.md)."""
     by_speaker: dict[str, list[float]] = {}
     for m, meta in zip(measured, metas):
         if meta.get("speaker") and m.get("f0_median_hz") is not None:
             by_speaker.setdefault(meta["speaker"], []).append(m["f0_median_hz"])
-    speaker_gender = {spk: ("male" if np.median(v) < GENDER_F0_HZ else "female")
-                      for spk, v in by_speaker.items() if len(v) >= min_speaker_utterances}
+    speaker_gender = {
+        spk: ("male" if np.median(v) < GENDER_F0_HZ else "female")
+        for spk, v in by_speaker.items()
+        if len(v) >= min_speaker_utterances
+    }
     out = []
     for m, meta in zip(measured, metas):
         if meta.get("gender"):
@@ -117,8 +130,9 @@ def resolve_genders(measured: Sequence[dict], metas: Sequence[dict],
     return out
 
 
-def _values(measured: Sequence[dict], metas: Sequence[dict],
-            min_speaker_utterances: int) -> dict[str, dict[str, list[float | None]]]:
+def _values(
+    measured: Sequence[dict], metas: Sequence[dict], min_speaker_utterances: int
+) -> dict[str, dict[str, list[float | None]]]:
     """Per measure: raw scaled values and speaker-centred ones (``None`` where unavailable)."""
     out: dict[str, dict[str, list[float | None]]] = {}
     for measure, (key, _) in MEASURES.items():
@@ -127,18 +141,18 @@ def _values(measured: Sequence[dict], metas: Sequence[dict],
         for value, meta in zip(raw, metas):
             if value is not None and meta.get("speaker"):
                 by_speaker.setdefault(meta["speaker"], []).append(value)
-        centre = {spk: float(np.median(v)) for spk, v in by_speaker.items()
-                  if len(v) >= min_speaker_utterances}
-        centred = [value - centre[meta["speaker"]]
-                   if value is not None and meta.get("speaker") in centre else None
-                   for value, meta in zip(raw, metas)]
+        centre = {spk: float(np.median(v)) for spk, v in by_speaker.items() if len(v) >= min_speaker_utterances}
+        centred = [
+            value - centre[meta["speaker"]] if value is not None and meta.get("speaker") in centre else None
+            for value, meta in zip(raw, metas)
+        ]
         out[measure] = {"raw": raw, "speaker": centred}
     return out
 
 
-def compute_stats(measured: Sequence[dict], metas: Sequence[dict],
-                  min_speaker_utterances: int = 10,
-                  source: Sequence[str] = ()) -> dict[str, Any]:
+def compute_stats(
+    measured: Sequence[dict], metas: Sequence[dict], min_speaker_utterances: int = 10, source: Sequence[str] = ()
+) -> dict[str, Any]:
     """The reference distribution: quantiles 0..100 % of every measure, raw and
     speaker-centred, pooled (``all``) and per gender (corpus gender, else the estimate)."""
     genders = [g for g, _ in resolve_genders(measured, metas, min_speaker_utterances)]
@@ -150,8 +164,7 @@ def compute_stats(measured: Sequence[dict], metas: Sequence[dict],
         for kind, vals in kinds.items():
             tables[kind][measure], counts[kind][measure] = {}, {}
             for group in ("all", *GENDERS):
-                sel = [v for v, g in zip(vals, genders)
-                       if v is not None and (group == "all" or g == group)]
+                sel = [v for v, g in zip(vals, genders) if v is not None and (group == "all" or g == group)]
                 counts[kind][measure][group] = len(sel)
                 if len(sel) >= MIN_REFERENCE_VALUES:
                     tables[kind][measure][group] = [float(q) for q in np.percentile(sel, levels)]
@@ -165,13 +178,16 @@ def compute_stats(measured: Sequence[dict], metas: Sequence[dict],
         "quantile_levels": "percent 0..100, step 1",
         "quantiles": tables,
         "counts": counts,
-        "measurement": {"analysis_sr": ANALYSIS_SR, "pyin": PYIN, "split_top_db": SPLIT_TOP_DB,
-                        "gender_f0_hz": GENDER_F0_HZ},
+        "measurement": {
+            "analysis_sr": ANALYSIS_SR,
+            "pyin": PYIN,
+            "split_top_db": SPLIT_TOP_DB,
+            "gender_f0_hz": GENDER_F0_HZ,
+        },
     }
 
 
-def label_percentiles(metas: Sequence[dict], genders: Sequence[str | None]
-                      ) -> dict[str, dict[str, list[float]]] | None:
+def label_percentiles(metas: Sequence[dict], genders: Sequence[str | None]) -> dict[str, dict[str, list[float]]] | None:
     """Percentile boundaries that reproduce the reference's own bin proportions, where its
     records carry labelled bins (``meta["labels"]``, e.g. SynthCraft's or SpeechCraft's
     attributes): per attribute and threshold group, ``[100 * P(low), 100 * P(low or normal)]``.
@@ -180,28 +196,34 @@ def label_percentiles(metas: Sequence[dict], genders: Sequence[str | None]
     for attribute in ATTRIBUTES:
         groups = ("all", *GENDERS) if attribute == "pitch" else ("all",)
         for group in groups:
-            seen = [meta.get("labels", {}).get(attribute) for meta, g in zip(metas, genders)
-                    if group == "all" or g == group]
+            seen = [
+                meta.get("labels", {}).get(attribute) for meta, g in zip(metas, genders) if group == "all" or g == group
+            ]
             counts = Counter(label for label in seen if label is not None)
             n = sum(counts.values())
             if n < MIN_REFERENCE_VALUES:
                 continue
             first, second, _ = BIN_LABELS[attribute]
-            out.setdefault(attribute, {})[group] = [100.0 * counts[first] / n,
-                                                    100.0 * (counts[first] + counts[second]) / n]
+            out.setdefault(attribute, {})[group] = [
+                100.0 * counts[first] / n,
+                100.0 * (counts[first] + counts[second]) / n,
+            ]
     return out or None
 
 
 def load_stats(path: str | Path) -> dict[str, Any]:
     stats = json.loads(Path(path).read_text())
     if stats.get("format") != STATS_FORMAT:
-        raise ValueError(f"{path}: not a reference-stats file of this annotator "
-                         f"(format {stats.get('format')!r}, expected {STATS_FORMAT!r})")
+        raise ValueError(
+            f"{path}: not a reference-stats file of this annotator "
+            f"(format {stats.get('format')!r}, expected {STATS_FORMAT!r})"
+        )
     return stats
 
 
-def _threshold(stats: dict, kind: str, measure: str, group: str,
-               pct: tuple[float, float]) -> tuple[float, float] | None:
+def _threshold(
+    stats: dict, kind: str, measure: str, group: str, pct: tuple[float, float]
+) -> tuple[float, float] | None:
     table = stats["quantiles"].get(kind, {}).get(measure, {}).get(group)
     if table is None:
         return None
@@ -210,8 +232,9 @@ def _threshold(stats: dict, kind: str, measure: str, group: str,
     return float(lo), float(hi)
 
 
-def assign_bins(measured: Sequence[dict], metas: Sequence[dict], stats: dict[str, Any],
-                cfg: BinningConfig) -> list[dict[str, Any]]:
+def assign_bins(
+    measured: Sequence[dict], metas: Sequence[dict], stats: dict[str, Any], cfg: BinningConfig
+) -> list[dict[str, Any]]:
     """Per utterance: ``{"bins": {...}, "gender_source", "binning": {...}, "null_reasons"}``
     (the null reasons added by binning, e.g. ``no_reference_stats``)."""
     genders = resolve_genders(measured, metas, cfg.min_speaker_utterances)
@@ -219,8 +242,10 @@ def assign_bins(measured: Sequence[dict], metas: Sequence[dict], stats: dict[str
     if cfg.percentiles == LABEL_SCHEME:
         scheme = stats.get("label_percentiles")
         if not scheme:
-            raise ValueError(f"--percentiles {LABEL_SCHEME} needs reference stats computed on "
-                             "a corpus whose records carry pitch/volume/speed labels")
+            raise ValueError(
+                f"--percentiles {LABEL_SCHEME} needs reference stats computed on "
+                "a corpus whose records carry pitch/volume/speed labels"
+            )
     else:
         scheme = PERCENTILE_SCHEMES[cfg.percentiles]
     out = []
@@ -243,22 +268,22 @@ def assign_bins(measured: Sequence[dict], metas: Sequence[dict], stats: dict[str
             value = values[measure][kind][i]
             group = gender if (attribute == "pitch" and mode != "none" and gender) else "all"
             pcts = scheme.get(attribute, {})
-            limits = (_threshold(stats, kind, measure, group, tuple(pcts[group]))
-                      if group in pcts else None)
+            limits = _threshold(stats, kind, measure, group, tuple(pcts[group])) if group in pcts else None
             if limits is None and group != "all":
                 group = "all"
-                limits = (_threshold(stats, kind, measure, group, tuple(pcts[group]))
-                          if group in pcts else None)
+                limits = _threshold(stats, kind, measure, group, tuple(pcts[group])) if group in pcts else None
             if limits is None:
                 bins[attribute] = None
                 reasons[attribute] = "no_reference_stats"
                 continue
             labels = BIN_LABELS[attribute]
-            bins[attribute] = (labels[0] if value < limits[0] else
-                               labels[1] if value < limits[1] else labels[2])
-            binning[attribute] = {"measure": measure, "normalized_by": mode, "group": group,
-                                  "value": value, "thresholds": list(limits)}
-        out.append({"bins": bins, "gender_source": source, "binning": binning,
-                    "null_reasons": reasons})
+            bins[attribute] = labels[0] if value < limits[0] else labels[1] if value < limits[1] else labels[2]
+            binning[attribute] = {
+                "measure": measure,
+                "normalized_by": mode,
+                "group": group,
+                "value": value,
+                "thresholds": list(limits),
+            }
+        out.append({"bins": bins, "gender_source": source, "binning": binning, "null_reasons": reasons})
     return out
-

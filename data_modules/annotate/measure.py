@@ -11,39 +11,55 @@ import multiprocessing
 import re
 import sys
 import warnings
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
 # ---------------------------------------------------------------------------- measurement setup
 ANALYSIS_SR = 16000
-MIN_SECONDS = 0.1             # shorter clips: every attribute null ("too_short")
-LUFS_BLOCK_SECONDS = 0.4      # pyloudnorm's (BS.1770) gating block
-SILENCE_PEAK = 2.0 ** -15     # peak below one 16-bit LSB: silent
-CLIP_FRACTION = 0.01          # share of samples in clipped runs that nulls the volume
-CLIP_PLATEAU = 0.999          # |x| >= this * peak is "on the plateau"
-CLIP_MIN_RUN = 4              # consecutive plateau samples: a flat top, not a waveform's crest
-CLIP_MIN_PEAK = 0.1           # a plateau below -20 dBFS is quantisation, not clipping
+MIN_SECONDS = 0.1  # shorter clips: every attribute null ("too_short")
+LUFS_BLOCK_SECONDS = 0.4  # pyloudnorm's (BS.1770) gating block
+SILENCE_PEAK = 2.0**-15  # peak below one 16-bit LSB: silent
+CLIP_FRACTION = 0.01  # share of samples in clipped runs that nulls the volume
+CLIP_PLATEAU = 0.999  # |x| >= this * peak is "on the plateau"
+CLIP_MIN_RUN = 4  # consecutive plateau samples: a flat top, not a waveform's crest
+CLIP_MIN_PEAK = 0.1  # a plateau below -20 dBFS is quantisation, not clipping
 PYIN = {"fmin": 50.0, "fmax": 600.0, "frame_length": 1024, "hop_length": 320}
 MIN_VOICED_FRAMES = 3
-SPLIT_TOP_DB = 35.0           # librosa.effects.split: speech = within 35 dB of the loudest frame
+SPLIT_TOP_DB = 35.0  # librosa.effects.split: speech = within 35 dB of the loudest frame
 SPLIT_FRAME, SPLIT_HOP = 1024, 256
-GENDER_F0_HZ = 165.0          # median F0 below: male
+GENDER_F0_HZ = 165.0  # median F0 below: male
 
 # The descriptor vocabulary: here because measurement nulls attributes and reads a corpus's
 # own labels (record_meta); bins.py imports it.
 ATTRIBUTES = ("pitch", "volume", "speed")
-BIN_LABELS = {"pitch": ("low", "normal", "high"), "volume": ("low", "normal", "high"),
-              "speed": ("slow", "normal", "fast")}
+BIN_LABELS = {
+    "pitch": ("low", "normal", "high"),
+    "volume": ("low", "normal", "high"),
+    "speed": ("slow", "normal", "fast"),
+}
 MEASURED_KEYS = (
-    "duration", "peak_dbfs", "clipped_fraction", "speech_seconds",
-    "f0_median_hz", "f0_p5_hz", "f0_p95_hz", "f0_range_semitones", "voiced_fraction",
-    "gender_f0", "loudness_lufs", "loudness_method", "level_db", "peak_level_db",
+    "duration",
+    "peak_dbfs",
+    "clipped_fraction",
+    "speech_seconds",
+    "f0_median_hz",
+    "f0_p5_hz",
+    "f0_p95_hz",
+    "f0_range_semitones",
+    "voiced_fraction",
+    "gender_f0",
+    "loudness_lufs",
+    "loudness_method",
+    "level_db",
+    "peak_level_db",
     "level_method",
-    "syllables", "syllable_method", "speaking_rate",
+    "syllables",
+    "syllable_method",
+    "speaking_rate",
 )
-_PITCH_KEYS = ("f0_median_hz", "f0_p5_hz", "f0_p95_hz", "f0_range_semitones", "voiced_fraction",
-               "gender_f0")
+_PITCH_KEYS = ("f0_median_hz", "f0_p5_hz", "f0_p95_hz", "f0_range_semitones", "voiced_fraction", "gender_f0")
 _VOLUME_KEYS = ("loudness_lufs", "loudness_method", "level_db", "peak_level_db", "level_method")
 _SPEED_KEYS = ("syllables", "syllable_method", "speaking_rate")
 
@@ -61,8 +77,13 @@ def _word_syllables(word: str) -> int:
     consonant_le = len(word) > 2 and word.endswith("le") and not _VOWEL_RUN.fullmatch(word[-3])
     if groups > 1 and word.endswith("e") and not word.endswith(("ee", "ye")) and not consonant_le:
         groups -= 1  # silent final e: "house", "while" (not "little")
-    elif (groups > 1 and len(word) > 3 and word.endswith("ed") and word[-3] not in "td"
-          and not _VOWEL_RUN.fullmatch(word[-3])):
+    elif (
+        groups > 1
+        and len(word) > 3
+        and word.endswith("ed")
+        and word[-3] not in "td"
+        and not _VOWEL_RUN.fullmatch(word[-3])
+    ):
         groups -= 1  # silent -ed: "liked", "moved" (not "painted", "carried")
     return max(1, groups)
 
@@ -156,9 +177,8 @@ def measure_audio(audio: np.ndarray, sr: int, transcript: str | None = None) -> 
     measured["peak_dbfs"] = 20.0 * math.log10(peak)
     measured["clipped_fraction"] = clipped_fraction
 
-    intervals = librosa.effects.split(x, top_db=SPLIT_TOP_DB, frame_length=SPLIT_FRAME,
-                                      hop_length=SPLIT_HOP)
-    speech = (np.concatenate([x[a:b] for a, b in intervals]) if len(intervals) else x)
+    intervals = librosa.effects.split(x, top_db=SPLIT_TOP_DB, frame_length=SPLIT_FRAME, hop_length=SPLIT_HOP)
+    speech = np.concatenate([x[a:b] for a, b in intervals]) if len(intervals) else x
     measured["speech_seconds"] = float(sum(b - a for a, b in intervals)) / ANALYSIS_SR
 
     # -- pitch
@@ -170,10 +190,14 @@ def measure_audio(audio: np.ndarray, sr: int, transcript: str | None = None) -> 
         measured["null_reasons"].setdefault("gender", "no_voiced_frames")
     else:
         p5, median, p95 = np.percentile(fv, [5, 50, 95])
-        measured.update(f0_median_hz=float(median), f0_p5_hz=float(p5), f0_p95_hz=float(p95),
-                        f0_range_semitones=float(12.0 * np.log2(p95 / p5)),
-                        voiced_fraction=float(voiced.mean()),
-                        gender_f0="male" if median < GENDER_F0_HZ else "female")
+        measured.update(
+            f0_median_hz=float(median),
+            f0_p5_hz=float(p5),
+            f0_p95_hz=float(p95),
+            f0_range_semitones=float(12.0 * np.log2(p95 / p5)),
+            voiced_fraction=float(voiced.mean()),
+            gender_f0="male" if median < GENDER_F0_HZ else "female",
+        )
 
     # -- volume
     if clipped_fraction > CLIP_FRACTION:
@@ -187,22 +211,22 @@ def measure_audio(audio: np.ndarray, sr: int, transcript: str | None = None) -> 
         if lufs is not None:
             measured.update(loudness_lufs=lufs, loudness_method="lufs")
         else:  # under one gating block, or every block under the absolute gate
-            measured.update(loudness_lufs=_db(float(np.mean(speech ** 2))),
-                            loudness_method="rms_db")
+            measured.update(loudness_lufs=_db(float(np.mean(speech**2))), loudness_method="rms_db")
         # Frames as pyin's (centred, zero-padded), so its voicing decisions line up.
         half = PYIN["frame_length"] // 2
-        frames = librosa.util.frame(np.pad(x, half), frame_length=PYIN["frame_length"],
-                                    hop_length=PYIN["hop_length"])
-        frame_db = 10.0 * np.log10(np.maximum(np.mean(frames ** 2, axis=0), 1e-20))
+        frames = librosa.util.frame(np.pad(x, half), frame_length=PYIN["frame_length"], hop_length=PYIN["hop_length"])
+        frame_db = 10.0 * np.log10(np.maximum(np.mean(frames**2, axis=0), 1e-20))
         frame_peak_db = 20.0 * np.log10(np.maximum(np.max(np.abs(frames), axis=0), 1e-10))
         n = min(frame_db.size, voiced.size)
         if int(voiced[:n].sum()) >= MIN_VOICED_FRAMES:
             sel, method = voiced[:n], "voiced_frames"
         else:
             sel, method = frame_db[:n] >= frame_db.max() - SPLIT_TOP_DB, "speech_frames"
-        measured.update(level_db=float(np.median(frame_db[:n][sel])),
-                        peak_level_db=float(np.median(frame_peak_db[:n][sel])),
-                        level_method=method)
+        measured.update(
+            level_db=float(np.median(frame_db[:n][sel])),
+            peak_level_db=float(np.median(frame_peak_db[:n][sel])),
+            level_method=method,
+        )
 
     # -- speed
     syllables, method = count_syllables(transcript)
@@ -213,12 +237,12 @@ def measure_audio(audio: np.ndarray, sr: int, transcript: str | None = None) -> 
     elif measured["speech_seconds"] <= 0:
         _null(measured, "speed", "no_speech")
     else:
-        measured.update(syllables=syllables, syllable_method=method,
-                        speaking_rate=syllables / measured["speech_seconds"])
+        measured.update(
+            syllables=syllables, syllable_method=method, speaking_rate=syllables / measured["speech_seconds"]
+        )
 
     # Belt and braces: a non-finite number never leaves this function.
-    for attribute, keys in (("pitch", _PITCH_KEYS), ("volume", _VOLUME_KEYS),
-                            ("speed", _SPEED_KEYS)):
+    for attribute, keys in (("pitch", _PITCH_KEYS), ("volume", _VOLUME_KEYS), ("speed", _SPEED_KEYS)):
         if any(isinstance(measured[k], float) and not math.isfinite(measured[k]) for k in keys):
             _null(measured, attribute, "non_finite_measurement")
     return measured
@@ -264,8 +288,12 @@ def record_meta(cut) -> dict[str, Any]:
     sup = cut.supervisions[0] if cut.supervisions else None
     attributes = ((sup.custom or {}).get("attributes") or {}) if sup else {}
     labels = {a: attributes.get(a) for a in ATTRIBUTES if attributes.get(a) in BIN_LABELS[a]}
-    return {"speaker": sup.speaker if sup else None, "gender": corpus_gender(cut),
-            "duration": float(cut.duration), "labels": labels}
+    return {
+        "speaker": sup.speaker if sup else None,
+        "gender": corpus_gender(cut),
+        "duration": float(cut.duration),
+        "labels": labels,
+    }
 
 
 def _job(cut) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -280,8 +308,9 @@ def _warm_up() -> None:
     librosa.pyin(np.sin(2 * np.pi * 150 * t), sr=ANALYSIS_SR, **PYIN)
 
 
-def measure_cuts(cuts: Iterable, workers: int = 1, progress: bool = False,
-                 total: int | None = None) -> Iterator[tuple[str, dict, dict]]:
+def measure_cuts(
+    cuts: Iterable, workers: int = 1, progress: bool = False, total: int | None = None
+) -> Iterator[tuple[str, dict, dict]]:
     """``(id, measured, meta)`` per cut, in order; ``workers`` > 1 uses a process pool."""
     from tqdm import tqdm
 
@@ -297,4 +326,3 @@ def measure_cuts(cuts: Iterable, workers: int = 1, progress: bool = False,
             for result in pool.imap(_job, cuts, chunksize=4):
                 yield result
                 bar.update()
-

@@ -11,9 +11,10 @@ import json
 import random
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from data_modules.annotate.bins import (
     BinningConfig,
@@ -31,8 +32,9 @@ def _caption_rng(utt_id: str) -> random.Random:
     return random.Random(int.from_bytes(hashlib.sha256(utt_id.encode()).digest()[:8], "little"))
 
 
-def annotate_record(cut, measured: dict[str, Any], assigned: dict[str, Any],
-                    cfg: BinningConfig, overwrite_captions: bool = False):
+def annotate_record(
+    cut, measured: dict[str, Any], assigned: dict[str, Any], cfg: BinningConfig, overwrite_captions: bool = False
+):
     """A copy of ``cut`` with the annotation written into its record (the record scheme of
     METHODS.md)."""
     sup = cut.supervisions[0]
@@ -43,8 +45,11 @@ def annotate_record(cut, measured: dict[str, Any], assigned: dict[str, Any],
     full["null_reasons"] = {**measured["null_reasons"], **assigned["null_reasons"]}
     if bins["gender"] is not None:  # the corpus's gender, or a speaker-level estimate
         full["null_reasons"].pop("gender", None)
-    full.update(bins=dict(bins), gender_source=assigned["gender_source"],
-                binning={"settings": asdict(cfg), **assigned["binning"]})
+    full.update(
+        bins=dict(bins),
+        gender_source=assigned["gender_source"],
+        binning={"settings": asdict(cfg), **assigned["binning"]},
+    )
 
     if not attributes.get("gender"):
         attributes["gender"] = bins["gender"]
@@ -63,8 +68,7 @@ def annotate_record(cut, measured: dict[str, Any], assigned: dict[str, Any],
         caption, source = own, "corpus"
     else:
         caption, source = annotated, ("annotator" if annotated else None)
-    custom.update(attributes=attributes, caption=caption, caption_source=source,
-                  annotated_caption=annotated)
+    custom.update(attributes=attributes, caption=caption, caption_source=source, annotated_caption=annotated)
     return _copy_cut(cut, _copy_sup(sup, custom))
 
 
@@ -81,8 +85,14 @@ def _copy_cut(cut, sup):
 
 
 # ------------------------------------------------------------------------------ the pipeline
-def _summarise(measured: Sequence[dict], assigned: Sequence[dict], sources: Counter,
-               elapsed: float, audio_seconds: float, workers: int) -> dict[str, Any]:
+def _summarise(
+    measured: Sequence[dict],
+    assigned: Sequence[dict],
+    sources: Counter,
+    elapsed: float,
+    audio_seconds: float,
+    workers: int,
+) -> dict[str, Any]:
     nulls: dict[str, Counter] = {a: Counter() for a in ("gender", *ATTRIBUTES)}
     complete = 0
     for m, a in zip(measured, assigned):
@@ -106,11 +116,17 @@ def _summarise(measured: Sequence[dict], assigned: Sequence[dict], sources: Coun
     }
 
 
-def annotate_manifest(manifest: str | Path, out: str | Path, *,
-                      reference_stats: str | Path | dict | None = None,
-                      save_stats: str | Path | None = None, cfg: BinningConfig | None = None,
-                      overwrite_captions: bool = False, workers: int | None = None,
-                      progress: bool = True) -> dict[str, Any]:
+def annotate_manifest(
+    manifest: str | Path,
+    out: str | Path,
+    *,
+    reference_stats: str | Path | dict | None = None,
+    save_stats: str | Path | None = None,
+    cfg: BinningConfig | None = None,
+    overwrite_captions: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Annotate a manifest into ``out``; returns the report (see
     :func:`~data_modules.annotate.cli.main`).
 
@@ -155,8 +171,12 @@ def annotate_manifest(manifest: str | Path, out: str | Path, *,
             sources[str(new.supervisions[0].custom["caption_source"])] += 1
             writer.write(new)
     elapsed = time.perf_counter() - start
-    report = _summarise(measured, assigned, sources, elapsed,
-                        sum(meta["duration"] for meta in metas), workers)
-    report.update(manifest=str(manifest), out=str(out), reference_stats=stats_source,
-                  binning=asdict(cfg), overwrite_captions=overwrite_captions)
+    report = _summarise(measured, assigned, sources, elapsed, sum(meta["duration"] for meta in metas), workers)
+    report.update(
+        manifest=str(manifest),
+        out=str(out),
+        reference_stats=stats_source,
+        binning=asdict(cfg),
+        overwrite_captions=overwrite_captions,
+    )
     return report

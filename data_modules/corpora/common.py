@@ -23,8 +23,9 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 # No lhotse at the top (it takes seconds): the readers import this module for LayoutError
 # when `prepare --help` builds its parser; write_prepared imports it.
@@ -85,8 +86,7 @@ class PrepareReport:
         }
 
     def summary(self) -> str:
-        lines = [f"{self.corpus}: kept {sum(self.kept.values())} utterances, "
-                 f"skipped {sum(self.skipped.values())}"]
+        lines = [f"{self.corpus}: kept {sum(self.kept.values())} utterances, skipped {sum(self.skipped.values())}"]
         for split in sorted(self.kept):
             lines.append(f"  {split:12s} kept {self.kept[split]:7d}  {self.seconds[split] / 3600.0:8.3f} h")
         for reason, n in sorted(self.skipped.items()):
@@ -105,8 +105,13 @@ def shar_dir(out_dir: str | Path, split: str) -> Path:
     return Path(out_dir) / "shar" / split
 
 
-def write_prepared(cuts_by_split: dict[str, Iterable], out_dir: str | Path, report: PrepareReport,
-                   shar: bool = False, audio_format: str = "flac") -> dict[str, Path]:
+def write_prepared(
+    cuts_by_split: dict[str, Iterable],
+    out_dir: str | Path,
+    report: PrepareReport,
+    shar: bool = False,
+    audio_format: str = "flac",
+) -> dict[str, Path]:
     """Write ``{corpus}_cuts_{split}.jsonl.gz`` per split (and Shar shards with ``shar``),
     count the kept utterances and hours, write the report, print the summary.
 
@@ -139,8 +144,9 @@ def write_prepared(cuts_by_split: dict[str, Iterable], out_dir: str | Path, repo
             # Start empty: shards of an earlier, larger preparation would otherwise be read too.
             shutil.rmtree(shar_dir(out_dir, split), ignore_errors=True)
             shar_dir(out_dir, split).mkdir(parents=True, exist_ok=True)
-            CutSet.from_file(path).to_shar(shar_dir(out_dir, split), fields={"recording": audio_format},
-                                           shard_size=SHAR_SHARD_SIZE)
+            CutSet.from_file(path).to_shar(
+                shar_dir(out_dir, split), fields={"recording": audio_format}, shard_size=SHAR_SHARD_SIZE
+            )
     report_path(out_dir, report.corpus).write_text(json.dumps(report.to_dict(), indent=2))
     print(report.summary())
     print(f"report: {report_path(out_dir, report.corpus)}")

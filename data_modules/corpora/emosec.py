@@ -61,8 +61,9 @@ def find_metadata_dir(root: Path) -> Path:
     for candidate in (root, root / "dataset"):
         if (candidate / CAPTIONS).is_file():
             return candidate
-    raise LayoutError(f"no EMOSEC set found under {root}: expected {root}/[dataset/]{CAPTIONS} "
-                      f"(with {TEXT}, {WAV_SCP} and wav/)")
+    raise LayoutError(
+        f"no EMOSEC set found under {root}: expected {root}/[dataset/]{CAPTIONS} (with {TEXT}, {WAV_SCP} and wav/)"
+    )
 
 
 # --------------------------------------------------------------------------- parsing
@@ -173,8 +174,7 @@ def convert(src: Path, dst: Path) -> int:
     # Written under a temporary name first: an interrupted run never leaves a truncated FLAC
     # that a later run would take for a finished one.
     tmp = dst.with_name(dst.name + ".tmp")
-    sf.write(str(tmp), np.clip(audio, -1.0, 32767 / 32768), SAMPLING_RATE, format="FLAC",
-             subtype="PCM_16")
+    sf.write(str(tmp), np.clip(audio, -1.0, 32767 / 32768), SAMPLING_RATE, format="FLAC", subtype="PCM_16")
     tmp.replace(dst)
     return len(audio)
 
@@ -209,8 +209,9 @@ def caption_of(utt_id: str, captions: dict[str, object], broken: dict[str, str])
     return caption.strip()
 
 
-def prepare_emosec(root: str | Path, out_dir: str | Path, *, shar: bool = False,
-                   progress: bool = True) -> dict[str, Path]:
+def prepare_emosec(
+    root: str | Path, out_dir: str | Path, *, shar: bool = False, progress: bool = True
+) -> dict[str, Path]:
     """Read the set under ``root``, write FLACs, the ``test`` manifest and the report.
 
     Returns split -> manifest path. Raises :class:`LayoutError` when ``root`` holds no set.
@@ -249,12 +250,24 @@ def prepare_emosec(root: str | Path, out_dir: str | Path, *, shar: bool = False,
         transcript = transcripts.get(utt_id)
         if transcript is None:
             no_transcript.append(utt_id)
-        cuts.append(make_cut(utt_id, flac.resolve(), sampling_rate=SAMPLING_RATE,
-                             num_samples=num_samples, corpus=CORPUS, split=SPLIT,
-                             transcript=transcript, caption=caption, language="zh"))
+        cuts.append(
+            make_cut(
+                utt_id,
+                flac.resolve(),
+                sampling_rate=SAMPLING_RATE,
+                num_samples=num_samples,
+                corpus=CORPUS,
+                split=SPLIT,
+                transcript=transcript,
+                caption=caption,
+                language="zh",
+            )
+        )
     if no_transcript:
-        report.note(f"{len(no_transcript)} kept utterance(s) have no line in {TEXT} "
-                    f"(transcript None): {', '.join(no_transcript[:20])}")
+        report.note(
+            f"{len(no_transcript)} kept utterance(s) have no line in {TEXT} "
+            f"(transcript None): {', '.join(no_transcript[:20])}"
+        )
     if not cuts:  # lhotse reads an empty manifest back as None: write none
         report.note("no utterance kept: the test split was not written")
     return write_prepared({SPLIT: cuts} if cuts else {}, out_dir, report, shar=shar)
@@ -265,13 +278,23 @@ def prepare_emosec(root: str | Path, out_dir: str | Path, *, shar: bool = False,
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     """Prepare EMOSEC (SECap's Mandarin caption test set): 16 kHz FLAC and one test split."""
-    parser.add_argument("--root", type=Path, required=True, metavar="RAW_DIR",
-                        help=f"folder with {CAPTIONS}, {TEXT}, {WAV_SCP} and wav/ "
-                             "(SECap's dataset/, or the SECap repository root)")
-    parser.add_argument("--out", type=Path, required=True, metavar="OUT_DIR",
-                        help="output directory (audio/*.flac, manifest, emosec_report.json)")
-    parser.add_argument("--shar", action="store_true",
-                        help="also write Shar shards with the audio as FLAC under OUT_DIR/shar/")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        required=True,
+        metavar="RAW_DIR",
+        help=f"folder with {CAPTIONS}, {TEXT}, {WAV_SCP} and wav/ (SECap's dataset/, or the SECap repository root)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="OUT_DIR",
+        help="output directory (audio/*.flac, manifest, emosec_report.json)",
+    )
+    parser.add_argument(
+        "--shar", action="store_true", help="also write Shar shards with the audio as FLAC under OUT_DIR/shar/"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -65,9 +65,9 @@ import random
 import re
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from data_modules.cli_types import fraction
 from data_modules.corpora.common import LayoutError
@@ -79,8 +79,7 @@ RELEASE_DIR = "IEMOCAP_full_release"
 UTT_ID = re.compile(r"Ses0([1-5])([FM])_(impro0[1-8][ab]?|script0[1-3]_[1-3][ab]?)_([FM])(\d{3})")
 
 # The 4-class protocol: excited is merged into happy; every other raw label is dropped.
-FOUR_CLASS: dict[str, str] = {"neu": "neutral", "hap": "happy", "exc": "happy",
-                              "ang": "angry", "sad": "sad"}
+FOUR_CLASS: dict[str, str] = {"neu": "neutral", "hap": "happy", "exc": "happy", "ang": "angry", "sad": "sad"}
 GENDERS = {"F": "female", "M": "male"}
 
 # Annotator label spellings that records.canonical_emotion does not know.
@@ -130,8 +129,8 @@ def find_release(root: Path) -> Path:
         if any(emo_dir(candidate, n).is_dir() for n in SESSIONS):
             return candidate
     raise LayoutError(
-        f"no IEMOCAP release found under {root}: expected "
-        f"{root}/[{RELEASE_DIR}/]Session{{1..5}}/dialog/EmoEvaluation/")
+        f"no IEMOCAP release found under {root}: expected {root}/[{RELEASE_DIR}/]Session{{1..5}}/dialog/EmoEvaluation/"
+    )
 
 
 def emo_dir(release: Path, session: int) -> Path:
@@ -279,12 +278,13 @@ def dev_ids(utts: Iterable[Utterance], fold: int, val_fraction: float, seed: int
     for speaker, ids in sorted(by_speaker.items()):
         ids = sorted(ids)
         random.Random(f"{seed}:fold{fold}:{speaker}").shuffle(ids)
-        dev.update(ids[:int(val_fraction * len(ids) + 0.5)])
+        dev.update(ids[: int(val_fraction * len(ids) + 0.5)])
     return dev
 
 
-def fold_splits(utts: list[Utterance], sessions: Iterable[int], val_fraction: float,
-                seed: int) -> dict[str, list[Utterance]]:
+def fold_splits(
+    utts: list[Utterance], sessions: Iterable[int], val_fraction: float, seed: int
+) -> dict[str, list[Utterance]]:
     """``all`` plus ``fold{k}_{train,dev,test}`` for each session k (leave one session out)."""
     splits = {"all": list(utts)}
     for k in sessions:
@@ -327,16 +327,32 @@ def record_fields(utt: Utterance, release: Path, transcripts: dict[str, str]) ->
     sampling_rate, num_samples = audio_info(path)
     valence, activation, dominance = utt.vad
     return dict(
-        utt_id=utt.utt_id, audio_path=path.resolve(), sampling_rate=sampling_rate,
-        num_samples=num_samples, corpus=CORPUS, transcript=transcript,
-        emotion=FOUR_CLASS[utt.label], speaker=utt.speaker, gender=utt.gender, language="en",
-        attributes={"gender": utt.gender, "valence": valence, "activation": activation,
-                    "dominance": dominance},
-        annotator_emotions=annotator_emotions(utt), session=utt.session, fold=utt.session)
+        utt_id=utt.utt_id,
+        audio_path=path.resolve(),
+        sampling_rate=sampling_rate,
+        num_samples=num_samples,
+        corpus=CORPUS,
+        transcript=transcript,
+        emotion=FOUR_CLASS[utt.label],
+        speaker=utt.speaker,
+        gender=utt.gender,
+        language="en",
+        attributes={"gender": utt.gender, "valence": valence, "activation": activation, "dominance": dominance},
+        annotator_emotions=annotator_emotions(utt),
+        session=utt.session,
+        fold=utt.session,
+    )
 
 
-def prepare_iemocap(root: str | Path, out_dir: str | Path, *, val_fraction: float = 0.1,
-                    seed: int = 0, shar: bool = False, progress: bool = True) -> dict[str, Path]:
+def prepare_iemocap(
+    root: str | Path,
+    out_dir: str | Path,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    shar: bool = False,
+    progress: bool = True,
+) -> dict[str, Path]:
     """Read the release under ``root``, write the split manifests and the report to ``out_dir``.
 
     Returns split -> manifest path. Raises :class:`LayoutError` when ``root`` holds no release.
@@ -366,34 +382,43 @@ def prepare_iemocap(root: str | Path, out_dir: str | Path, *, val_fraction: floa
         if not members:
             report.note(f"split {split} is empty and was not written")
             continue
-        cuts_by_split[split] = CutSet.from_cuts(make_cut(**fields[u.utt_id], split=split)
-                                                for u in members)
+        cuts_by_split[split] = CutSet.from_cuts(make_cut(**fields[u.utt_id], split=split) for u in members)
     return write_prepared(cuts_by_split, out_dir, report, shar=shar)
 
 
 # --------------------------------------------------------------------------- CLI
 
 
-
 def add_args(parser: argparse.ArgumentParser) -> None:
     """Prepare IEMOCAP (4 classes, exc->hap) with leave-one-session-out folds fold{1..5}_{train,dev,test}."""
-    parser.add_argument("--root", type=Path, required=True, metavar="RAW_DIR",
-                        help=f"{RELEASE_DIR} (or the folder holding it)")
-    parser.add_argument("--out", type=Path, required=True, metavar="OUT_DIR",
-                        help="output directory (manifests and iemocap_report.json)")
-    parser.add_argument("--shar", action="store_true",
-                        help="also write Shar shards with the audio as FLAC under OUT_DIR/shar/")
-    parser.add_argument("--val-fraction", type=fraction, default=0.1, metavar="F",
-                        help="share of each training speaker's utterances held out as a fold's "
-                             "dev split (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S",
-                        help="seed of the dev selection (default: %(default)s)")
+    parser.add_argument(
+        "--root", type=Path, required=True, metavar="RAW_DIR", help=f"{RELEASE_DIR} (or the folder holding it)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="OUT_DIR",
+        help="output directory (manifests and iemocap_report.json)",
+    )
+    parser.add_argument(
+        "--shar", action="store_true", help="also write Shar shards with the audio as FLAC under OUT_DIR/shar/"
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=fraction,
+        default=0.1,
+        metavar="F",
+        help="share of each training speaker's utterances held out as a fold's dev split (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed of the dev selection (default: %(default)s)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        prepare_iemocap(args.root, args.out, val_fraction=args.val_fraction, seed=args.seed,
-                        shar=args.shar)
+        prepare_iemocap(args.root, args.out, val_fraction=args.val_fraction, seed=args.seed, shar=args.shar)
     except LayoutError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

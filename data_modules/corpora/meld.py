@@ -53,9 +53,9 @@ import io
 import math
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
 
 from data_modules.cli_types import default_workers, positive_float, positive_int
 from data_modules.corpora.common import LayoutError, PrepareReport
@@ -95,7 +95,7 @@ class MeldItem:
     utterance_id: int
     transcript: str | None
     speaker: str | None
-    emotion: str           # canonical label
+    emotion: str  # canonical label
     sentiment: str | None
     season: str | None
     episode: str | None
@@ -174,16 +174,16 @@ def read_csv(path: str | Path, split: str, report: PrepareReport) -> list[MeldIt
             break
         except csv.Error as err:  # e.g. a field over csv's size limit: that row only
             failures += 1
-            report.skip("bad_csv_row", f"{split}:{path.name}:after line {reader.line_num}",
-                        str(err))
+            report.skip("bad_csv_row", f"{split}:{path.name}:after line {reader.line_num}", str(err))
             continue
         failures = 0
         where = f"{split}:{path.name}:{reader.line_num}"
         try:
             dia, utt = int(row["Dialogue_ID"]), int(row["Utterance_ID"])
         except (TypeError, ValueError):
-            report.skip("bad_csv_row", where, f"Dialogue_ID={row.get('Dialogue_ID')!r} "
-                                              f"Utterance_ID={row.get('Utterance_ID')!r}")
+            report.skip(
+                "bad_csv_row", where, f"Dialogue_ID={row.get('Dialogue_ID')!r} Utterance_ID={row.get('Utterance_ID')!r}"
+            )
             continue
         emotion = canonical_emotion(row.get("Emotion"))
         name = f"dia{dia}_utt{utt}"
@@ -195,12 +195,20 @@ def read_csv(path: str | Path, split: str, report: PrepareReport) -> list[MeldIt
             continue
         seen.add(name)
         start, end = _timestamp_seconds(row.get("StartTime")), _timestamp_seconds(row.get("EndTime"))
-        items.append(MeldItem(
-            split=split, dialogue_id=dia, utterance_id=utt, transcript=_clean(row.get("Utterance")),
-            speaker=_clean(row.get("Speaker")), emotion=emotion,
-            sentiment=_clean(row.get("Sentiment")), season=_clean(row.get("Season")),
-            episode=_clean(row.get("Episode")),
-            csv_seconds=round(end - start, 3) if start is not None and end is not None else None))
+        items.append(
+            MeldItem(
+                split=split,
+                dialogue_id=dia,
+                utterance_id=utt,
+                transcript=_clean(row.get("Utterance")),
+                speaker=_clean(row.get("Speaker")),
+                emotion=emotion,
+                sentiment=_clean(row.get("Sentiment")),
+                season=_clean(row.get("Season")),
+                episode=_clean(row.get("Episode")),
+                csv_seconds=round(end - start, 3) if start is not None and end is not None else None,
+            )
+        )
     return items
 
 
@@ -216,8 +224,7 @@ def clip_dirs(root: Path, split: str) -> list[Path]:
 
 def _is_clip_name(name: str) -> bool:
     # final_videos_test* are re-cuts without CSV rows; ._* are macOS AppleDouble files.
-    return (name.endswith(".mp4") and name.startswith("dia")
-            and not name.startswith("final_videos_test"))
+    return name.endswith(".mp4") and name.startswith("dia") and not name.startswith("final_videos_test")
 
 
 def index_clips(dirs: list[Path]) -> tuple[dict[str, Path], int]:
@@ -233,7 +240,7 @@ def index_clips(dirs: list[Path]) -> tuple[dict[str, Path], int]:
                 if not _is_clip_name(entry.name):
                     ignored += 1
                     continue
-                clips.setdefault(entry.name[:-len(".mp4")], Path(entry.path))
+                clips.setdefault(entry.name[: -len(".mp4")], Path(entry.path))
     return clips, ignored
 
 
@@ -266,8 +273,7 @@ def plan_items(root: str | Path, report: PrepareReport) -> dict[str, list[MeldIt
         names = {item.name for item in items}
         extra = sorted(set(clips) - names)
         if extra:
-            report.note(f"{split}: {len(extra)} video(s) without a CSV row, not used "
-                        f"(e.g. {', '.join(extra[:5])})")
+            report.note(f"{split}: {len(extra)} video(s) without a CSV row, not used (e.g. {', '.join(extra[:5])})")
         plans[split] = [_with_clip(item, clips.get(item.name)) for item in items]
     return plans
 
@@ -318,8 +324,7 @@ def write_flac(audio, flac: Path) -> None:
 
     buffer = io.BytesIO()
     # The 5.1 downmix can exceed full scale; clip rather than let the int16 conversion wrap.
-    sf.write(buffer, np.clip(audio, -1.0, 32767 / 32768), SAMPLING_RATE, subtype="PCM_16",
-             format="FLAC")
+    sf.write(buffer, np.clip(audio, -1.0, 32767 / 32768), SAMPLING_RATE, subtype="PCM_16", format="FLAC")
     flac.parent.mkdir(parents=True, exist_ok=True)
     tmp = flac.with_name(f".{flac.name}.{os.getpid()}.tmp")
     tmp.write_bytes(buffer.getvalue())
@@ -343,8 +348,7 @@ def decode_job(job: tuple[str, str]) -> tuple[str, int, str]:
     return "decoded", int(audio.size), ""
 
 
-def _decoded(jobs: list[tuple[str, str]], workers: int,
-             progress: bool) -> Iterator[tuple[str, int, str]]:
+def _decoded(jobs: list[tuple[str, str]], workers: int, progress: bool) -> Iterator[tuple[str, int, str]]:
     """Results of :func:`decode_job` for ``jobs``, in order, with a progress bar."""
     import multiprocessing
 
@@ -370,18 +374,36 @@ def _decoded(jobs: list[tuple[str, str]], workers: int,
 def _make_cut(item: MeldItem, flac: Path, num_samples: int):
     from data_modules.records import make_cut
 
-    cut = make_cut(item.cut_id, flac.resolve(), sampling_rate=SAMPLING_RATE,
-                   num_samples=num_samples, corpus=CORPUS, split=item.split,
-                   transcript=item.transcript, emotion=item.emotion, speaker=item.speaker)
+    cut = make_cut(
+        item.cut_id,
+        flac.resolve(),
+        sampling_rate=SAMPLING_RATE,
+        num_samples=num_samples,
+        corpus=CORPUS,
+        split=item.split,
+        transcript=item.transcript,
+        emotion=item.emotion,
+        speaker=item.speaker,
+    )
     cut.supervisions[0].custom.update(
-        sentiment=item.sentiment, dialogue_id=item.dialogue_id, utterance_id=item.utterance_id,
-        season=item.season, episode=item.episode)
+        sentiment=item.sentiment,
+        dialogue_id=item.dialogue_id,
+        utterance_id=item.utterance_id,
+        season=item.season,
+        episode=item.episode,
+    )
     return cut
 
 
-def prepare(root: str | Path, out_dir: str | Path, *, max_duration: float = DEFAULT_MAX_DURATION,
-            workers: int | None = None, shar: bool = False,
-            progress: bool = True) -> tuple[PrepareReport, dict[str, Path]]:
+def prepare(
+    root: str | Path,
+    out_dir: str | Path,
+    *,
+    max_duration: float = DEFAULT_MAX_DURATION,
+    workers: int | None = None,
+    shar: bool = False,
+    progress: bool = True,
+) -> tuple[PrepareReport, dict[str, Path]]:
     """Prepare MELD from ``root`` into ``out_dir``; returns the report and split -> manifest.
 
     Raises :class:`LayoutError` when ``root`` is missing or holds no CSV with clips.
@@ -398,16 +420,19 @@ def prepare(root: str | Path, out_dir: str | Path, *, max_duration: float = DEFA
         raise LayoutError(f"unrecognised MELD layout: {err.detail}") from None
     base = resolve_root(root)
     if not plans:
-        raise LayoutError(f"unrecognised MELD layout under {root}: no *_sent_emo.csv at "
-                          f"{', '.join(CSV_PATHS['train'])} (or dev/test alike)")
+        raise LayoutError(
+            f"unrecognised MELD layout under {root}: no *_sent_emo.csv at "
+            f"{', '.join(CSV_PATHS['train'])} (or dev/test alike)"
+        )
     for split in list(plans):
         if not clip_dirs(base, split):
-            report.note(f"{split}: CSV found but no clip folder ({', '.join(CLIP_DIRS[split])});"
-                        f" split not prepared")
+            report.note(f"{split}: CSV found but no clip folder ({', '.join(CLIP_DIRS[split])}); split not prepared")
             del plans[split]
     if not plans:
-        raise LayoutError(f"unrecognised MELD layout under {root}: CSVs found but no clip "
-                          f"folder (looked for {', '.join(d for v in CLIP_DIRS.values() for d in v)})")
+        raise LayoutError(
+            f"unrecognised MELD layout under {root}: CSVs found but no clip "
+            f"folder (looked for {', '.join(d for v in CLIP_DIRS.values() for d in v)})"
+        )
 
     out_dir = Path(out_dir)
     jobs: list[tuple[MeldItem, Path]] = []
@@ -415,16 +440,17 @@ def prepare(root: str | Path, out_dir: str | Path, *, max_duration: float = DEFA
         for item in items:
             if item.mp4 is None:
                 known = KNOWN_BAD_CLIPS.get((split, item.name))
-                report.skip("missing_audio", item.cut_id,
-                            f"no {item.name}.mp4 in {', '.join(CLIP_DIRS[split])}"
-                            + (f"; {known}" if known else ""))
+                report.skip(
+                    "missing_audio",
+                    item.cut_id,
+                    f"no {item.name}.mp4 in {', '.join(CLIP_DIRS[split])}" + (f"; {known}" if known else ""),
+                )
                 continue
             jobs.append((item, out_dir / "audio" / split / f"{item.name}.flac"))
 
     cuts: dict[str, list] = {split: [] for split in plans}
     counts = {"decoded": 0, "cached": 0}
-    results = _decoded([(str(item.mp4), str(flac)) for item, flac in jobs],
-                       workers or default_workers(), progress)
+    results = _decoded([(str(item.mp4), str(flac)) for item, flac in jobs], workers or default_workers(), progress)
     for (item, flac), (status, num_samples, detail) in zip(jobs, results):
         if status not in counts:
             known = KNOWN_BAD_CLIPS.get((item.split, item.name))
@@ -436,8 +462,7 @@ def prepare(root: str | Path, out_dir: str | Path, *, max_duration: float = DEFA
             report.skip("too_long", item.cut_id, f"{seconds:.1f} s > {max_duration:g} s")
             continue
         cuts[item.split].append(_make_cut(item, flac, num_samples))
-    report.note(f"audio: {counts['decoded']} clip(s) decoded, {counts['cached']} reused from "
-                f"{out_dir / 'audio'}")
+    report.note(f"audio: {counts['decoded']} clip(s) decoded, {counts['cached']} reused from {out_dir / 'audio'}")
     # An empty split is left out: there is nothing to train or evaluate on.
     for split in [s for s, c in cuts.items() if not c]:
         report.note(f"{split}: no usable clip, no manifest written")
@@ -451,23 +476,48 @@ def prepare(root: str | Path, out_dir: str | Path, *, max_duration: float = DEFA
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     """Prepare MELD from the raw release (CSVs + mp4 clips; audio decoded to 16 kHz FLAC)."""
-    parser.add_argument("--root", type=Path, required=True, metavar="RAW_DIR",
-                        help="the unpacked MELD.Raw folder (CSVs and the clip folders)")
-    parser.add_argument("--out", type=Path, required=True, metavar="OUT_DIR",
-                        help="output directory: audio/{split}/*.flac, manifests, meld_report.json")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        required=True,
+        metavar="RAW_DIR",
+        help="the unpacked MELD.Raw folder (CSVs and the clip folders)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="OUT_DIR",
+        help="output directory: audio/{split}/*.flac, manifests, meld_report.json",
+    )
     parser.add_argument("--shar", action="store_true", help="also write Shar shards per split")
-    parser.add_argument("--max-duration", type=positive_float, default=DEFAULT_MAX_DURATION,
-                        metavar="SECONDS",
-                        help="skip longer clips (wrongly cut ones run to 305 s; default: 30)")
-    parser.add_argument("--workers", type=positive_int, default=None, metavar="N",
-                        help="decoding processes (default: min(2, CPU count))")
+    parser.add_argument(
+        "--max-duration",
+        type=positive_float,
+        default=DEFAULT_MAX_DURATION,
+        metavar="SECONDS",
+        help="skip longer clips (wrongly cut ones run to 305 s; default: 30)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="decoding processes (default: min(2, CPU count))",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        report, _ = prepare(args.root, args.out, max_duration=args.max_duration,
-                            workers=args.workers, shar=args.shar, progress=not args.no_progress)
+        report, _ = prepare(
+            args.root,
+            args.out,
+            max_duration=args.max_duration,
+            workers=args.workers,
+            shar=args.shar,
+            progress=not args.no_progress,
+        )
     except LayoutError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

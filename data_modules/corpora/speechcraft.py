@@ -63,9 +63,10 @@ import hashlib
 import os
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from data_modules.cli_types import fraction
 from data_modules.corpora.common import LayoutError, PrepareReport
@@ -159,11 +160,10 @@ class AudioInfo:
 
 
 # ------------------------------------------------------------------------------ split
-def assign_split(recording_id: str, dev_fraction: float, test_fraction: float,
-                 seed: int = 0) -> str:
+def assign_split(recording_id: str, dev_fraction: float, test_fraction: float, seed: int = 0) -> str:
     """``train``/``dev``/``test`` for a recording, from a hash of ``(seed, recording id)``."""
     digest = hashlib.sha256(f"{seed}/{recording_id}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2 ** 64
+    u = int.from_bytes(digest[:8], "big") / 2**64
     if u < test_fraction:
         return "test"
     if u < test_fraction + dev_fraction:
@@ -203,8 +203,9 @@ def _check_inputs(opts: Options) -> None:
         raise LayoutError(f"no .json/.jsonl label file in {', '.join(map(str, opts.labels))}")
 
 
-def _locate(key: str, audio: dict[str, Path], segments: dict[str, Segment],
-            info: AudioInfo) -> tuple[dict[str, Any], str]:
+def _locate(
+    key: str, audio: dict[str, Path], segments: dict[str, Segment], info: AudioInfo
+) -> tuple[dict[str, Any], str]:
     """The audio arguments of :func:`make_cut` for a key and the recording it belongs to (the
     unit of the split); raises :class:`BadInput`."""
     from data_modules.corpora.common import BadInput
@@ -213,9 +214,10 @@ def _locate(key: str, audio: dict[str, Path], segments: dict[str, Segment],
     speaker = segment.speaker if segment else None
     if key in audio:  # a segment file: its own lhotse recording, grouped by its source's id
         sampling_rate, num_samples = info(audio[key])
-        return (dict(audio_path=audio[key], sampling_rate=sampling_rate, num_samples=num_samples,
-                     speaker=speaker),
-                segment.recording_id if segment else recording_id_of(key))
+        return (
+            dict(audio_path=audio[key], sampling_rate=sampling_rate, num_samples=num_samples, speaker=speaker),
+            segment.recording_id if segment else recording_id_of(key),
+        )
     if segment is None:
         hint = ""
         if recording_id_of(key) in audio:
@@ -227,12 +229,21 @@ def _locate(key: str, audio: dict[str, Path], segments: dict[str, Segment],
     sampling_rate, num_samples = info(path)
     length = num_samples / sampling_rate
     if segment.start < 0 or segment.start + segment.duration > length + 0.05:
-        raise BadInput("segment_out_of_range", f"{segment.start:.2f}+{segment.duration:.2f} s "
-                                               f"beyond {path} ({length:.2f} s)")
-    return (dict(audio_path=path, sampling_rate=sampling_rate, num_samples=num_samples,
-                 recording_id=segment.recording_id, start=segment.start,
-                 duration=min(segment.duration, length - segment.start), speaker=speaker),
-            segment.recording_id)
+        raise BadInput(
+            "segment_out_of_range", f"{segment.start:.2f}+{segment.duration:.2f} s beyond {path} ({length:.2f} s)"
+        )
+    return (
+        dict(
+            audio_path=path,
+            sampling_rate=sampling_rate,
+            num_samples=num_samples,
+            recording_id=segment.recording_id,
+            start=segment.start,
+            duration=min(segment.duration, length - segment.start),
+            speaker=speaker,
+        ),
+        segment.recording_id,
+    )
 
 
 def _make_cut(key: str, desc: Descriptors, where: dict[str, Any], split: str):
@@ -240,9 +251,18 @@ def _make_cut(key: str, desc: Descriptors, where: dict[str, Any], split: str):
 
     where = dict(where)
     path = Path(where.pop("audio_path")).resolve()
-    cut = make_cut(f"{CORPUS}-{key}", path, corpus=CORPUS, split=split,
-                   transcript=desc.transcript, caption=desc.caption, emotion=desc.emotion,
-                   attributes=desc.attributes, gender=desc.attributes.get("gender"), **where)
+    cut = make_cut(
+        f"{CORPUS}-{key}",
+        path,
+        corpus=CORPUS,
+        split=split,
+        transcript=desc.transcript,
+        caption=desc.caption,
+        emotion=desc.emotion,
+        attributes=desc.attributes,
+        gender=desc.attributes.get("gender"),
+        **where,
+    )
     custom = cut.supervisions[0].custom
     custom["speechcraft_key"] = key
     if desc.captions:
@@ -268,8 +288,7 @@ def prepare(opts: Options) -> tuple[PrepareReport, dict[str, Path]]:
     records = load_labels(opts.labels, report)
     audio = index_audio(opts.audio)
     if not audio:
-        raise LayoutError(f"unrecognised layout: no {'/'.join(AUDIO_EXTENSIONS)} file under "
-                          f"{opts.audio}")
+        raise LayoutError(f"unrecognised layout: no {'/'.join(AUDIO_EXTENSIONS)} file under {opts.audio}")
     segments = load_segments(opts.gigaspeech_manifests, set(records))
     info = AudioInfo()
     used: set[Path] = set()
@@ -290,10 +309,11 @@ def prepare(opts: Options) -> tuple[PrepareReport, dict[str, Path]]:
     if unused:
         report.note(f"{unused} audio file(s) under {opts.audio} have no label record (not used)")
     if dropped:
-        report.note("attribute values outside the vocabulary, dropped: "
-                    + ", ".join(f"{k} x{n}" for k, n in dropped.most_common(10)))
-    report.note(f"split by recording (seed {opts.seed}, dev {opts.dev_fraction:g}, "
-                f"test {opts.test_fraction:g})")
+        report.note(
+            "attribute values outside the vocabulary, dropped: "
+            + ", ".join(f"{k} x{n}" for k, n in dropped.most_common(10))
+        )
+    report.note(f"split by recording (seed {opts.seed}, dev {opts.dev_fraction:g}, test {opts.test_fraction:g})")
     for split in [s for s, c in cuts.items() if not c]:
         report.note(f"{split}: no utterance, no manifest written")
         del cuts[split]
@@ -303,30 +323,64 @@ def prepare(opts: Options) -> tuple[PrepareReport, dict[str, Path]]:
 
 # ------------------------------------------------------------------------------ CLI
 
+
 def add_args(parser: argparse.ArgumentParser) -> None:
     """Prepare SpeechCraft labels/captions joined with their audio (GigaSpeech or segment files)."""
-    parser.add_argument("--labels", type=Path, nargs="+", required=True, metavar="PATH",
-                        help="SpeechCraft label files (.json/.jsonl) or folders of them; "
-                             "records of one key in several files are merged")
-    parser.add_argument("--audio", "--root", dest="audio", type=Path, required=True,
-                        metavar="AUDIO_ROOT",
-                        help="folder searched (recursively) for <segment id>.wav|.flac|.opus "
-                             "files or long <recording id>.opus|.wav|.flac GigaSpeech files")
-    parser.add_argument("--out", type=Path, required=True, metavar="OUT_DIR",
-                        help="output directory: manifests and speechcraft_report.json")
-    parser.add_argument("--gigaspeech-manifest", type=Path, nargs="+", default=[],
-                        metavar="JSONL_GZ", dest="gigaspeech_manifests",
-                        help="lhotse GigaSpeech supervision manifest(s) "
-                             "(gigaspeech_supervisions_*.jsonl.gz) giving segment times in "
-                             "the long recordings")
-    parser.add_argument("--dev-fraction", type=fraction, default=DEFAULT_DEV_FRACTION,
-                        metavar="F", help="share of recordings in dev (default: %(default)s)")
-    parser.add_argument("--test-fraction", type=fraction, default=DEFAULT_TEST_FRACTION,
-                        metavar="F", help="share of recordings in test (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S",
-                        help="seed of the recording split (default: 0)")
-    parser.add_argument("--shar", action="store_true",
-                        help="also write Shar shards per split (segments' audio as FLAC)")
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="SpeechCraft label files (.json/.jsonl) or folders of them; "
+        "records of one key in several files are merged",
+    )
+    parser.add_argument(
+        "--audio",
+        "--root",
+        dest="audio",
+        type=Path,
+        required=True,
+        metavar="AUDIO_ROOT",
+        help="folder searched (recursively) for <segment id>.wav|.flac|.opus "
+        "files or long <recording id>.opus|.wav|.flac GigaSpeech files",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="OUT_DIR",
+        help="output directory: manifests and speechcraft_report.json",
+    )
+    parser.add_argument(
+        "--gigaspeech-manifest",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="JSONL_GZ",
+        dest="gigaspeech_manifests",
+        help="lhotse GigaSpeech supervision manifest(s) "
+        "(gigaspeech_supervisions_*.jsonl.gz) giving segment times in "
+        "the long recordings",
+    )
+    parser.add_argument(
+        "--dev-fraction",
+        type=fraction,
+        default=DEFAULT_DEV_FRACTION,
+        metavar="F",
+        help="share of recordings in dev (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--test-fraction",
+        type=fraction,
+        default=DEFAULT_TEST_FRACTION,
+        metavar="F",
+        help="share of recordings in test (default: %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the recording split (default: 0)")
+    parser.add_argument(
+        "--shar", action="store_true", help="also write Shar shards per split (segments' audio as FLAC)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -334,10 +388,17 @@ def run(args: argparse.Namespace) -> int:
     if args.dev_fraction + args.test_fraction >= 1.0:
         print("error: --dev-fraction + --test-fraction must be below 1", file=sys.stderr)
         return 2
-    opts = Options(labels=list(args.labels), audio=args.audio, out=args.out,
-                   gigaspeech_manifests=list(args.gigaspeech_manifests),
-                   dev_fraction=args.dev_fraction, test_fraction=args.test_fraction,
-                   seed=args.seed, shar=args.shar, progress=not args.no_progress)
+    opts = Options(
+        labels=list(args.labels),
+        audio=args.audio,
+        out=args.out,
+        gigaspeech_manifests=list(args.gigaspeech_manifests),
+        dev_fraction=args.dev_fraction,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        shar=args.shar,
+        progress=not args.no_progress,
+    )
     try:
         report, _ = prepare(opts)
     except LayoutError as err:

@@ -9,27 +9,47 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from data_modules.corpora.common import PrepareReport
 
 LABEL_EXTENSIONS: tuple[str, ...] = (".json", ".jsonl")
 
 # Record keys holding a caption, in order of preference (see the reader's docstring).
-CAPTION_KEYS: tuple[str, ...] = ("description", "caption", "text_description",
-                                 "style_description", "text_style_target", "instruction")
+CAPTION_KEYS: tuple[str, ...] = (
+    "description",
+    "caption",
+    "text_description",
+    "style_description",
+    "text_style_target",
+    "instruction",
+)
 # JSONL fields that may name the utterance.
 KEY_FIELDS: tuple[str, ...] = ("key", "id", "sid", "segment_id", "utt_id", "utt")
 ATTRIBUTE_KEYS: tuple[str, ...] = ("gender", "age", "pitch", "volume", "speed", "emphasis")
 
-_LEVELS = {"low": "low", "normal": "normal", "medium": "normal", "moderate": "normal",
-           "mid": "normal", "middle": "normal", "average": "normal", "high": "high"}
-_SPEEDS = {"slow": "slow", "normal": "normal", "medium": "normal", "moderate": "normal",
-           "average": "normal", "fast": "fast"}
-_GENDERS = {"male": "male", "man": "male", "m": "male", "female": "female", "woman": "female",
-            "f": "female"}
+_LEVELS = {
+    "low": "low",
+    "normal": "normal",
+    "medium": "normal",
+    "moderate": "normal",
+    "mid": "normal",
+    "middle": "normal",
+    "average": "normal",
+    "high": "high",
+}
+_SPEEDS = {
+    "slow": "slow",
+    "normal": "normal",
+    "medium": "normal",
+    "moderate": "normal",
+    "average": "normal",
+    "fast": "fast",
+}
+_GENDERS = {"male": "male", "man": "male", "m": "male", "female": "female", "woman": "female", "f": "female"}
 _LABEL_ALIASES = {"energy": "volume", "transcript": "transcription", "text": "transcription"}
 _NONE_WORDS = {"", "none", "null", "n/a", "unknown", "-"}
 
@@ -49,7 +69,7 @@ def parse_labels(text: str) -> dict[str, str]:
             continue
         key = _LABEL_ALIASES.get(key.strip().lower(), key.strip().lower())
         if key == "transcription":
-            out[key] = "\t".join([value, *parts[i + 1:]]).strip()
+            out[key] = "\t".join([value, *parts[i + 1 :]]).strip()
             break
         out[key] = value.strip()
     return out
@@ -63,8 +83,11 @@ def iter_label_files(paths: Iterable[str | Path]) -> Iterator[Path]:
     """The label files named or found (recursively, sorted) in the given folders."""
     for path in map(Path, paths):
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.suffix in LABEL_EXTENSIONS
-                              and p.is_file() and not p.name.startswith("._"))
+            yield from sorted(
+                p
+                for p in path.rglob("*")
+                if p.suffix in LABEL_EXTENSIONS and p.is_file() and not p.name.startswith("._")
+            )
         else:
             yield path
 
@@ -192,8 +215,7 @@ def describe(record: dict[str, Any]) -> Descriptors:
     for name in (*ATTRIBUTE_KEYS, "emotion", "transcription"):
         if isinstance(record.get(name), str):
             labels.setdefault(name, record[name])
-    captions = {k: record[k].strip() for k in CAPTION_KEYS
-                if isinstance(record.get(k), str) and record[k].strip()}
+    captions = {k: record[k].strip() for k in CAPTION_KEYS if isinstance(record.get(k), str) and record[k].strip()}
     if not labels and not captions:
         raise BadInput("bad_label_record", "no key:value labels and no caption")
     attributes, dropped = {}, {}
@@ -214,4 +236,3 @@ def describe(record: dict[str, Any]) -> Descriptors:
         extra={k: v for k, v in labels.items() if k not in known},
         dropped=dropped,
     )
-

@@ -12,9 +12,20 @@ from omegaconf import OmegaConf
 from explainable_ser.analysis.explore import resolve, run_specs
 from explainable_ser.evaluation import plots
 
-DEFAULT_CURVES = ("train/loss_asr", "train/loss_ser_sed", "train/loss_ser", "train/kl_content",
-                  "train/kl_descriptor", "train/beta", "lr-AdamW", "val/ce_per_token_asr",
-                  "val/ce_per_token_ser_sed", "val/ua", "val/wer", "val/bleu4")
+DEFAULT_CURVES = (
+    "train/loss_asr",
+    "train/loss_ser_sed",
+    "train/loss_ser",
+    "train/kl_content",
+    "train/kl_descriptor",
+    "train/beta",
+    "lr-AdamW",
+    "val/ce_per_token_asr",
+    "val/ce_per_token_ser_sed",
+    "val/ua",
+    "val/wer",
+    "val/bleu4",
+)
 
 
 def stage_names(run_dir: str | Path) -> list[str]:
@@ -41,8 +52,9 @@ def read_scalars(run_dir: str | Path) -> dict[str, dict[str, list[tuple[int, flo
     return out
 
 
-def concatenated_curves(scalars: dict[str, dict[str, list[tuple[int, float]]]]) -> tuple[
-        dict[str, list[tuple[int, float]]], list[int]]:
+def concatenated_curves(
+    scalars: dict[str, dict[str, list[tuple[int, float]]]],
+) -> tuple[dict[str, list[tuple[int, float]]], list[int]]:
     """Stages joined on one step axis (each stage's trainer counts from 0): ``(curves, stage
     boundaries)``; stage s starts after the last step of the stages before it."""
     curves: dict[str, list[tuple[int, float]]] = {}
@@ -78,7 +90,7 @@ def curves_figure(runs: dict[str, str | Path], tags: Sequence[str] = DEFAULT_CUR
             ax.axvline(b, color="grey", linestyle=":", linewidth=1)
         ax.set_title(tag, fontsize=9)
         ax.set_xlabel("step (stages joined)", fontsize=8)
-    for ax in list(axes.flat)[len(present):]:
+    for ax in list(axes.flat)[len(present) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
@@ -104,7 +116,7 @@ def tensorboard_runs(specs: str | Iterable[str]) -> dict[str, Path]:
 def layer_weights(run_dir: str | Path) -> dict[str, list[float]]:
     """The last logged softmax layer weights of both branches (``layer_weights/{branch}/{i}``),
     from the last stage that logged them."""
-    for stage, tags in reversed(list(read_scalars(run_dir).items())):
+    for _stage, tags in reversed(list(read_scalars(run_dir).items())):
         out: dict[str, list[float]] = {}
         for branch in ("content", "descriptor"):
             layer_tags = sorted(t for t in tags if t.startswith(f"layer_weights/{branch}/"))
@@ -118,5 +130,3 @@ def layer_weights(run_dir: str | Path) -> dict[str, list[float]]:
 def layer_weights_figure(run_dir: str | Path, title: str | None = None):
     """Bars of both branches' softmax layer weights beside the uniform 1/L they start from."""
     return plots.layer_weights_figure(layer_weights(run_dir), title=title or f"layer weights: {run_dir}")
-
-

@@ -42,8 +42,19 @@ PAPER_RESULTS: dict[str, dict[str, dict[str, float]]] = _PAPER["results"]
 PAPER_MARKS: dict[str, str] = _PAPER["marks"]
 """Table 2's marks: significant improvement (paired one-tailed t-test, p < 0.05) over that system."""
 
-SUMMARY_KEYS = ("ua", "wa", "macro_f1", "wer", "bleu4", "meteor", "rouge_l", "cider", "spice",
-                "n_utterances", "n_unparsed")
+SUMMARY_KEYS = (
+    "ua",
+    "wa",
+    "macro_f1",
+    "wer",
+    "bleu4",
+    "meteor",
+    "rouge_l",
+    "cider",
+    "spice",
+    "n_utterances",
+    "n_unparsed",
+)
 UTTERANCE_ATTRIBUTES = ("gender", "pitch", "volume", "speed")
 """Descriptors of the whole utterance, which the emotion label is expected to agree with (the
 emphasised word is a word-level choice, independent of the emotion)."""
@@ -128,9 +139,16 @@ def load_run(run_dir: str | Path) -> Run:
         tested = [c for c in cfg.get("data", {}).get("corpora", []) if c.get("test_split")]
         corpus = tested[0]["name"] if tested else None
     cv = path / "crossval.json"
-    return Run(path=path, name=name, corpus=corpus, seed=seed, metrics=metrics, rows=rows,
-               crossval=json.loads(cv.read_text()) if cv.is_file() else None,
-               labels=list(metrics.get("labels") or []))
+    return Run(
+        path=path,
+        name=name,
+        corpus=corpus,
+        seed=seed,
+        metrics=metrics,
+        rows=rows,
+        crossval=json.loads(cv.read_text()) if cv.is_file() else None,
+        labels=list(metrics.get("labels") or []),
+    )
 
 
 # -- one run: predictions and metrics ---------------------------------------------------------
@@ -139,8 +157,9 @@ def summary(run: Run, keys: Sequence[str] = SUMMARY_KEYS) -> list[dict]:
     ``metrics.json`` has it), and the reason where a metric is null."""
     reasons = run.metrics.get("reasons") or {}
     chance = run.metrics.get("chance") or {}
-    return [{"metric": k, "value": run.metrics.get(k), "chance": chance.get(k), "note": reasons.get(k, "")}
-            for k in keys]
+    return [
+        {"metric": k, "value": run.metrics.get(k), "chance": chance.get(k), "note": reasons.get(k, "")} for k in keys
+    ]
 
 
 #: What each counterfactual figure means, for the table below and the notebook.
@@ -160,11 +179,17 @@ def counterfactual_table(run: Run) -> list[dict]:
     for stream, c in (run.metrics.get("counterfactual") or {}).items():
         if not isinstance(c, dict) or "unparseable_rate" not in c:
             continue
-        out.append({"stream zeroed": stream, "n": c["n"], "unparseable": c["unparseable_rate"],
-                    "changed among parsed": c["changed_among_parsed_rate"],
-                    "changed if independent": c["changed_if_independent"],
-                    "UA over parsed": f"{_num(c['ua_parsed'])} -> {_num(c['ua_zeroed_parsed'])}",
-                    "chance UA": c["chance_ua"]})
+        out.append(
+            {
+                "stream zeroed": stream,
+                "n": c["n"],
+                "unparseable": c["unparseable_rate"],
+                "changed among parsed": c["changed_among_parsed_rate"],
+                "changed if independent": c["changed_if_independent"],
+                "UA over parsed": f"{_num(c['ua_parsed'])} -> {_num(c['ua_zeroed_parsed'])}",
+                "chance UA": c["chance_ua"],
+            }
+        )
     return out
 
 
@@ -177,8 +202,10 @@ def probe_ladder(run: Run) -> list[dict]:
     from explainable_ser.analysis.ladder import TARGETS, rung_order
 
     report = json.loads(path.read_text())
-    return [{"rung": rung, **{t: report["rungs"][rung].get(t, {}).get("score") for t in TARGETS}}
-            for rung in rung_order(report["rungs"])]
+    return [
+        {"rung": rung, **{t: report["rungs"][rung].get(t, {}).get("score") for t in TARGETS}}
+        for rung in rung_order(report["rungs"])
+    ]
 
 
 def _num(v: Any) -> str:
@@ -190,11 +217,13 @@ def comparison_note(runs: Sequence[Run]) -> str:
     systems = sorted({r.name for r in runs})
     if len(systems) >= 2:
         return f"{len(systems)} systems: {', '.join(systems)}"
-    return (f"Only {len(systems)} system here ({', '.join(systems) or 'none'}): the tables below need "
-            "two or more to compare. The SynthCraft-scale systems take minutes each on a CPU:\n\n"
-            "```bash\nfor s in sys4 sys5 sys6 sys7; do python -m explainable_ser.fit "
-            "experiments/synthcraft/$s.yaml; done\n"
-            "EXPLAINABLE_SER_RUNS=runs/synthcraft jupyter lab notebooks/compare_systems.ipynb\n```")
+    return (
+        f"Only {len(systems)} system here ({', '.join(systems) or 'none'}): the tables below need "
+        "two or more to compare. The SynthCraft-scale systems take minutes each on a CPU:\n\n"
+        "```bash\nfor s in sys4 sys5 sys6 sys7; do python -m explainable_ser.fit "
+        "experiments/synthcraft/$s.yaml; done\n"
+        "EXPLAINABLE_SER_RUNS=runs/synthcraft jupyter lab notebooks/compare_systems.ipynb\n```"
+    )
 
 
 def confusion_figure(run: Run):
@@ -208,9 +237,10 @@ def per_class_recall(run: Run) -> list[dict]:
     """Recall and reference count per emotion class."""
     recall = run.metrics.get("per_class_recall") or {}
     confusion = run.metrics.get("confusion") or []
-    return [{"emotion": label, "recall": recall.get(label),
-             "n": sum(confusion[i]) if i < len(confusion) else 0}
-            for i, label in enumerate(run.labels)]
+    return [
+        {"emotion": label, "recall": recall.get(label), "n": sum(confusion[i]) if i < len(confusion) else 0}
+        for i, label in enumerate(run.labels)
+    ]
 
 
 def attribute_accuracy(run: Run) -> list[dict]:
@@ -219,8 +249,10 @@ def attribute_accuracy(run: Run) -> list[dict]:
     aa = run.metrics.get("attribute_accuracy") or {}
     acc, n = aa.get("accuracy") or {}, aa.get("n") or {}
     chance = (run.metrics.get("chance") or {}).get("attribute_accuracy") or {}
-    out = [{"attribute": k, "accuracy": v, "chance": (chance.get("accuracy") or {}).get(k), "n": n.get(k)}
-           for k, v in acc.items()]
+    out = [
+        {"attribute": k, "accuracy": v, "chance": (chance.get("accuracy") or {}).get(k), "n": n.get(k)}
+        for k, v in acc.items()
+    ]
     if out:
         out.append({"attribute": "mean", "accuracy": aa.get("mean"), "chance": chance.get("mean"), "n": None})
     return out
@@ -246,15 +278,25 @@ def caption_label_disagreements(rows: Iterable[dict], keys: Sequence[str] = UTTE
         known = [k for k in keys if ref.get(k) is not None]
         if r.get("emotion_ref") is None or not known:
             continue
-        wrong = [f"{k}: {hyp.get(k)} (ref {ref[k]})" for k in known
-                 if str(hyp.get(k) or "").casefold() != str(ref[k]).casefold()]
+        wrong = [
+            f"{k}: {hyp.get(k)} (ref {ref[k]})"
+            for k in known
+            if str(hyp.get(k) or "").casefold() != str(ref[k]).casefold()
+        ]
         label_ok = r.get("emotion") == r["emotion_ref"]
         if label_ok == (not wrong):
             continue
-        out.append({"id": r["id"], "kind": "label right, caption wrong" if label_ok else "caption right, label wrong",
-                    "emotion_ref": r["emotion_ref"], "emotion": r.get("emotion"),
-                    "caption": r.get("caption"), "caption_ref": r.get("caption_ref"),
-                    "descriptors_wrong": "; ".join(wrong)})
+        out.append(
+            {
+                "id": r["id"],
+                "kind": "label right, caption wrong" if label_ok else "caption right, label wrong",
+                "emotion_ref": r["emotion_ref"],
+                "emotion": r.get("emotion"),
+                "caption": r.get("caption"),
+                "caption_ref": r.get("caption_ref"),
+                "descriptors_wrong": "; ".join(wrong),
+            }
+        )
     return out
 
 
@@ -262,9 +304,17 @@ def caption_samples(rows: Iterable[dict], n: int = 10) -> list[dict]:
     """Generated captions beside the references (and the emotions), first ``n`` utterances by id."""
     cap = [r for r in rows if "caption" in get_task(r["task"]).fields]
     cap.sort(key=lambda r: (r["id"], r["task"]))
-    return [{"id": r["id"], "task": r["task"], "caption_ref": r.get("caption_ref"),
-             "caption": r.get("caption"), "emotion_ref": r.get("emotion_ref"), "emotion": r.get("emotion")}
-            for r in cap[:n]]
+    return [
+        {
+            "id": r["id"],
+            "task": r["task"],
+            "caption_ref": r.get("caption_ref"),
+            "caption": r.get("caption"),
+            "emotion_ref": r.get("emotion_ref"),
+            "emotion": r.get("emotion"),
+        }
+        for r in cap[:n]
+    ]
 
 
 # -- comparison across systems --------------------------------------------------------------------
@@ -284,9 +334,18 @@ def paper_table(metrics: Sequence[str] = ("ua", "wer"), corpora: Sequence[str] =
 
 def runs_overview(runs: Iterable[Run]) -> list[dict]:
     """Which directory is which system, corpus and seed."""
-    return [{"system": r.name, "corpus": r.corpus, "seed": r.seed,
-             "folds": ",".join(map(str, r.crossval["folds"])) if r.crossval else "",
-             "ua": r.metrics.get("ua"), "wer": r.metrics.get("wer"), "path": str(r.path)} for r in runs]
+    return [
+        {
+            "system": r.name,
+            "corpus": r.corpus,
+            "seed": r.seed,
+            "folds": ",".join(map(str, r.crossval["folds"])) if r.crossval else "",
+            "ua": r.metrics.get("ua"),
+            "wer": r.metrics.get("wer"),
+            "path": str(r.path),
+        }
+        for r in runs
+    ]
 
 
 def significance_table(runs: Iterable[Run], system: str = "sys7", captions: bool = True) -> list[dict]:
@@ -302,10 +361,21 @@ def significance_table(runs: Iterable[Run], system: str = "sys7", captions: bool
             continue
         res = significance(groups[(system, corpus)], group, group[0].labels or None, captions)
         for metric, m in res["metrics"].items():
-            out.append({"corpus": corpus, "A": system, "B": name, "metric": metric, "test on": m["test"],
-                        "A value": m["a"],
-                        "B value": m["b"], "delta": m["delta"], "p (A better)": m["p"],
-                        "significant": "yes" if m["significant"] else "no", "pairs": res["n_shared"]})
+            out.append(
+                {
+                    "corpus": corpus,
+                    "A": system,
+                    "B": name,
+                    "metric": metric,
+                    "test on": m["test"],
+                    "A value": m["a"],
+                    "B value": m["b"],
+                    "delta": m["delta"],
+                    "p (A better)": m["p"],
+                    "significant": "yes" if m["significant"] else "no",
+                    "pairs": res["n_shared"],
+                }
+            )
     return out
 
 
@@ -331,8 +401,7 @@ def _metric_value(run: Run, key: str) -> float | None:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def significance(a: list[Run], b: list[Run], labels: list[str] | None = None,
-                 captions: bool = True) -> dict[str, Any]:
+def significance(a: list[Run], b: list[Run], labels: list[str] | None = None, captions: bool = True) -> dict[str, Any]:
     """Paired one-tailed t-tests that system A beats system B (``compare.compare``), pooling the
     seeds both have (utterance i of seed s paired with utterance i of seed s). The UA test's
     class weights come from the pooled references."""
@@ -342,9 +411,13 @@ def significance(a: list[Run], b: list[Run], labels: list[str] | None = None,
     return compare(_paired_rows(a, seeds), _paired_rows(b, seeds), labels, captions=captions)
 
 
-def system_table(runs: Iterable[Run], metrics: Sequence[str] = ("ua", "wer"),
-                 marks: dict[str, str] | None = None, systems: dict[str, tuple[str, str]] | None = None,
-                 scale: float = 100.0) -> list[dict]:
+def system_table(
+    runs: Iterable[Run],
+    metrics: Sequence[str] = ("ua", "wer"),
+    marks: dict[str, str] | None = None,
+    systems: dict[str, tuple[str, str]] | None = None,
+    scale: float = 100.0,
+) -> list[dict]:
     """The paper's layout: one row per system, per test corpus the columns ``metrics`` (x100,
     as the paper prints them), averaged over the system's runs (seeds; a cross-validation is
     one run reporting its mean over folds), ``± std`` over seeds when there are several.
@@ -374,12 +447,20 @@ def system_table(runs: Iterable[Run], metrics: Sequence[str] = ("ua", "wer"),
             if not group:
                 row.update({f"{corpus} {m}": "/" for m in metrics})
                 continue
-            tests = {sym: significance(group, groups[(base, corpus)], group[0].labels or None,
-                                       captions=any(m in CAPTION_TESTS for m in metrics))
-                     for sym, base in marks.items() if base != name and (base, corpus) in groups}
+            tests = {
+                sym: significance(
+                    group,
+                    groups[(base, corpus)],
+                    group[0].labels or None,
+                    captions=any(m in CAPTION_TESTS for m in metrics),
+                )
+                for sym, base in marks.items()
+                if base != name and (base, corpus) in groups
+            }
             for m in metrics:
                 row[f"{corpus} {m}"] = _cell([_metric_value(r, m) for r in group], scale) + "".join(
-                    sym for sym, t in tests.items() if t["metrics"].get(m, {}).get("significant"))
+                    sym for sym, t in tests.items() if t["metrics"].get(m, {}).get("significant")
+                )
         table.append(row)
     return table
 

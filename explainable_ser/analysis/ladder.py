@@ -1,4 +1,6 @@
-"""The information ladder: where emotion and descriptor information is lost between the measured acoustics, the descriptor tokens, the LLM read teacher-forced, and the generated answer (linear probes on each rung)."""
+"""The information ladder: where emotion and descriptor information is lost between the measured
+acoustics, the descriptor tokens, the LLM read teacher-forced, and the generated answer (linear
+probes on each rung)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,17 @@ import time
 from pathlib import Path
 
 TARGETS = ("emotion", "gender", "pitch", "volume", "speed")
-MEASUREMENT_FEATURES = ("f0_median_hz", "f0_p5_hz", "f0_p95_hz", "f0_range_semitones", "voiced_fraction",
-                        "loudness_lufs", "level_db", "peak_level_db", "speaking_rate")
+MEASUREMENT_FEATURES = (
+    "f0_median_hz",
+    "f0_p5_hz",
+    "f0_p95_hz",
+    "f0_range_semitones",
+    "voiced_fraction",
+    "loudness_lufs",
+    "level_db",
+    "peak_level_db",
+    "speaking_rate",
+)
 
 
 def target_labels(record: dict) -> dict[str, str | None]:
@@ -45,8 +56,12 @@ def fit_probe(kind: str, train_x, train_y: list, test_x, test_y: list, target: s
     te = [i for i, y in enumerate(test_y) if y is not None]
     ys = [train_y[i] for i in tr]
     if len(set(ys)) < 2 or not te:
-        return {"score": None, "n_train": len(tr), "n_test": len(te),
-                "reason": "fewer than two classes in training" if len(set(ys)) < 2 else "no labelled test clip"}
+        return {
+            "score": None,
+            "n_train": len(tr),
+            "n_test": len(te),
+            "reason": "fewer than two classes in training" if len(set(ys)) < 2 else "no labelled test clip",
+        }
     x_tr, x_te = np.asarray(train_x, dtype=np.float64)[tr], np.asarray(test_x, dtype=np.float64)[te]
     if kind == "trees":
         clf = HistGradientBoostingClassifier(random_state=0)
@@ -120,7 +135,7 @@ def clip_batches(clips: list, batch_size: int, desc: str):
 
     order = sorted(range(len(clips)), key=lambda i: clips[i][0].shape[0])
     for s in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
-        idx = order[s: s + batch_size]
+        idx = order[s : s + batch_size]
         lens = torch.tensor([clips[i][0].shape[0] for i in idx])
         wave = torch.zeros(len(idx), int(lens.max()))
         for j, i in enumerate(idx):
@@ -158,8 +173,12 @@ def model_states(model, clips: list, batch_size: int = 8, desc: str = "states") 
 
 # The values a descriptor attribute takes in SpeechCraft-style captions (read back by
 # :func:`explainable_ser.model.prompts.caption_attributes`).
-CANDIDATES = {"gender": ("male", "female"), "pitch": ("low", "normal", "high"),
-              "volume": ("low", "normal", "high"), "speed": ("slow", "normal", "fast")}
+CANDIDATES = {
+    "gender": ("male", "female"),
+    "pitch": ("low", "normal", "high"),
+    "volume": ("low", "normal", "high"),
+    "speed": ("slow", "normal", "fast"),
+}
 
 
 def value_slots(target: str, labels: list[str]) -> dict[str, tuple[str, list[str], str]]:
@@ -180,15 +199,16 @@ def value_slots(target: str, labels: list[str]) -> dict[str, tuple[str, list[str
         out[name] = (target[: m.start(1)], cands, said.lower())
     k = target.find(FIELD_PREFIX["emotion"])
     if k >= 0:
-        rest = target[k + len(FIELD_PREFIX["emotion"]):]
+        rest = target[k + len(FIELD_PREFIX["emotion"]) :]
         said = rest.strip().split()[0].lower() if rest.strip() else ""
         if said in labels:
             out["emotion"] = (target[: k + len(FIELD_PREFIX["emotion"])] + " ", list(labels), said)
     return out
 
 
-def teacher_forced_choices(model, clips: list, task_name: str, labels: list[str], batch_size: int = 8,
-                           desc: str = "teacher-forced") -> list[dict[str, str]]:
+def teacher_forced_choices(
+    model, clips: list, task_name: str, labels: list[str], batch_size: int = 8, desc: str = "teacher-forced"
+) -> list[dict[str, str]]:
     """Per ``(wave, record)`` clip: ``{target: the value the LLM ranks first}`` at each value's
     place in the clip's reference target, given the reference text before it (and the audio).
 
@@ -205,8 +225,7 @@ def teacher_forced_choices(model, clips: list, task_name: str, labels: list[str]
     ids = model.prompts._ids
     out: list[dict[str, str]] = [{} for _ in clips]
     for idx, wave, lens in clip_batches(clips, batch_size, desc):
-        speech = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False,
-                                     zero_descriptor=False)
+        speech = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=False)
         rows, seqs, skip, owner = [], [], [], []  # one sequence per (clip, target, candidate)
         for j, i in enumerate(idx):
             target = render_target(task, clips[i][1])
@@ -225,9 +244,14 @@ def teacher_forced_choices(model, clips: list, task_name: str, labels: list[str]
         if not seqs:
             continue
         pick = torch.tensor(rows)
-        sub = SpeechTokens(speech.content[pick], speech.descriptor[pick], speech.n_tokens[pick],
-                           {k: v[pick] for k, v in speech.kl.items()}, speech.frame_lens[pick],
-                           None if speech.summary is None else speech.summary[pick])
+        sub = SpeechTokens(
+            speech.content[pick],
+            speech.descriptor[pick],
+            speech.n_tokens[pick],
+            {k: v[pick] for k, v in speech.kl.items()},
+            speech.frame_lens[pick],
+            None if speech.summary is None else speech.summary[pick],
+        )
         embeds, mask, _, picks = model.splice(sub, task, seqs)
         hidden = model.decoder_hidden(embeds, mask)  # [S, L, H]
         logits = model.lm_head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, picks["pos"]))  # [T, V]
@@ -250,11 +274,12 @@ def teacher_forced_scores(choices: list[dict[str, str]], test_labels: list[dict]
     """The teacher-forced choices scored like the probes (UA for the emotion)."""
     out = {}
     for target in TARGETS:
-        pairs = [(y[target], c[target]) for c, y in zip(choices, test_labels)
-                 if y[target] is not None and target in c]
-        out[target] = ({"score": round(score(target, [a for a, _ in pairs], [b for _, b in pairs]), 4),
-                        "n_test": len(pairs)} if pairs
-                       else {"score": None, "n_test": 0, "reason": "no reference target states it"})
+        pairs = [(y[target], c[target]) for c, y in zip(choices, test_labels) if y[target] is not None and target in c]
+        out[target] = (
+            {"score": round(score(target, [a for a, _ in pairs], [b for _, b in pairs]), 4), "n_test": len(pairs)}
+            if pairs
+            else {"score": None, "n_test": 0, "reason": "no reference target states it"}
+        )
     return out
 
 
@@ -285,8 +310,11 @@ def answer_scores(predictions: Path, test_ids: list[str], test_labels: list[dict
                 guess = (row.get("caption_attributes") or caption_attributes(row.get("caption"))).get(target)
             truth.append(labels[target])
             pred.append(guess if guess is not None else "<none>")
-        out[target] = ({"score": round(score(target, truth, pred), 4), "n_test": len(truth)} if truth
-                       else {"score": None, "n_test": 0, "reason": "no prediction with this field"})
+        out[target] = (
+            {"score": round(score(target, truth, pred), 4), "n_test": len(truth)}
+            if truth
+            else {"score": None, "n_test": 0, "reason": "no prediction with this field"}
+        )
     return out
 
 
@@ -294,14 +322,21 @@ def ladder(report: dict) -> dict:
     """Per target: the best encoder rung, the answer, and what is lost between them."""
     out = {}
     for target in TARGETS:
-        enc = {k: v[target]["score"] for k, v in report["rungs"].items()
-               if k.startswith("encoder/") and v[target]["score"] is not None}
+        enc = {
+            k: v[target]["score"]
+            for k, v in report["rungs"].items()
+            if k.startswith("encoder/") and v[target]["score"] is not None
+        }
         ans = report["rungs"].get("answer", {}).get(target, {}).get("score")
         if not enc:
             continue
         best = max(enc, key=enc.get)
-        out[target] = {"best_encoder_rung": best, "best_encoder": enc[best], "answer": ans,
-                       "lost": None if ans is None else round(enc[best] - ans, 4)}
+        out[target] = {
+            "best_encoder_rung": best,
+            "best_encoder": enc[best],
+            "answer": ans,
+            "lost": None if ans is None else round(enc[best] - ans, 4),
+        }
     return out
 
 
@@ -352,8 +387,16 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def run_probe(run_dir: Path, ckpt: Path | None, n_train: int, n_test: int | None, measurements: bool,
-              workers: int, overrides: list[str], teacher_forced: bool = True) -> dict:
+def run_probe(
+    run_dir: Path,
+    ckpt: Path | None,
+    n_train: int,
+    n_test: int | None,
+    measurements: bool,
+    workers: int,
+    overrides: list[str],
+    teacher_forced: bool = True,
+) -> dict:
     """Load the run, collect each rung's features on train/test clips, fit and score the probes."""
     import torch
 
@@ -372,23 +415,33 @@ def run_probe(run_dir: Path, ckpt: Path | None, n_train: int, n_test: int | None
         raise ValueError(f"{run_dir}: {len(train)} training and {len(test)} test clips; the probe needs both")
     train_y = [target_labels(r) for _, r in train]
     test_y = [target_labels(r) for _, r in test]
-    report: dict = {"run_dir": str(run_dir), "checkpoint": str(ckpt), "n_train": len(train), "n_test": len(test),
-                    "probe": {"measurements": "HistGradientBoostingClassifier on nine measurements",
-                              "states": "StandardScaler + LogisticRegression(C=0.1) on mean+std over frames"},
-                    "score": {"emotion": "UA (mean per-class recall)", "attributes": "accuracy"},
-                    "rungs": {}}
+    report: dict = {
+        "run_dir": str(run_dir),
+        "checkpoint": str(ckpt),
+        "n_train": len(train),
+        "n_test": len(test),
+        "probe": {
+            "measurements": "HistGradientBoostingClassifier on nine measurements",
+            "states": "StandardScaler + LogisticRegression(C=0.1) on mean+std over frames",
+        },
+        "score": {"emotion": "UA (mean per-class recall)", "attributes": "accuracy"},
+        "rungs": {},
+    }
     if measurements:
         sr = dm.cfg.sampling_rate
         f_tr = measurement_features(train, sr, workers, "measuring (train)")
         f_te = measurement_features(test, sr, workers, "measuring (test)")
-        report["rungs"]["measurements"] = {t: fit_probe("trees", f_tr, [y[t] for y in train_y], f_te,
-                                                        [y[t] for y in test_y], t) for t in TARGETS}
+        report["rungs"]["measurements"] = {
+            t: fit_probe("trees", f_tr, [y[t] for y in train_y], f_te, [y[t] for y in test_y], t) for t in TARGETS
+        }
     with torch.no_grad(), decode_precision(cfg, torch.device("cpu"), model):
         s_tr = model_states(model, train, desc="states (train)")
         s_te = model_states(model, test, desc="states (test)")
     for rung in rung_order(s_tr):
-        report["rungs"][rung] = {t: fit_probe("linear", s_tr[rung], [y[t] for y in train_y], s_te[rung],
-                                              [y[t] for y in test_y], t) for t in TARGETS}
+        report["rungs"][rung] = {
+            t: fit_probe("linear", s_tr[rung], [y[t] for y in train_y], s_te[rung], [y[t] for y in test_y], t)
+            for t in TARGETS
+        }
     from explainable_ser.model.prompts import get_task
 
     tasks = [t for t in cfg.eval.tasks if {"caption", "emotion"} & set(get_task(t).fields)]
@@ -423,6 +476,8 @@ def table(report: dict) -> str:
             v = report["rungs"][rung].get(t, {}).get("score")
             cells.append(f"{v:>9.3f}" if v is not None else f"{'-':>9}")
         lines.append(f"{rung:<22}" + "".join(cells))
-    lines.append("lost between the best encoder layer and the answer: " + ", ".join(
-        f"{t} {v['lost']:+.3f}" for t, v in report["ladder"].items() if v["lost"] is not None))
+    lines.append(
+        "lost between the best encoder layer and the answer: "
+        + ", ".join(f"{t} {v['lost']:+.3f}" for t, v in report["ladder"].items() if v["lost"] is not None)
+    )
     return "\n".join(lines)

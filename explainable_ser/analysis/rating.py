@@ -1,4 +1,5 @@
-"""Human evaluation of explanations: the rating sheet (blind, shuffled systems, audio links, the rubric), reading raters' sheets back, agreement and means with intervals, and the LLM judge."""
+"""Human evaluation of explanations: the rating sheet (blind, shuffled systems, audio links, the
+rubric), reading raters' sheets back, agreement and means with intervals, and the LLM judge."""
 
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ AUTOMATIC = "automatic:"
 RUBRIC_VERSION = 1
 RUBRIC = {
     "plausibility": "Would a listener accept this explanation as a reason for the emotion given? "
-                    "1 = not at all, 5 = fully.",
+    "1 = not at all, 5 = fully.",
     "grounding": "Are the acoustic cues the explanation states (pitch, volume, speed, gender, "
-                 "emphasised word) consistent with the measured attributes? 1 = they contradict "
-                 "them, 5 = every stated cue agrees.",
+    "emphasised word) consistent with the measured attributes? 1 = they contradict "
+    "them, 5 = every stated cue agrees.",
     "faithfulness": "Does the explanation support the emotion it comes with (rather than another "
-                    "emotion)? 1 = it contradicts it, 5 = it clearly supports it.",
+    "emotion)? 1 = it contradicts it, 5 = it clearly supports it.",
 }
 """The judge's rubric, one question per criterion (the human sheet's README says the same)."""
 
@@ -102,18 +103,19 @@ def parse_systems(items: list[str]) -> dict[str, Path]:
     return systems
 
 
-def export(systems: dict[str, Path], out: Path, n: int, seed: int = 0, explanation: str = "auto",
-           audio: str = "copy") -> dict:
+def export(
+    systems: dict[str, Path], out: Path, n: int, seed: int = 0, explanation: str = "auto", audio: str = "copy"
+) -> dict:
     """Write ``out/sheet.csv`` (+ ``out/audio/``, ``out/README.txt``) and ``out.key.json``."""
     preds = {name: emotion_rows(p) for name, p in systems.items()}
     common = sorted(set.intersection(*(set(r) for r in preds.values())))
     usable = [u for u in common if all(explanation_of(preds[s][u], explanation) for s in preds)]
     if not usable:
-        raise SheetError(f"no utterance has an {explanation} explanation in every system "
-                         f"({len(common)} decoded by all)")
+        raise SheetError(
+            f"no utterance has an {explanation} explanation in every system ({len(common)} decoded by all)"
+        )
     if n > len(usable):
-        print(f"note: {n} utterances asked for, {len(usable)} usable in every system: taking all",
-              file=sys.stderr)
+        print(f"note: {n} utterances asked for, {len(usable)} usable in every system: taking all", file=sys.stderr)
     rng = random.Random(seed)
     chosen = rng.sample(usable, min(n, len(usable)))
     paths: dict[str, str] = {}
@@ -121,8 +123,10 @@ def export(systems: dict[str, Path], out: Path, n: int, seed: int = 0, explanati
         paths.update(audio_paths(p))
     missing = [u for u in chosen if u not in paths]
     if missing:
-        raise SheetError(f"{len(missing)} of {len(chosen)} utterances have no audio file found (first: "
-                         f"{missing[0]}); the predictions need their run's config.yaml beside them")
+        raise SheetError(
+            f"{len(missing)} of {len(chosen)} utterances have no audio file found (first: "
+            f"{missing[0]}); the predictions need their run's config.yaml beside them"
+        )
     if out.exists():
         raise SheetError(f"{out} exists: pick a new folder for a new sheet")
     key_path = out.with_name(out.name + ".key.json")
@@ -134,28 +138,48 @@ def export(systems: dict[str, Path], out: Path, n: int, seed: int = 0, explanati
         (out / "audio").mkdir()
         for u in chosen:
             shutil.copy(paths[u], out / "audio" / clip_names[u])
-    key = {"version": 1, "seed": seed, "n_utterances": len(chosen), "explanation": explanation,
-           "systems": {s: str(p) for s, p in systems.items()}, "rubric_version": RUBRIC_VERSION, "items": {}}
+    key = {
+        "version": 1,
+        "seed": seed,
+        "n_utterances": len(chosen),
+        "explanation": explanation,
+        "systems": {s: str(p) for s, p in systems.items()},
+        "rubric_version": RUBRIC_VERSION,
+        "items": {},
+    }
     with open(out / "sheet.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=SHEET_COLUMNS)
         w.writeheader()
         for i, (u, s) in enumerate(pairs):
             item = f"item{i:04d}"
             row = preds[s][u]
-            w.writerow({"item": item,
-                        "audio": f"audio/{clip_names[u]}" if audio == "copy" else paths[u],
-                        "emotion": row.get("emotion") or "", "explanation": explanation_of(row, explanation)})
-            key["items"][item] = {"system": s, "id": u, "transcript_ref": row.get("transcript_ref"),
-                                  "attributes_ref": {k: v for k, v in (row.get("attributes_ref") or {}).items()
-                                                     if k in ("gender", "pitch", "volume", "speed", "emphasis")}}
+            w.writerow(
+                {
+                    "item": item,
+                    "audio": f"audio/{clip_names[u]}" if audio == "copy" else paths[u],
+                    "emotion": row.get("emotion") or "",
+                    "explanation": explanation_of(row, explanation),
+                }
+            )
+            key["items"][item] = {
+                "system": s,
+                "id": u,
+                "transcript_ref": row.get("transcript_ref"),
+                "attributes_ref": {
+                    k: v
+                    for k, v in (row.get("attributes_ref") or {}).items()
+                    if k in ("gender", "pitch", "volume", "speed", "emphasis")
+                },
+            }
     (out / "README.txt").write_text(
         "Rate each row of sheet.csv after listening to its clip (audio column).\n"
         "Write an integer 1-5 in each criterion column (leave it blank if you cannot judge), and\n"
         "put your name in a 'rater' column or in the file name. Do not reorder or rename items.\n\n"
-        + "".join(f"{c}: {q}\n" for c, q in RUBRIC.items()), encoding="utf-8")
+        + "".join(f"{c}: {q}\n" for c, q in RUBRIC.items()),
+        encoding="utf-8",
+    )
     key_path.write_text(json.dumps(key, indent=2) + "\n", encoding="utf-8")
-    return {"sheet": str(out / "sheet.csv"), "key": str(key_path), "n_items": len(pairs),
-            "n_utterances": len(chosen)}
+    return {"sheet": str(out / "sheet.csv"), "key": str(key_path), "n_items": len(pairs), "n_utterances": len(chosen)}
 
 
 # -- aggregate --------------------------------------------------------------------------------
@@ -235,12 +259,19 @@ def summarise(sheets: dict[str, dict], key: dict) -> dict:
             continue
         import krippendorff
 
-        data = np.array([[s.get(i, {}).get(c) if s.get(i, {}).get(c) is not None else np.nan
-                          for i in items] for s in sheets.values()], dtype=float)
+        data = np.array(
+            [
+                [s.get(i, {}).get(c) if s.get(i, {}).get(c) is not None else np.nan for i in items]
+                for s in sheets.values()
+            ],
+            dtype=float,
+        )
         pairable = (np.sum(~np.isnan(data), axis=0) >= 2).sum()
-        out["alpha"][c] = (float(krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal",
-                                                    value_domain=list(LIKERT)))
-                           if pairable else None)
+        out["alpha"][c] = (
+            float(krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal", value_domain=list(LIKERT)))
+            if pairable
+            else None
+        )
     return out
 
 
@@ -262,17 +293,26 @@ def aggregate(paths: list[Path], key_path: Path) -> dict:
 # -- judge ------------------------------------------------------------------------------------
 def judge_prompt(lm, criterion: str, row: dict, context: dict) -> str:
     attrs = ", ".join(f"{k}: {v}" for k, v in (context.get("attributes_ref") or {}).items() if v) or "unknown"
-    user = (f"Emotion given: {row['emotion'] or 'none'}\n"
-            f"Explanation: {row['explanation']}\n"
-            f"Transcript: {context.get('transcript_ref') or 'unknown'}\n"
-            f"Measured attributes of the speech: {attrs}\n\n"
-            f"{RUBRIC[criterion]}\nAnswer with one digit from 1 to 5.")
+    user = (
+        f"Emotion given: {row['emotion'] or 'none'}\n"
+        f"Explanation: {row['explanation']}\n"
+        f"Transcript: {context.get('transcript_ref') or 'unknown'}\n"
+        f"Measured attributes of the speech: {attrs}\n\n"
+        f"{RUBRIC[criterion]}\nAnswer with one digit from 1 to 5."
+    )
     system = "You rate explanations of emotions recognised in speech. You answer with one digit."
     return lm.render(system, user, answer_prefix="Score: ")
 
 
-def judge(sheet: Path, key_path: Path, out: Path, judge_model: str, batch_size: int = 8,
-          device: str | None = None, progress: bool = True) -> dict:
+def judge(
+    sheet: Path,
+    key_path: Path,
+    out: Path,
+    judge_model: str,
+    batch_size: int = 8,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict:
     from tqdm import tqdm
 
     from explainable_ser.model.teacher import InstructLM
@@ -283,9 +323,14 @@ def judge(sheet: Path, key_path: Path, out: Path, judge_model: str, batch_size: 
     lm = InstructLM.load(judge_model, device=device)
     jobs = [(r, c) for r in rows for c in CRITERIA]
     choices = [str(v) for v in LIKERT]
-    for start in tqdm(range(0, len(jobs), batch_size), desc=f"judging ({judge_model})",
-                      unit="batch", disable=not progress, file=sys.stderr):
-        chunk = jobs[start:start + batch_size]
+    for start in tqdm(
+        range(0, len(jobs), batch_size),
+        desc=f"judging ({judge_model})",
+        unit="batch",
+        disable=not progress,
+        file=sys.stderr,
+    ):
+        chunk = jobs[start : start + batch_size]
         prompts = [judge_prompt(lm, c, r, key["items"][r["item"]]) for r, c in chunk]
         for (r, c), probs in zip(chunk, lm.choose(prompts, choices)):
             r[c] = max(probs, key=probs.get)

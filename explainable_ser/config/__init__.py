@@ -22,7 +22,22 @@ from explainable_ser.config.schema import (
 )
 
 __all__ = [
-    "PACKAGED_CONFIGS", "BranchConfig", "ClassifierConfig", "ConfigError", "EncoderConfig", "EvalConfig",
-    "ExperimentConfig", "LLMConfig", "LoraConfig", "ModelConfig", "StageConfig", "TrainerConfig",
-    "TrainingConfig", "WarmStartConfig", "check_names", "load_config", "paper_stages", "to_yaml",
+    "PACKAGED_CONFIGS",
+    "BranchConfig",
+    "ClassifierConfig",
+    "ConfigError",
+    "EncoderConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "LLMConfig",
+    "LoraConfig",
+    "ModelConfig",
+    "StageConfig",
+    "TrainerConfig",
+    "TrainingConfig",
+    "WarmStartConfig",
+    "check_names",
+    "load_config",
+    "paper_stages",
+    "to_yaml",
 ]

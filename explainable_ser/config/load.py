@@ -116,16 +116,21 @@ def check_names(cfg: ExperimentConfig) -> None:
     _choices("model.branch.utterance_context", cfg.model.branch.utterance_context, groups[:2])
     enc2 = cfg.model.descriptor_encoder
     if enc2 is not None and enc2.kind == "ctc_fbank":
-        raise ConfigError("model.descriptor_encoder.kind: ctc_fbank is trained on transcripts, a "
-                          "content encoder; use hf, whisper or fbank for the descriptor stream")
+        raise ConfigError(
+            "model.descriptor_encoder.kind: ctc_fbank is trained on transcripts, a "
+            "content encoder; use hf, whisper or fbank for the descriptor stream"
+        )
     if enc2 is not None and cfg.model.kind != "llm":
         raise ConfigError("model.descriptor_encoder: only the LLM model (model.kind: llm) has a descriptor branch")
     if enc2 is not None and "descriptor" in cfg.training.warm_start.branches:
-        raise ConfigError("training.warm_start.branches: the descriptor warm start reads the content "
-                          "encoder's layers; with model.descriptor_encoder set, warm-start only [content]")
+        raise ConfigError(
+            "training.warm_start.branches: the descriptor warm start reads the content "
+            "encoder's layers; with model.descriptor_encoder set, warm-start only [content]"
+        )
     if cfg.data.caption_attributes is not None:
-        _choices("data.caption_attributes", cfg.data.caption_attributes,
-                 ("gender", "pitch", "volume", "speed", "emphasis"))
+        _choices(
+            "data.caption_attributes", cfg.data.caption_attributes, ("gender", "pitch", "volume", "speed", "emphasis")
+        )
 
 
 def _check_elements(obj, prefix: str = "") -> None:
@@ -147,8 +152,9 @@ def _check_value(value, hint, key: str) -> None:
     elif origin is dict and len(args) == 2 and isinstance(value, dict):
         for name, item in value.items():
             _check_value(item, args[1], f"{key}.{name}")
-    elif hint in (str, int, float) and (isinstance(value, bool) or not isinstance(
-            value, (int, float) if hint is float else hint)):
+    elif hint in (str, int, float) and (
+        isinstance(value, bool) or not isinstance(value, (int, float) if hint is float else hint)
+    ):
         raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
 
 

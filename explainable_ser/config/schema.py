@@ -213,10 +213,24 @@ def paper_stages() -> list[StageConfig]:
     """Paper Sec. 4.4: 4 epochs each, batch 8; stage 1 constant 2e-4, stage 2 cosine peaking at
     2e-5, both with 3 % linear warm-up."""
     return [
-        StageConfig(name="stage1", trainable=["content", "lora"], tasks=["asr"],
-                    zero_descriptor=True, epochs=4, lr=2e-4, scheduler="constant"),
-        StageConfig(name="stage2", trainable=["descriptor", "lora"], tasks=["ser_sed", "asr"],
-                    zero_descriptor=False, epochs=4, lr=2e-5, scheduler="cosine"),
+        StageConfig(
+            name="stage1",
+            trainable=["content", "lora"],
+            tasks=["asr"],
+            zero_descriptor=True,
+            epochs=4,
+            lr=2e-4,
+            scheduler="constant",
+        ),
+        StageConfig(
+            name="stage2",
+            trainable=["descriptor", "lora"],
+            tasks=["ser_sed", "asr"],
+            zero_descriptor=False,
+            epochs=4,
+            lr=2e-5,
+            scheduler="cosine",
+        ),
     ]
 
 
@@ -231,8 +245,9 @@ class WarmStartConfig:
     branches: list[str] = field(default_factory=list)
     """Branches to warm-start: ``content`` (CTC on the transcript tokens) and/or ``descriptor``
     (CTC on the words of ``descriptor_fields``). Empty: off (the paper's recipe)."""
-    descriptor_fields: list[str] = field(default_factory=lambda: [
-        "gender", "pitch", "volume", "speed", "emphasis", "emotion"])
+    descriptor_fields: list[str] = field(
+        default_factory=lambda: ["gender", "pitch", "volume", "speed", "emphasis", "emotion"]
+    )
     """Record fields spelled out in the descriptor branch's target (``emotion`` or an
     ``attributes`` key); set it to what the stage-2 targets hold (Sys.5: ``[emotion]``)."""
     epochs: int = 20
@@ -293,8 +308,9 @@ class TrainingConfig:
     """AdamW weight decay."""
     fused_adamw: bool = True
     """Use the fused AdamW kernel where the device supports it."""
-    labels: list[str] = field(default_factory=lambda: [
-        "neutral", "happy", "sad", "angry", "surprised", "fearful", "disgusted"])
+    labels: list[str] = field(
+        default_factory=lambda: ["neutral", "happy", "sad", "angry", "surprised", "fearful", "disgusted"]
+    )
     """Emotion label set (metrics, parsing); SpeechCraft's emotions by default (mostly the first
     four; IEMOCAP and SynthCraft configs narrow it to those four)."""
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
@@ -353,8 +369,7 @@ class EvalConfig:
     the records' ``language``)."""
     val_decode_limit: int = 64
     """Utterances decoded per validation epoch (per rank) for UA/WER/caption curves; 0 = off."""
-    counterfactual: list[Literal["descriptor", "content"]] = field(
-        default_factory=lambda: ["descriptor", "content"])
+    counterfactual: list[Literal["descriptor", "content"]] = field(default_factory=lambda: ["descriptor", "content"])
     """Speech streams zeroed, one at a time, in an extra decode of the emotion tasks after
     evaluation (``metrics.json["counterfactual"]``: how often the answer breaks, how often it
     changes, UA); ``[]`` = none (each stream costs one more decode of the test split)."""

@@ -73,9 +73,7 @@ def _char_tokenize(s: str) -> str:
     (lowercased, mirroring the PTB ``-lowerCase`` used for English).
     """
     s = unicodedata.normalize("NFKC", s).lower()
-    return " ".join(
-        ch for ch in s if not ch.isspace() and not unicodedata.category(ch).startswith(("P", "C"))
-    )
+    return " ".join(ch for ch in s if not ch.isspace() and not unicodedata.category(ch).startswith(("P", "C")))
 
 
 def _close_meteor(meteor: Any) -> None:
@@ -111,8 +109,9 @@ def _safe_meteor_class() -> type:
     return _SafeMeteor
 
 
-def _run_meteor(gts: dict[Any, list[str]], res: dict[Any, list[str]],
-                timeout_s: float) -> tuple[float | None, str | None, list[float] | None]:
+def _run_meteor(
+    gts: dict[Any, list[str]], res: dict[Any, list[str]], timeout_s: float
+) -> tuple[float | None, str | None, list[float] | None]:
     """(corpus METEOR, reason it is None, per-item scores in ``gts`` key order)."""
     if shutil.which("java") is None:
         return None, "METEOR needs Java (no `java` on PATH)", None
@@ -330,7 +329,9 @@ def caption_language_warning(hyps: Sequence[str | None], language: str) -> str |
         return None
     names = {"en": "English", "zh": "Mandarin"}
     hyp = "zh" if language == "en" else "en"
-    return (f"captions: {other} of {len(langs)} hypotheses are {names[hyp]} but the references are "
-            f"scored as {names[language]} ({language}); the caption metrics compare text across "
-            f"languages and mean little (for zh references METEOR's English jar matches single "
-            f"characters and SPICE is null). Score against references in the model's language.")
+    return (
+        f"captions: {other} of {len(langs)} hypotheses are {names[hyp]} but the references are "
+        f"scored as {names[language]} ({language}); the caption metrics compare text across "
+        f"languages and mean little (for zh references METEOR's English jar matches single "
+        f"characters and SPICE is null). Score against references in the model's language."
+    )

@@ -33,17 +33,35 @@ def gather_rows(rows: list[dict]) -> list[dict]:
 
 
 @torch.no_grad()
-def decode(module, loader, cfg: ExperimentConfig, tasks: list[str], *, zero_descriptor=False,
-           zero_content=False, limit: int | None = None, desc: str = "decoding", gather: bool = True,
-           total: int | None = None) -> list[dict]:
+def decode(
+    module,
+    loader,
+    cfg: ExperimentConfig,
+    tasks: list[str],
+    *,
+    zero_descriptor=False,
+    zero_content=False,
+    limit: int | None = None,
+    desc: str = "decoding",
+    gather: bool = True,
+    total: int | None = None,
+) -> list[dict]:
     """Generate for every utterance of ``loader`` and every task; returns prediction rows.
 
     ``gather``: the loader holds this rank's shard, so collect every rank's rows once.
     ``total``: utterances expected (for the progress bar's ETA; a loader of dynamic batches
     has no length).
     """
-    return decode_passes(module, loader, cfg, {"rows": Pass(tasks, zero_descriptor, zero_content)},
-                         limit=limit, desc=desc, gather=gather, total=total)["rows"]
+    return decode_passes(
+        module,
+        loader,
+        cfg,
+        {"rows": Pass(tasks, zero_descriptor, zero_content)},
+        limit=limit,
+        desc=desc,
+        gather=gather,
+        total=total,
+    )["rows"]
 
 
 @dataclass(frozen=True)
@@ -56,8 +74,17 @@ class Pass:
 
 
 @torch.no_grad()
-def decode_passes(module, loader, cfg: ExperimentConfig, passes: dict[str, Pass], *, limit: int | None = None,
-                  desc: str = "decoding", gather: bool = True, total: int | None = None) -> dict[str, list[dict]]:
+def decode_passes(
+    module,
+    loader,
+    cfg: ExperimentConfig,
+    passes: dict[str, Pass],
+    *,
+    limit: int | None = None,
+    desc: str = "decoding",
+    gather: bool = True,
+    total: int | None = None,
+) -> dict[str, list[dict]]:
     """Several decodes of ``loader`` in one sweep: each batch is loaded and encoded once, and
     every pass generates from the same speech tokens (the rows equal separate :func:`decode`
     calls'). Returns ``{pass name: rows}``."""
@@ -78,12 +105,23 @@ def decode_passes(module, loader, cfg: ExperimentConfig, passes: dict[str, Pass]
             wave, lens = batch["wave"][:n].to(device), batch["wave_lens"][:n].to(device)
             wave = wave[:, : int(lens.max())]
             seen += n
-            speech = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False,
-                                         zero_descriptor=False) if shared else None
+            speech = (
+                model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=False)
+                if shared
+                else None
+            )
             for name, p in passes.items():
-                rows[name] += decode_batch(model, wave, lens, batch["records"][:n], p.tasks, cfg,
-                                           zero_descriptor=p.zero_descriptor, zero_content=p.zero_content,
-                                           speech=speech)
+                rows[name] += decode_batch(
+                    model,
+                    wave,
+                    lens,
+                    batch["records"][:n],
+                    p.tasks,
+                    cfg,
+                    zero_descriptor=p.zero_descriptor,
+                    zero_content=p.zero_content,
+                    speech=speech,
+                )
             bar.update(n)
     return {name: gather_rows(r) if gather else r for name, r in rows.items()}
 
@@ -96,8 +134,10 @@ def decode_precision(cfg: ExperimentConfig, device: torch.device, model: torch.n
     if not cfg.trainer.precision.startswith("bf16-mixed"):
         yield
         return
-    with torch.autocast(device.type, dtype=torch.bfloat16), \
-            (frozen_weights_cast(model, torch.bfloat16) if model is not None else contextlib.nullcontext()):
+    with (
+        torch.autocast(device.type, dtype=torch.bfloat16),
+        frozen_weights_cast(model, torch.bfloat16) if model is not None else contextlib.nullcontext(),
+    ):
         yield
 
 
@@ -134,15 +174,23 @@ def frozen_weights_cast(model: torch.nn.Module, dtype: torch.dtype):
             setattr(module, name, p)
 
 
-def decode_batch(model, wave, lens, records: list[dict], tasks: list[str], cfg: ExperimentConfig,
-                 zero_descriptor: bool = False, zero_content: bool = False, speech=None) -> list[dict]:
+def decode_batch(
+    model,
+    wave,
+    lens,
+    records: list[dict],
+    tasks: list[str],
+    cfg: ExperimentConfig,
+    zero_descriptor: bool = False,
+    zero_content: bool = False,
+    speech=None,
+) -> list[dict]:
     """Prediction rows for one batch: references, raw generated text and parsed fields.
     ``speech``: the batch's speech tokens, already computed (the encoder then does not run)."""
     labels = tuple(cfg.training.labels)
     rows = []
     for task_name in tasks:
-        kw = dict(num_beams=cfg.eval.num_beams, max_new_tokens=cfg.eval.max_new_tokens,
-                  zero_descriptor=zero_descriptor)
+        kw = dict(num_beams=cfg.eval.num_beams, max_new_tokens=cfg.eval.max_new_tokens, zero_descriptor=zero_descriptor)
         if zero_content:
             kw["zero_content"] = True  # a baseline has no content stream
         if speech is not None:
@@ -151,14 +199,25 @@ def decode_batch(model, wave, lens, records: list[dict], tasks: list[str], cfg: 
             texts = model.generate(wave, lens, get_task(task_name), **kw)
         for rec, raw in zip(records, texts):
             parsed = parse_output(raw, labels)
-            rows.append({
-                "id": rec["id"], "task": task_name, "corpus": rec.get("corpus"),
-                "language": rec.get("language"), "transcript_ref": rec.get("transcript"), "caption_ref": rec.get("caption"),
-                "emotion_ref": rec.get("emotion"), "attributes_ref": rec.get("attributes"),
-                "annotator_emotions": rec.get("annotator_emotions"),
-                "raw": raw, "transcript": parsed["transcript"], "caption": parsed["caption"],
-                "emotion": parsed["emotion"], "parsed": parsed["parsed"],
-                "rationale_ref": rec.get("rationale"), "rationale": parsed["rationale"],
-                "caption_attributes": caption_attributes(parsed["caption"]),
-            })
+            rows.append(
+                {
+                    "id": rec["id"],
+                    "task": task_name,
+                    "corpus": rec.get("corpus"),
+                    "language": rec.get("language"),
+                    "transcript_ref": rec.get("transcript"),
+                    "caption_ref": rec.get("caption"),
+                    "emotion_ref": rec.get("emotion"),
+                    "attributes_ref": rec.get("attributes"),
+                    "annotator_emotions": rec.get("annotator_emotions"),
+                    "raw": raw,
+                    "transcript": parsed["transcript"],
+                    "caption": parsed["caption"],
+                    "emotion": parsed["emotion"],
+                    "parsed": parsed["parsed"],
+                    "rationale_ref": rec.get("rationale"),
+                    "rationale": parsed["rationale"],
+                    "caption_attributes": caption_attributes(parsed["caption"]),
+                }
+            )
     return rows

@@ -116,9 +116,7 @@ def emotion_metrics(
     result["wa"] = float(accuracy_score(y_true, y_pred))
     result["macro_f1"] = float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
     recalls = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=np.nan)
-    result["per_class_recall"] = {
-        label: (None if math.isnan(r) else float(r)) for label, r in zip(labels, recalls)
-    }
+    result["per_class_recall"] = {label: (None if math.isnan(r) else float(r)) for label, r in zip(labels, recalls)}
     cm = confusion_matrix(y_true, y_pred, labels=labels + [sentinel])
     # The sentinel row is always empty (it never is a reference): drop it.
     result["confusion"] = cm[: len(labels)].tolist()
@@ -225,9 +223,12 @@ def attribute_accuracy(
     }
 
 
-def chance_levels(emotion_refs: Sequence[str | None], attrs_refs: Sequence[Mapping[str, Any] | None],
-                  transcripts: Sequence[str | None] = (),
-                  keys: Sequence[str] = ("gender", "pitch", "volume", "speed", "emphasis")) -> dict[str, Any]:
+def chance_levels(
+    emotion_refs: Sequence[str | None],
+    attrs_refs: Sequence[Mapping[str, Any] | None],
+    transcripts: Sequence[str | None] = (),
+    keys: Sequence[str] = ("gender", "pitch", "volume", "speed", "emphasis"),
+) -> dict[str, Any]:
     """What a model that ignores the audio scores, to read each headline figure against.
 
     ``ua``: 1 / classes present (any constant or random answer); ``wa``: the most frequent
@@ -237,9 +238,11 @@ def chance_levels(emotion_refs: Sequence[str | None], attrs_refs: Sequence[Mappi
     transcripts are given; ``mean`` over the attributes scored.
     """
     refs = [r for r in emotion_refs if r is not None]
-    out: dict[str, Any] = {"ua": 1 / len(set(refs)) if refs else None,
-                           "wa": max(refs.count(k) for k in set(refs)) / len(refs) if refs else None,
-                           "wer": 1.0}
+    out: dict[str, Any] = {
+        "ua": 1 / len(set(refs)) if refs else None,
+        "wa": max(refs.count(k) for k in set(refs)) / len(refs) if refs else None,
+        "wer": 1.0,
+    }
     per: dict[str, float | None] = {}
     for key in keys:
         values = [str(a[key]).strip().casefold() for a in attrs_refs if a and a.get(key) is not None]

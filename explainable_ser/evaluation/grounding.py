@@ -19,29 +19,86 @@ from collections.abc import Mapping, Sequence
 
 CUES = ("gender", "pitch", "volume", "speed", "emphasis")
 
-_LEVEL = {"low": "low", "deep": "low", "lower": "low", "normal": "normal", "moderate": "normal",
-          "medium": "normal", "average": "normal", "high": "high", "higher": "high", "raised": "high"}
-_VOLUME_WORDS = {"loud": "high", "loudly": "high", "shouting": "high", "quiet": "low", "quietly": "low",
-                 "soft": "low", "softly": "low", "hushed": "low"}
-_SPEED_WORDS = {"quickly": "fast", "rapidly": "fast", "fast": "fast", "hurried": "fast", "rushed": "fast",
-                "slowly": "slow", "slow": "slow", "unhurried": "slow", "drawn-out": "slow"}
-_SPEED_LEVEL = {"slow": "slow", "fast": "fast", "quick": "fast", "rapid": "fast", "normal": "normal",
-                "moderate": "normal", "steady": "normal", "even": "normal", "average": "normal"}
+_LEVEL = {
+    "low": "low",
+    "deep": "low",
+    "lower": "low",
+    "normal": "normal",
+    "moderate": "normal",
+    "medium": "normal",
+    "average": "normal",
+    "high": "high",
+    "higher": "high",
+    "raised": "high",
+}
+_VOLUME_WORDS = {
+    "loud": "high",
+    "loudly": "high",
+    "shouting": "high",
+    "quiet": "low",
+    "quietly": "low",
+    "soft": "low",
+    "softly": "low",
+    "hushed": "low",
+}
+_SPEED_WORDS = {
+    "quickly": "fast",
+    "rapidly": "fast",
+    "fast": "fast",
+    "hurried": "fast",
+    "rushed": "fast",
+    "slowly": "slow",
+    "slow": "slow",
+    "unhurried": "slow",
+    "drawn-out": "slow",
+}
+_SPEED_LEVEL = {
+    "slow": "slow",
+    "fast": "fast",
+    "quick": "fast",
+    "rapid": "fast",
+    "normal": "normal",
+    "moderate": "normal",
+    "steady": "normal",
+    "even": "normal",
+    "average": "normal",
+}
 _LEVELS = "|".join(sorted(_LEVEL, key=len, reverse=True))
 _PATTERNS = {
-    "pitch": [re.compile(rf"\b({_LEVELS})[- ,]+(?:\w+[- ,]+)?pitch", re.I),
-              re.compile(rf"\bpitch\s+(?:is|was|sounds|stays|remains)\s+(?:quite\s+|very\s+|rather\s+)?({_LEVELS})\b", re.I)],
-    "volume": [re.compile(rf"\b({_LEVELS})[- ,]+(?:\w+[- ,]+)?(?:volume|energy|loudness)", re.I),
-               re.compile(rf"\b(?:volume|loudness)\s+(?:is|was|stays|remains)\s+(?:quite\s+|very\s+)?({_LEVELS})\b", re.I)],
-    "speed": [re.compile(r"\b(slow|normal|fast|quick|rapid|moderate|steady|even|average)[- ,]+"
-                         r"(?:\w+[- ,]+)?(?:pace|speed|rate|tempo)", re.I),
-              re.compile(r"\b(?:pace|speed|rate|tempo)\s+(?:is|was)\s+(?:quite\s+|very\s+)?(slow|normal|fast|quick|rapid)\b", re.I)],
+    "pitch": [
+        re.compile(rf"\b({_LEVELS})[- ,]+(?:\w+[- ,]+)?pitch", re.I),
+        re.compile(rf"\bpitch\s+(?:is|was|sounds|stays|remains)\s+(?:quite\s+|very\s+|rather\s+)?({_LEVELS})\b", re.I),
+    ],
+    "volume": [
+        re.compile(rf"\b({_LEVELS})[- ,]+(?:\w+[- ,]+)?(?:volume|energy|loudness)", re.I),
+        re.compile(rf"\b(?:volume|loudness)\s+(?:is|was|stays|remains)\s+(?:quite\s+|very\s+)?({_LEVELS})\b", re.I),
+    ],
+    "speed": [
+        re.compile(
+            r"\b(slow|normal|fast|quick|rapid|moderate|steady|even|average)[- ,]+"
+            r"(?:\w+[- ,]+)?(?:pace|speed|rate|tempo)",
+            re.I,
+        ),
+        re.compile(
+            r"\b(?:pace|speed|rate|tempo)\s+(?:is|was)\s+(?:quite\s+|very\s+)?(slow|normal|fast|quick|rapid)\b", re.I
+        ),
+    ],
     "gender": [re.compile(r"\b(male|female|man|woman|he|she|his|her)\b", re.I)],
-    "emphasis": [re.compile(r"word\s*[\"“']\s*([^\"”']+?)\s*[\"”']", re.I),
-                 re.compile(r"emphasi[sz]\w*\s+(?:on\s+)?(?:the\s+word\s+)?[\"“']([^\"”']+?)[\"”']", re.I)],
+    "emphasis": [
+        re.compile(r"word\s*[\"“']\s*([^\"”']+?)\s*[\"”']", re.I),
+        re.compile(r"emphasi[sz]\w*\s+(?:on\s+)?(?:the\s+word\s+)?[\"“']([^\"”']+?)[\"”']", re.I),
+    ],
 }
-_GENDER = {"male": "male", "man": "male", "he": "male", "his": "male",
-           "female": "female", "woman": "female", "she": "female", "her": "female"}
+_GENDER = {
+    "male": "male",
+    "man": "male",
+    "he": "male",
+    "his": "male",
+    "female": "female",
+    "woman": "female",
+    "she": "female",
+    "her": "female",
+}
 
 EMOTION_WORDS: dict[str, tuple[str, ...]] = {
     "neutral": ("neutral", "calm", "flat", "matter-of-fact", "composed", "unemotional", "even-toned"),
@@ -65,8 +122,9 @@ def stated_cues(text: str | None) -> dict[str, str | None]:
             m = pattern.search(text)
             if m:
                 word = m.group(1).lower()
-                out[cue] = {"pitch": _LEVEL, "volume": _LEVEL, "speed": _SPEED_LEVEL,
-                            "gender": _GENDER}.get(cue, {}).get(word, word)
+                out[cue] = {"pitch": _LEVEL, "volume": _LEVEL, "speed": _SPEED_LEVEL, "gender": _GENDER}.get(
+                    cue, {}
+                ).get(word, word)
                 break
     words = re.findall(r"[a-z][a-z-]*", text.lower())
     if out["volume"] is None:
@@ -109,9 +167,12 @@ def grounding(texts: Sequence[str | None], refs: Sequence[Mapping | None]) -> di
             checked += 1
             right += _canon(cue, value) == truth
         wrong = checked - right
-        out["per_cue"][cue] = {"stated": stated, "checked": checked,
-                               "accuracy": right / checked if checked else None,
-                               "hallucinated": wrong / checked if checked else None}
+        out["per_cue"][cue] = {
+            "stated": stated,
+            "checked": checked,
+            "accuracy": right / checked if checked else None,
+            "hallucinated": wrong / checked if checked else None,
+        }
         total_checked, total_right, total_wrong = total_checked + checked, total_right + right, total_wrong + wrong
     out["accuracy"] = total_right / total_checked if total_checked else None
     out["hallucinated_cue_rate"] = total_wrong / total_checked if total_checked else None
@@ -132,5 +193,4 @@ def consistency(emotions: Sequence[str | None], rationales: Sequence[str | None]
             silent += 1
         elif emo not in named:
             disagree += 1
-    return {"n": n, "inconsistent_rate": disagree / n if n else None,
-            "no_emotion_word_rate": silent / n if n else None}
+    return {"n": n, "inconsistent_rate": disagree / n if n else None, "no_emotion_word_rate": silent / n if n else None}

@@ -1,4 +1,5 @@
-"""Evaluating a trained module on the test split: the decoding passes (counterfactuals included), the metrics, the output files and the summary printed at the end."""
+"""Evaluating a trained module on the test split: the decoding passes (counterfactuals included), the
+metrics, the output files and the summary printed at the end."""
 
 from __future__ import annotations
 
@@ -37,8 +38,7 @@ def layer_weight_report(model) -> dict:
     out = {}
     for branch, w in model.layer_weights().items():
         w = [float(v) for v in w.detach().float().cpu()]
-        out[branch] = {"weights": w, "uniform": 1 / len(w),
-                       "max_abs_deviation": max(abs(v - 1 / len(w)) for v in w)}
+        out[branch] = {"weights": w, "uniform": 1 / len(w), "max_abs_deviation": max(abs(v - 1 / len(w)) for v in w)}
     return out
 
 
@@ -48,13 +48,14 @@ def counterfactual_lines(cf: dict) -> list[str]:
     for stream, c in (cf or {}).items():
         if not c.get("n"):
             continue
-        line = (f"  {stream} tokens zeroed ({c['n']} utterances): no parseable emotion in "
-                f"{c['unparseable_rate']:.0%}")
+        line = f"  {stream} tokens zeroed ({c['n']} utterances): no parseable emotion in {c['unparseable_rate']:.0%}"
         if c["n_both_parsed"]:
-            line += (f"; among the {c['n_both_parsed']} still parsed, the emotion changed for "
-                     f"{c['changed_among_parsed_rate']:.0%} (independent answers would change "
-                     f"{c['changed_if_independent']:.0%}), UA over them {_fmt(c['ua_parsed'])} -> "
-                     f"{_fmt(c['ua_zeroed_parsed'])} (chance {_fmt(c['chance_ua'], 2)})")
+            line += (
+                f"; among the {c['n_both_parsed']} still parsed, the emotion changed for "
+                f"{c['changed_among_parsed_rate']:.0%} (independent answers would change "
+                f"{c['changed_if_independent']:.0%}), UA over them {_fmt(c['ua_parsed'])} -> "
+                f"{_fmt(c['ua_zeroed_parsed'])} (chance {_fmt(c['chance_ua'], 2)})"
+            )
         else:
             line += ": zeroing it breaks the output rather than changing the answer"
         lines.append(line)
@@ -69,31 +70,40 @@ def summary_lines(metrics: dict, cfg: ExperimentConfig, out_dir: Path, run_dir: 
     n_labels = len(cfg.training.labels)
     lines = [f"== {cfg.name}: test split, {metrics['n_utterances']} utterances =="]
     if metrics.get("ua") is not None:
-        lines.append(f"emotion   UA {_fmt(metrics['ua'])} (chance {_fmt(chance.get('ua'), 2)} with "
-                     f"{n_labels} classes{_target('ua', metrics['ua'], targets)}); WA {_fmt(metrics['wa'])} "
-                     f"(always the most frequent class: {_fmt(chance.get('wa'), 2)}), macro-F1 "
-                     f"{_fmt(metrics['macro_f1'])}; no parseable emotion in {metrics['n_unparsed']} of "
-                     f"{metrics['n_utterances']}")
+        lines.append(
+            f"emotion   UA {_fmt(metrics['ua'])} (chance {_fmt(chance.get('ua'), 2)} with "
+            f"{n_labels} classes{_target('ua', metrics['ua'], targets)}); WA {_fmt(metrics['wa'])} "
+            f"(always the most frequent class: {_fmt(chance.get('wa'), 2)}), macro-F1 "
+            f"{_fmt(metrics['macro_f1'])}; no parseable emotion in {metrics['n_unparsed']} of "
+            f"{metrics['n_utterances']}"
+        )
     if metrics.get("wer") is not None:
         wer = metrics["wer"]
         verdict = " - at or above 0.9 the model is not transcribing" if wer >= 0.9 else ""
-        lines.append(f"ASR       WER {_fmt(wer)} (0 is perfect, an empty transcript gives 1.0"
-                     f"{_target('wer', wer, targets)}){verdict}")
+        lines.append(
+            f"ASR       WER {_fmt(wer)} (0 is perfect, an empty transcript gives 1.0"
+            f"{_target('wer', wer, targets)}){verdict}"
+        )
     aa = metrics.get("attribute_accuracy")
     if aa and aa.get("mean") is not None:
         ch = (chance.get("attribute_accuracy") or {}).get("accuracy", {})
-        per = ", ".join(f"{k} {_fmt(v, 2)} ({_fmt(ch.get(k), 2)})" for k, v in aa["accuracy"].items()
-                        if v is not None)
-        lines.append(f"captions  attribute accuracy {_fmt(aa['mean'])} (most frequent value: "
-                     f"{_fmt((chance.get('attribute_accuracy') or {}).get('mean'), 2)}"
-                     f"{_target('attribute_accuracy', aa['mean'], targets)}): {per}")
-        lines.append("          " + ", ".join(f"{k} {_fmt(metrics.get(k))}" for k in
-                                             ("bleu4", "meteor", "rouge_l", "cider", "spice")))
+        per = ", ".join(f"{k} {_fmt(v, 2)} ({_fmt(ch.get(k), 2)})" for k, v in aa["accuracy"].items() if v is not None)
+        lines.append(
+            f"captions  attribute accuracy {_fmt(aa['mean'])} (most frequent value: "
+            f"{_fmt((chance.get('attribute_accuracy') or {}).get('mean'), 2)}"
+            f"{_target('attribute_accuracy', aa['mean'], targets)}): {per}"
+        )
+        lines.append(
+            "          "
+            + ", ".join(f"{k} {_fmt(metrics.get(k))}" for k in ("bleu4", "meteor", "rouge_l", "cider", "spice"))
+        )
     for branch, lw in (metrics.get("layer_weights") or {}).items():
         top = max(range(len(lw["weights"])), key=lw["weights"].__getitem__)
-        lines.append(f"layers    {branch}: weights {min(lw['weights']):.3f}-{max(lw['weights']):.3f} over "
-                     f"{len(lw['weights'])} encoder layers (uniform {lw['uniform']:.3f}, largest at layer "
-                     f"{top}; at most {lw['max_abs_deviation']:.3f} from uniform)")
+        lines.append(
+            f"layers    {branch}: weights {min(lw['weights']):.3f}-{max(lw['weights']):.3f} over "
+            f"{len(lw['weights'])} encoder layers (uniform {lw['uniform']:.3f}, largest at layer "
+            f"{top}; at most {lw['max_abs_deviation']:.3f} from uniform)"
+        )
     if metrics.get("counterfactual"):
         lines.append("counterfactual (a speech stream zeroed, the emotion decoded again):")
         lines += counterfactual_lines(metrics["counterfactual"])
@@ -111,16 +121,22 @@ def eval_passes(cfg: ExperimentConfig, model) -> dict:
 
     tasks = list(cfg.eval.tasks)
     # The counterfactual zeroes one speech stream: a model without them has none to zero.
-    emo_tasks = [t for t in tasks if "emotion" in get_task(t).fields] \
-        if getattr(model, "has_descriptor", True) else []
+    emo_tasks = [t for t in tasks if "emotion" in get_task(t).fields] if getattr(model, "has_descriptor", True) else []
     passes = {"rows": Pass(tasks)}
-    for stream in (cfg.eval.counterfactual if emo_tasks else []):
+    for stream in cfg.eval.counterfactual if emo_tasks else []:
         passes[stream] = Pass(emo_tasks, zero_descriptor=stream == "descriptor", zero_content=stream == "content")
     return passes
 
 
-def evaluate_module(module, dm, cfg: ExperimentConfig, out_dir: Path, world_size: int | None = None,
-                    rank: int | None = None, run_dir: Path | None = None) -> dict:
+def evaluate_module(
+    module,
+    dm,
+    cfg: ExperimentConfig,
+    out_dir: Path,
+    world_size: int | None = None,
+    rank: int | None = None,
+    run_dir: Path | None = None,
+) -> dict:
     """Decode the test split, write predictions.jsonl, metrics.json and summary.txt, print the
     summary (:func:`summary_lines`; ``run_dir`` is where it says the curves are).
 
@@ -149,8 +165,7 @@ def evaluate_module(module, dm, cfg: ExperimentConfig, out_dir: Path, world_size
     cf_rows = out or None
     metrics = compute_metrics(rows, list(cfg.training.labels), cf_rows, language=cfg.eval.caption_language)
     metrics["layer_weights"] = layer_weight_report(module.model)
-    if torch.distributed.is_available() and torch.distributed.is_initialized() \
-            and torch.distributed.get_rank() != 0:
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return metrics  # every rank holds the gathered rows; rank 0 writes them
     write_outputs(rows, metrics, out_dir)
     for warning in metrics["warnings"]:

@@ -23,8 +23,9 @@ def confusion_figure(confusion: list[list[int]], labels: list[str], title: str =
     ax.set_ylabel("reference")
     for i in range(mat.shape[0]):
         for j in range(mat.shape[1]):
-            ax.text(j, i, int(mat[i, j]), ha="center", va="center",
-                    color="white" if mat[i, j] > mat.max() / 2 else "black")
+            ax.text(
+                j, i, int(mat[i, j]), ha="center", va="center", color="white" if mat[i, j] > mat.max() / 2 else "black"
+            )
     ax.set_title(title)
     fig.tight_layout()
     return fig
@@ -52,8 +53,11 @@ def predictions_table(rows: list[dict], n: int = 8) -> str:
     """A markdown table of references beside predictions (TensorBoard text, notebooks)."""
     lines = ["| id | task | reference | prediction |", "|---|---|---|---|"]
     for r in rows[:n]:
-        ref = " / ".join(str(r.get(k)) for k in ("transcript_ref", "caption_ref", "emotion_ref")
-                         if r.get(k) and k.split("_")[0] in get_task(r["task"]).fields)
+        ref = " / ".join(
+            str(r.get(k))
+            for k in ("transcript_ref", "caption_ref", "emotion_ref")
+            if r.get(k) and k.split("_")[0] in get_task(r["task"]).fields
+        )
         hyp = (r.get("raw") or "").replace("\n", " / ")
         lines.append(f"| {r['id']} | {r['task']} | {_cell(ref)} | {_cell(hyp)} |")
     return "\n".join(lines)

@@ -42,9 +42,13 @@ def _emotion_rows(rows):
     return [r for r in rows if "emotion" in get_task(r["task"]).fields]
 
 
-def compute_metrics(rows: list[dict], labels: list[str],
-                    counterfactual_rows: Mapping[str, list[dict]] | None = None,
-                    language: str = "auto", caption_metrics: tuple[str, ...] = CAPTION_METRICS) -> dict:
+def compute_metrics(
+    rows: list[dict],
+    labels: list[str],
+    counterfactual_rows: Mapping[str, list[dict]] | None = None,
+    language: str = "auto",
+    caption_metrics: tuple[str, ...] = CAPTION_METRICS,
+) -> dict:
     """``metrics.json`` from prediction rows (keys of the design notes, plus extras).
 
     ``language`` of the captions: ``en`` (PTB tokens), ``zh`` (characters) or ``auto``: ``zh``
@@ -57,17 +61,29 @@ def compute_metrics(rows: list[dict], labels: list[str],
     out: dict = {"n_utterances": len({r["id"] for r in rows}), "reasons": {}, "warnings": []}
     emo = _emotion_rows(rows)
     em = emotion_metrics([r["emotion_ref"] for r in emo], [r["emotion"] for r in emo], labels)
-    out.update(ua=em["ua"], wa=em["wa"], macro_f1=em["macro_f1"], n_unparsed=em["n_unparsed"],
-               confusion=em["confusion"], confusion_columns=em["confusion_columns"],
-               per_class_recall=em["per_class_recall"], labels=labels)
+    out.update(
+        ua=em["ua"],
+        wa=em["wa"],
+        macro_f1=em["macro_f1"],
+        n_unparsed=em["n_unparsed"],
+        confusion=em["confusion"],
+        confusion_columns=em["confusion_columns"],
+        per_class_recall=em["per_class_recall"],
+        labels=labels,
+    )
     if not emo:
         out["reasons"]["ua"] = "no emotion task was decoded"
     ann = [r for r in emo if r.get("annotator_emotions")]
-    out["annotator_aware_accuracy"] = annotator_aware_accuracy(
-        [r["annotator_emotions"] for r in ann], [r["emotion"] for r in ann]) if ann else None
-    out["annotator_aware_macro_f1"] = annotator_aware_f1(
-        [r["annotator_emotions"] for r in ann], [r["emotion_ref"] for r in ann],
-        [r["emotion"] for r in ann], labels) if ann else None
+    out["annotator_aware_accuracy"] = (
+        annotator_aware_accuracy([r["annotator_emotions"] for r in ann], [r["emotion"] for r in ann]) if ann else None
+    )
+    out["annotator_aware_macro_f1"] = (
+        annotator_aware_f1(
+            [r["annotator_emotions"] for r in ann], [r["emotion_ref"] for r in ann], [r["emotion"] for r in ann], labels
+        )
+        if ann
+        else None
+    )
     asr = [r for r in rows if "transcript" in get_task(r["task"]).fields and r["transcript_ref"]]
     out["wer"] = wer([r["transcript_ref"] for r in asr], [r["transcript"] for r in asr])["wer"] if asr else None
     if not asr:
@@ -83,8 +99,9 @@ def compute_metrics(rows: list[dict], labels: list[str],
         warning = caption_language_warning([r["caption"] or r.get("raw") for r in cap], language)
         if warning:
             out["warnings"].append(warning)
-        cm = _score_captions([r["caption_ref"] for r in cap], [r["caption"] for r in cap], language,
-                               metrics=caption_metrics)
+        cm = _score_captions(
+            [r["caption_ref"] for r in cap], [r["caption"] for r in cap], language, metrics=caption_metrics
+        )
         for k in ("bleu4", "meteor", "rouge_l", "cider", "spice"):
             out[k] = cm[k]
         out["reasons"].update(cm.get("reasons", {}))
@@ -94,18 +111,19 @@ def compute_metrics(rows: list[dict], labels: list[str],
             out[k] = None
             out["reasons"][k] = "no caption task with references was decoded"
         out["attribute_accuracy"] = None
-    out["chance"] = chance_levels([r["emotion_ref"] for r in emo], cap_attrs,
-                                  [r.get("transcript_ref") for r in cap])
+    out["chance"] = chance_levels([r["emotion_ref"] for r in emo], cap_attrs, [r.get("transcript_ref") for r in cap])
     out.update(explanation_metrics(rows, labels, caption_metrics))
     if counterfactual_rows:
         # one probe per zeroed stream: {"descriptor": rows, "content": rows}
-        out["counterfactual"] = {stream: counterfactual(emo, _emotion_rows(cf), labels)
-                                 for stream, cf in counterfactual_rows.items()}
+        out["counterfactual"] = {
+            stream: counterfactual(emo, _emotion_rows(cf), labels) for stream, cf in counterfactual_rows.items()
+        }
     return out
 
 
-def explanation_metrics(rows: list[dict], labels: list[str],
-                        caption_metrics: tuple[str, ...] = CAPTION_METRICS) -> dict:
+def explanation_metrics(
+    rows: list[dict], labels: list[str], caption_metrics: tuple[str, ...] = CAPTION_METRICS
+) -> dict:
     """What the explanations say, checked (:mod:`explainable_ser.evaluation.grounding`):
 
     * ``grounding``: per explanation kind (``caption``, ``rationale``) the cues it states
@@ -128,8 +146,9 @@ def explanation_metrics(rows: list[dict], labels: list[str],
         with_ref = [r for r in rat if r.get("rationale_ref")]
         if with_ref:
             wanted = tuple(m for m in ("bleu4", "rouge_l", "cider") if m in caption_metrics)
-            cm = _score_captions([r["rationale_ref"] for r in with_ref], [r.get("rationale") for r in with_ref],
-                                 "en", metrics=wanted)
+            cm = _score_captions(
+                [r["rationale_ref"] for r in with_ref], [r.get("rationale") for r in with_ref], "en", metrics=wanted
+            )
             info.update({m: cm[m] for m in wanted})
         else:
             info["reason"] = "no rationale references (records without a rationale field)"
@@ -163,8 +182,9 @@ def counterfactual(rows: list[dict], zeroed: list[dict], labels: list[str]) -> d
     label_set = set(labels)
 
     def ua(subset, side: int):
-        return emotion_metrics([p[side]["emotion_ref"] for p in subset],
-                               [p[side]["emotion"] for p in subset], labels)["ua"]
+        return emotion_metrics([p[side]["emotion_ref"] for p in subset], [p[side]["emotion"] for p in subset], labels)[
+            "ua"
+        ]
 
     orig_parsed = [p for p in pairs if p[0]["emotion"] in label_set]
     both = [p for p in orig_parsed if p[1]["emotion"] in label_set]
@@ -198,11 +218,13 @@ def counterfactual(rows: list[dict], zeroed: list[dict], labels: list[str]) -> d
         refs = [a.get("attributes_ref") for a, _ in with_rationale]
         out["rationale"] = {
             "n": len(with_rationale),
-            "changed_rate": sum((a.get("rationale") or "") != (b.get("rationale") or "")
-                                for a, b in with_rationale) / len(with_rationale),
+            "changed_rate": sum((a.get("rationale") or "") != (b.get("rationale") or "") for a, b in with_rationale)
+            / len(with_rationale),
             "hallucinated_cue_rate": grounding([a.get("rationale") for a, _ in with_rationale], refs)[
-                "hallucinated_cue_rate"],
+                "hallucinated_cue_rate"
+            ],
             "hallucinated_cue_rate_zeroed": grounding([b.get("rationale") for _, b in with_rationale], refs)[
-                "hallucinated_cue_rate"],
+                "hallucinated_cue_rate"
+            ],
         }
     return out

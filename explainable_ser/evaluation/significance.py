@@ -113,8 +113,7 @@ def per_utterance_scores(predictions: Sequence[Mapping[str, Any]], metric: str) 
             scores.append(math.nan if w is None else -w)
         return scores
     refs = [pred.get("emotion_ref") for pred in predictions]
-    correct = [math.nan if ref is None else float(pred.get("emotion") == ref)
-               for pred, ref in zip(predictions, refs)]
+    correct = [math.nan if ref is None else float(pred.get("emotion") == ref) for pred, ref in zip(predictions, refs)]
     if metric == "accuracy":
         return correct
     counts: dict[str, int] = {}
@@ -174,28 +173,34 @@ def _entry(metric: str, a: float | None, b: float | None, test: dict) -> dict:
     return {"a": a, "b": b, "delta": delta, "test": TESTS[metric], **test}
 
 
-def compare(a_rows: dict, b_rows: dict, labels: list[str] | None = None,
-            captions: bool = True) -> dict:
+def compare(a_rows: dict, b_rows: dict, labels: list[str] | None = None, captions: bool = True) -> dict:
     """Metrics of A and B on the utterances both decoded, each with the paired one-tailed t-test
     that A is better (see the module docstring). Rows are keyed ``(id, task)``; pairs are made
     per utterance. ``captions=False`` skips the caption tests (they start Java)."""
 
     a_ids, b_ids = {k[0] for k in a_rows}, {k[0] for k in b_rows}
-    out: dict = {"n_shared": len(a_ids & b_ids), "only_a": len(a_ids - b_ids),
-                 "only_b": len(b_ids - a_ids), "metrics": {}, "reasons": {}}
+    out: dict = {
+        "n_shared": len(a_ids & b_ids),
+        "only_a": len(a_ids - b_ids),
+        "only_b": len(b_ids - a_ids),
+        "metrics": {},
+        "reasons": {},
+    }
     a_emo, b_emo = _paired(a_rows, b_rows, "emotion")
     if a_emo:
         labs = labels or sorted({r["emotion_ref"] for r in a_emo})
-        em = [emotion_metrics([r["emotion_ref"] for r in rows], [r["emotion"] for r in rows], labs)
-              for rows in (a_emo, b_emo)]
+        em = [
+            emotion_metrics([r["emotion_ref"] for r in rows], [r["emotion"] for r in rows], labs)
+            for rows in (a_emo, b_emo)
+        ]
         for metric, key in (("ua", "ua"), ("accuracy", "wa")):
-            test = paired_t_test(per_utterance_scores(a_emo, metric),
-                                   per_utterance_scores(b_emo, metric))
+            test = paired_t_test(per_utterance_scores(a_emo, metric), per_utterance_scores(b_emo, metric))
             out["metrics"][metric] = _entry(metric, em[0][key], em[1][key], test)
     a_asr, b_asr = _paired(a_rows, b_rows, "transcript")
     if a_asr:
-        wers = [wer([r["transcript_ref"] for r in rows], [r["transcript"] for r in rows])["wer"]
-               for rows in (a_asr, b_asr)]
+        wers = [
+            wer([r["transcript_ref"] for r in rows], [r["transcript"] for r in rows])["wer"] for rows in (a_asr, b_asr)
+        ]
         test = paired_t_test(per_utterance_scores(a_asr, "wer"), per_utterance_scores(b_asr, "wer"))
         out["metrics"]["wer"] = _entry("wer", wers[0], wers[1], test)
     a_cap, b_cap = _paired(a_rows, b_rows, "caption")
@@ -206,15 +211,23 @@ def compare(a_rows: dict, b_rows: dict, labels: list[str] | None = None,
             out["reasons"]["captions"] = f"captions in several languages {sorted(languages)}: score them apart"
         else:
             lang = languages.pop()
-            scored = [caption_metrics([r["caption_ref"] for r in rows], [r.get("caption") for r in rows],
-                                        language=lang, metrics=CAPTION_TESTS, per_item=True)
-                      for rows in (a_cap, b_cap)]
+            scored = [
+                caption_metrics(
+                    [r["caption_ref"] for r in rows],
+                    [r.get("caption") for r in rows],
+                    language=lang,
+                    metrics=CAPTION_TESTS,
+                    per_item=True,
+                )
+                for rows in (a_cap, b_cap)
+            ]
             for metric in CAPTION_TESTS:
                 if scored[0][metric] is None or scored[1][metric] is None:
                     out["reasons"][metric] = scored[0]["reasons"].get(metric) or scored[1]["reasons"].get(metric)
                     continue
                 nan = float("nan")
                 per = [[nan if v is None else v for v in s["per_item"][metric]] for s in scored]
-                out["metrics"][metric] = _entry(metric, scored[0][metric], scored[1][metric],
-                                                paired_t_test(per[0], per[1]))
+                out["metrics"][metric] = _entry(
+                    metric, scored[0][metric], scored[1][metric], paired_t_test(per[0], per[1])
+                )
     return out

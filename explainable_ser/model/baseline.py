@@ -57,8 +57,9 @@ class Heads(nn.Module):
         self.emotion_sum = LayerSum(num_layers)
         self.dropout = nn.Dropout(cfg.dropout)
         if cfg.mlp_hidden:
-            self.classifier = nn.Sequential(nn.Linear(dim, cfg.mlp_hidden), nn.ReLU(),
-                                            nn.Linear(cfg.mlp_hidden, n_labels))
+            self.classifier = nn.Sequential(
+                nn.Linear(dim, cfg.mlp_hidden), nn.ReLU(), nn.Linear(cfg.mlp_hidden, n_labels)
+            )
         else:
             self.classifier = nn.Linear(dim, n_labels)
         self.asr_sum = LayerSum(num_layers) if cfg.ctc else None
@@ -112,23 +113,33 @@ class DiscriminativeSER(nn.Module):
         device = out["emotion_logits"].device
         zero = out["emotion_logits"].sum() * 0.0  # keeps the graph when a term has no utterance
         has = [i for i, e in enumerate(emotions) if e is not None]
-        ce = F.cross_entropy(out["emotion_logits"][has].float(),
-                             torch.tensor([emotions[i] for i in has], device=device)) if has else zero
+        ce = (
+            F.cross_entropy(out["emotion_logits"][has].float(), torch.tensor([emotions[i] for i in has], device=device))
+            if has
+            else zero
+        )
         ctc = zero
         targets = [encode_chars(t) for t in transcripts]
         use = [i for i, t in enumerate(targets) if t]
         if out["ctc_log_probs"] is not None and use:
             log_probs = out["ctc_log_probs"][use].transpose(0, 1)  # [F, B', V]
             flat = torch.tensor([c for i in use for c in targets[i]], device=device)
-            ctc = F.ctc_loss(log_probs, flat, out["frame_lens"][use], torch.tensor([len(targets[i]) for i in use]),
-                             blank=BLANK, reduction="sum", zero_infinity=True) / len(use)
-        return {"loss": ce + self.ctc_weight * ctc, "ce": ce, "ctc": ctc,
-                "n_emotion": len(has), "n_asr": len(use)}
+            ctc = F.ctc_loss(
+                log_probs,
+                flat,
+                out["frame_lens"][use],
+                torch.tensor([len(targets[i]) for i in use]),
+                blank=BLANK,
+                reduction="sum",
+                zero_infinity=True,
+            ) / len(use)
+        return {"loss": ce + self.ctc_weight * ctc, "ce": ce, "ctc": ctc, "n_emotion": len(has), "n_asr": len(use)}
 
     # -- outputs in the LLM's format ------------------------------------------------------------
     @torch.no_grad()
-    def label_scores(self, wave, wave_lens, task: Task | None = None, prefixes=None,
-                     labels: list[str] | None = None) -> torch.Tensor:
+    def label_scores(
+        self, wave, wave_lens, task: Task | None = None, prefixes=None, labels: list[str] | None = None
+    ) -> torch.Tensor:
         """Class probabilities [B, C] in ``labels`` order (default: the model's own)."""
         probs = torch.softmax(self(wave, wave_lens)["emotion_logits"].float(), dim=-1)
         order = [self.labels.index(lab) for lab in (labels or self.labels)]
@@ -152,13 +163,16 @@ class DiscriminativeSER(nn.Module):
         return texts
 
     @torch.no_grad()
-    def generate(self, wave, wave_lens, task: Task, num_beams: int = 1, max_new_tokens: int = 0,
-                 zero_descriptor: bool = False) -> list[str]:
+    def generate(
+        self, wave, wave_lens, task: Task, num_beams: int = 1, max_new_tokens: int = 0, zero_descriptor: bool = False
+    ) -> list[str]:
         """The task's answer in the LLM's output format, so one parser reads both models."""
         unknown = set(task.fields) - {"emotion", "transcript"}
         if unknown:
-            raise ValueError(f"task {task.name!r} asks for {sorted(unknown)}: a discriminative baseline "
-                             f"predicts only the emotion (ser) and the transcript (asr)")
+            raise ValueError(
+                f"task {task.name!r} asks for {sorted(unknown)}: a discriminative baseline "
+                f"predicts only the emotion (ser) and the transcript (asr)"
+            )
         n = wave.shape[0]
         emotions = [None] * n
         if "emotion" in task.fields:
@@ -172,5 +186,6 @@ def build_baseline(cfg, labels: list[str], device: str = "cpu", random_init_dir=
     """A baseline from :class:`explainable_ser.config.ModelConfig` (``kind: discriminative``)."""
     from explainable_ser.model.encoders import build_encoder
 
-    return DiscriminativeSER(build_encoder(cfg.encoder, random_init_dir=random_init_dir, device=device),
-                             labels, cfg.classifier)
+    return DiscriminativeSER(
+        build_encoder(cfg.encoder, random_init_dir=random_init_dir, device=device), labels, cfg.classifier
+    )

@@ -45,15 +45,23 @@ class DisentanglementBlock(nn.Module):
     emotion and a pitch "high for this voice" are properties of the whole utterance.
     """
 
-    def __init__(self, num_layers: int, in_dim: int, hidden_dim: int, latent_dim: int,
-                 variational: bool = True, utterance_context: bool = False):
+    def __init__(
+        self,
+        num_layers: int,
+        in_dim: int,
+        hidden_dim: int,
+        latent_dim: int,
+        variational: bool = True,
+        utterance_context: bool = False,
+    ):
         super().__init__()
         self.layer_logits = nn.Parameter(torch.zeros(num_layers))  # softmax -> uniform at start
         self.variational = variational
         self.utterance_context = utterance_context and variational
         if variational:
-            self.encoder = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(),
-                                         nn.Linear(hidden_dim, hidden_dim), nn.GELU())
+            self.encoder = nn.Sequential(
+                nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim), nn.GELU()
+            )
             head_in = 3 * hidden_dim if self.utterance_context else hidden_dim
             self.mu = nn.Linear(head_in, latent_dim)
             self.sigma = nn.Linear(head_in, latent_dim)
@@ -92,8 +100,7 @@ class Adapter(nn.Module):
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, k: int = 5):
         super().__init__()
         self.k = k
-        self.proj = nn.Sequential(nn.Linear(in_dim * k, hidden_dim), nn.ReLU(),
-                                  nn.Linear(hidden_dim, out_dim))
+        self.proj = nn.Sequential(nn.Linear(in_dim * k, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
 
     def forward(self, z: torch.Tensor, lens: torch.Tensor):
         # z: [B, F, Z] -> tokens [B, F // k, H_llm], token lengths [B] = lens // k

@@ -93,13 +93,13 @@ class WhisperSpeechEncoder(nn.Module):
     def log_mel(self, wave: torch.Tensor, wave_lens: torch.Tensor) -> torch.Tensor:
         """[B, T] -> [B, n_mels, M] log-mel, each clip computed alone, zero past its end."""
         mel_lens = self.mel_lengths(wave_lens)
-        out = wave.new_zeros(wave.shape[0], self.features.feature_size, int(mel_lens.max()),
-                             dtype=torch.float32)
+        out = wave.new_zeros(wave.shape[0], self.features.feature_size, int(mel_lens.max()), dtype=torch.float32)
         for i, n in enumerate(wave_lens.tolist()):
             clip = wave[i, :n].float().cpu().numpy()
             with torch.autocast("cpu", enabled=False):  # the STFT and log stay fp32 under bf16 autocast
-                feats = self.features(clip, sampling_rate=self.features.sampling_rate, padding="longest",
-                                      return_tensors="pt").input_features[0]  # [n_mels, M_i]
+                feats = self.features(
+                    clip, sampling_rate=self.features.sampling_rate, padding="longest", return_tensors="pt"
+                ).input_features[0]  # [n_mels, M_i]
             m = int(mel_lens[i])
             out[i, :, :m] = feats[:, :m].to(out.device)
         return out
@@ -110,12 +110,15 @@ class WhisperSpeechEncoder(nn.Module):
         frame_lens = self.frame_lengths(wave_lens)
         if int(frame_lens.max()) > self.max_frames:
             longest = float(wave_lens.max()) / self.features.sampling_rate
-            raise ValueError(f"Whisper encodes at most {self.max_frames // 50} s of audio, got a "
-                             f"{longest:.1f} s clip: set data.max_clip_seconds to "
-                             f"{self.max_frames // 50} or less (longer clips are then skipped as too_long)")
+            raise ValueError(
+                f"Whisper encodes at most {self.max_frames // 50} s of audio, got a "
+                f"{longest:.1f} s clip: set data.max_clip_seconds to "
+                f"{self.max_frames // 50} or less (longer clips are then skipped as too_long)"
+            )
         mel = self.log_mel(wave, wave_lens).to(enc.conv1.weight.dtype)  # [B, n_mels, M]
-        mel_mask = (torch.arange(mel.shape[2], device=mel.device)[None]
-                    < self.mel_lengths(wave_lens).to(mel.device)[:, None])
+        mel_mask = (
+            torch.arange(mel.shape[2], device=mel.device)[None] < self.mel_lengths(wave_lens).to(mel.device)[:, None]
+        )
         x = F.gelu(enc.conv1(mel)) * mel_mask[:, None]  # [B, D, M]; zero past the clip for conv2
         x = F.gelu(enc.conv2(x)).transpose(1, 2)  # [B, F, D]
         valid = torch.arange(x.shape[1], device=x.device)[None] < frame_lens.to(x.device)[:, None]
@@ -178,8 +181,8 @@ def build_encoder(cfg, random_init_dir=None, device: str = "cpu") -> nn.Module:
         path = offline_weights(cfg.name_or_path, random_init_dir)
         if path:
             model = AutoModel.from_pretrained(
-                path, trust_remote_code=cfg.trust_remote_code,
-                attn_implementation=cfg.attn_implementation)
+                path, trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.attn_implementation
+            )
         else:
             model = random_model(AutoModel, cfg.hf_config, cfg.attn_implementation, random_init_dir)
         enc = HFSpeechEncoder(model.to(resolve_dtype(cfg.dtype, device)))
@@ -196,15 +199,18 @@ def build_whisper_encoder(cfg, random_init_dir=None, device: str = "cpu") -> Whi
 
     path = offline_weights(cfg.name_or_path, random_init_dir)
     if path:
-        whisper = WhisperModel.from_pretrained(path, attn_implementation=cfg.attn_implementation,
-                                               trust_remote_code=cfg.trust_remote_code)
+        whisper = WhisperModel.from_pretrained(
+            path, attn_implementation=cfg.attn_implementation, trust_remote_code=cfg.trust_remote_code
+        )
         features = WhisperFeatureExtractor.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
     else:
-        whisper = random_model(WhisperModel, cfg.hf_config or {"model_type": "whisper"},
-                               cfg.attn_implementation, random_init_dir)
+        whisper = random_model(
+            WhisperModel, cfg.hf_config or {"model_type": "whisper"}, cfg.attn_implementation, random_init_dir
+        )
         features = WhisperFeatureExtractor(feature_size=whisper.config.num_mel_bins)
         if random_init_dir is not None:
             features.save_pretrained(random_init_dir)
     encoder = whisper.get_encoder()  # the decoder is not needed: drop it
-    return WhisperSpeechEncoder(encoder.to(resolve_dtype(cfg.dtype, device)), features,
-                                append_log_mel=cfg.append_log_mel)
+    return WhisperSpeechEncoder(
+        encoder.to(resolve_dtype(cfg.dtype, device)), features, append_log_mel=cfg.append_log_mel
+    )

@@ -29,8 +29,12 @@ SYSTEM_PROMPT = "You are a helpful language and speech assistant."
 CONTENT_SLOT = "<Content>"
 DESCRIPTOR_SLOT = "<Speech descriptor>"
 
-FIELD_PREFIX = {"transcript": "Transcript:", "caption": "Description:", "emotion": "Emotion:",
-                "rationale": "Rationale:"}
+FIELD_PREFIX = {
+    "transcript": "Transcript:",
+    "caption": "Description:",
+    "emotion": "Emotion:",
+    "rationale": "Rationale:",
+}
 FIELD_ORDER = ("transcript", "caption", "emotion", "rationale")
 
 
@@ -47,28 +51,53 @@ TASKS: dict[str, Task] = {
     t.name: t
     for t in [
         Task("asr", "Please transcribe the speech content of the input audio.", ("transcript",)),
-        Task("ser_sed", "Please caption the input audio according to content and speech "
-             "descriptor-related information, then give the emotion.", ("caption", "emotion")),
+        Task(
+            "ser_sed",
+            "Please caption the input audio according to content and speech "
+            "descriptor-related information, then give the emotion.",
+            ("caption", "emotion"),
+        ),
         # Not in the paper: the emotion before the caption (where the emotion sits in the target).
-        Task("ser_sed_emotion_first", "Please give the emotion of the input audio, then caption it "
-             "according to content and speech descriptor-related information.", ("emotion", "caption")),
+        Task(
+            "ser_sed_emotion_first",
+            "Please give the emotion of the input audio, then caption it "
+            "according to content and speech descriptor-related information.",
+            ("emotion", "caption"),
+        ),
         Task("ser", "Please recognize the emotion of the speaker in the input audio.", ("emotion",)),
-        Task("sed", "Please caption the input audio according to content and speech "
-             "descriptor-related information.", ("caption",)),
+        Task(
+            "sed",
+            "Please caption the input audio according to content and speech descriptor-related information.",
+            ("caption",),
+        ),
         # Table 3 target ablation: transcript + descriptors + emotion in one target.
-        Task("asr_ser_sed", "Please transcribe the input audio, caption it according to its "
-             "speech descriptors, then give the emotion.", ("transcript", "caption", "emotion")),
-        Task("asr_ser", "Please transcribe the input audio, then give the emotion.",
-             ("transcript", "emotion")),
+        Task(
+            "asr_ser_sed",
+            "Please transcribe the input audio, caption it according to its speech descriptors, then give the emotion.",
+            ("transcript", "caption", "emotion"),
+        ),
+        Task("asr_ser", "Please transcribe the input audio, then give the emotion.", ("transcript", "emotion")),
         # Rationales (not in the paper). arXiv 2509.24187's order: transcript, emotion, then
         # the reason; and a reasoning-first order, the reason before the label it leads to.
-        Task("asr_ser_rat", "Please transcribe the input audio, give the emotion, then explain "
-             "in one or two sentences which cues show it.", ("transcript", "emotion", "rationale")),
-        Task("rat_ser", "Please explain in one or two sentences which cues in the input audio "
-             "show the speaker's emotion, then give the emotion.", ("rationale", "emotion")),
-        Task("sed_ser_rat", "Please caption the input audio according to content and speech "
-             "descriptor-related information, give the emotion, then explain it in one or two "
-             "sentences.", ("caption", "emotion", "rationale")),
+        Task(
+            "asr_ser_rat",
+            "Please transcribe the input audio, give the emotion, then explain "
+            "in one or two sentences which cues show it.",
+            ("transcript", "emotion", "rationale"),
+        ),
+        Task(
+            "rat_ser",
+            "Please explain in one or two sentences which cues in the input audio "
+            "show the speaker's emotion, then give the emotion.",
+            ("rationale", "emotion"),
+        ),
+        Task(
+            "sed_ser_rat",
+            "Please caption the input audio according to content and speech "
+            "descriptor-related information, give the emotion, then explain it in one or two "
+            "sentences.",
+            ("caption", "emotion", "rationale"),
+        ),
     ]
 }
 
@@ -90,8 +119,9 @@ def render_target(task: Task, record: dict) -> str | None:
     return "\n".join(parts)
 
 
-def select_targets(prompts: "PromptBuilder", task: Task, records: list[dict], labels,
-                   room: int | None) -> tuple[list[int], list[str], list[tuple[str, str]]]:
+def select_targets(
+    prompts: PromptBuilder, task: Task, records: list[dict], labels, room: int | None
+) -> tuple[list[int], list[str], list[tuple[str, str]]]:
     """The utterances of a batch that ``task`` can train on: ``(kept indices, their target texts,
     [(id, reason) skipped])``. Reasons: an emotion outside ``labels``
     (``unknown_emotion_for_{task}``), a field the target needs is missing
@@ -138,9 +168,10 @@ class PromptBuilder:
         """(before <Content>, between the slots, after <Speech descriptor> incl. assistant header)."""
         if task.name not in self._cache:
             text = self.tok.apply_chat_template(
-                [{"role": "system", "content": self.system_prompt},
-                 {"role": "user", "content": user_message(task)}],
-                tokenize=False, add_generation_prompt=True)
+                [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user_message(task)}],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
             head, rest = text.split(CONTENT_SLOT, 1)
             mid, tail = rest.split(DESCRIPTOR_SLOT, 1)
             self._cache[task.name] = (self._ids(head), self._ids(mid), self._ids(tail))
@@ -157,8 +188,9 @@ class PromptBuilder:
         if not spans:
             return [False] * len(self.target_ids(text))
         if not getattr(self.tok, "is_fast", False):
-            raise ValueError(f"value_mask needs a fast tokenizer (character offsets); "
-                             f"{type(self.tok).__name__} is not one")
+            raise ValueError(
+                f"value_mask needs a fast tokenizer (character offsets); {type(self.tok).__name__} is not one"
+            )
         offsets = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         mask = [any(a < e and s < b for s, e in spans) for a, b in offsets]
         return mask + [False]  # the end-of-turn token
@@ -166,8 +198,7 @@ class PromptBuilder:
 
 # -- parsing ---------------------------------------------------------------------------------
 _PREFIX_RE = re.compile(r"(transcript|description|emotion|rationale)\s*:", re.IGNORECASE)
-_PREFIX_FIELD = {"transcript": "transcript", "description": "caption", "emotion": "emotion",
-                 "rationale": "rationale"}
+_PREFIX_FIELD = {"transcript": "transcript", "description": "caption", "emotion": "emotion", "rationale": "rationale"}
 
 
 def parse_output(text: str | None, labels: tuple[str, ...] | list[str] | None = None) -> dict:
@@ -188,7 +219,7 @@ def parse_output(text: str | None, labels: tuple[str, ...] | list[str] | None = 
     for i, m in enumerate(matches):
         field = _PREFIX_FIELD[m.group(1).lower()]
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        value = text[m.end():end].strip()
+        value = text[m.end() : end].strip()
         if out[field] is None and value:
             out[field] = value
     if out["emotion"] is not None:

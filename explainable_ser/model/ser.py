@@ -42,8 +42,14 @@ class Branch(nn.Module):
 
     def __init__(self, num_layers: int, in_dim: int, llm_dim: int, cfg, utterance_context: bool = False):
         super().__init__()
-        self.block = DisentanglementBlock(num_layers, in_dim, cfg.hidden_dim, cfg.latent_dim,
-                                          variational=cfg.variational, utterance_context=utterance_context)
+        self.block = DisentanglementBlock(
+            num_layers,
+            in_dim,
+            cfg.hidden_dim,
+            cfg.latent_dim,
+            variational=cfg.variational,
+            utterance_context=utterance_context,
+        )
         self.adapter = Adapter(self.block.out_dim, cfg.adapter_dim, llm_dim, k=cfg.downsample)
 
     def forward(self, layers, frame_lens, sample: bool):
@@ -65,8 +71,7 @@ class SpeechTokens:
 class ExplainableSER(nn.Module):
     """Encoder, branches and LLM; the prompt builder knows the splice positions."""
 
-    def __init__(self, encoder: nn.Module, llm: nn.Module, tokenizer, cfg,
-                 descriptor_encoder: nn.Module | None = None):
+    def __init__(self, encoder: nn.Module, llm: nn.Module, tokenizer, cfg, descriptor_encoder: nn.Module | None = None):
         super().__init__()
         self.encoder = encoder  # frozen, eval mode (see train())
         self.descriptor_encoder = descriptor_encoder  # None: the one encoder feeds both branches
@@ -121,8 +126,16 @@ class ExplainableSER(nn.Module):
                 out[:, i, :f_c] = F.interpolate(x, size=f_c, mode="linear", align_corners=False).transpose(1, 2)
         return out
 
-    def speech_tokens(self, wave, wave_lens, *, sample_content: bool, sample_descriptor: bool,
-                      zero_descriptor: bool, zero_content: bool = False) -> SpeechTokens:
+    def speech_tokens(
+        self,
+        wave,
+        wave_lens,
+        *,
+        sample_content: bool,
+        sample_descriptor: bool,
+        zero_descriptor: bool,
+        zero_content: bool = False,
+    ) -> SpeechTokens:
         layers, frame_lens = self.encode(wave, wave_lens)  # [L, B, F, D], [B]
         s_con, n_tok, kl_con = self.content(layers, frame_lens, sample_content)  # [B, N, H]
         d_layers = self.descriptor_layers(wave, wave_lens, layers, frame_lens)  # [L', B, F, D']
@@ -133,7 +146,7 @@ class ExplainableSER(nn.Module):
             s_con = torch.zeros_like(s_con)  # probes: how much the model relies on the audio
         summary = None
         if self.summary_token:  # mean over each utterance's real tokens: [B, H]
-            real = (torch.arange(s_des.shape[1], device=s_des.device)[None] < n_tok[:, None].to(s_des.device))
+            real = torch.arange(s_des.shape[1], device=s_des.device)[None] < n_tok[:, None].to(s_des.device)
             summary = (s_des * real[..., None]).sum(1) / n_tok.clamp(min=1).to(s_des.device)[:, None].to(s_des.dtype)
         return SpeechTokens(s_con, s_des, n_tok, {"content": kl_con, "descriptor": kl_des}, frame_lens, summary)
 
@@ -142,8 +155,7 @@ class ExplainableSER(nn.Module):
         t = torch.tensor(ids, dtype=torch.long, device=like.device)
         return self.llm.get_input_embeddings()(t)  # [n, H]
 
-    def build_inputs(self, speech: SpeechTokens, task: Task, targets: list[list[int]] | None,
-                     left_pad: bool = False):
+    def build_inputs(self, speech: SpeechTokens, task: Task, targets: list[list[int]] | None, left_pad: bool = False):
         """Splice speech tokens into the prompt; pad; label only the targets.
 
         Returns inputs_embeds [B, L, H], attention_mask [B, L], labels [B, L] (or None).
@@ -183,49 +195,80 @@ class ExplainableSER(nn.Module):
         pos, row, ids = [], [], []
         k = o_tgt
         for i, (n, ln, t) in enumerate(zip(n_tok, lengths, tgt)):
-            seq = [*range(len(head)), *range(o_con + i * n_max, o_con + i * n_max + n),
-                   *range(o_mid, o_tail), *range(o_des + i * n_max, o_des + i * n_max + n),
-                   *range(o_sum + i * n_sum, o_sum + (i + 1) * n_sum),
-                   *range(o_tail, o_tgt), *range(k, k + len(t))]
+            seq = [
+                *range(len(head)),
+                *range(o_con + i * n_max, o_con + i * n_max + n),
+                *range(o_mid, o_tail),
+                *range(o_des + i * n_max, o_des + i * n_max + n),
+                *range(o_sum + i * n_sum, o_sum + (i + 1) * n_sum),
+                *range(o_tail, o_tgt),
+                *range(k, k + len(t)),
+            ]
             k += len(t)
             start = max_len - ln if left_pad else 0
-            index[i, start:start + ln] = torch.tensor(seq, dtype=torch.long)
+            index[i, start : start + ln] = torch.tensor(seq, dtype=torch.long)
             if t:
                 first = start + prompt[i]  # where the target begins
-                labels[i, first:first + len(t)] = torch.tensor(t, dtype=torch.long)
+                labels[i, first : first + len(t)] = torch.tensor(t, dtype=torch.long)
                 pos += range(i * max_len + first - 1, i * max_len + first - 1 + len(t))
                 row += [i] * len(t)
                 ids += t
         words = head + mid + tail + all_tgt
-        host = torch.cat([index.view(-1), labels.view(-1), torch.tensor(words + pos + row + ids, dtype=torch.long),
-                          torch.tensor([len(t) for t in tgt], dtype=torch.long)])
+        host = torch.cat(
+            [
+                index.view(-1),
+                labels.view(-1),
+                torch.tensor(words + pos + row + ids, dtype=torch.long),
+                torch.tensor([len(t) for t in tgt], dtype=torch.long),
+            ]
+        )
         if dev.type == "cuda":
             host = host.pin_memory()
         host = host.to(dev, non_blocking=True)  # one copy for every index of the batch
         index, labels_d, words_d, t_pos, t_row, t_ids, count = host.split(
-            [b * max_len, b * max_len, len(words), len(pos), len(pos), len(pos), b])
-        table = torch.cat([self.llm.get_input_embeddings()(words_d).to(emb_dtype),
-                           con.reshape(b * n_max, h).to(emb_dtype), des.reshape(b * n_max, h).to(emb_dtype),
-                           *([speech.summary.to(emb_dtype)] if n_sum else []),
-                           con.new_zeros(1, h, dtype=emb_dtype)])  # [S, H]
+            [b * max_len, b * max_len, len(words), len(pos), len(pos), len(pos), b]
+        )
+        table = torch.cat(
+            [
+                self.llm.get_input_embeddings()(words_d).to(emb_dtype),
+                con.reshape(b * n_max, h).to(emb_dtype),
+                des.reshape(b * n_max, h).to(emb_dtype),
+                *([speech.summary.to(emb_dtype)] if n_sum else []),
+                con.new_zeros(1, h, dtype=emb_dtype),
+            ]
+        )  # [S, H]
         embeds = table.index_select(0, index).view(b, max_len, h)  # [B, L, H]
         mask = (index != o_zero).long().view(b, max_len)  # [B, L]
         picks = {"pos": t_pos, "row": t_row, "ids": t_ids, "count": count}
         return embeds, mask, (labels_d.view(b, max_len) if targets is not None else None), picks
 
     # -- training loss -------------------------------------------------------------------------
-    def forward(self, wave, wave_lens, task: Task, target_texts: list[str], *,
-                sample_content: bool = True, sample_descriptor: bool = True,
-                zero_descriptor: bool = False, zero_content: bool = False,
-                value_weight: float = 1.0) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        wave,
+        wave_lens,
+        task: Task,
+        target_texts: list[str],
+        *,
+        sample_content: bool = True,
+        sample_descriptor: bool = True,
+        zero_descriptor: bool = False,
+        zero_content: bool = False,
+        value_weight: float = 1.0,
+    ) -> dict[str, torch.Tensor]:
         """Per-utterance losses [B]: ``ce`` summed over the target tokens (paper eq. 4),
         ``ce_per_token`` (its mean, for reading curves), ``kl_content``, ``kl_descriptor``
         (summed over frames and latent dims), ``frames`` (the encoder frames of each).
         ``value_weight`` != 1 (not in the paper) adds ``ce_weighted``: the same sum with the tokens
         that spell a value (:meth:`PromptBuilder.value_mask`) counted ``value_weight`` times."""
-        speech = self.speech_tokens(wave, wave_lens, sample_content=sample_content,
-                                    sample_descriptor=sample_descriptor,
-                                    zero_descriptor=zero_descriptor, zero_content=zero_content)
+        speech = self.speech_tokens(
+            wave,
+            wave_lens,
+            sample_content=sample_content,
+            sample_descriptor=sample_descriptor,
+            zero_descriptor=zero_descriptor,
+            zero_content=zero_content,
+        )
         targets = [self.prompts.target_ids(t) for t in target_texts]
         embeds, mask, _, picks = self.splice(speech, task, targets)
         # Right padding: positions 0..L_i-1 are the same as for the utterance alone.
@@ -234,9 +277,14 @@ class ExplainableSER(nn.Module):
         logits = self.lm_head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, picks["pos"]))  # [T, V]
         tok_ce = F.cross_entropy(logits.float(), picks["ids"], reduction="none")  # [T]
         ce = torch.zeros(embeds.shape[0], device=tok_ce.device).index_add_(0, picks["row"], tok_ce)  # [B]
-        out = {"ce": ce, "ce_per_token": ce / picks["count"].clamp(min=1), "kl_content": speech.kl["content"],
-               "kl_descriptor": speech.kl["descriptor"], "frames": speech.frame_lens,
-               "n_tokens": speech.n_tokens}
+        out = {
+            "ce": ce,
+            "ce_per_token": ce / picks["count"].clamp(min=1),
+            "kl_content": speech.kl["content"],
+            "kl_descriptor": speech.kl["descriptor"],
+            "frames": speech.frame_lens,
+            "n_tokens": speech.n_tokens,
+        }
         if value_weight != 1.0:
             # weights [T] in the order of picks (utterance by utterance, token by token)
             w = torch.tensor([value_weight if v else 1.0 for t in target_texts for v in self.prompts.value_mask(t)])
@@ -244,9 +292,21 @@ class ExplainableSER(nn.Module):
             out["ce_weighted"] = torch.zeros_like(ce).index_add_(0, picks["row"], tok_ce * w)  # [B]
         return out
 
-    def loss(self, wave, wave_lens, task: Task, target_texts: list[str], *, beta: float,
-             trained: list[str], sample: bool, zero_descriptor: bool = False,
-             zero_content: bool = False, kl_reduction: str = "frame_mean", value_weight: float = 1.0) -> dict:
+    def loss(
+        self,
+        wave,
+        wave_lens,
+        task: Task,
+        target_texts: list[str],
+        *,
+        beta: float,
+        trained: list[str],
+        sample: bool,
+        zero_descriptor: bool = False,
+        zero_content: bool = False,
+        kl_reduction: str = "frame_mean",
+        value_weight: float = 1.0,
+    ) -> dict:
         """The objective: ``L = CE + beta * KL``, the cross-entropy summed over each target's
         tokens (eq. 4) and averaged over the batch, plus the KL of each *trained* branch
         (``trained``: ``content`` and/or ``descriptor``), per utterance averaged over its frames
@@ -255,10 +315,17 @@ class ExplainableSER(nn.Module):
         (training); otherwise z = mu. A frozen branch always gives z = mu, also in training.
         ``value_weight`` (not in the paper): the value tokens' CE counts that many times in the
         objective; the returned ``ce`` stays the plain sum."""
-        out = self(wave, wave_lens, task, target_texts,
-                   sample_content=sample and "content" in trained,
-                   sample_descriptor=sample and "descriptor" in trained,
-                   zero_descriptor=zero_descriptor, zero_content=zero_content, value_weight=value_weight)
+        out = self(
+            wave,
+            wave_lens,
+            task,
+            target_texts,
+            sample_content=sample and "content" in trained,
+            sample_descriptor=sample and "descriptor" in trained,
+            zero_descriptor=zero_descriptor,
+            zero_content=zero_content,
+            value_weight=value_weight,
+        )
         ce = out["ce"].mean()  # summed over target tokens, averaged over utterances
         objective = out.get("ce_weighted", out["ce"]).mean()
         if kl_reduction not in ("frame_mean", "sum"):
@@ -276,8 +343,9 @@ class ExplainableSER(nn.Module):
         return self.llm.get_base_model().lm_head(hidden)
 
     @torch.no_grad()
-    def label_scores(self, wave, wave_lens, task: Task, prefixes: list[str],
-                     labels: list[str], zero_descriptor: bool = False) -> torch.Tensor:
+    def label_scores(
+        self, wave, wave_lens, task: Task, prefixes: list[str], labels: list[str], zero_descriptor: bool = False
+    ) -> torch.Tensor:
         """Per-class probabilities [B, C] of ``Emotion: {label}`` after each utterance's prefix
         (``zero_descriptor``: with the descriptor tokens zeroed, the counterfactual).
 
@@ -287,42 +355,81 @@ class ExplainableSER(nn.Module):
         neg_ce = []
         for label in labels:
             targets = [f"{p}\n{FIELD_PREFIX['emotion']} {label}".strip() for p in prefixes]
-            out = self.forward(wave, wave_lens, task, targets, sample_content=False,
-                               sample_descriptor=False, zero_descriptor=zero_descriptor)
+            out = self.forward(
+                wave,
+                wave_lens,
+                task,
+                targets,
+                sample_content=False,
+                sample_descriptor=False,
+                zero_descriptor=zero_descriptor,
+            )
             neg_ce.append(-out["ce"])
         return torch.softmax(torch.stack(neg_ce, dim=1), dim=1)
 
     # -- inference -------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, wave, wave_lens, task: Task, *, max_new_tokens: int = 64, num_beams: int = 1,
-                 zero_descriptor: bool = False, zero_content: bool = False) -> list[str]:
+    def generate(
+        self,
+        wave,
+        wave_lens,
+        task: Task,
+        *,
+        max_new_tokens: int = 64,
+        num_beams: int = 1,
+        zero_descriptor: bool = False,
+        zero_content: bool = False,
+    ) -> list[str]:
         """Decode a batch (left-padded prompts, KV cache, greedy or beam search)."""
-        speech = self.speech_tokens(wave, wave_lens, sample_content=False,
-                                    sample_descriptor=False, zero_descriptor=zero_descriptor,
-                                    zero_content=zero_content)
+        speech = self.speech_tokens(
+            wave,
+            wave_lens,
+            sample_content=False,
+            sample_descriptor=False,
+            zero_descriptor=zero_descriptor,
+            zero_content=zero_content,
+        )
         return self.generate_from(speech, task, max_new_tokens=max_new_tokens, num_beams=num_beams)
 
     @torch.no_grad()
-    def generate_from(self, speech: SpeechTokens, task: Task, *, max_new_tokens: int = 64, num_beams: int = 1,
-                      zero_descriptor: bool = False, zero_content: bool = False) -> list[str]:
+    def generate_from(
+        self,
+        speech: SpeechTokens,
+        task: Task,
+        *,
+        max_new_tokens: int = 64,
+        num_beams: int = 1,
+        zero_descriptor: bool = False,
+        zero_content: bool = False,
+    ) -> list[str]:
         """Decode from speech tokens already computed: one encoder pass serves every task and
         the counterfactuals (a zeroed stream here equals one zeroed in :meth:`speech_tokens`)."""
         if zero_descriptor:
-            speech = replace(speech, descriptor=torch.zeros_like(speech.descriptor),
-                             summary=None if speech.summary is None else torch.zeros_like(speech.summary))
+            speech = replace(
+                speech,
+                descriptor=torch.zeros_like(speech.descriptor),
+                summary=None if speech.summary is None else torch.zeros_like(speech.summary),
+            )
         if zero_content:
             speech = replace(speech, content=torch.zeros_like(speech.content))
         embeds, mask, _ = self.build_inputs(speech, task, None, left_pad=True)
         eot = self.prompts.eot_id
-        out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask,
-                                max_new_tokens=max_new_tokens, num_beams=num_beams,
-                                do_sample=False, eos_token_id=eot, pad_token_id=self.pad_id)
+        out = self.llm.generate(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            do_sample=False,
+            eos_token_id=eot,
+            pad_token_id=self.pad_id,
+        )
         return self.tokenizer.batch_decode(out, skip_special_tokens=True)
 
 
 # -- construction ------------------------------------------------------------------------------
-def build_llm(cfg, vocab_size: int, device: str = "cpu", random_init_dir: str | Path | None = None,
-              init_seed: int | None = None) -> nn.Module:
+def build_llm(
+    cfg, vocab_size: int, device: str = "cpu", random_init_dir: str | Path | None = None, init_seed: int | None = None
+) -> nn.Module:
     """The causal LM with LoRA: ``from_pretrained`` (real) or random from ``hf_config``.
 
     A random LLM is frozen but never trained, so checkpoints do not hold it: with
@@ -345,14 +452,26 @@ def build_llm(cfg, vocab_size: int, device: str = "cpu", random_init_dir: str | 
             # before the Trainer picks the rank's device, so the launcher's LOCAL_RANK says which.
             kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))}
             kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
-                bnb_4bit_use_double_quant=True)
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_compute_dtype=torch.bfloat16,
+                bnb_4bit_use_double_quant=True,
+            )
         llm = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, attn_implementation=cfg.attn_implementation,
-            trust_remote_code=cfg.trust_remote_code, **kwargs)
+            path,
+            dtype=dtype,
+            attn_implementation=cfg.attn_implementation,
+            trust_remote_code=cfg.trust_remote_code,
+            **kwargs,
+        )
     else:
-        llm = random_model(AutoModelForCausalLM, {**dict(cfg.hf_config), "vocab_size": vocab_size},
-                           cfg.attn_implementation, random_init_dir, dtype=dtype)
+        llm = random_model(
+            AutoModelForCausalLM,
+            {**dict(cfg.hf_config), "vocab_size": vocab_size},
+            cfg.attn_implementation,
+            random_init_dir,
+            dtype=dtype,
+        )
     llm.requires_grad_(False)
     if cfg.gradient_checkpointing:
         llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -361,14 +480,25 @@ def build_llm(cfg, vocab_size: int, device: str = "cpu", random_init_dir: str | 
         # LoRA (and, after it, the branches) start from the same numbers whether the frozen
         # weights were just drawn at random or loaded: a restarted run initialises identically.
         torch.manual_seed(init_seed)
-    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=list(cfg.lora.target_modules),
-                      modules_to_save=list(cfg.lora.modules_to_save) or None, task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=list(cfg.lora.target_modules),
+        modules_to_save=list(cfg.lora.modules_to_save) or None,
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(llm, lora)
 
 
-def build_model(cfg, tokenizer, device: str = "cpu", vocab_size: int | None = None,
-                random_init_dir: str | Path | None = None, init_seed: int | None = None) -> ExplainableSER:
+def build_model(
+    cfg,
+    tokenizer,
+    device: str = "cpu",
+    vocab_size: int | None = None,
+    random_init_dir: str | Path | None = None,
+    init_seed: int | None = None,
+) -> ExplainableSER:
     """The whole stack from a :class:`explainable_ser.config.ModelConfig`.
 
     ``vocab_size`` overrides the tokenizer's size for a randomly initialised LLM (size-only
@@ -378,10 +508,14 @@ def build_model(cfg, tokenizer, device: str = "cpu", vocab_size: int | None = No
     """
     sub = (lambda name: Path(random_init_dir) / name) if random_init_dir is not None else (lambda name: None)
     encoder = build_encoder(cfg.encoder, random_init_dir=sub("encoder"), device=device)
-    descriptor_encoder = (build_encoder(cfg.descriptor_encoder, random_init_dir=sub("descriptor_encoder"),
-                                        device=device) if cfg.descriptor_encoder is not None else None)
-    llm = build_llm(cfg.llm, vocab_size=vocab_size or len(tokenizer), device=device,
-                    random_init_dir=sub("llm"), init_seed=init_seed)
+    descriptor_encoder = (
+        build_encoder(cfg.descriptor_encoder, random_init_dir=sub("descriptor_encoder"), device=device)
+        if cfg.descriptor_encoder is not None
+        else None
+    )
+    llm = build_llm(
+        cfg.llm, vocab_size=vocab_size or len(tokenizer), device=device, random_init_dir=sub("llm"), init_seed=init_seed
+    )
     model = ExplainableSER(encoder, llm, tokenizer, cfg, descriptor_encoder)
     if cfg.compile:
         # Module.compile compiles in place: parameter names, hence checkpoints, are unchanged.

@@ -26,8 +26,13 @@ class InstructLM:
     name: str
 
     @classmethod
-    def load(cls, name_or_path: str = DEFAULT_TEACHER, device: str | None = None,
-             dtype: str = "auto", trust_remote_code: bool = False) -> InstructLM:
+    def load(
+        cls,
+        name_or_path: str = DEFAULT_TEACHER,
+        device: str | None = None,
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+    ) -> InstructLM:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from explainable_ser.model.encoders import resolve_dtype
@@ -41,8 +46,9 @@ class InstructLM:
         tok.padding_side = "left"  # generation continues every row from its last prompt token
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device),
-                                                     trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=resolve_dtype(dtype, device), trust_remote_code=trust_remote_code
+        )
         model.to(device)
         model.eval()
         return cls(model, tok, name_or_path)
@@ -62,8 +68,9 @@ class InstructLM:
         return {k: v.to(self.device) for k, v in enc.items()}
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], max_new_tokens: int = 80, seed: int | None = None,
-                 temperature: float = 0.0) -> list[str]:
+    def generate(
+        self, prompts: list[str], max_new_tokens: int = 80, seed: int | None = None, temperature: float = 0.0
+    ) -> list[str]:
         """Rendered prompts -> the assistant's replies (greedy; ``temperature`` > 0 samples, seeded)."""
         enc = self._batch(prompts)
         kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
@@ -74,8 +81,10 @@ class InstructLM:
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         out = self.model.generate(**enc, **kwargs)
-        return [t.strip() for t in self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:],
-                                                               skip_special_tokens=True)]
+        return [
+            t.strip()
+            for t in self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        ]
 
     @torch.no_grad()
     def choose(self, prompts: list[str], choices: list[str]) -> list[dict[str, float]]:

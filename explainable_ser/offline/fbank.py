@@ -80,8 +80,9 @@ class CTCFbankEncoder(nn.Module):
 
     DILATIONS = (1, 2, 4, 1, 2, 4)  # receptive field of about +-0.6 s at 50 frames/s
 
-    def __init__(self, sampling_rate: int = 16000, num_mel_bins: int = 80,
-                 alphabet: str = " 'abcdefghijklmnopqrstuvwxyz"):
+    def __init__(
+        self, sampling_rate: int = 16000, num_mel_bins: int = 80, alphabet: str = " 'abcdefghijklmnopqrstuvwxyz"
+    ):
         super().__init__()
         self.fbank = FbankEncoder(sampling_rate, num_mel_bins)
         d = self.fbank.hidden_size
@@ -107,7 +108,7 @@ class CTCFbankEncoder(nn.Module):
 
     def add_conv_layers(self, base: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
         """Filterbank layers [3, B, F, D] -> all layers [3 + n_conv, B, F, D]."""
-        mask = (torch.arange(base.shape[2], device=base.device)[None] < frame_lens[:, None])
+        mask = torch.arange(base.shape[2], device=base.device)[None] < frame_lens[:, None]
         # [B, 1, F]: padding stays zero, so a batch gives each utterance's features alone.
         mask = mask[:, None].to(base.dtype)
         h = base[1].transpose(1, 2)  # normalised log-mel, [B, D, F]
@@ -136,12 +137,20 @@ class CTCFbankEncoder(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, directory / "model.safetensors")
-        (directory / "config.json").write_text(json.dumps({
-            "model_type": "ctc_fbank", "sampling_rate": self.fbank.sampling_rate,
-            "num_mel_bins": self.fbank.num_mel_bins, "alphabet": self.alphabet}, indent=2))
+        (directory / "config.json").write_text(
+            json.dumps(
+                {
+                    "model_type": "ctc_fbank",
+                    "sampling_rate": self.fbank.sampling_rate,
+                    "num_mel_bins": self.fbank.num_mel_bins,
+                    "alphabet": self.alphabet,
+                },
+                indent=2,
+            )
+        )
 
     @classmethod
-    def load(cls, directory: str | Path) -> "CTCFbankEncoder":
+    def load(cls, directory: str | Path) -> CTCFbankEncoder:
         import json
 
         from safetensors.torch import load_file
@@ -149,15 +158,25 @@ class CTCFbankEncoder(nn.Module):
         directory = Path(directory)
         cfg = json.loads((directory / "config.json").read_text())
         if cfg.get("model_type") != "ctc_fbank":
-            raise ValueError(f"{directory} does not hold a CTC filterbank encoder (config.json "
-                             f"model_type={cfg.get('model_type')!r})")
+            raise ValueError(
+                f"{directory} does not hold a CTC filterbank encoder (config.json model_type={cfg.get('model_type')!r})"
+            )
         enc = cls(cfg["sampling_rate"], cfg["num_mel_bins"], cfg["alphabet"])
         enc.load_state_dict(load_file(directory / "model.safetensors"))
         return enc
 
 
-def train_ctc(encoder: CTCFbankEncoder, train: list, dev: list, *, epochs: int = 8,
-              lr: float = 2e-3, batch_size: int = 32, seed: int = 0, progress: bool = True) -> dict:
+def train_ctc(
+    encoder: CTCFbankEncoder,
+    train: list,
+    dev: list,
+    *,
+    epochs: int = 8,
+    lr: float = 2e-3,
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Fine-tune the conv layers of a :class:`CTCFbankEncoder` with CTC on (wave [T], text) pairs.
 
     Filterbanks are computed once; returns ``{"dev_cer": ..., "dev_wer": ..., "seconds": ...}``.
@@ -205,8 +224,7 @@ def train_ctc(encoder: CTCFbankEncoder, train: list, dev: list, *, epochs: int =
         for i in range(0, len(train_f), batch_size):
             x, lens, targets = batch(train_f[i : i + batch_size])
             log_probs = run_convs(x, lens)
-            loss = ctc(log_probs.transpose(0, 1), torch.cat(targets), lens,
-                       torch.tensor([len(t) for t in targets]))
+            loss = ctc(log_probs.transpose(0, 1), torch.cat(targets), lens, torch.tensor([len(t) for t in targets]))
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(params, 1.0)
@@ -224,9 +242,12 @@ def train_ctc(encoder: CTCFbankEncoder, train: list, dev: list, *, epochs: int =
             hyps += encoder.greedy_decode(run_convs(x, lens), lens)
             # Scored on the alphabet the head can write (lowercase, no punctuation).
             refs += ["".join(c for c in t.lower() if c in encoder.alphabet) for _, t in dev_f[i : i + batch_size]]
-    return {"dev_cer": jiwer.cer(refs, hyps) if refs else None,
-            "dev_wer": jiwer.wer(refs, hyps) if refs else None,
-            "seconds": round(time.time() - start, 1), "epochs": epochs}
+    return {
+        "dev_cer": jiwer.cer(refs, hyps) if refs else None,
+        "dev_wer": jiwer.wer(refs, hyps) if refs else None,
+        "seconds": round(time.time() - start, 1),
+        "epochs": epochs,
+    }
 
 
 def ensure_ctc_encoder(cfg, dm, directory: Path) -> None:
@@ -245,6 +266,7 @@ def ensure_ctc_encoder(cfg, dm, directory: Path) -> None:
         while not (directory / "config.json").exists():
             time.sleep(5)
         return
+
     def pairs(split_attr):
         clips, skipped = dm.usable_clips(split_attr)
         out = [(wave, rec["transcript"]) for wave, rec in clips if rec.get("transcript")]
@@ -254,17 +276,29 @@ def ensure_ctc_encoder(cfg, dm, directory: Path) -> None:
     dev, _ = pairs("val_split")
     if not train:
         raise ConfigError("model.encoder.kind=ctc_fbank needs transcripts in the training split")
-    print(f"[encoder] CTC fine-tuning of the offline encoder on {len(train)} utterances "
-          f"({skipped} without usable audio or transcript), {enc_cfg.ctc_epochs} epochs")
+    print(
+        f"[encoder] CTC fine-tuning of the offline encoder on {len(train)} utterances "
+        f"({skipped} without usable audio or transcript), {enc_cfg.ctc_epochs} epochs"
+    )
     torch.manual_seed(cfg.seed)
     enc = CTCFbankEncoder(enc_cfg.sampling_rate, enc_cfg.num_mel_bins)
-    stats = train_ctc(enc, train, dev, epochs=enc_cfg.ctc_epochs, lr=enc_cfg.ctc_lr, seed=cfg.seed,
-                      progress=cfg.trainer.enable_progress_bar)
+    stats = train_ctc(
+        enc,
+        train,
+        dev,
+        epochs=enc_cfg.ctc_epochs,
+        lr=enc_cfg.ctc_lr,
+        seed=cfg.seed,
+        progress=cfg.trainer.enable_progress_bar,
+    )
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     enc.save(tmp)
     (tmp / "ctc_training.json").write_text(json.dumps(stats, indent=2))
     tmp.replace(directory)  # other ranks and later builds see a complete encoder or none
-    scores = (f"dev CER {stats['dev_cer']:.3f}, WER {stats['dev_wer']:.3f}" if stats["dev_cer"] is not None
-              else "no dev split to score")
+    scores = (
+        f"dev CER {stats['dev_cer']:.3f}, WER {stats['dev_wer']:.3f}"
+        if stats["dev_cer"] is not None
+        else "no dev split to score"
+    )
     print(f"[encoder] {scores} ({stats['seconds']:.0f} s); saved to {directory}")

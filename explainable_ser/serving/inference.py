@@ -91,8 +91,9 @@ def read_audio(path: str | Path, data_cfg, any_length: bool = False) -> np.ndarr
     except Exception:  # not a libsndfile format: compressed audio or a video container
         info = None
     if info is not None:
-        cut = make_cut(path.stem, path, sampling_rate=info.samplerate, num_samples=info.frames,
-                       corpus="files", split="predict")
+        cut = make_cut(
+            path.stem, path, sampling_rate=info.samplerate, num_samples=info.frames, corpus="files", split="predict"
+        )
         audio, reason = SpeechBatchDataset(data_cfg).load(cut)
         seconds = info.frames / info.samplerate if info.samplerate else None
     else:
@@ -101,8 +102,7 @@ def read_audio(path: str | Path, data_cfg, any_length: bool = False) -> np.ndarr
         try:
             audio = decode_mp4(path)
         except Exception as err:
-            raise AudioError(f"neither soundfile nor PyAV can decode it ({type(err).__name__}: "
-                             f"{err})") from None
+            raise AudioError(f"neither soundfile nor PyAV can decode it ({type(err).__name__}: {err})") from None
         reason = check_waveform(audio, 16000, data_cfg)
         seconds = audio.shape[-1] / 16000
         if reason is None and data_cfg.sampling_rate != 16000:
@@ -118,16 +118,21 @@ def summarize_recording(pieces: list[dict], labels: list[str], duration: float, 
     """What a recording's explained pieces say together (see :meth:`Explainer.explain_recording`)."""
     seconds = np.array([p["end"] - p["start"] for p in pieces], dtype=float)
     weights = seconds / seconds.sum()
-    scores = {lab: round(float(sum(w * p["emotion_scores"][lab] for w, p in zip(weights, pieces))), 4)
-              for lab in labels}
-    share = {lab: round(float(sum(w for w, p in zip(weights, pieces) if p["emotion"] == lab)), 4)
-             for lab in labels}
-    return {"duration": round(duration, 2), "n_pieces": len(pieces), "skipped_short": skipped_short,
-            "emotion": max(labels, key=lambda lab: scores[lab]), "emotion_scores": scores,
-            "emotion_share": share,
-            "timeline": [[p["start"], p["end"], p["emotion"]] for p in pieces],
-            "transcript": " ".join(p["transcript"] for p in pieces if p.get("transcript")),
-            "pieces": pieces}
+    scores = {
+        lab: round(float(sum(w * p["emotion_scores"][lab] for w, p in zip(weights, pieces))), 4) for lab in labels
+    }
+    share = {lab: round(float(sum(w for w, p in zip(weights, pieces) if p["emotion"] == lab)), 4) for lab in labels}
+    return {
+        "duration": round(duration, 2),
+        "n_pieces": len(pieces),
+        "skipped_short": skipped_short,
+        "emotion": max(labels, key=lambda lab: scores[lab]),
+        "emotion_scores": scores,
+        "emotion_share": share,
+        "timeline": [[p["start"], p["end"], p["emotion"]] for p in pieces],
+        "transcript": " ".join(p["transcript"] for p in pieces if p.get("transcript")),
+        "pieces": pieces,
+    }
 
 
 @dataclass
@@ -154,8 +159,7 @@ class Explainer:
         return cls(module.model, cfg, str(ckpt))
 
     @classmethod
-    def from_export(cls, path: str | Path, device: str | None = None,
-                        overrides: list[str] | tuple = ()) -> Explainer:
+    def from_export(cls, path: str | Path, device: str | None = None, overrides: list[str] | tuple = ()) -> Explainer:
         """From a directory written by ``python -m explainable_ser.export`` (``overrides``:
         e.g. ``eval.num_beams=4``)."""
         from explainable_ser.serving.bundle import load_exported
@@ -174,8 +178,9 @@ class Explainer:
 
     def layer_weights(self) -> dict[str, list[float]]:
         """Each branch's learned softmax weights over the encoder layers."""
-        return {b: [round(float(v), 4) for v in w.detach().float().cpu()]
-                for b, w in self.model.layer_weights().items()}
+        return {
+            b: [round(float(v), 4) for v in w.detach().float().cpu()] for b, w in self.model.layer_weights().items()
+        }
 
     def read(self, path: str | Path, any_length: bool = True) -> torch.Tensor:
         """A file's samples [T] at the model's rate; ``any_length=False`` refuses one longer than
@@ -196,8 +201,9 @@ class Explainer:
             return self.explain_recording(wave, zero_descriptor=zero_descriptor)
         return self.explain_batch([wave], zero_descriptor=zero_descriptor)[0]
 
-    def explain_recording(self, wave: torch.Tensor, zero_descriptor: bool = False,
-                          batch_seconds: float = 60.0, progress=None) -> dict:
+    def explain_recording(
+        self, wave: torch.Tensor, zero_descriptor: bool = False, batch_seconds: float = 60.0, progress=None
+    ) -> dict:
         """A recording of any length [T] -> its pieces explained and a summary.
 
         The recording is cut at its pauses into pieces of at most :attr:`max_seconds`
@@ -213,18 +219,21 @@ class Explainer:
 
         sr = self.cfg.data.sampling_rate
         audio = wave.detach().float().cpu().numpy()
-        pieces, short = split_at_pauses(audio, sr, max_seconds=self.max_seconds,
-                                        min_seconds=self.cfg.data.min_clip_seconds)
+        pieces, short = split_at_pauses(
+            audio, sr, max_seconds=self.max_seconds, min_seconds=self.cfg.data.min_clip_seconds
+        )
         if not pieces:
-            raise AudioError(f"no speech found: no run of sound of at least {self.cfg.data.min_clip_seconds:.2f} s "
-                             f"(data.min_clip_seconds) within 35 dB of the recording's loudest part "
-                             f"(or of -25 dBFS, for a quieter recording)")
+            raise AudioError(
+                f"no speech found: no run of sound of at least {self.cfg.data.min_clip_seconds:.2f} s "
+                f"(data.min_clip_seconds) within 35 dB of the recording's loudest part "
+                f"(or of -25 dBFS, for a quieter recording)"
+            )
         rows: list[dict] = []
         group: list = []
-        for k, piece in enumerate([*pieces, None]):
+        for _k, piece in enumerate([*pieces, None]):
             full = piece is None or sum(p.end - p.start for p in group) + piece.end - piece.start > batch_seconds * sr
             if group and full:
-                waves = [wave[p.start:p.end] for p in group]
+                waves = [wave[p.start : p.end] for p in group]
                 for p, row in zip(group, self.explain_batch(waves, zero_descriptor=zero_descriptor)):
                     start, end = p.seconds(sr)
                     rows.append({"piece": len(rows), "start": round(start, 2), "end": round(end, 2), **row})
@@ -249,8 +258,11 @@ class Explainer:
         wave = torch.zeros(len(waves), int(lens.max()), device=self.device)  # [B, T] zero-padded
         for i, w in enumerate(waves):
             wave[i, : w.numel()] = w.to(self.device)
-        kw = dict(max_new_tokens=self.cfg.eval.max_new_tokens, num_beams=self.cfg.eval.num_beams,
-                  zero_descriptor=zero_descriptor)
+        kw = dict(
+            max_new_tokens=self.cfg.eval.max_new_tokens,
+            num_beams=self.cfg.eval.num_beams,
+            zero_descriptor=zero_descriptor,
+        )
         asr = model.generate(wave, lens, get_task("asr"), **kw)
         task = get_task("ser_sed" if getattr(model, "has_descriptor", True) else "ser")
         raw = model.generate(wave, lens, task, **kw)
@@ -264,13 +276,15 @@ class Explainer:
         out = []
         for a, r, p, s in zip(asr, raw, parsed, scores):
             best = labels[int(torch.as_tensor(s).argmax())]
-            out.append({
-                "transcript": parse_output(a)["transcript"],
-                "caption": p["caption"],
-                "emotion": p["emotion"] or best,
-                "emotion_source": "generated" if p["emotion"] else "scores",
-                "emotion_scores": {lab: round(float(v), 4) for lab, v in zip(labels, s)},
-                "attributes": caption_attributes(p["caption"]),
-                "raw": {"asr": a, task.name: r},
-            })
+            out.append(
+                {
+                    "transcript": parse_output(a)["transcript"],
+                    "caption": p["caption"],
+                    "emotion": p["emotion"] or best,
+                    "emotion_source": "generated" if p["emotion"] else "scores",
+                    "emotion_scores": {lab: round(float(v), 4) for lab, v in zip(labels, s)},
+                    "attributes": caption_attributes(p["caption"]),
+                    "raw": {"asr": a, task.name: r},
+                }
+            )
         return out

@@ -18,8 +18,7 @@ import torch
 class LanguageID:
     """``(language code, probability)`` of a 16 kHz waveform, from a Whisper checkpoint."""
 
-    def __init__(self, name_or_path: str, device: str | torch.device = "cpu",
-                 trust_remote_code: bool = False):
+    def __init__(self, name_or_path: str, device: str | torch.device = "cpu", trust_remote_code: bool = False):
         from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
         from explainable_ser.offline.pretrained import resolve
@@ -32,8 +31,9 @@ class LanguageID:
         self.features = WhisperFeatureExtractor.from_pretrained(path, trust_remote_code=trust_remote_code)
         lang_to_id = _lang_to_id(path, self.model)
         if not lang_to_id:
-            raise ValueError(f"{name_or_path} has no language tokens (an English-only Whisper "
-                             f"cannot identify languages)")
+            raise ValueError(
+                f"{name_or_path} has no language tokens (an English-only Whisper cannot identify languages)"
+            )
         self.codes = [token.strip("<|>") for token in lang_to_id]
         self.ids = torch.tensor(list(lang_to_id.values()), device=device)
         self.start = self.model.generation_config.decoder_start_token_id
@@ -41,8 +41,9 @@ class LanguageID:
     @torch.no_grad()
     def __call__(self, wave: torch.Tensor) -> tuple[str, float]:
         # Whisper identifies the language from its standard 30 s window (the first 30 s).
-        feats = self.features(wave.float().cpu().numpy(), sampling_rate=16000,
-                              return_tensors="pt").input_features.to(self.ids.device)
+        feats = self.features(wave.float().cpu().numpy(), sampling_rate=16000, return_tensors="pt").input_features.to(
+            self.ids.device
+        )
         start = torch.tensor([[self.start]], device=self.ids.device)
         logits = self.model(input_features=feats, decoder_input_ids=start).logits[0, -1]  # [V]
         probs = torch.softmax(logits[self.ids].float(), dim=-1)  # over the language tokens only

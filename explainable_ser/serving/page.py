@@ -1,4 +1,5 @@
-"""The web page: upload or record a clip and see its transcript, descriptor caption, emotion with its scores, a timeline for long recordings and the layer weights; refusals explained in plain words."""
+"""The web page: upload or record a clip and see its transcript, descriptor caption, emotion with its
+scores, a timeline for long recordings and the layer weights; refusals explained in plain words."""
 
 from __future__ import annotations
 
@@ -51,8 +52,7 @@ def check_file(path: str, limits: Limits) -> float:
     except (AudioError, OSError) as err:
         raise RefusedError(f"{p.name}: {plain_reason(str(err), p)}") from None
     if seconds > limits.max_seconds:
-        raise RefusedError(f"{p.name} lasts {seconds:.1f} s; this page takes recordings up to "
-                           f"{limits.max_seconds:g} s")
+        raise RefusedError(f"{p.name} lasts {seconds:.1f} s; this page takes recordings up to {limits.max_seconds:g} s")
     return seconds
 
 
@@ -100,8 +100,18 @@ def timeline_table(summary: dict):
     import pandas as pd
 
     cols = ["piece", "start (s)", "end (s)", "emotion", "probability", "caption", "transcript"]
-    rows = [[p["piece"], p["start"], p["end"], p["emotion"], round(p["emotion_scores"][p["emotion"]], 2),
-             p.get("caption") or "", p.get("transcript") or ""] for p in summary.get("pieces", [])]
+    rows = [
+        [
+            p["piece"],
+            p["start"],
+            p["end"],
+            p["emotion"],
+            round(p["emotion_scores"][p["emotion"]], 2),
+            p.get("caption") or "",
+            p.get("transcript") or "",
+        ]
+        for p in summary.get("pieces", [])
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -115,10 +125,16 @@ def counterfactual_summary(row: dict, cf: dict) -> str:
     """In words: what zeroing the descriptor tokens did to the emotion and its probability."""
     emo = row["emotion"]
     before, after = row["emotion_scores"].get(emo), cf["emotion_scores"].get(emo)
-    change = (f"the emotion stays **{emo}**" if cf["emotion"] == emo else
-              f"the emotion changes from **{emo}** to **{cf['emotion']}**")
-    prob = (f"; the probability of {emo} goes from {before:.2f} to {after:.2f}"
-            if before is not None and after is not None else "")
+    change = (
+        f"the emotion stays **{emo}**"
+        if cf["emotion"] == emo
+        else f"the emotion changes from **{emo}** to **{cf['emotion']}**"
+    )
+    prob = (
+        f"; the probability of {emo} goes from {before:.2f} to {after:.2f}"
+        if before is not None and after is not None
+        else ""
+    )
     return f"With the descriptor tokens zeroed, {change}{prob}."
 
 
@@ -147,9 +163,18 @@ def build(ser: Explainer, limits: Limits, title: str = "explainable-ser"):
 
     def cleared(status: str) -> tuple:
         empty = score_table({lab: 0.0 for lab in labels})
-        return (status, "", "", "", empty, gr.update(value="", visible=False),
-                gr.update(value=empty, visible=False), "", gr.update(value=timeline_table({}), visible=False),
-                None)
+        return (
+            status,
+            "",
+            "",
+            "",
+            empty,
+            gr.update(value="", visible=False),
+            gr.update(value=empty, visible=False),
+            "",
+            gr.update(value=timeline_table({}), visible=False),
+            None,
+        )
 
     def respond(path, counterfactual):
         if not path:  # the audio was cleared
@@ -161,56 +186,104 @@ def build(ser: Explainer, limits: Limits, title: str = "explainable-ser"):
             return cleared(f"**Refused.** {err}")
         row, cf = out["row"], out["counterfactual"]
         long = "pieces" in row
-        source = "" if long or row["emotion_source"] == "generated" else (
-            " The generated text named no known emotion: the emotion shown is the best-scoring one.")
-        pieces = (f" A long recording: {row['n_pieces']} pieces cut at its pauses (timeline below); the "
-                  f"emotion is their scores weighted by duration.") if long else ""
-        status = (f"**{Path(path).name}**: {out['seconds']:.2f} s of audio, explained in "
-                  f"{out['wall']:.2f} s.{source}{pieces}")
+        source = (
+            ""
+            if long or row["emotion_source"] == "generated"
+            else (" The generated text named no known emotion: the emotion shown is the best-scoring one.")
+        )
+        pieces = (
+            (
+                f" A long recording: {row['n_pieces']} pieces cut at its pauses (timeline below); the "
+                f"emotion is their scores weighted by duration."
+            )
+            if long
+            else ""
+        )
+        status = (
+            f"**{Path(path).name}**: {out['seconds']:.2f} s of audio, explained in {out['wall']:.2f} s.{source}{pieces}"
+        )
         cf_visible = cf is not None
         caption = "(one caption per piece: see the timeline)" if long else (row["caption"] or "")
-        return (status, row["transcript"] or "", caption, emotion_text(row),
-                score_table(row["emotion_scores"]),
-                gr.update(value=emotion_text(cf) if cf_visible else "", visible=cf_visible),
-                gr.update(value=score_table(cf["emotion_scores"]) if cf_visible else score_table(
-                    {lab: 0.0 for lab in labels}), visible=cf_visible),
-                counterfactual_summary(row, cf) if cf_visible else "",
-                gr.update(value=timeline_table(row), visible=long),
-                {**row, **({"counterfactual": cf} if cf_visible else {})})
+        return (
+            status,
+            row["transcript"] or "",
+            caption,
+            emotion_text(row),
+            score_table(row["emotion_scores"]),
+            gr.update(value=emotion_text(cf) if cf_visible else "", visible=cf_visible),
+            gr.update(
+                value=score_table(cf["emotion_scores"]) if cf_visible else score_table({lab: 0.0 for lab in labels}),
+                visible=cf_visible,
+            ),
+            counterfactual_summary(row, cf) if cf_visible else "",
+            gr.update(value=timeline_table(row), visible=long),
+            {**row, **({"counterfactual": cf} if cf_visible else {})},
+        )
 
     with gr.Blocks(title=title) as page:
-        gr.Markdown(f"# {title}\nModel: `{ser.source}`. Emotions: {', '.join(labels)}. "
-                    f"Files up to {limits.max_mb:g} MB and {limits.max_seconds:g} s; longer than "
-                    f"{ser.max_seconds:g} s, a recording is explained in pieces cut at its pauses.")
+        gr.Markdown(
+            f"# {title}\nModel: `{ser.source}`. Emotions: {', '.join(labels)}. "
+            f"Files up to {limits.max_mb:g} MB and {limits.max_seconds:g} s; longer than "
+            f"{ser.max_seconds:g} s, a recording is explained in pieces cut at its pauses."
+        )
         with gr.Row():
             with gr.Column():
-                audio = gr.Audio(sources=["upload", "microphone"], type="filepath",
-                                 label="Speech (upload or record)", elem_id="audio")
+                audio = gr.Audio(
+                    sources=["upload", "microphone"],
+                    type="filepath",
+                    label="Speech (upload or record)",
+                    elem_id="audio",
+                )
                 counterfactual = gr.Checkbox(
-                    label="Counterfactual: rerun with the descriptor tokens zeroed", value=False,
-                    interactive=has_descriptor, elem_id="counterfactual",
-                    info=None if has_descriptor else "this model has no descriptor stream")
+                    label="Counterfactual: rerun with the descriptor tokens zeroed",
+                    value=False,
+                    interactive=has_descriptor,
+                    elem_id="counterfactual",
+                    info=None if has_descriptor else "this model has no descriptor stream",
+                )
                 status = gr.Markdown("Upload a file or record a clip.", elem_id="status")
             with gr.Column():
                 none = "(none in the model's answer)"
-                transcript = gr.Textbox(label="Transcript", interactive=False, placeholder=none,
-                                        elem_id="transcript")
-                caption = gr.Textbox(label="Descriptor caption", interactive=False, placeholder=none,
-                                     elem_id="caption")
+                transcript = gr.Textbox(label="Transcript", interactive=False, placeholder=none, elem_id="transcript")
+                caption = gr.Textbox(label="Descriptor caption", interactive=False, placeholder=none, elem_id="caption")
                 emotion = gr.Textbox(label="Emotion", interactive=False, elem_id="emotion")
         with gr.Row():
-            scores = gr.BarPlot(score_table({lab: 0.0 for lab in labels}), x="emotion", y="probability",
-                                y_lim=[0, 1], sort=labels, label="Per-class scores", elem_id="scores")
-            cf_scores = gr.BarPlot(score_table({lab: 0.0 for lab in labels}), x="emotion", y="probability",
-                                   y_lim=[0, 1], sort=labels, visible=False,
-                                   label="Per-class scores, descriptor zeroed", elem_id="cf_scores")
-        cf_emotion = gr.Textbox(label="Emotion with the descriptor zeroed", interactive=False,
-                                visible=False, elem_id="cf_emotion")
+            scores = gr.BarPlot(
+                score_table({lab: 0.0 for lab in labels}),
+                x="emotion",
+                y="probability",
+                y_lim=[0, 1],
+                sort=labels,
+                label="Per-class scores",
+                elem_id="scores",
+            )
+            cf_scores = gr.BarPlot(
+                score_table({lab: 0.0 for lab in labels}),
+                x="emotion",
+                y="probability",
+                y_lim=[0, 1],
+                sort=labels,
+                visible=False,
+                label="Per-class scores, descriptor zeroed",
+                elem_id="cf_scores",
+            )
+        cf_emotion = gr.Textbox(
+            label="Emotion with the descriptor zeroed", interactive=False, visible=False, elem_id="cf_emotion"
+        )
         cf_summary = gr.Markdown("", elem_id="cf_summary")
-        timeline = gr.Dataframe(timeline_table({}), label="Timeline: the recording's pieces", visible=False,
-                                interactive=False, wrap=True, elem_id="timeline")
-        gr.Plot(layer_figure(ser.layer_weights()), label="Learned layer weights (softmax over the encoder layers)",
-                elem_id="layers")
+        timeline = gr.Dataframe(
+            timeline_table({}),
+            label="Timeline: the recording's pieces",
+            visible=False,
+            interactive=False,
+            wrap=True,
+            elem_id="timeline",
+        )
+        gr.Plot(
+            layer_figure(ser.layer_weights()),
+            label="Learned layer weights (softmax over the encoder layers)",
+            elem_id="layers",
+        )
         with gr.Accordion("Raw output (predict's JSON line)", open=False):
             raw = gr.JSON(elem_id="raw")
         outputs = [status, transcript, caption, emotion, scores, cf_emotion, cf_scores, cf_summary, timeline, raw]

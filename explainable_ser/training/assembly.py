@@ -86,14 +86,23 @@ def build(cfg: ExperimentConfig, run_dir: Path, dm: SpeechDataModule | None = No
         from explainable_ser.model.baseline import build_baseline
         from explainable_ser.training.lit_baseline import BaselineModule
 
-        model = build_baseline(cfg.model, list(cfg.training.labels), device=auto_dtype_device(cfg),
-                               random_init_dir=run_dir / "offline_models" / "encoder")
+        model = build_baseline(
+            cfg.model,
+            list(cfg.training.labels),
+            device=auto_dtype_device(cfg),
+            random_init_dir=run_dir / "offline_models" / "encoder",
+        )
         return dm, BaselineModule(model, cfg)
     tokenizer = prepare_tokenizer(cfg, dm, run_dir)
     # Randomly initialised (offline) encoder/LLM weights live in the run directory, so every
     # later build of this run (resume, evaluate, predict) gets the same frozen weights.
-    model = build_model(cfg.model, tokenizer, device=auto_dtype_device(cfg),
-                        random_init_dir=run_dir / "offline_models", init_seed=cfg.seed)
+    model = build_model(
+        cfg.model,
+        tokenizer,
+        device=auto_dtype_device(cfg),
+        random_init_dir=run_dir / "offline_models",
+        init_seed=cfg.seed,
+    )
     return dm, ExplainableSERModule(model, cfg)
 
 

@@ -86,8 +86,10 @@ class StageProgressBar(L.pytorch.callbacks.TQDMProgressBar):
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
         # "train/ce_per_token_asr" -> "ce/tok asr", "val/ce_per_token_asr" -> "val ce/tok asr"
-        return {k.replace("train/", "").replace("val/", "val ").replace("ce_per_token_", "ce/tok "): v
-                for k, v in items.items()}
+        return {
+            k.replace("train/", "").replace("val/", "val ").replace("ce_per_token_", "ce/tok "): v
+            for k, v in items.items()
+        }
 
 
 class StageTimer(L.Callback):
@@ -142,8 +144,9 @@ class SkipLog(L.Callback):
             pl_module.log(f"skipped/{reason}", float(count))
         if counts:
             where = f" (ids in {self.path})" if self.path is not None else ""
-            pl_module.print(f"[{pl_module.stage.name}] epoch {trainer.current_epoch}: skipped so far "
-                            f"{dict(counts)}{where}")
+            pl_module.print(
+                f"[{pl_module.stage.name}] epoch {trainer.current_epoch}: skipped so far {dict(counts)}{where}"
+            )
 
 
 class GradientGuard(L.Callback):
@@ -222,10 +225,15 @@ class ValidationDecoding(L.Callback):
         emo = [r for r in rows if "emotion" in get_task(r["task"]).fields and r["emotion_ref"] is not None]
         if emo:
             device = self.confusion.device
-            self.confusion.update(torch.tensor([index.get(r["emotion"], len(index)) for r in emo], device=device),
-                                  torch.tensor([index[r["emotion_ref"]] for r in emo], device=device))
-        pairs = [(normalize_text(r["transcript_ref"]), normalize_text(r["transcript"] or ""))
-                 for r in rows if "transcript" in get_task(r["task"]).fields and r["transcript_ref"]]
+            self.confusion.update(
+                torch.tensor([index.get(r["emotion"], len(index)) for r in emo], device=device),
+                torch.tensor([index[r["emotion_ref"]] for r in emo], device=device),
+            )
+        pairs = [
+            (normalize_text(r["transcript_ref"]), normalize_text(r["transcript"] or ""))
+            for r in rows
+            if "transcript" in get_task(r["task"]).fields and r["transcript_ref"]
+        ]
         pairs = [(ref, hyp) for ref, hyp in pairs if ref]  # an empty reference has no WER
         if pairs:
             self.word_errors.update([hyp for _, hyp in pairs], [ref for ref, _ in pairs])
@@ -239,8 +247,9 @@ class ValidationDecoding(L.Callback):
         if any("emotion" in f and r["emotion_ref"] is not None for f, r in zip(fields, rows)):
             cm = self.confusion.compute().tolist()  # rows: reference, columns: prediction
             refs = [self.labels[i] for i, row in enumerate(cm[: len(self.labels)]) for c in row for _ in range(c)]
-            hyps = [(self.labels + [None])[j] for row in cm[: len(self.labels)] for j, c in enumerate(row)
-                    for _ in range(c)]
+            hyps = [
+                (self.labels + [None])[j] for row in cm[: len(self.labels)] for j, c in enumerate(row) for _ in range(c)
+            ]
             em = emotion_metrics(refs, hyps, self.labels)
             out.update(ua=em["ua"], wa=em["wa"], macro_f1=em["macro_f1"])
         if any("transcript" in f and normalize_text(r["transcript_ref"] or "") for f, r in zip(fields, rows)):
@@ -258,8 +267,15 @@ class ValidationDecoding(L.Callback):
         stage = pl_module.stage
         # As the validation step computes: under the run's precision (autocast for bf16-mixed).
         with decode_precision(self.cfg, wave.device, pl_module.model):
-            rows = decode_batch(pl_module.model, wave, lens, batch["records"][:room],
-                                list(dict.fromkeys(stage.tasks)), self.cfg, zero_descriptor=stage.zero_descriptor)
+            rows = decode_batch(
+                pl_module.model,
+                wave,
+                lens,
+                batch["records"][:room],
+                list(dict.fromkeys(stage.tasks)),
+                self.cfg,
+                zero_descriptor=stage.zero_descriptor,
+            )
         self.update_metrics(rows)
         self.rows += rows
 
@@ -277,8 +293,9 @@ class ValidationDecoding(L.Callback):
         labels = self.labels
         # Captions need every rank's text: the gathered rows. METEOR (a JVM per call) and SPICE
         # are left to the final evaluation.
-        m = compute_metrics(rows, labels, caption_metrics=("bleu4", "rouge_l", "cider"),
-                            language=self.cfg.eval.caption_language)
+        m = compute_metrics(
+            rows, labels, caption_metrics=("bleu4", "rouge_l", "cider"), language=self.cfg.eval.caption_language
+        )
         scores.update({k: m[k] for k in ("bleu4", "rouge_l", "cider")})
         for key in ("ua", "wa", "macro_f1", "wer", "bleu4", "rouge_l", "cider"):
             if isinstance(scores.get(key), float):

@@ -53,8 +53,11 @@ def rng_state() -> dict[str, Any]:
     """Every random generator training draws from (CPU torch, CUDA if present, NumPy, Python)."""
     _, keys, pos, has_gauss, gauss = np.random.get_state()
     # Plain tuples, lists and tensors only, so ``weights_only`` loading accepts them.
-    state = {"python": random.getstate(), "numpy": (keys.tolist(), int(pos), int(has_gauss), float(gauss)),
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": (keys.tolist(), int(pos), int(has_gauss), float(gauss)),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -83,8 +86,9 @@ def resume_checkpoint(ckpt_path: str | None, run_dir: Path, stage_name: str) -> 
         return last if last.is_file() else None
     path = Path(ckpt_path)
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path {ckpt_path} is neither 'last', the run directory "
-                                f"{run_dir}, nor a checkpoint file")
+        raise FileNotFoundError(
+            f"ckpt_path {ckpt_path} is neither 'last', the run directory {run_dir}, nor a checkpoint file"
+        )
     return path if path.resolve().parent == stage_dir.resolve() else None
 
 
@@ -95,14 +99,15 @@ def read_checkpoint(ckpt: Path) -> dict:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     except Exception as err:  # UnpicklingError, zip/EOF errors, KeyError, OSError ...
         if ckpt.is_file() and not zipfile.is_zipfile(ckpt):  # torch's own detail would be e.g. "101"
-            raise ConfigError(f"{ckpt} is not a checkpoint: torch.save and the Trainer write a zip "
-                              f"archive, this file ({ckpt.stat().st_size} bytes) is none (truncated, "
-                              f"or another kind of file)") from None
+            raise ConfigError(
+                f"{ckpt} is not a checkpoint: torch.save and the Trainer write a zip "
+                f"archive, this file ({ckpt.stat().st_size} bytes) is none (truncated, "
+                f"or another kind of file)"
+            ) from None
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         # torch's weights-only refusal names the offending global on a later line
         detail = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else repr(err))
-        raise ConfigError(f"checkpoint {ckpt} cannot be loaded with weights_only=True: "
-                          f"{detail[:200]}") from None
+        raise ConfigError(f"checkpoint {ckpt} cannot be loaded with weights_only=True: {detail[:200]}") from None
     if not isinstance(state, dict):
         raise ConfigError(f"checkpoint {ckpt} has no state_dict of tensors")
     return state
@@ -114,14 +119,15 @@ def check_compatible(module: torch.nn.Module, state: dict, ckpt: Path) -> None:
     own = module.state_dict()
     unexpected = [k for k in state if k not in own]
     if unexpected:
-        raise ConfigError(f"checkpoint {ckpt} does not match this model: unexpected keys "
-                          f"{unexpected[:5]} ...")
+        raise ConfigError(f"checkpoint {ckpt} does not match this model: unexpected keys {unexpected[:5]} ...")
     wrong = [k for k, v in state.items() if tuple(getattr(v, "shape", ())) != tuple(own[k].shape)]
     if wrong:
         k = wrong[0]
-        raise ConfigError(f"checkpoint {ckpt} comes from an incompatible config: {k} has shape "
-                          f"{tuple(state[k].shape)} there, {tuple(own[k].shape)} here "
-                          f"({len(wrong)} tensor(s) differ; check the model.* settings)")
+        raise ConfigError(
+            f"checkpoint {ckpt} comes from an incompatible config: {k} has shape "
+            f"{tuple(state[k].shape)} there, {tuple(own[k].shape)} here "
+            f"({len(wrong)} tensor(s) differ; check the model.* settings)"
+        )
 
 
 def load_adaptable(module: torch.nn.Module, ckpt: Path, state: dict | None = None) -> None:

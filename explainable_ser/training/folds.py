@@ -1,4 +1,5 @@
-"""Cross-validation over a corpus's folds (IEMOCAP's five sessions): one run per fold, resumable, and the pooled summary."""
+"""Cross-validation over a corpus's folds (IEMOCAP's five sessions): one run per fold, resumable, and
+the pooled summary."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ from explainable_ser.config import ConfigError, ExperimentConfig, load_config, t
 SPLIT_SUFFIX = {"train_split": "train", "val_split": "dev", "test_split": "test"}
 """Corpus split attribute -> fold manifest suffix (``iemocap_cuts_fold{k}_{suffix}``)."""
 
-TABLE_KEYS = ("ua", "wa", "macro_f1", "wer", "bleu4", "meteor", "rouge_l", "cider", "spice",
-              "n_utterances")
+TABLE_KEYS = ("ua", "wa", "macro_f1", "wer", "bleu4", "meteor", "rouge_l", "cider", "spice", "n_utterances")
 """Columns of the printed table."""
 
 
@@ -42,8 +42,10 @@ def corpus_index(cfg: ExperimentConfig, corpus: str) -> int:
     """Position of the cross-validated corpus in ``data.corpora`` (for ``key=value`` paths)."""
     names = [c.name for c in cfg.data.corpora]
     if corpus not in names:
-        raise ConfigError(f"no corpus named {corpus!r} in data.corpora (have {names}); "
-                          f"pass e.g. experiments/data_iemocap.yaml or --corpus NAME")
+        raise ConfigError(
+            f"no corpus named {corpus!r} in data.corpora (have {names}); "
+            f"pass e.g. experiments/data_iemocap.yaml or --corpus NAME"
+        )
     return names.index(corpus)
 
 
@@ -85,8 +87,13 @@ def summarize(per_fold: dict[int, dict[str, Any]]) -> dict[str, Any]:
         n[key] = len(values)
         mean[key] = statistics.fmean(values)
         std[key] = statistics.stdev(values) if len(values) > 1 else None
-    return {"folds": sorted(per_fold), "per_fold": {f"fold{k}": flat[k] for k in sorted(flat)},
-            "mean": mean, "std": std, "n_folds": n}
+    return {
+        "folds": sorted(per_fold),
+        "per_fold": {f"fold{k}": flat[k] for k in sorted(flat)},
+        "mean": mean,
+        "std": std,
+        "n_folds": n,
+    }
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -144,8 +151,7 @@ def write_summary(cfg: ExperimentConfig, root: Path, folds: list[int]) -> dict[s
     rows = []
     for k in folds:
         rows += [{**r, "fold": k} for r in read_jsonl(root / f"fold{k}" / "predictions.jsonl")]
-    _write_atomic(root / "predictions.jsonl",
-                  "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    _write_atomic(root / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     pooled = compute_metrics(rows, list(cfg.training.labels), language=cfg.eval.caption_language)
     pooled["folds"] = folds
     _write_atomic(root / "metrics.json", json.dumps(pooled, indent=2, ensure_ascii=False))

@@ -69,16 +69,16 @@ class ExplainableSERModule(L.LightningModule):
 
     def skip(self, utt_id: str, reason: str) -> None:
         self.skip_counts[reason] += 1
-        self.pending_skips.append({"id": utt_id, "reason": reason,
-                                   "stage": self.stage.name if self.stage else None})
+        self.pending_skips.append({"id": utt_id, "reason": reason, "stage": self.stage.name if self.stage else None})
 
     # -- shared step ---------------------------------------------------------------------------
     def _losses(self, batch, task_name: str, *, train: bool, zero_speech: bool = False):
         task = get_task(task_name)
         # Text tokens must leave the LLM's context room.
         room = getattr(getattr(self.model.llm, "config", None), "max_position_embeddings", None)
-        keep, targets, skipped = select_targets(self.model.prompts, task, batch["records"],
-                                                set(self.cfg.training.labels), room)
+        keep, targets, skipped = select_targets(
+            self.model.prompts, task, batch["records"], set(self.cfg.training.labels), room
+        )
         for utt_id, reason in skipped:
             self.skip(utt_id, reason)
         if not keep:
@@ -86,11 +86,19 @@ class ExplainableSERModule(L.LightningModule):
         idx = torch.tensor(keep, device=batch["wave"].device)
         lens = batch["wave_lens"][idx]
         wave = batch["wave"][idx, : int(lens.max())]
-        res = self.model.loss(wave, lens, task, targets, beta=self.current_beta(),
-                              trained=self.trained_branches(), sample=train,
-                              zero_descriptor=self.stage.zero_descriptor or zero_speech,
-                              zero_content=zero_speech, kl_reduction=self.cfg.training.kl_reduction,
-                              value_weight=self.cfg.training.value_weight if train else 1.0)
+        res = self.model.loss(
+            wave,
+            lens,
+            task,
+            targets,
+            beta=self.current_beta(),
+            trained=self.trained_branches(),
+            sample=train,
+            zero_descriptor=self.stage.zero_descriptor or zero_speech,
+            zero_content=zero_speech,
+            kl_reduction=self.cfg.training.kl_reduction,
+            value_weight=self.cfg.training.value_weight if train else 1.0,
+        )
         return {**res, "n": len(targets)}
 
     # -- training ------------------------------------------------------------------------------
@@ -150,8 +158,13 @@ class ExplainableSERModule(L.LightningModule):
                 res = self._losses(batch, task_name, train=False, zero_speech=zero)
                 if res is None:
                     continue
-                self.log(f"val/ce_per_token_{task_name}{suffix}", res["ce_per_token"], batch_size=res["n"],
-                         sync_dist=True, prog_bar=not zero)
+                self.log(
+                    f"val/ce_per_token_{task_name}{suffix}",
+                    res["ce_per_token"],
+                    batch_size=res["n"],
+                    sync_dist=True,
+                    prog_bar=not zero,
+                )
 
     # -- optimiser -----------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -162,10 +175,13 @@ class ExplainableSERModule(L.LightningModule):
             by_group: dict[str, list] = {}
             for n, p in named:
                 by_group.setdefault(group_of(n), []).append(p)
-            groups = [{"params": ps, "name": g, "lr": self.stage.lr * self.stage.lr_scale.get(g, 1.0)}
-                      for g, ps in by_group.items()]
-        opt = torch.optim.AdamW(groups, lr=self.stage.lr, weight_decay=self.cfg.training.weight_decay,
-                                fused=fused or None)
+            groups = [
+                {"params": ps, "name": g, "lr": self.stage.lr * self.stage.lr_scale.get(g, 1.0)}
+                for g, ps in by_group.items()
+            ]
+        opt = torch.optim.AdamW(
+            groups, lr=self.stage.lr, weight_decay=self.cfg.training.weight_decay, fused=fused or None
+        )
         total = self.stage_steps
         warmup = int(round(self.stage.warmup_ratio * total))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, total, self.stage.scheduler))
@@ -180,6 +196,7 @@ class ExplainableSERModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint):
         if self.stage is not None and checkpoint.get("stage_name") not in (None, self.stage.name):
-            raise ValueError(f"checkpoint of stage {checkpoint['stage_name']!r} cannot resume "
-                             f"stage {self.stage.name!r}")
+            raise ValueError(
+                f"checkpoint of stage {checkpoint['stage_name']!r} cannot resume stage {self.stage.name!r}"
+            )
         self.skip_counts = Counter(checkpoint.get("skip_counts", {}))

@@ -29,8 +29,10 @@ def prepare(cfg: ExperimentConfig, run_dir: Path) -> SpeechDataModule:
     return dm
 
 
-MADE_FIELDS = {"rationale": "python -m data_modules.rationales --manifest {dir}/{name}_cuts_{split}.jsonl.gz "
-                             "--out RATIONALE_DIR/{name}_cuts_{split}.jsonl.gz"}
+MADE_FIELDS = {
+    "rationale": "python -m data_modules.rationales --manifest {dir}/{name}_cuts_{split}.jsonl.gz "
+    "--out RATIONALE_DIR/{name}_cuts_{split}.jsonl.gz"
+}
 """Record fields no corpus reader writes, and the command that adds them to a manifest."""
 
 
@@ -44,16 +46,21 @@ def check_made_fields(cfg: ExperimentConfig, dm, before_generation: bool = False
         spec = train[0] if train else None
         if spec is None:
             return
-        how = MADE_FIELDS[field].format(dir="data/synthcraft" if spec.name == "synthcraft" else spec.dir,
-                                        name=spec.name, split=spec.train_split)
+        how = MADE_FIELDS[field].format(
+            dir="data/synthcraft" if spec.name == "synthcraft" else spec.dir, name=spec.name, split=spec.train_split
+        )
         if before_generation:
             for spec in train:
                 if spec.name == "synthcraft" and not manifest_path(spec.dir, spec.name, spec.train_split).exists():
-                    raise ConfigError(f"corpus {spec.name} in {spec.dir}: no manifest, and the training "
-                                      f"tasks need the '{field}' field, which generation does not write: "
-                                      f"make it with `{how}` (RATIONALE_DIR = {spec.dir})")
+                    raise ConfigError(
+                        f"corpus {spec.name} in {spec.dir}: no manifest, and the training "
+                        f"tasks need the '{field}' field, which generation does not write: "
+                        f"make it with `{how}` (RATIONALE_DIR = {spec.dir})"
+                    )
             continue
         cuts = dm.split_cuts("train_split", metadata_only=True)
         if not any(record_of(c).get(field) for _, split in cuts for c in split.subset(first=peek)):
-            raise ConfigError(f"training tasks need the record field '{field}', and none of the "
-                              f"first {peek} training records of each corpus has it: make it with `{how}`")
+            raise ConfigError(
+                f"training tasks need the record field '{field}', and none of the "
+                f"first {peek} training records of each corpus has it: make it with `{how}`"
+            )

@@ -17,17 +17,23 @@ def start(command: str | None = None) -> dict:
     repo = Path(__file__).resolve().parents[2]
     commit, changed = "", []
     if (repo / ".git").exists():
-        commit = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty"],
-                                capture_output=True, text=True).stdout.strip()
-        status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True).stdout.splitlines()
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "describe", "--always", "--dirty"], capture_output=True, text=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        ).stdout.splitlines()
         changed = [line[3:] for line in status]  # what "-dirty" means here (README text or code)
-    info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit or None,
-            "uncommitted": changed[:20],
-            "command": command or " ".join(["python", *sys.argv]),
-            "load_average_start": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
-            "cpu": cpu_model(),
-            "_t0": time.perf_counter()}
+    info = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": commit or None,
+        "uncommitted": changed[:20],
+        "command": command or " ".join(["python", *sys.argv]),
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+        "cpu": cpu_model(),
+        "_t0": time.perf_counter(),
+    }
     if "torch" in sys.modules:  # said only where torch runs anyway (no import for a light script)
         info["torch_threads"] = sys.modules["torch"].get_num_threads()
     return info

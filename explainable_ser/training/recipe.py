@@ -44,11 +44,18 @@ from explainable_ser.training.stages import StageCallback
 
 def trainer_kwargs(cfg: ExperimentConfig, model: torch.nn.Module | None = None) -> dict:
     t = cfg.trainer
-    kw = dict(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
-              strategy=strategy(t.strategy, model), precision=t.precision, gradient_clip_val=t.gradient_clip_val,
-              accumulate_grad_batches=t.accumulate_grad_batches,
-              log_every_n_steps=t.log_every_n_steps, val_check_interval=t.val_check_interval,
-              enable_progress_bar=t.enable_progress_bar)
+    kw = dict(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=strategy(t.strategy, model),
+        precision=t.precision,
+        gradient_clip_val=t.gradient_clip_val,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        log_every_n_steps=t.log_every_n_steps,
+        val_check_interval=t.val_check_interval,
+        enable_progress_bar=t.enable_progress_bar,
+    )
     if t.limit_train_batches is not None:
         kw["limit_train_batches"] = t.limit_train_batches
     if t.limit_val_batches is not None:
@@ -66,9 +73,11 @@ def strategy(name: str, model: torch.nn.Module | None):
         raise ConfigError("trainer.strategy=fsdp needs CUDA GPUs; use ddp (or auto) on CPU")
     dtypes = {p.dtype for p in model.parameters()}
     if len(dtypes) > 1:  # FSDP flattens each unit's parameters into one tensor
-        raise ConfigError(f"trainer.strategy=fsdp needs one parameter dtype, the model has "
-                          f"{sorted(map(str, dtypes))}: set model.llm.dtype and model.encoder.dtype "
-                          f"to float32 (or auto) and trainer.precision=bf16-mixed, which computes in bf16")
+        raise ConfigError(
+            f"trainer.strategy=fsdp needs one parameter dtype, the model has "
+            f"{sorted(map(str, dtypes))}: set model.llm.dtype and model.encoder.dtype "
+            f"to float32 (or auto) and trainer.precision=bf16-mixed, which computes in bf16"
+        )
     from lightning.pytorch.strategies import FSDPStrategy
 
     layer = type(model.llm.get_base_model().model.layers[0])
@@ -77,16 +86,16 @@ def strategy(name: str, model: torch.nn.Module | None):
 
 def checkpoint_callback(cfg: ExperimentConfig, stage_dir: Path):
     every = cfg.trainer.checkpoint_every_n_steps
-    return L.pytorch.callbacks.ModelCheckpoint(dirpath=str(stage_dir), save_last=True, save_top_k=0,
-                                               every_n_train_steps=every if every and every > 0 else None)
+    return L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=str(stage_dir), save_last=True, save_top_k=0, every_n_train_steps=every if every and every > 0 else None
+    )
 
 
 def earlier_sessions(run_dir: Path, cfg: ExperimentConfig) -> list[dict]:
     """The sessions an earlier ``timings.json`` of this run recorded, when this session goes on
     with that run (a stage already finished, or a resume); otherwise none (a fresh start)."""
     path = run_dir / "timings.json"
-    goes_on = cfg.ckpt_path is not None or any((run_dir / s.name / "final.ckpt").exists()
-                                               for s in cfg.training.stages)
+    goes_on = cfg.ckpt_path is not None or any((run_dir / s.name / "final.ckpt").exists() for s in cfg.training.stages)
     if not goes_on or not path.is_file():
         return []
     try:
@@ -99,16 +108,21 @@ def earlier_sessions(run_dir: Path, cfg: ExperimentConfig) -> list[dict]:
     return [{k: v for k, v in old.items() if k != "sessions"}]  # a file from a single session
 
 
-def write_timings(run_dir: Path, info: dict, seconds: dict, earlier: list[dict] | None = None,
-                  resumed: dict | None = None, finished: bool = True) -> str:
+def write_timings(
+    run_dir: Path,
+    info: dict,
+    seconds: dict,
+    earlier: list[dict] | None = None,
+    resumed: dict | None = None,
+    finished: bool = True,
+) -> str:
     """``timings.json`` and its one-line form. The file is the latest session's provenance
     (:mod:`explainable_ser.training.provenance`) with ``seconds``, the wall seconds per phase of the whole
     run: with earlier sessions (a resumed or continued run, listed under ``sessions``) each
     phase sums what every session spent on it, a resumed stage counting its time up to the
     checkpoint it resumed from, and ``total`` is the sum of the phases. Written after each
     phase with ``finished`` false, so a killed run leaves the phases it completed."""
-    info = {**provenance.finish(info), "seconds": {k: round(v, 1) for k, v in seconds.items()},
-            "finished": finished}
+    info = {**provenance.finish(info), "seconds": {k: round(v, 1) for k, v in seconds.items()}, "finished": finished}
     if resumed:
         info["resumed"] = resumed
     if earlier:
@@ -118,19 +132,25 @@ def write_timings(run_dir: Path, info: dict, seconds: dict, earlier: list[dict] 
                 if k != "total":
                     merged[k] = merged.get(k, 0.0) + v
         merged["total"] = sum(merged.values())
-        info = {**info, "seconds": {k: round(v, 1) for k, v in merged.items()},
-                "sessions": [*earlier, {k: v for k, v in info.items()}]}
+        info = {
+            **info,
+            "seconds": {k: round(v, 1) for k, v in merged.items()},
+            "sessions": [*earlier, {k: v for k, v in info.items()}],
+        }
     (run_dir / "timings.json").write_text(json.dumps(info, indent=2) + "\n")
     shown = info["seconds"]
     total = shown.get("total", 0.0)
     parts = ", ".join(f"{k} {v:.0f} s" for k, v in shown.items() if k != "total")
     over = f" over {len(earlier) + 1} sessions" if earlier else ""
-    return (f"time      {parts}; total {int(total // 60)} min {total % 60:.0f} s{over} at load "
-            f"{info['load_average_start'][0]} ({run_dir / 'timings.json'})")
+    return (
+        f"time      {parts}; total {int(total // 60)} min {total % 60:.0f} s{over} at load "
+        f"{info['load_average_start'][0]} ({run_dir / 'timings.json'})"
+    )
 
 
-def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_io=None,
-        command: str | None = None) -> Path:
+def run(
+    cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_io=None, command: str | None = None
+) -> Path:
     """Train every unfinished stage, then evaluate. ``extra_callbacks`` and ``checkpoint_io``
     are for programmatic use (tests inject faults through them); ``command``, the command line,
     goes into ``timings.json``."""
@@ -166,11 +186,15 @@ def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_i
             continue
         resume = resume_checkpoint(cfg.ckpt_path, run_dir, stage.name)
         if resume is None and (stage_dir / "last.ckpt").exists():
-            raise ConfigError(f"stage {stage.name} of {run_dir} was interrupted ({stage_dir / 'last.ckpt'} "
-                              f"exists): pass ckpt_path=last to resume it, or choose another run_dir")
+            raise ConfigError(
+                f"stage {stage.name} of {run_dir} was interrupted ({stage_dir / 'last.ckpt'} "
+                f"exists): pass ckpt_path=last to resume it, or choose another run_dir"
+            )
         if not used_ckpt and resume is None:  # a file that belongs to no stage that is left to train
-            raise ConfigError(f"ckpt_path {cfg.ckpt_path} is not a checkpoint of the next unfinished "
-                              f"stage of {run_dir} ({stage.name}); pass ckpt_path=last")
+            raise ConfigError(
+                f"ckpt_path {cfg.ckpt_path} is not a checkpoint of the next unfinished "
+                f"stage of {run_dir} ({stage.name}); pass ckpt_path=last"
+            )
         used_ckpt = True  # only the first unfinished stage resumes from a given file
         if resume is not None:
             check_compatible(module, read_checkpoint(resume), resume)
@@ -178,19 +202,32 @@ def run(cfg: ExperimentConfig, extra_callbacks: list | None = None, checkpoint_i
             resumed = {"stage": stage.name, "from": str(resume)}
         save_timings()
         timer = StageTimer(time.perf_counter())
-        logger = L.pytorch.loggers.TensorBoardLogger(str(run_dir), name="tensorboard",
-                                                     version=stage.name)
+        logger = L.pytorch.loggers.TensorBoardLogger(str(run_dir), name="tensorboard", version=stage.name)
         trainer = L.Trainer(
-            max_epochs=stage.epochs, max_steps=stage.max_steps or -1, logger=logger, default_root_dir=str(run_dir),
-            callbacks=[StageCallback(stage), timer, SkipLog(run_dir), GradientGuard(), RngRestore(),
-                       ValidationDecoding(cfg), checkpoint_callback(cfg, stage_dir),
-                       L.pytorch.callbacks.LearningRateMonitor(logging_interval="step"),
-                       *([StageProgressBar(cfg.name, stage, len(cfg.training.stages), index)]
-                         if cfg.trainer.enable_progress_bar else []),
-                       *(extra_callbacks or [])],
+            max_epochs=stage.epochs,
+            max_steps=stage.max_steps or -1,
+            logger=logger,
+            default_root_dir=str(run_dir),
+            callbacks=[
+                StageCallback(stage),
+                timer,
+                SkipLog(run_dir),
+                GradientGuard(),
+                RngRestore(),
+                ValidationDecoding(cfg),
+                checkpoint_callback(cfg, stage_dir),
+                L.pytorch.callbacks.LearningRateMonitor(logging_interval="step"),
+                *(
+                    [StageProgressBar(cfg.name, stage, len(cfg.training.stages), index)]
+                    if cfg.trainer.enable_progress_bar
+                    else []
+                ),
+                *(extra_callbacks or []),
+            ],
             plugins=[checkpoint_io or AtomicCheckpointIO()],
             use_distributed_sampler=False,  # the lhotse sampler shards across ranks itself
-            **trainer_kwargs(cfg, module.model))
+            **trainer_kwargs(cfg, module.model),
+        )
         # Each stage starts from its own seed, so a stage started after a restart draws the same
         # random numbers as in an uninterrupted run (a resumed one restores them from its checkpoint).
         L.seed_everything(cfg.seed + index, workers=True, verbose=False)

@@ -48,16 +48,20 @@ def find_checkpoint(path: str | Path) -> Path:
     if (p / "final.ckpt").is_file():
         return p / "final.ckpt"
     if (p / "last.ckpt").is_file():
-        raise ConfigError(f"{p}: the stage did not finish (last.ckpt, no final.ckpt): resume it with "
-                          f"ckpt_path=last, or name {p / 'last.ckpt'} to use it as it is")
+        raise ConfigError(
+            f"{p}: the stage did not finish (last.ckpt, no final.ckpt): resume it with "
+            f"ckpt_path=last, or name {p / 'last.ckpt'} to use it as it is"
+        )
     stages = [s for s in stage_order(p) if any((p / s).glob("*.ckpt"))]
     if stages:
         return find_checkpoint(p / stages[-1])
     found = sorted(str(f.relative_to(p)) for f in p.rglob("*.ckpt"))
     listing = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
-    raise ConfigError(f"{p}: no checkpoint in it or in a stage directory of it "
-                      f"({'found ' + listing if found else 'no .ckpt file at all'}); "
-                      f"give --ckpt a file, a stage directory (e.g. RUN/stage2) or a run directory")
+    raise ConfigError(
+        f"{p}: no checkpoint in it or in a stage directory of it "
+        f"({'found ' + listing if found else 'no .ckpt file at all'}); "
+        f"give --ckpt a file, a stage directory (e.g. RUN/stage2) or a run directory"
+    )
 
 
 def resolve_ckpt_arg(given: str) -> str:

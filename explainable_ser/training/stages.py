@@ -114,14 +114,20 @@ class StageCallback(L.Callback):
         pl_module.set_stage(self.stage, stage_steps(self.stage, trainer))
         names = apply_trainable(pl_module.model, list(self.stage.trainable))
         n_params = sum(p.numel() for n, p in pl_module.model.named_parameters() if n in names)
-        say(trainer, f"[{self.stage.name}] trainable groups {list(self.stage.trainable)}: "
-                        f"{len(names)} tensors, {n_params:,} parameters; tasks {list(self.stage.tasks)}")
+        say(
+            trainer,
+            f"[{self.stage.name}] trainable groups {list(self.stage.trainable)}: "
+            f"{len(names)} tensors, {n_params:,} parameters; tasks {list(self.stage.tasks)}",
+        )
 
     def on_train_start(self, trainer, pl_module):
         # After Lightning restored the loops: where a resumed stage goes on from.
         if trainer.global_step > 0:
             batch = trainer.fit_loop.epoch_loop.batch_progress.current.ready
             total = pl_module.stage_steps or "?"
-            say(trainer, f"[{self.stage.name}] resumed at step {trainer.global_step} of {total} "
-                            f"(epoch {trainer.current_epoch + 1} of {trainer.max_epochs}, "
-                            f"{batch} batches of it done)")
+            say(
+                trainer,
+                f"[{self.stage.name}] resumed at step {trainer.global_step} of {total} "
+                f"(epoch {trainer.current_epoch + 1} of {trainer.max_epochs}, "
+                f"{batch} batches of it done)",
+            )

@@ -97,7 +97,7 @@ def test_reference_24bit_extensible_wav_resamples(reference, prepared_reference)
     original, _ = sf.read(str(src_path))
     expected = resample_poly(original, 2, 3)
     assert np.corrcoef(audio, expected)[0, 1] > 0.99
-    assert np.sqrt(np.mean(audio ** 2)) == pytest.approx(np.sqrt(np.mean(expected ** 2)), rel=0.02)
+    assert np.sqrt(np.mean(audio**2)) == pytest.approx(np.sqrt(np.mean(expected**2)), rel=0.02)
 
 
 # --------------------------------------------------------------------------- a fake set
@@ -134,13 +134,17 @@ def build_fake_set(base: Path) -> Path:
     sf.write(meta / "wav" / "i_fallback.wav", tone(0.2, 24000), 24000)
     sf.write(meta / "wav" / "j_empty.wav", tone(0.2, 24000), 24000)
     (meta / "fid2captions.json").write_text(BROKEN_JSON)
-    (meta / "text.txt").write_text("".join(f"{u} 这是{u}的文本。 \n" for u in
-                                           ("a_ok", "b_ext", "c_bad", "e_broken", "g_abs",
-                                            "h_nowav", "i_fallback", "j_empty")))
-    scp = [f"{u} dataset/wav/{u}.wav" for u in ("a_ok", "b_ext", "c_bad", "d_notext", "e_broken",
-                                                 "f_scp_only", "h_nowav", "j_empty")]
-    scp += [f"g_abs {elsewhere}", "i_fallback moved/away/i_fallback.wav", "lonely_token",
-            "x y z", ""]
+    (meta / "text.txt").write_text(
+        "".join(
+            f"{u} 这是{u}的文本。 \n"
+            for u in ("a_ok", "b_ext", "c_bad", "e_broken", "g_abs", "h_nowav", "i_fallback", "j_empty")
+        )
+    )
+    scp = [
+        f"{u} dataset/wav/{u}.wav"
+        for u in ("a_ok", "b_ext", "c_bad", "d_notext", "e_broken", "f_scp_only", "h_nowav", "j_empty")
+    ]
+    scp += [f"g_abs {elsewhere}", "i_fallback moved/away/i_fallback.wav", "lonely_token", "x y z", ""]
     (meta / "wav.scp").write_text("\n".join(scp) + "\n")
     return base
 
@@ -158,7 +162,7 @@ def test_fake_set_keeps_the_good_utterances(fake):
     recs = load(out)
     assert set(recs) == {"a_ok", "b_ext", "d_notext", "g_abs", "i_fallback"}
     assert recs["a_ok"]["caption"] == "开心愉悦" and recs["a_ok"]["transcript"] == "这是a_ok的文本。"
-    assert recs["d_notext"]["transcript"] is None        # kept without a transcript
+    assert recs["d_notext"]["transcript"] is None  # kept without a transcript
     assert recs["b_ext"]["duration"] == pytest.approx(0.3, abs=1e-3)
     assert recs["g_abs"]["duration"] == pytest.approx(0.25, abs=1e-3)  # 48 kHz stereo, absolute path
     for utt_id in recs:
@@ -169,15 +173,27 @@ def test_fake_set_keeps_the_good_utterances(fake):
 def test_fake_set_bad_input_is_skipped_counted_and_named(fake):
     _, out = fake
     report = read_report(out)
-    assert report["skipped"] == {"bad_audio": 1, "broken_caption_line": 2, "missing_caption": 1,
-                                 "missing_audio": 1, "bad_caption": 1, "broken_wav_scp_line": 2}
+    assert report["skipped"] == {
+        "bad_audio": 1,
+        "broken_caption_line": 2,
+        "missing_caption": 1,
+        "missing_audio": 1,
+        "bad_caption": 1,
+        "broken_wav_scp_line": 2,
+    }
     named = {(i["reason"], i["item"]) for i in report["skipped_items"]}
-    assert {("bad_audio", "c_bad"), ("broken_caption_line", "e_broken"),
-            ("missing_caption", "f_scp_only"), ("missing_audio", "h_nowav"),
-            ("bad_caption", "j_empty")} <= named
-    lines = sorted(i["item"].rsplit(":", 1)[1] for i in report["skipped_items"]
-                   if i["reason"] in ("broken_wav_scp_line", "broken_caption_line")
-                   and ":" in i["item"])
+    assert {
+        ("bad_audio", "c_bad"),
+        ("broken_caption_line", "e_broken"),
+        ("missing_caption", "f_scp_only"),
+        ("missing_audio", "h_nowav"),
+        ("bad_caption", "j_empty"),
+    } <= named
+    lines = sorted(
+        i["item"].rsplit(":", 1)[1]
+        for i in report["skipped_items"]
+        if i["reason"] in ("broken_wav_scp_line", "broken_caption_line") and ":" in i["item"]
+    )
     assert lines == ["11", "12", "7"]  # scp lines 11 and 12, json line 7 (no id to name)
     assert any("not valid JSON" in n for n in report["notes"])
     assert any("d_notext" in n and "transcript None" in n for n in report["notes"])

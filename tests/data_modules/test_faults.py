@@ -48,20 +48,20 @@ CORPUS = "faulty"
 # id -> the reason it must be skipped with (a reason ending in ":" is a prefix). All are
 # skipped by the data pipeline before the model sees them, in every stage.
 BAD_AUDIO = {
-    "bad-corrupt": "audio_decode_failed:",                    # garbled FLAC frames
-    "bad-truncated-flac": "audio_decode_failed:",             # FLAC cut to a third
-    "bad-truncated-wav": "audio_decode_failed: truncated",    # WAV with half its data
-    "bad-empty": "empty_audio",                               # 0-sample WAV
-    "bad-silent": "silent_audio",                             # all zeros
-    "bad-nan": "non_finite_audio",                            # float WAV with NaNs
-    "bad-inf": "non_finite_audio",                            # float WAV with an inf
-    "bad-too-long": "too_long",                               # 60 s > data.max_clip_seconds
-    "bad-too-short": "too_short",                             # 0.1 s < data.min_clip_seconds
+    "bad-corrupt": "audio_decode_failed:",  # garbled FLAC frames
+    "bad-truncated-flac": "audio_decode_failed:",  # FLAC cut to a third
+    "bad-truncated-wav": "audio_decode_failed: truncated",  # WAV with half its data
+    "bad-empty": "empty_audio",  # 0-sample WAV
+    "bad-silent": "silent_audio",  # all zeros
+    "bad-nan": "non_finite_audio",  # float WAV with NaNs
+    "bad-inf": "non_finite_audio",  # float WAV with an inf
+    "bad-too-long": "too_long",  # 60 s > data.max_clip_seconds
+    "bad-too-short": "too_short",  # 0.1 s < data.min_clip_seconds
     "bad-rate-mismatch": "audio_decode_failed: sample_rate_mismatch",  # 44.1 kHz file, 16 kHz declared
     "bad-missing-file": "audio_decode_failed: missing_file",  # no such file
-    "bad-utf8": "invalid_utf8_text",                          # transcript with \udcff
-    "bad-shell-command": "unsafe_audio_source",               # lhotse "command" source
-    "bad-no-supervision": "missing_supervision",              # manifest line without a supervision
+    "bad-utf8": "invalid_utf8_text",  # transcript with \udcff
+    "bad-shell-command": "unsafe_audio_source",  # lhotse "command" source
+    "bad-no-supervision": "missing_supervision",  # manifest line without a supervision
 }
 # Usable audio, unusable for one task: skipped for that task only, trained on for the other.
 TASK_SKIPS = {
@@ -92,13 +92,17 @@ def build_faulty_corpus(root: Path) -> dict:
     src = Path(ref.recording.sources[0].source)
     wave, _ = sf.read(src, dtype="float32")
     n = len(wave)
-    rec = {"transcript": ref.supervisions[0].text, "caption": ref.supervisions[0].custom["caption"],
-           "emotion": ref.supervisions[0].custom["emotion"], "corpus": CORPUS, "split": "train"}
+    rec = {
+        "transcript": ref.supervisions[0].text,
+        "caption": ref.supervisions[0].custom["caption"],
+        "emotion": ref.supervisions[0].custom["emotion"],
+        "corpus": CORPUS,
+        "split": "train",
+    }
     cuts = []
 
     def add(utt_id, path, sr=SR, num_samples=n, **fields):
-        cuts.append(make_cut(utt_id, path, sampling_rate=sr, num_samples=num_samples,
-                             **{**rec, **fields}))
+        cuts.append(make_cut(utt_id, path, sampling_rate=sr, num_samples=num_samples, **{**rec, **fields}))
         return cuts[-1]
 
     flac = src.read_bytes()
@@ -174,8 +178,9 @@ def test_dataset_skips_each_kind_with_its_reason(tmp_path):
     assert set(batch["ids"]) == corpus["good"]
     lens = dict(zip(batch["ids"], batch["wave_lens"].tolist()))
     n = lens["good-stereo"]
-    assert abs(lens["good-8khz"] - n) <= 2 and abs(lens["good-44khz"] - n) <= 2, \
+    assert abs(lens["good-8khz"] - n) <= 2 and abs(lens["good-44khz"] - n) <= 2, (
         "clips at other rates are resampled to 16 kHz"
+    )
     assert not (tmp_path / PWNED).exists(), "a manifest's shell command is never run"
 
 
@@ -183,8 +188,7 @@ def test_unsafe_sources_are_refused_before_decoding(tmp_path):
     ds = SpeechBatchDataset(DataConfig())
 
     def cut(path, kind="file"):
-        c = make_cut("u", path, sampling_rate=SR, num_samples=SR, corpus="t", split="x",
-                     transcript="a b")
+        c = make_cut("u", path, sampling_rate=SR, num_samples=SR, corpus="t", split="x", transcript="a b")
         c.recording.sources[0].type = kind
         return c
 
@@ -207,8 +211,18 @@ def test_raw_invalid_utf8_in_a_manifest_line_is_not_fatal(tmp_path):
     from data_modules.config import CorpusSpec
     from data_modules.streaming import read_split
 
-    good = [make_cut(f"u{i}", tmp_path / "x.flac", sampling_rate=SR, num_samples=SR, corpus="t",
-                     split="train", transcript=f"t{i}RAWBYTE") for i in range(3)]
+    good = [
+        make_cut(
+            f"u{i}",
+            tmp_path / "x.flac",
+            sampling_rate=SR,
+            num_samples=SR,
+            corpus="t",
+            split="train",
+            transcript=f"t{i}RAWBYTE",
+        )
+        for i in range(3)
+    ]
     path = manifest_path(tmp_path, "t", "train")
     with gzip.open(path, "wb") as f:
         for i, c in enumerate(good):
@@ -247,14 +261,26 @@ def test_fit_over_faulty_manifest_skips_reports_and_trains_on_every_good_clip(tm
 
     corpus = build_faulty_corpus(tmp_path / "data")
     run_dir = tmp_path / "run"
-    cfg = load_config([
-        *TINY_LLM, f"run_dir={run_dir}", "eval.run_after_fit=false",
-        f"data.corpora.0.name={CORPUS}", f"data.corpora.0.dir={corpus['dir']}",
-        "data.corpora.0.test_split=null", "data.max_duration=12", "data.num_buckets=2",
-        "training.stages.0.epochs=1", "training.stages.1.epochs=1",
-        "training.stages.1.tasks=[ser_sed]", "trainer.enable_progress_bar=false",
-        "trainer.log_every_n_steps=1", "trainer.limit_val_batches=1", "eval.val_decode_limit=0",
-        "trainer.checkpoint_every_n_steps=0"])
+    cfg = load_config(
+        [
+            *TINY_LLM,
+            f"run_dir={run_dir}",
+            "eval.run_after_fit=false",
+            f"data.corpora.0.name={CORPUS}",
+            f"data.corpora.0.dir={corpus['dir']}",
+            "data.corpora.0.test_split=null",
+            "data.max_duration=12",
+            "data.num_buckets=2",
+            "training.stages.0.epochs=1",
+            "training.stages.1.epochs=1",
+            "training.stages.1.tasks=[ser_sed]",
+            "trainer.enable_progress_bar=false",
+            "trainer.log_every_n_steps=1",
+            "trainer.limit_val_batches=1",
+            "eval.val_decode_limit=0",
+            "trainer.checkpoint_every_n_steps=0",
+        ]
+    )
     trained = TrainedIds()
     run(cfg, extra_callbacks=[trained])
 
@@ -266,8 +292,11 @@ def test_fit_over_faulty_manifest_skips_reports_and_trains_on_every_good_clip(tm
         logged = by_stage[stage]
         # every bad clip: once per epoch, with its reason, never in a trained batch
         for utt_id, expected in BAD_AUDIO.items():
-            assert len(logged[utt_id]) == 1 and _matches(logged[utt_id][0], expected), \
-                (stage, utt_id, logged.get(utt_id))
+            assert len(logged[utt_id]) == 1 and _matches(logged[utt_id][0], expected), (
+                stage,
+                utt_id,
+                logged.get(utt_id),
+            )
         assert not set(BAD_AUDIO) & trained.seen[stage]
         # task-level skips: only in the stage whose task needs the missing/unknown field
         for utt_id, (skip_stage, reason) in TASK_SKIPS.items():
@@ -319,9 +348,17 @@ def test_non_finite_gradient_skips_the_optimiser_step(tmp_path):
 
     data = torch.utils.data.DataLoader(torch.zeros(4, 3), batch_size=1)
     probe = Probe()
-    L.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
-              enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0,
-              default_root_dir=tmp_path, callbacks=[GradientGuard()]).fit(probe, data)
+    L.Trainer(
+        max_steps=4,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+        default_root_dir=tmp_path,
+        callbacks=[GradientGuard()],
+    ).fit(probe, data)
     w = probe.history
     assert probe.skip_counts["non_finite_grad"] == 1
     assert torch.equal(w[1], w[0]), "the step with the NaN gradient changed nothing"

@@ -22,8 +22,19 @@ from data_modules.records import EMOTIONS, manifest_path, record_of
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 MELD_CSVS = SHARED / "data" / "meld"
 MELD_REFERENCE = SHARED / "reference" / "formats" / "meld"
-HEADER = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID",
-          "Season", "Episode", "StartTime", "EndTime"]
+HEADER = [
+    "Sr No.",
+    "Utterance",
+    "Speaker",
+    "Emotion",
+    "Sentiment",
+    "Dialogue_ID",
+    "Utterance_ID",
+    "Season",
+    "Episode",
+    "StartTime",
+    "EndTime",
+]
 TRICKY_TEXT = 'Oh, he said "no, no" — you’re… sure?'
 
 
@@ -78,24 +89,30 @@ def build_release(root: Path, clips: dict[str, Path], nested: bool = False) -> P
     train_dir = root / "train" / "train_splits"
     dev_dir = root / ("dev/dev_splits_complete" if nested else "dev_splits_complete")
     test_dir = root / ("test/output_repeated_splits_test" if nested else "output_repeated_splits_test")
-    write_csv(root / "train" / "train_sent_emo.csv", [
-        row(1, TRICKY_TEXT, "Chandler", "joy", 0, 0),
-        row(2, "Five point one.", "Monica", "anger", 0, 1),
-        row(2, "Sr No. repeats: ids come from Dialogue_ID/Utterance_ID.", "Ross", "sadness", 1, 0),
-        row(3, "Broken line", "Joey", "neutral", "x", 1),
-        row(4, "Corrupt clip.", "Rachel", "neutral", 125, 3),
-        row(5, "Too long.", "Phoebe", "fear", 309, 0),
-    ])
+    write_csv(
+        root / "train" / "train_sent_emo.csv",
+        [
+            row(1, TRICKY_TEXT, "Chandler", "joy", 0, 0),
+            row(2, "Five point one.", "Monica", "anger", 0, 1),
+            row(2, "Sr No. repeats: ids come from Dialogue_ID/Utterance_ID.", "Ross", "sadness", 1, 0),
+            row(3, "Broken line", "Joey", "neutral", "x", 1),
+            row(4, "Corrupt clip.", "Rachel", "neutral", 125, 3),
+            row(5, "Too long.", "Phoebe", "fear", 309, 0),
+        ],
+    )
     put(clips["stereo"], train_dir, "dia0_utt0.mp4")
     put(clips["six"], train_dir, "dia0_utt1.mp4")
     put(clips["stereo"], train_dir, "dia1_utt0.mp4")
     put(clips["truncated"], train_dir, "dia125_utt3.mp4")
     put(clips["long"], train_dir, "dia309_utt0.mp4")
     put(clips["stereo"], train_dir, "._dia0_utt0.mp4")  # AppleDouble junk
-    write_csv(root / "dev_sent_emo.csv", [
-        row(1, "Hi.", "Ross", "surprise", 0, 0),
-        row(2, "Missing clip.", "Ross", "neutral", 110, 7),
-    ])
+    write_csv(
+        root / "dev_sent_emo.csv",
+        [
+            row(1, "Hi.", "Ross", "surprise", 0, 0),
+            row(2, "Missing clip.", "Ross", "neutral", 110, 7),
+        ],
+    )
     put(clips["stereo"], dev_dir, "dia0_utt0.mp4")
     put(clips["stereo"], dev_dir, "dia49_utt4.mp4")  # a video without a CSV row
     write_csv(root / "test_sent_emo.csv", [row(1, "Ew.", "Phoebe", "disgust", 0, 0)])
@@ -105,13 +122,17 @@ def build_release(root: Path, clips: dict[str, Path], nested: bool = False) -> P
 
 
 def run_cli(root: Path, out: Path, *extra: str) -> int:
-    return prepare_cli.main(["meld", "--root", str(root), "--out", str(out), "--max-duration", "1.0",
-                             "--no-progress", *extra])
+    return prepare_cli.main(
+        ["meld", "--root", str(root), "--out", str(out), "--max-duration", "1.0", "--no-progress", *extra]
+    )
 
 
 def load_cuts(out: Path) -> dict[str, dict[str, object]]:
-    return {split: {c.id: c for c in CutSet.from_file(manifest_path(out, "meld", split))}
-            for split in meld.SPLITS if manifest_path(out, "meld", split).exists()}
+    return {
+        split: {c.id: c for c in CutSet.from_file(manifest_path(out, "meld", split))}
+        for split in meld.SPLITS
+        if manifest_path(out, "meld", split).exists()
+    }
 
 
 # ------------------------------------------------------------------------------ CSV planning
@@ -122,15 +143,15 @@ def test_real_csvs_plan_the_expected_usable_counts():
     report = PrepareReport("meld")
     plans = meld.plan_items(MELD_CSVS, report)  # CSVs only: no clip folders there
     assert report.skipped == {} and set(plans) == set(meld.SPLITS)
-    rows = {s: sum(1 for _ in csv.DictReader(open(MELD_CSVS / f"{s}_sent_emo.csv",
-                                                  newline="", encoding="utf-8")))
-            for s in meld.SPLITS}
+    rows = {
+        s: sum(1 for _ in csv.DictReader(open(MELD_CSVS / f"{s}_sent_emo.csv", newline="", encoding="utf-8")))
+        for s in meld.SPLITS
+    }
     assert rows == {"train": 9989, "dev": 1109, "test": 2610}
     for split, items in plans.items():
         assert len(items) == len({i.name for i in items}) == rows[split]
         assert all(i.mp4 is None and i.emotion in EMOTIONS for i in items)
-    usable = {s: [i for i in items if (s, i.name) not in meld.KNOWN_BAD_CLIPS]
-              for s, items in plans.items()}
+    usable = {s: [i for i in items if (s, i.name) not in meld.KNOWN_BAD_CLIPS] for s, items in plans.items()}
     assert {s: len(v) for s, v in usable.items()} == {"train": 9988, "dev": 1108, "test": 2610}
     kept_at_30s = {s: sum(i.csv_seconds <= 30 for i in v) for s, v in usable.items()}
     assert kept_at_30s == {"train": 9987, "dev": 1108, "test": 2608}
@@ -161,11 +182,17 @@ def test_csv_quirks(tmp_path):
     """Quotes/commas survive, a non-integer id and a duplicate id are skipped and counted,
     a cp1252 line does not fail the file, an unknown header is refused."""
     path = tmp_path / "train_sent_emo.csv"
-    write_csv(path, [row(1, TRICKY_TEXT, "Chandler", "joy", 0, 0), row(1, "again", "X", "joy", 0, 0),
-                     row(2, "bad", "X", "joy", "", 1), row(3, "odd", "X", "Contempt", 2, 0)])
+    write_csv(
+        path,
+        [
+            row(1, TRICKY_TEXT, "Chandler", "joy", 0, 0),
+            row(1, "again", "X", "joy", 0, 0),
+            row(2, "bad", "X", "joy", "", 1),
+            row(3, "odd", "X", "Contempt", 2, 0),
+        ],
+    )
     with open(path, "ab") as f:
-        f.write('4,Caf\xe9 line,Joey,fear,negative,3,0,1,1,"0:0:1,0","0:0:2,5"\r\n'
-                .encode("cp1252"))
+        f.write('4,Caf\xe9 line,Joey,fear,negative,3,0,1,1,"0:0:1,0","0:0:2,5"\r\n'.encode("cp1252"))
     report = PrepareReport("meld")
     items = meld.read_csv(path, "train", report)
     assert [i.name for i in items] == ["dia0_utt0", "dia3_utt0"]
@@ -186,17 +213,17 @@ def test_prepare_fake_release(tmp_path, clips):
     cuts = load_cuts(out)
     assert {s: sorted(c) for s, c in cuts.items()} == {
         "train": ["meld-train-dia0_utt0", "meld-train-dia0_utt1", "meld-train-dia1_utt0"],
-        "dev": ["meld-dev-dia0_utt0"], "test": ["meld-test-dia0_utt0"]}
+        "dev": ["meld-dev-dia0_utt0"],
+        "test": ["meld-test-dia0_utt0"],
+    }
     rec = record_of(cuts["train"]["meld-train-dia0_utt0"])
     assert rec["transcript"] == TRICKY_TEXT and rec["speaker"] == "Chandler"
     assert rec["emotion"] == "happy" and rec["corpus"] == "meld" and rec["split"] == "train"
-    assert [record_of(cuts[s][f"meld-{s}-dia0_utt0"])["emotion"] for s in ("dev", "test")] == [
-        "surprised", "disgusted"]
+    assert [record_of(cuts[s][f"meld-{s}-dia0_utt0"])["emotion"] for s in ("dev", "test")] == ["surprised", "disgusted"]
     assert cuts["train"]["meld-train-dia0_utt1"].supervisions[0].custom["sentiment"] == "neutral"
 
     report = json.loads(report_path(out, "meld").read_text())
-    assert report["skipped"] == {"bad_csv_row": 1, "corrupt_audio": 1, "missing_audio": 1,
-                                 "too_long": 1}
+    assert report["skipped"] == {"bad_csv_row": 1, "corrupt_audio": 1, "missing_audio": 1, "too_long": 1}
     named = {i["reason"]: i for i in report["skipped_items"]}
     assert named["corrupt_audio"]["item"] == "meld-train-dia125_utt3"
     assert "MELD issues" in named["corrupt_audio"]["detail"]

@@ -12,24 +12,32 @@ from data_modules.records import make_cut, manifest_path, record_of
 
 from conftest import save_tiny_instruct
 
-REC = {"id": "u1", "emotion": "sad", "attributes": {"gender": "male", "pitch": "low", "volume": "low",
-                                                     "speed": "slow", "emphasis": "door"}}
+REC = {
+    "id": "u1",
+    "emotion": "sad",
+    "attributes": {"gender": "male", "pitch": "low", "volume": "low", "speed": "slow", "emphasis": "door"},
+}
 
 
 def test_contradicting_cues_and_emotions_are_flagged():
     assert check("His low, quiet voice and slow pace sound sad.", REC, ["sad", "happy"]) == []
     flags = check("She speaks with a high pitch and sounds cheerful.", REC, ["neutral", "happy", "sad"])
-    assert flags == ["gender: says female, the record says male", "pitch: says high, the record says low",
-                     "emotion: names happy, the label is sad"]
+    assert flags == [
+        "gender: says female, the record says male",
+        "pitch: says high, the record says low",
+        "emotion: names happy, the label is sad",
+    ]
     assert check('emphasizing the word "window"', REC, ["sad"]) == ["emphasis: says 'window', the record says 'door'"]
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     """A tiny random instruct model directory: what --teacher takes, like any hub checkpoint."""
-    return save_tiny_instruct(tmp_path_factory.mktemp("teacher"),
-                              "the speaker sounds sad happy calm because her voice is low high slow fast",
-                              max_positions=512)
+    return save_tiny_instruct(
+        tmp_path_factory.mktemp("teacher"),
+        "the speaker sounds sad happy calm because her voice is low high slow fast",
+        max_positions=512,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +48,37 @@ def manifest(tmp_path_factory):
     generate(corpus, n_train=6, n_dev=1, n_test=1, seed=5, progress=False)
     cuts = list(CutSet.from_file(manifest_path(corpus, "synthcraft", "train")))
     src = cuts[0].recording
-    extra = make_cut("no-label", src.sources[0].source, sampling_rate=src.sampling_rate,
-                     num_samples=src.num_samples, corpus="synthcraft", split="train", transcript="hello")
+    extra = make_cut(
+        "no-label",
+        src.sources[0].source,
+        sampling_rate=src.sampling_rate,
+        num_samples=src.num_samples,
+        corpus="synthcraft",
+        split="train",
+        transcript="hello",
+    )
     path = corpus / "with_unlabelled.jsonl.gz"
     CutSet.from_cuts([*cuts, extra]).to_file(path)
     return path
 
 
 def run(manifest, out, teacher, *extra):
-    return main(["--manifest", str(manifest), "--out", str(out), "--teacher", str(teacher), "--batch-size", "4",
-                 "--max-new-tokens", "12", "--no-progress", *extra])
+    return main(
+        [
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(out),
+            "--teacher",
+            str(teacher),
+            "--batch-size",
+            "4",
+            "--max-new-tokens",
+            "12",
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 def test_generate_resume_and_report(manifest, teacher, tmp_path):

@@ -8,9 +8,22 @@ from data_modules.records import canonical_emotion, make_cut, record_of
 
 
 def test_record_round_trip():
-    cut = make_cut("u1", "/x.flac", sampling_rate=16000, num_samples=32000, corpus="c", split="dev",
-                   transcript="hi", caption="cap", emotion="happy", attributes={"pitch": "low"},
-                   annotator_emotions=["happy", "sad"], speaker="s1", gender="female", session=2)
+    cut = make_cut(
+        "u1",
+        "/x.flac",
+        sampling_rate=16000,
+        num_samples=32000,
+        corpus="c",
+        split="dev",
+        transcript="hi",
+        caption="cap",
+        emotion="happy",
+        attributes={"pitch": "low"},
+        annotator_emotions=["happy", "sad"],
+        speaker="s1",
+        gender="female",
+        session=2,
+    )
     rec = record_of(CutSet.from_dicts([cut.to_dict()])[0])  # survives serialisation
     assert rec["transcript"] == "hi" and rec["caption"] == "cap" and rec["emotion"] == "happy"
     assert rec["attributes"] == {"pitch": "low"} and rec["annotator_emotions"] == ["happy", "sad"]

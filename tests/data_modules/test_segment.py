@@ -17,7 +17,7 @@ def burst(seconds: float, seed: int, gaps: float = 0.08) -> np.ndarray:
     x = 0.3 * np.sin(2 * np.pi * 150 * t) * (1 + 0.3 * rng.standard_normal(t.size))
     for k in range(1, int(seconds / 0.5)):  # a gap every 0.5 s, shorter than a pause
         a = int(k * 0.5 * SR)
-        x[a: a + int(gaps * SR)] = 0.0
+        x[a : a + int(gaps * SR)] = 0.0
     return x.astype(np.float32)
 
 

@@ -40,8 +40,11 @@ def cli(*args: str) -> int:
 
 
 def manifests(out: Path) -> dict[str, list]:
-    return {s: list(CutSet.from_file(manifest_path(out, "speechcraft", s)))
-            for s in ("train", "dev", "test") if manifest_path(out, "speechcraft", s).exists()}
+    return {
+        s: list(CutSet.from_file(manifest_path(out, "speechcraft", s)))
+        for s in ("train", "dev", "test")
+        if manifest_path(out, "speechcraft", s).exists()
+    }
 
 
 @needs_speechcraft_samples
@@ -54,16 +57,32 @@ def test_ljspeech_style_keys_with_segment_files(tmp_path):
         folder, base = key.split("_", 1)
         write_audio(audio / folder / f"{base}.flac", 0.5, 10 + i)
     out = tmp_path / "out"
-    assert cli("--labels", SPEECHCRAFT_LJ_LABELS, "--root", audio, "--out", out, "--dev-fraction", "0",
-               "--test-fraction", "0") == 0
+    assert (
+        cli(
+            "--labels",
+            SPEECHCRAFT_LJ_LABELS,
+            "--root",
+            audio,
+            "--out",
+            out,
+            "--dev-fraction",
+            "0",
+            "--test-fraction",
+            "0",
+        )
+        == 0
+    )
     cuts = manifests(out)
     assert list(cuts) == ["train"]
     assert sorted(c.id for c in cuts["train"]) == sorted(f"speechcraft-{k}" for k in keys[:7])
     report = json.loads(report_path(out, "speechcraft").read_text())
     assert report["skipped"] == {"missing_audio": 5}
     rec = record_of(cuts["train"][0])
-    assert rec["corpus"] == "speechcraft" and rec["transcript"] and rec["emotion"] in (
-        "sad", "neutral", "happy", "angry", "surprised", "fearful", "disgusted")
+    assert (
+        rec["corpus"] == "speechcraft"
+        and rec["transcript"]
+        and rec["emotion"] in ("sad", "neutral", "happy", "angry", "surprised", "fearful", "disgusted")
+    )
     assert cuts["train"][0].load_audio().shape == (1, SR // 2)
 
 
@@ -76,50 +95,93 @@ def gigaspeech(tmp_path):
     waves = {
         "POD0000000001": write_audio(audio / "podcast/P0000/POD0000000001.wav", 20, 1),
         "YOU0000000002": write_audio(audio / "youtube/Y0000/YOU0000000002.flac", 10, 2),
-        "AUD0000000003": write_audio(audio / "audiobook/A0000/AUD0000000003.opus", 5, 3,
-                                     format="OGG", subtype="OPUS"),
+        "AUD0000000003": write_audio(audio / "audiobook/A0000/AUD0000000003.opus", 5, 3, format="OGG", subtype="OPUS"),
     }
     write_audio(audio / "podcast/P0000/POD0000000004.wav", 2, 4)  # no labels: counted only
     (audio / "podcast/P0000/._POD0000000001.wav").write_bytes(b"AppleDouble")
-    sups = [("POD0000000001_S0000001", 1.0, 2.0, "spk1"), ("POD0000000001_S0000002", 5.0, 3.0, None),
-            ("POD0000000001_S0000009", 18.0, 5.0, None),  # beyond the recording
-            ("YOU0000000002_S0000001", 0.5, 1.0, None), ("AUD0000000003_S0000001", 1.0, 2.0, None),
-            ("POD0000000009_S0000001", 0.0, 1.0, None),  # recording not downloaded
-            ("POD0000000004_S0000001", 0.0, 1.0, None)]  # no label
+    sups = [
+        ("POD0000000001_S0000001", 1.0, 2.0, "spk1"),
+        ("POD0000000001_S0000002", 5.0, 3.0, None),
+        ("POD0000000001_S0000009", 18.0, 5.0, None),  # beyond the recording
+        ("YOU0000000002_S0000001", 0.5, 1.0, None),
+        ("AUD0000000003_S0000001", 1.0, 2.0, None),
+        ("POD0000000009_S0000001", 0.0, 1.0, None),  # recording not downloaded
+        ("POD0000000004_S0000001", 0.0, 1.0, None),
+    ]  # no label
     manifest = tmp_path / "gigaspeech" / "gigaspeech_supervisions_M.jsonl.gz"
     SupervisionSet.from_segments(
-        SupervisionSegment(id=sid, recording_id=sid.split("_S")[0], start=start, duration=dur,
-                           speaker=spk, text="IGNORED <COMMA>")
-        for sid, start, dur, spk in sups).to_file(manifest)
+        SupervisionSegment(
+            id=sid, recording_id=sid.split("_S")[0], start=start, duration=dur, speaker=spk, text="IGNORED <COMMA>"
+        )
+        for sid, start, dur, spk in sups
+    ).to_file(manifest)
 
     lab = tmp_path / "labels"
     lab.mkdir()
-    (lab / "labels_M.json").write_text(json.dumps({
-        "POD0000000001_S0000001": {"labels": labels(age="Youth adult", gender="Female",
-                                                    pitch="Medium", volume="normal", speed="Fast",
-                                                    emotion="Happy", emphasis="Vault",
-                                                    transcription=" Into a vault.")},
-        "POD0000000001_S0000002": {"labels": labels(gender="male", pitch="weird", energy="High",
-                                                    speed="slow", emotion="unknown",
-                                                    transcription="Second one.")},
-        "POD0000000001_S0000009": {"labels": labels(gender="male", transcription="Too far.")},
-        "POD0000000009_S0000001": {"labels": labels(gender="male", transcription="No audio.")},
-        "POD0000000001_S0000077": {"labels": labels(gender="male", transcription="No times.")},
-        "POD0000000001_S0000005": {"labels": 5},                     # broken record
-        "POD0000000001_S0000006": ["not", "a", "record"],             # broken record
-        "POD0000000001_S0000007": {"labels": "no pairs here"},        # broken record
-    }, indent=4))
-    (lab / "descriptions_M.json").write_text(json.dumps({
-        "POD0000000001_S0000001": "A happy young woman speaks quickly about a vault.",
-        "POD0000000001_S0000002": {"instruction": "Say it slowly.", "caption": "A man, slowly."},
-    }))
-    (lab / "more_M.jsonl").write_text("\n".join([
-        json.dumps({"sid": "YOU0000000002_S0000001",
-                    "labels": labels(gender="female", emotion="anger", transcription="Third.")}),
-        '{"sid": "YOU0000000002_S0000002", "labels": "gender:male',   # broken line
-        json.dumps({"AUD0000000003_S0000001": {"labels": labels(gender="male", emotion="sad",
-                                                                transcription="Fourth.")}}),
-        ""]))
+    (lab / "labels_M.json").write_text(
+        json.dumps(
+            {
+                "POD0000000001_S0000001": {
+                    "labels": labels(
+                        age="Youth adult",
+                        gender="Female",
+                        pitch="Medium",
+                        volume="normal",
+                        speed="Fast",
+                        emotion="Happy",
+                        emphasis="Vault",
+                        transcription=" Into a vault.",
+                    )
+                },
+                "POD0000000001_S0000002": {
+                    "labels": labels(
+                        gender="male",
+                        pitch="weird",
+                        energy="High",
+                        speed="slow",
+                        emotion="unknown",
+                        transcription="Second one.",
+                    )
+                },
+                "POD0000000001_S0000009": {"labels": labels(gender="male", transcription="Too far.")},
+                "POD0000000009_S0000001": {"labels": labels(gender="male", transcription="No audio.")},
+                "POD0000000001_S0000077": {"labels": labels(gender="male", transcription="No times.")},
+                "POD0000000001_S0000005": {"labels": 5},  # broken record
+                "POD0000000001_S0000006": ["not", "a", "record"],  # broken record
+                "POD0000000001_S0000007": {"labels": "no pairs here"},  # broken record
+            },
+            indent=4,
+        )
+    )
+    (lab / "descriptions_M.json").write_text(
+        json.dumps(
+            {
+                "POD0000000001_S0000001": "A happy young woman speaks quickly about a vault.",
+                "POD0000000001_S0000002": {"instruction": "Say it slowly.", "caption": "A man, slowly."},
+            }
+        )
+    )
+    (lab / "more_M.jsonl").write_text(
+        "\n".join(
+            [
+                json.dumps(
+                    {
+                        "sid": "YOU0000000002_S0000001",
+                        "labels": labels(gender="female", emotion="anger", transcription="Third."),
+                    }
+                ),
+                '{"sid": "YOU0000000002_S0000002", "labels": "gender:male',  # broken line
+                json.dumps(
+                    {
+                        "AUD0000000003_S0000001": {
+                            "labels": labels(gender="male", emotion="sad", transcription="Fourth.")
+                        }
+                    }
+                ),
+                "",
+            ]
+        )
+    )
     (lab / "broken_M.json").write_text('{"POD0000000001_S0000003": {"labels": "gender:male"')
     return lab, audio, manifest, waves
 
@@ -127,14 +189,38 @@ def gigaspeech(tmp_path):
 def test_gigaspeech_long_recordings(tmp_path, gigaspeech):
     lab, audio, manifest, waves = gigaspeech
     out = tmp_path / "out"
-    assert cli("--labels", lab, "--audio", audio, "--gigaspeech-manifest", manifest,
-               "--out", out, "--dev-fraction", "0", "--test-fraction", "0") == 0
+    assert (
+        cli(
+            "--labels",
+            lab,
+            "--audio",
+            audio,
+            "--gigaspeech-manifest",
+            manifest,
+            "--out",
+            out,
+            "--dev-fraction",
+            "0",
+            "--test-fraction",
+            "0",
+        )
+        == 0
+    )
     cuts = {c.id: c for c in manifests(out)["train"]}
-    assert sorted(cuts) == ["speechcraft-AUD0000000003_S0000001", "speechcraft-POD0000000001_S0000001",
-                            "speechcraft-POD0000000001_S0000002", "speechcraft-YOU0000000002_S0000001"]
+    assert sorted(cuts) == [
+        "speechcraft-AUD0000000003_S0000001",
+        "speechcraft-POD0000000001_S0000001",
+        "speechcraft-POD0000000001_S0000002",
+        "speechcraft-YOU0000000002_S0000001",
+    ]
     report = json.loads(report_path(out, "speechcraft").read_text())
-    assert report["skipped"] == {"bad_label_record": 3, "bad_label_line": 1, "bad_label_file": 1,
-                                 "missing_audio": 2, "segment_out_of_range": 1}
+    assert report["skipped"] == {
+        "bad_label_record": 3,
+        "bad_label_line": 1,
+        "bad_label_file": 1,
+        "missing_audio": 2,
+        "segment_out_of_range": 1,
+    }
     named = {i["item"]: i for i in report["skipped_items"]}
     assert "no manifest gives the times" in named["POD0000000001_S0000077"]["detail"]
     assert "POD0000000009" in named["POD0000000009_S0000001"]["detail"]
@@ -145,8 +231,14 @@ def test_gigaspeech_long_recordings(tmp_path, gigaspeech):
     first = record_of(cuts["speechcraft-POD0000000001_S0000001"])
     assert first["transcript"] == "Into a vault." and first["emotion"] == "happy"
     assert first["caption"] == "A happy young woman speaks quickly about a vault."
-    assert first["attributes"] == {"gender": "female", "age": "youth adult", "pitch": "normal",
-                                   "volume": "normal", "speed": "fast", "emphasis": "vault"}
+    assert first["attributes"] == {
+        "gender": "female",
+        "age": "youth adult",
+        "pitch": "normal",
+        "volume": "normal",
+        "speed": "fast",
+        "emphasis": "vault",
+    }
     assert first["gender"] == "female" and first["speaker"] == "spk1"
     second = cuts["speechcraft-POD0000000001_S0000002"]
     rec = record_of(second)
@@ -155,13 +247,15 @@ def test_gigaspeech_long_recordings(tmp_path, gigaspeech):
     assert second.supervisions[0].custom["captions"]["instruction"] == "Say it slowly."
     assert record_of(cuts["speechcraft-YOU0000000002_S0000001"])["emotion"] == "angry"
 
-    for cut_id, start, dur in [("POD0000000001_S0000001", 1.0, 2.0),
-                               ("POD0000000001_S0000002", 5.0, 3.0),
-                               ("YOU0000000002_S0000001", 0.5, 1.0)]:
+    for cut_id, start, dur in [
+        ("POD0000000001_S0000001", 1.0, 2.0),
+        ("POD0000000001_S0000002", 5.0, 3.0),
+        ("YOU0000000002_S0000001", 0.5, 1.0),
+    ]:
         cut = cuts[f"speechcraft-{cut_id}"]
         assert (cut.start, cut.duration, cut.recording.id) == (start, dur, cut_id.split("_S")[0])
         got = cut.load_audio()[0]
-        want = waves[cut.recording.id][int(start * SR): int((start + dur) * SR)]
+        want = waves[cut.recording.id][int(start * SR) : int((start + dur) * SR)]
         np.testing.assert_allclose(got, want, atol=1e-4)
     opus = cuts["speechcraft-AUD0000000003_S0000001"]
     assert opus.load_audio().shape[1] == pytest.approx(2 * opus.sampling_rate, abs=2)
@@ -171,8 +265,24 @@ def test_segment_file_is_preferred_and_shar_holds_segments(tmp_path, gigaspeech)
     lab, audio, manifest, _ = gigaspeech
     seg = write_audio(audio / "segments" / "POD0000000001_S0000002.flac", 0.7, 9)
     out = tmp_path / "out"
-    assert cli("--labels", lab, "--audio", audio, "--gigaspeech-manifest", manifest, "--out", out,
-               "--shar", "--test-fraction", "0", "--dev-fraction", "0") == 0
+    assert (
+        cli(
+            "--labels",
+            lab,
+            "--audio",
+            audio,
+            "--gigaspeech-manifest",
+            manifest,
+            "--out",
+            out,
+            "--shar",
+            "--test-fraction",
+            "0",
+            "--dev-fraction",
+            "0",
+        )
+        == 0
+    )
     cuts = {c.id: c for c in manifests(out)["train"]}
     assert len(cuts) == 4
     own = cuts["speechcraft-POD0000000001_S0000002"]
@@ -189,8 +299,25 @@ def test_segment_file_is_preferred_and_shar_holds_segments(tmp_path, gigaspeech)
 def test_split_by_recording(tmp_path, gigaspeech):
     lab, audio, manifest, _ = gigaspeech
     out = tmp_path / "out"
-    assert cli("--labels", lab, "--audio", audio, "--gigaspeech-manifest", manifest,
-               "--out", out, "--dev-fraction", "0.3", "--test-fraction", "0.3", "--seed", "1") == 0
+    assert (
+        cli(
+            "--labels",
+            lab,
+            "--audio",
+            audio,
+            "--gigaspeech-manifest",
+            manifest,
+            "--out",
+            out,
+            "--dev-fraction",
+            "0.3",
+            "--test-fraction",
+            "0.3",
+            "--seed",
+            "1",
+        )
+        == 0
+    )
     splits_of = defaultdict(set)
     for split, cuts in manifests(out).items():
         for cut in cuts:
@@ -202,9 +329,9 @@ def test_split_by_recording(tmp_path, gigaspeech):
     counts = Counter(sc.assign_split(r, 0.05, 0.1, seed=3) for r in ids)
     assert abs(counts["dev"] / 4000 - 0.05) < 0.015 and abs(counts["test"] / 4000 - 0.1) < 0.02
     assert [sc.assign_split(r, 0.05, 0.1, seed=3) for r in ids[:50]] == [
-        sc.assign_split(r, 0.05, 0.1, seed=3) for r in ids[:50]]
-    assert [sc.assign_split(r, 0.05, 0.1, seed=4) for r in ids] != [
-        sc.assign_split(r, 0.05, 0.1, seed=3) for r in ids]
+        sc.assign_split(r, 0.05, 0.1, seed=3) for r in ids[:50]
+    ]
+    assert [sc.assign_split(r, 0.05, 0.1, seed=4) for r in ids] != [sc.assign_split(r, 0.05, 0.1, seed=3) for r in ids]
     assert sc.recording_id_of("POD0000003712_S0000072") == "POD0000003712"
     assert sc.recording_id_of("LJSpeech_LJ010-0227") == "LJSpeech_LJ010-0227"
 
@@ -214,10 +341,11 @@ def test_missing_inputs_and_unrecognised_layout_exit_2(tmp_path, capsys, gigaspe
     lab, audio, manifest, _ = gigaspeech
     out = tmp_path / "out"
     nowhere = tmp_path / "nowhere"
-    for args, named in [(("--labels", nowhere, "--audio", audio), nowhere),
-                        (("--labels", lab, "--audio", nowhere), nowhere),
-                        (("--labels", lab, "--audio", audio, "--gigaspeech-manifest", nowhere),
-                         nowhere)]:
+    for args, named in [
+        (("--labels", nowhere, "--audio", audio), nowhere),
+        (("--labels", lab, "--audio", nowhere), nowhere),
+        (("--labels", lab, "--audio", audio, "--gigaspeech-manifest", nowhere), nowhere),
+    ]:
         assert cli(*args, "--out", out) == 2
         assert str(named) in capsys.readouterr().err
     empty = tmp_path / "empty"
@@ -227,12 +355,12 @@ def test_missing_inputs_and_unrecognised_layout_exit_2(tmp_path, capsys, gigaspe
     assert "unrecognised" in err and str(empty) in err
     assert cli("--labels", empty, "--audio", audio, "--out", out) == 2
     assert "no .json/.jsonl label file" in capsys.readouterr().err
-    assert cli("--labels", lab, "--audio", audio, "--out", out, "--dev-fraction", "0.6",
-               "--test-fraction", "0.5") == 2
+    assert cli("--labels", lab, "--audio", audio, "--out", out, "--dev-fraction", "0.6", "--test-fraction", "0.5") == 2
 
 
 def test_subcommand_is_registered():
     args = prepare_cli.build_parser().parse_args(
-        ["speechcraft", "--labels", "a.json", "b.json", "--root", "audio", "--out", "o"])
+        ["speechcraft", "--labels", "a.json", "b.json", "--root", "audio", "--out", "o"]
+    )
     assert args.audio == Path("audio") and args.labels == [Path("a.json"), Path("b.json")]
     assert args.dev_fraction == args.test_fraction == 0.01 and args.gigaspeech_manifests == []

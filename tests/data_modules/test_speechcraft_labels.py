@@ -14,10 +14,17 @@ from conftest import (
 
 
 def test_parse_labels_string():
-    parsed = sc.parse_labels("age:Elderly\tgender:male\tEnergy:high\tspeed:fast\temotion:sad"
-                             "\ttranscription: Tabs\tstay, colons: too")
-    assert parsed == {"age": "Elderly", "gender": "male", "volume": "high", "speed": "fast",
-                      "emotion": "sad", "transcription": "Tabs\tstay, colons: too"}
+    parsed = sc.parse_labels(
+        "age:Elderly\tgender:male\tEnergy:high\tspeed:fast\temotion:sad\ttranscription: Tabs\tstay, colons: too"
+    )
+    assert parsed == {
+        "age": "Elderly",
+        "gender": "male",
+        "volume": "high",
+        "speed": "fast",
+        "emotion": "sad",
+        "transcription": "Tabs\tstay, colons: too",
+    }
 
 
 @needs_speechcraft_samples
@@ -26,11 +33,9 @@ def test_real_label_samples_parse():
     records = sc.load_labels([SPEECHCRAFT_LJ_LABELS, SPEECHCRAFT_FORK_LABELS], report)
     assert len(records) == 18 and not report.skipped
     lj = sc.describe(records["LJSpeech_LJ010-0227"])
-    assert lj.transcript == ("He went from Newgate first to Bethlehem, from which he was "
-                             "removed to Broadmoor.")
+    assert lj.transcript == ("He went from Newgate first to Bethlehem, from which he was removed to Broadmoor.")
     assert lj.emotion == "sad" and lj.caption is None
-    assert lj.attributes == {"gender": "male", "age": "elderly", "pitch": "low",
-                             "volume": "normal", "speed": "fast"}
+    assert lj.attributes == {"gender": "male", "age": "elderly", "pitch": "low", "volume": "normal", "speed": "fast"}
     fork = [sc.describe(r) for k, r in records.items() if k.startswith("audio_segments")]
     assert len(fork) == 6
     assert [d.emotion for d in fork] == [None, "fearful", None, None, "angry", "angry"]

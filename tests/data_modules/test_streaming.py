@@ -32,8 +32,9 @@ SOURCE_SECONDS = 4.0
 DUP = re.compile(r"_dup\d+$")
 
 
-def make_corpus(root: Path, name: str = "fake", n: int = 120, seed: int = 0,
-                shar: str | None = "audio", shard_size: int = 20) -> Path:
+def make_corpus(
+    root: Path, name: str = "fake", n: int = 120, seed: int = 0, shar: str | None = "audio", shard_size: int = 20
+) -> Path:
     """``n`` cuts (0.5 to 3.5 s segments of three real 4 s clips) as a JSONL manifest and, with
     ``shar``, as Shar shards: ``audio`` (FLAC inside the shards) or ``reference`` (no tar files;
     the shard manifests point at the audio files)."""
@@ -51,10 +52,21 @@ def make_corpus(root: Path, name: str = "fake", n: int = 120, seed: int = 0,
         dur = round(rng.uniform(0.5, 3.5), 2)
         start = round(rng.uniform(0.0, SOURCE_SECONDS - dur - 0.01), 2)
         k = i % 3
-        cuts.append(make_cut(f"{name}-{i:04d}", sources[k], sampling_rate=SR,
-                             num_samples=int(SOURCE_SECONDS * SR), corpus=name, split="train",
-                             transcript="a b", emotion="sad", start=start, duration=dur,
-                             recording_id=f"{name}-src{k}"))
+        cuts.append(
+            make_cut(
+                f"{name}-{i:04d}",
+                sources[k],
+                sampling_rate=SR,
+                num_samples=int(SOURCE_SECONDS * SR),
+                corpus=name,
+                split="train",
+                transcript="a b",
+                emotion="sad",
+                start=start,
+                duration=dur,
+                recording_id=f"{name}-src{k}",
+            )
+        )
     path = manifest_path(root, name, "train")
     CutSet.from_cuts(cuts).to_file(path)
     if shar is not None:
@@ -81,8 +93,9 @@ def corpus(tmp_path_factory) -> Path:
 
 def config(root: Path, fmt: str = "auto", **kw) -> DataConfig:
     kw.setdefault("max_duration", 8.0)
-    return DataConfig(corpora=[CorpusSpec(name="fake", dir=str(root), format=fmt, val_split=None,
-                                          test_split=None)], **kw)
+    return DataConfig(
+        corpora=[CorpusSpec(name="fake", dir=str(root), format=fmt, val_split=None, test_split=None)], **kw
+    )
 
 
 def sampler_ids(sampler) -> list[list[str]]:
@@ -246,19 +259,28 @@ def test_lightning_mid_epoch_resume_serves_the_rest_of_the_epoch(corpus, tmp_pat
     reference = sampler_ids(SpeechDataModule(cfg).build_train_sampler())
 
     def trainer(**kw):
-        return L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, use_distributed_sampler=False,
-                         accelerator="cpu", default_root_dir=str(tmp_path), **kw)
+        return L.Trainer(
+            max_epochs=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            use_distributed_sampler=False,
+            accelerator="cpu",
+            default_root_dir=str(tmp_path),
+            **kw,
+        )
 
-    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=str(tmp_path), every_n_train_steps=3,
-                                               save_top_k=-1, filename="{step}")
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=str(tmp_path), every_n_train_steps=3, save_top_k=-1, filename="{step}"
+    )
     crashed = TinyModule(fail_at=7)
     with pytest.raises(RuntimeError, match="simulated crash"):
         trainer(callbacks=[ckpt]).fit(crashed, datamodule=SpeechDataModule(cfg))
     assert len(crashed.seen) == 7
     resumed = TinyModule()
-    trainer(enable_checkpointing=False).fit(resumed, datamodule=SpeechDataModule(cfg),
-                                            ckpt_path=str(tmp_path / "step=6.ckpt"))
+    trainer(enable_checkpointing=False).fit(
+        resumed, datamodule=SpeechDataModule(cfg), ckpt_path=str(tmp_path / "step=6.ckpt")
+    )
     assert crashed.seen[:6] + resumed.seen == reference
 
 
@@ -268,15 +290,18 @@ def test_batches_per_epoch_counts_metadata_or_takes_the_given_steps(corpus, fmt)
     dm = SpeechDataModule(cfg)
     sampler = dm.build_train_sampler()
     assert dm.train_batches_per_epoch() == len(sampler_ids(sampler))
-    assert SpeechDataModule(config(corpus, fmt, steps_per_epoch=1234)).train_batches_per_epoch() \
-        == 1234
+    assert SpeechDataModule(config(corpus, fmt, steps_per_epoch=1234)).train_batches_per_epoch() == 1234
 
 
 def test_mixing_two_corpora_by_weight_streams_both(corpus, tmp_path):
     other = make_corpus(tmp_path / "other", name="other", n=60, shar=None)
-    cfg = DataConfig(max_duration=8.0, corpora=[
-        CorpusSpec(name="fake", dir=str(corpus), weight=2.0, val_split=None, test_split=None),
-        CorpusSpec(name="other", dir=str(other), weight=1.0, val_split=None, test_split=None)])
+    cfg = DataConfig(
+        max_duration=8.0,
+        corpora=[
+            CorpusSpec(name="fake", dir=str(corpus), weight=2.0, val_split=None, test_split=None),
+            CorpusSpec(name="other", dir=str(other), weight=1.0, val_split=None, test_split=None),
+        ],
+    )
     dm = SpeechDataModule(cfg)
     ids = [i for batch in sampler_ids(dm.build_train_sampler()) for i in batch]
     assert len(ids) == len(set(ids)) == 180

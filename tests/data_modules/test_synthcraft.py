@@ -46,6 +46,7 @@ def corpus(tmp_path_factory):
 def all_records(cuts: dict) -> list[dict]:
     return [record_of(c) for split in sc.SPLITS for c in cuts[split]]
 
+
 # ----------------------------------------------------------------------- labels and text
 def test_vocabulary_is_closed_and_small(corpus):
     _, _, cuts = corpus
@@ -105,19 +106,20 @@ def test_captions_round_trip_through_a_keyword_parser(corpus):
     records = all_records(cuts)
     for rec in records:
         attrs = rec["attributes"]
-        assert parse_caption(rec["caption"]) == {k: attrs[k] for k in
-                                                 ("gender", "pitch", "volume", "speed",
-                                                  "emphasis")}
+        assert parse_caption(rec["caption"]) == {
+            k: attrs[k] for k in ("gender", "pitch", "volume", "speed", "emphasis")
+        }
         assert rec["emotion"] not in rec["caption"].lower()
-    assert len({re.sub(r"\b(low|normal|high|slow|fast|male|female)\b|\"\w+\"", "", r["caption"])
-                for r in records}) >= 4, "several templates are in use"
+    assert (
+        len({re.sub(r"\b(low|normal|high|slow|fast|male|female)\b|\"\w+\"", "", r["caption"]) for r in records}) >= 4
+    ), "several templates are in use"
 
 
 # ------------------------------------------------------------------- files and manifests
 def test_manifests_load_back_as_16k_mono_in_range(corpus):
     _, manifests, _ = corpus
     durations = []
-    for split, path in manifests.items():
+    for _split, path in manifests.items():
         loaded = CutSet.from_file(path)
         for cut in list(loaded)[:10]:
             audio = cut.load_audio()
@@ -168,13 +170,15 @@ def test_ensure_synthcraft_generates_only_when_needed(tmp_path):
 
 # --------------------------------------------------------------------------------- CLI
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "data_modules.prepare", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "data_modules.prepare", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_generates_a_small_corpus(tmp_path):
-    result = run_cli("synthcraft", "--out", str(tmp_path), "--n-train", "8", "--n-dev", "2",
-                     "--n-test", "2", "--no-progress")
+    result = run_cli(
+        "synthcraft", "--out", str(tmp_path), "--n-train", "8", "--n-dev", "2", "--n-test", "2", "--no-progress"
+    )
     assert result.returncode == 0, result.stderr
     assert "kept" in result.stdout and "skipped" in result.stdout
     for split in sc.SPLITS:

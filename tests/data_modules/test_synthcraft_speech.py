@@ -17,30 +17,37 @@ from data_modules.synthcraft_speech import (
     render_clip,
 )
 
-TEXTS = ("the little dog found a red ball near the house",
-         "my clever teacher carried a heavy basket",
-         "a small bird sang behind the green tree today")
+TEXTS = (
+    "the little dog found a red ball near the house",
+    "my clever teacher carried a heavy basket",
+    "a small bird sang behind the green tree today",
+)
 
 
 def median_f0(audio: np.ndarray) -> float:
-    f0, voiced, _ = librosa.pyin(audio, fmin=60, fmax=500, sr=16000, frame_length=1024,
-                                 hop_length=256)
+    f0, voiced, _ = librosa.pyin(audio, fmin=60, fmax=500, sr=16000, frame_length=1024, hop_length=256)
     return float(np.median(f0[voiced]))
 
 
 def semitone_spread(audio: np.ndarray) -> float:
-    f0, voiced, _ = librosa.pyin(audio, fmin=60, fmax=500, sr=16000, frame_length=1024,
-                                 hop_length=256)
+    f0, voiced, _ = librosa.pyin(audio, fmin=60, fmax=500, sr=16000, frame_length=1024, hop_length=256)
     return float(np.std(12 * np.log2(f0[voiced])))
 
 
 def rms(audio: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(audio ** 2)))
+    return float(np.sqrt(np.mean(audio**2)))
 
 
-def render(text: str, voice: str = "m3", pitch: str = "normal", volume: str = "normal",
-           speed: str = "normal", emotion: str = "neutral", emphasis: int | None = None,
-           seed: int = 0) -> np.ndarray:
+def render(
+    text: str,
+    voice: str = "m3",
+    pitch: str = "normal",
+    volume: str = "normal",
+    speed: str = "normal",
+    emotion: str = "neutral",
+    emphasis: int | None = None,
+    seed: int = 0,
+) -> np.ndarray:
     audio, _ = render_clip(text, voice, pitch, volume, speed, emotion, emphasis, seed)
     assert audio.dtype == np.float32 and audio.ndim == 1 and audio.size > 16000
     return audio
@@ -73,8 +80,7 @@ def test_volume_bins_order_rms(voice):
 def test_speed_bins_order_seconds_per_word():
     for voice in ("m6", "f2"):
         for i, text in enumerate(TEXTS):
-            spw = {b: render(text, voice, speed=b, seed=i).size / 16000 / len(text.split())
-                   for b in SPEEDS}
+            spw = {b: render(text, voice, speed=b, seed=i).size / 16000 / len(text.split()) for b in SPEEDS}
             assert spw["fast"] < spw["normal"] < spw["slow"], (voice, text, spw)
 
 
@@ -86,9 +92,10 @@ def test_emphasis_lengthens_the_emphasised_word():
 
 
 def test_emotion_melody_width_orders_sad_neutral_angry_happy():
-    spread = {e: np.mean([semitone_spread(render(t, "m3", emotion=e, seed=i))
-                          for i, t in enumerate(TEXTS)]) for e in ("sad", "neutral", "angry",
-                                                                   "happy")}
+    spread = {
+        e: np.mean([semitone_spread(render(t, "m3", emotion=e, seed=i)) for i, t in enumerate(TEXTS)])
+        for e in ("sad", "neutral", "angry", "happy")
+    }
     assert spread["sad"] < spread["neutral"] < spread["angry"] < spread["happy"], spread
 
 

@@ -43,7 +43,9 @@ def test_limits_refuse_with_the_limit_named(trained_run, tmp_path):
     _, clip = trained_run
     seconds = sf.info(str(clip)).duration
     assert check_file(str(clip), Limits(max_mb=50, max_seconds=seconds + 1)) == pytest.approx(seconds)
-    with pytest.raises(RefusedError, match=rf"{clip.name} lasts {seconds:.1f} s; this page takes recordings up to 0.5 s"):
+    with pytest.raises(
+        RefusedError, match=rf"{clip.name} lasts {seconds:.1f} s; this page takes recordings up to 0.5 s"
+    ):
         check_file(str(clip), Limits(max_seconds=0.5))
     with pytest.raises(RefusedError, match=r"MB; this page takes files up to 0.001 MB"):
         check_file(str(clip), Limits(max_mb=0.001))
@@ -72,11 +74,11 @@ def test_plain_reason_drops_server_paths_and_errno(tmp_path):
 def test_outputs_are_predicts_and_counterfactual_is_zeroed(ser, exported, trained_run, tmp_path):
     _, clip = trained_run
     out = explain_file(ser, str(clip), counterfactual=True, limits=Limits())
-    assert predict_main(["--model", str(exported), str(clip), "--out", str(tmp_path / "p.jsonl"),
-                         "--no-progress"]) == 0
+    assert predict_main(["--model", str(exported), str(clip), "--out", str(tmp_path / "p.jsonl"), "--no-progress"]) == 0
     row = json.loads((tmp_path / "p.jsonl").read_text())
-    assert {k: out["row"][k] for k in ("transcript", "caption", "emotion", "emotion_scores")} == \
-        {k: row[k] for k in ("transcript", "caption", "emotion", "emotion_scores")}
+    assert {k: out["row"][k] for k in ("transcript", "caption", "emotion", "emotion_scores")} == {
+        k: row[k] for k in ("transcript", "caption", "emotion", "emotion_scores")
+    }
     assert out["counterfactual"] == ser.explain(str(clip), zero_descriptor=True)
     # the probe is not the same computation: zeroed descriptor tokens change the scores
     assert out["counterfactual"]["emotion_scores"] != out["row"]["emotion_scores"]
@@ -87,10 +89,14 @@ def test_counterfactual_summary_in_words():
     row = {"emotion": "happy", "emotion_scores": {"happy": 0.7, "sad": 0.3}}
     same = {"emotion": "happy", "emotion_scores": {"happy": 0.55, "sad": 0.45}}
     other = {"emotion": "sad", "emotion_scores": {"happy": 0.2, "sad": 0.8}}
-    assert counterfactual_summary(row, same) == ("With the descriptor tokens zeroed, the emotion stays "
-                                                 "**happy**; the probability of happy goes from 0.70 to 0.55.")
-    assert "changes from **happy** to **sad**; the probability of happy goes from 0.70 to 0.20" in \
-        counterfactual_summary(row, other)
+    assert counterfactual_summary(row, same) == (
+        "With the descriptor tokens zeroed, the emotion stays "
+        "**happy**; the probability of happy goes from 0.70 to 0.55."
+    )
+    assert (
+        "changes from **happy** to **sad**; the probability of happy goes from 0.70 to 0.20"
+        in counterfactual_summary(row, other)
+    )
 
 
 def test_cli_names_a_missing_model_and_binds_localhost_by_default(tmp_path, capsys):
@@ -132,11 +138,18 @@ def free_port() -> int:
 
 def serve(exported: Path, port: int, log: Path, *extra: str) -> subprocess.Popen:
     """The app as a user starts it, in its own process; returns once the page answers."""
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost",
-           "no_proxy": "127.0.0.1,localhost"}
-    proc = subprocess.Popen([sys.executable, "-m", "explainable_ser.app", "--model", str(exported),
-                             "--port", str(port), *extra], stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            env=env)
+    env = {
+        **os.environ,
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "explainable_ser.app", "--model", str(exported), "--port", str(port), *extra],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -158,10 +171,19 @@ def chromium(tmp_path: Path):
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     # headless as root in a container; no calls out of this closed network (they would be refused)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-quic", "--window-size=1280,1600",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+        "--window-size=1280,1600",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
         opts.add_argument(flag)
     return webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
 
@@ -194,8 +216,7 @@ def test_page_in_headless_chromium(browser_ready, exported, ser, trained_run, tm
     sf.write(str(recording), np.concatenate([gap, audio, gap, audio, gap, audio, gap]), sr)
     text = tmp_path / "notes.wav"
     text.write_text("these are my notes, not audio\n" * 20)
-    assert predict_main(["--model", str(exported), str(clip), "--out", str(tmp_path / "p.jsonl"),
-                         "--no-progress"]) == 0
+    assert predict_main(["--model", str(exported), str(clip), "--out", str(tmp_path / "p.jsonl"), "--no-progress"]) == 0
     want = json.loads((tmp_path / "p.jsonl").read_text())
     want_cf = ser.explain(str(clip), zero_descriptor=True)
 
@@ -252,8 +273,7 @@ def test_page_in_headless_chromium(browser_ready, exported, ser, trained_run, tm
         wait.until(EC.text_to_be_present_in_element((By.ID, "cf_summary"), "descriptor tokens zeroed"))
         assert field(driver, "cf_emotion").startswith(want_cf["emotion"] + " (p = ")
         assert driver.find_element(By.CSS_SELECTOR, "#cf_scores").is_displayed()
-        assert counterfactual_summary(want, want_cf).replace("**", "") in \
-            driver.find_element(By.ID, "cf_summary").text
+        assert counterfactual_summary(want, want_cf).replace("**", "") in driver.find_element(By.ID, "cf_summary").text
         shot = tmp_path / "app.png"
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000  # a rendered page, not an empty frame

@@ -15,9 +15,10 @@ def test_compare_pairs_systems_that_decode_different_emotion_tasks():
     from explainable_ser.evaluation.significance import compare
 
     def rows(task, emotions):
-        return {(str(i), task): {"id": str(i), "task": task, "emotion_ref": ref, "emotion": hyp,
-                                 "transcript_ref": None}
-                for i, (ref, hyp) in enumerate(emotions)}
+        return {
+            (str(i), task): {"id": str(i), "task": task, "emotion_ref": ref, "emotion": hyp, "transcript_ref": None}
+            for i, (ref, hyp) in enumerate(emotions)
+        }
 
     refs = ["happy", "sad", "angry", "neutral"] * 5
     a = rows("ser_sed", [(r, r) for r in refs])  # always right
@@ -44,8 +45,19 @@ def test_compare_names_and_runs_a_ua_and_an_accuracy_test(tmp_path, capsys):
     refs = ["neutral"] * 30 + ["happy"] * 10 + ["sad"] * 6 + ["angry"] * 4  # imbalanced
     a_hyp = [r if rng.random() < 0.7 else "neutral" for r in refs]
     b_hyp = ["neutral" if rng.random() < 0.8 else r for r in refs]
-    rows = lambda hyps: [{"id": f"u{i}", "task": "ser", "emotion_ref": r, "emotion": h,  # noqa: E731
-                          "transcript_ref": None} for i, (r, h) in enumerate(zip(refs, hyps))]
+
+    def rows(hyps):
+        return [
+            {
+                "id": f"u{i}",
+                "task": "ser",
+                "emotion_ref": r,
+                "emotion": h,
+                "transcript_ref": None,
+            }
+            for i, (r, h) in enumerate(zip(refs, hyps))
+        ]
+
     a = _write_predictions(tmp_path / "a.jsonl", rows(a_hyp))
     b = _write_predictions(tmp_path / "b.jsonl", rows(b_hyp))
     assert main([a, b, "--json", "--no-captions"]) == 0
@@ -76,14 +88,30 @@ def test_compare_tests_captions_on_per_caption_scores(tmp_path):
     refs = [r if isinstance(r, str) else r[0] for r in CAP_REFS] * 3
     a_caps = [*CAP_HYPS] * 3
     b_caps = ["a voice", "someone talks", "speech", "a sound"] * 3
-    rows = lambda caps: [{"id": f"u{i}", "task": "sed", "caption_ref": r, "caption": c, "language": "en",  # noqa: E731
-                          "transcript_ref": None} for i, (r, c) in enumerate(zip(refs, caps))]
-    res = compare(read_predictions(_write_predictions(tmp_path / "a.jsonl", rows(a_caps))),
-                  read_predictions(_write_predictions(tmp_path / "b.jsonl", rows(b_caps))))
+
+    def rows(caps):
+        return [
+            {
+                "id": f"u{i}",
+                "task": "sed",
+                "caption_ref": r,
+                "caption": c,
+                "language": "en",
+                "transcript_ref": None,
+            }
+            for i, (r, c) in enumerate(zip(refs, caps))
+        ]
+
+    res = compare(
+        read_predictions(_write_predictions(tmp_path / "a.jsonl", rows(a_caps))),
+        read_predictions(_write_predictions(tmp_path / "b.jsonl", rows(b_caps))),
+    )
     assert {"bleu4", "rouge_l", "cider", "meteor"} <= set(res["metrics"])
     for key in ("rouge_l", "cider"):
-        per = [captions.caption_metrics(refs, caps, metrics=(key,), per_item=True)["per_item"][key]
-               for caps in (a_caps, b_caps)]
+        per = [
+            captions.caption_metrics(refs, caps, metrics=(key,), per_item=True)["per_item"][key]
+            for caps in (a_caps, b_caps)
+        ]
         expected = stats.ttest_rel(per[0], per[1], alternative="greater")
         assert res["metrics"][key]["t"] == pytest.approx(expected.statistic, rel=1e-9), key
         assert res["metrics"][key]["p"] == pytest.approx(expected.pvalue, rel=1e-9), key
@@ -100,9 +128,13 @@ def test_compare_pools_seeds_pairing_each_run_with_its_own_seed(tmp_path, capsys
     refs = ["neutral", "happy", "sad", "angry"] * 4
 
     def write(name, hyps):
-        return _write_predictions(tmp_path / name, [
-            {"id": f"u{i}", "task": "ser", "emotion_ref": r, "emotion": h, "transcript_ref": None}
-            for i, (r, h) in enumerate(zip(refs, hyps))])
+        return _write_predictions(
+            tmp_path / name,
+            [
+                {"id": f"u{i}", "task": "ser", "emotion_ref": r, "emotion": h, "transcript_ref": None}
+                for i, (r, h) in enumerate(zip(refs, hyps))
+            ],
+        )
 
     half = len(refs) // 2
     a0 = write("a0.jsonl", refs[:half] + ["neutral"] * half)  # right on the first half

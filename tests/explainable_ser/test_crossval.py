@@ -27,18 +27,27 @@ IEMOCAP_SYS7 = [str(EXPERIMENTS / f) for f in ("base.yaml", "sys7.yaml", "data_i
 
 # Fast: no CTC pre-training, no captions (no Java scorers), two steps per stage, no decoding
 # during validation. ``ser`` keeps an emotion target, so UA is defined.
-QUICK = ["model.encoder.kind=fbank", "training.stages.0.epochs=1", "training.stages.1.epochs=1",
-         "training.stages.1.tasks=[ser,asr]", "eval.tasks=[asr,ser]", "eval.max_new_tokens=6",
-         "eval.val_decode_limit=0", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-         "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", "data.max_duration=12"]
+QUICK = [
+    "model.encoder.kind=fbank",
+    "training.stages.0.epochs=1",
+    "training.stages.1.epochs=1",
+    "training.stages.1.tasks=[ser,asr]",
+    "eval.tasks=[asr,ser]",
+    "eval.max_new_tokens=6",
+    "eval.val_decode_limit=0",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "data.max_duration=12",
+]
 
 
 @pytest.fixture(scope="module")
 def fake_iemocap(tmp_path_factory):
     out = tmp_path_factory.mktemp("fake_iemocap")
     generate(out, n_train=24, n_dev=6, n_test=6, seed=5, progress=False)
-    splits = {s: CutSet.from_file(manifest_path(out, "synthcraft", s)).to_eager()
-              for s in ("train", "dev", "test")}
+    splits = {s: CutSet.from_file(manifest_path(out, "synthcraft", s)).to_eager() for s in ("train", "dev", "test")}
     test = list(splits["test"])
     for k, held_out in enumerate((test[:3], test[3:]), start=1):
         splits["train"].to_file(manifest_path(out, "iemocap", f"fold{k}_train"))
@@ -48,9 +57,16 @@ def fake_iemocap(tmp_path_factory):
 
 
 def cv_args(corpus_dir, run_dir) -> list[str]:
-    return [*TINY_LLM, *QUICK, "data.corpora.0.name=iemocap", f"data.corpora.0.dir={corpus_dir}",
-            "data.corpora.0.train_split=fold1_train", "data.corpora.0.val_split=fold1_dev",
-            "data.corpora.0.test_split=fold1_test", f"run_dir={run_dir}"]
+    return [
+        *TINY_LLM,
+        *QUICK,
+        "data.corpora.0.name=iemocap",
+        f"data.corpora.0.dir={corpus_dir}",
+        "data.corpora.0.train_split=fold1_train",
+        "data.corpora.0.val_split=fold1_dev",
+        "data.corpora.0.test_split=fold1_test",
+        f"run_dir={run_dir}",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -79,15 +95,18 @@ def test_fold_overrides_set_every_split_and_the_run_dir(tmp_path):
     cfg = load_config(IEMOCAP_SYS7)
     fold = load_config([*IEMOCAP_SYS7, *folds.fold_overrides(cfg, "iemocap", 3, tmp_path)])
     iemocap = fold.data.corpora[1]
-    assert (iemocap.train_split, iemocap.val_split, iemocap.test_split) == \
-        ("fold3_train", "fold3_dev", "fold3_test")
+    assert (iemocap.train_split, iemocap.val_split, iemocap.test_split) == ("fold3_train", "fold3_dev", "fold3_test")
     assert fold.data.corpora[0].train_split == "train"  # SpeechCraft untouched
     assert fold.resolved_run_dir() == tmp_path / "fold3"
 
 
 def test_summarize_means_and_sample_std():
-    s = folds.summarize({1: {"ua": 0.5, "wer": None, "confusion": [[1]], "attribute_accuracy": {"mean": 0.2}},
-                            2: {"ua": 0.7, "wer": 0.1, "parsed": True, "attribute_accuracy": {"mean": 0.4}}})
+    s = folds.summarize(
+        {
+            1: {"ua": 0.5, "wer": None, "confusion": [[1]], "attribute_accuracy": {"mean": 0.2}},
+            2: {"ua": 0.7, "wer": 0.1, "parsed": True, "attribute_accuracy": {"mean": 0.4}},
+        }
+    )
     assert s["mean"]["ua"] == pytest.approx(0.6) and s["std"]["ua"] == pytest.approx(0.1414213562)
     assert s["mean"]["wer"] == 0.1 and s["std"]["wer"] is None and s["n_folds"]["wer"] == 1
     assert s["mean"]["attribute_accuracy.mean"] == pytest.approx(0.3)

@@ -9,13 +9,28 @@ from explainable_ser.evaluation.pipeline import summary_lines
 
 
 def metrics(**overrides):
-    m = {"n_utterances": 200, "ua": 0.52, "wa": 0.5, "macro_f1": 0.49, "n_unparsed": 3, "wer": 0.98,
-         "attribute_accuracy": {"accuracy": {"gender": 0.98, "pitch": 0.5}, "mean": 0.74},
-         "chance": {"ua": 0.25, "wa": 0.26, "wer": 1.0,
-                    "attribute_accuracy": {"accuracy": {"gender": 0.5, "pitch": 0.34}, "mean": 0.42}},
-         "bleu4": 0.3, "meteor": 0.3, "rouge_l": 0.5, "cider": 1.2, "spice": None, "warnings": [],
-         "counterfactual": {"descriptor": {"n": 200, "unparseable_rate": 1.0, "n_both_parsed": 0,
-                                           "chance_ua": 0.25}}}
+    m = {
+        "n_utterances": 200,
+        "ua": 0.52,
+        "wa": 0.5,
+        "macro_f1": 0.49,
+        "n_unparsed": 3,
+        "wer": 0.98,
+        "attribute_accuracy": {"accuracy": {"gender": 0.98, "pitch": 0.5}, "mean": 0.74},
+        "chance": {
+            "ua": 0.25,
+            "wa": 0.26,
+            "wer": 1.0,
+            "attribute_accuracy": {"accuracy": {"gender": 0.5, "pitch": 0.34}, "mean": 0.42},
+        },
+        "bleu4": 0.3,
+        "meteor": 0.3,
+        "rouge_l": 0.5,
+        "cider": 1.2,
+        "spice": None,
+        "warnings": [],
+        "counterfactual": {"descriptor": {"n": 200, "unparseable_rate": 1.0, "n_both_parsed": 0, "chance_ua": 0.25}},
+    }
     m.update(overrides)
     return m
 
@@ -51,8 +66,11 @@ def test_one_sweep_decodes_like_separate_passes_and_encodes_each_batch_once(trai
     run_dir, _ = trained_run
     cfg, dm, module, _ = load_trained(run_dir / "stage2" / "final.ckpt", [])
     loader = dm.eval_dataloaders("test_split", 1, 0)[0]
-    passes = {"rows": Pass(["asr", "ser_sed"]), "descriptor": Pass(["ser_sed"], zero_descriptor=True),
-              "content": Pass(["ser_sed"], zero_content=True)}
+    passes = {
+        "rows": Pass(["asr", "ser_sed"]),
+        "descriptor": Pass(["ser_sed"], zero_descriptor=True),
+        "content": Pass(["ser_sed"], zero_content=True),
+    }
     model = module.model
     calls = []
     encode = model.encode
@@ -67,9 +85,16 @@ def test_one_sweep_decodes_like_separate_passes_and_encodes_each_batch_once(trai
             with torch.no_grad(), decode_precision(cfg, torch.device("cpu")):
                 for batch in loader:
                     lens = batch["wave_lens"]
-                    want += decode_batch(model, batch["wave"][:, : int(lens.max())], lens, batch["records"],
-                                         p.tasks, cfg, zero_descriptor=p.zero_descriptor,
-                                         zero_content=p.zero_content)
+                    want += decode_batch(
+                        model,
+                        batch["wave"][:, : int(lens.max())],
+                        lens,
+                        batch["records"],
+                        p.tasks,
+                        cfg,
+                        zero_descriptor=p.zero_descriptor,
+                        zero_content=p.zero_content,
+                    )
             assert got[name] == want
         assert len(calls) > 2 * n_batches  # the old way did encode again
     finally:

@@ -35,16 +35,45 @@ DEMO_SYSTEMS = sorted((EXPERIMENTS / "demo").glob("*.yaml"))  # overlays of the 
 
 # Architecture of the paper's models: the reference configs when the shared folder is beside the
 # checkout, else the values they hold (HuBERT-large's original config.json is not public).
-HF_CONFIGS = next((p for p in (REPO / "shared" / "reference" / "hf_configs",
-                               REPO.parent / "shared" / "reference" / "hf_configs") if p.is_dir()), None)
-LLAMA_31_8B = dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                   num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072,
-                   rope_theta=500000.0, tie_word_embeddings=False, vocab_size=128256,
-                   rope_scaling={"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                 "original_max_position_embeddings": 8192, "rope_type": "llama3"})
-HUBERT_LARGE = dict(model_type="hubert", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                    intermediate_size=4096, feat_extract_norm="layer", do_stable_layer_norm=True,
-                    conv_bias=True, num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16)
+HF_CONFIGS = next(
+    (
+        p
+        for p in (REPO / "shared" / "reference" / "hf_configs", REPO.parent / "shared" / "reference" / "hf_configs")
+        if p.is_dir()
+    ),
+    None,
+)
+LLAMA_31_8B = dict(
+    model_type="llama",
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    max_position_embeddings=131072,
+    rope_theta=500000.0,
+    tie_word_embeddings=False,
+    vocab_size=128256,
+    rope_scaling={
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+        "rope_type": "llama3",
+    },
+)
+HUBERT_LARGE = dict(
+    model_type="hubert",
+    hidden_size=1024,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    intermediate_size=4096,
+    feat_extract_norm="layer",
+    do_stable_layer_norm=True,
+    conv_bias=True,
+    num_conv_pos_embeddings=128,
+    num_conv_pos_embedding_groups=16,
+)
 
 
 def hf_config(folder: str, fallback: dict) -> dict:
@@ -68,9 +97,17 @@ def ids(paths):
 def test_every_yaml_is_covered():
     known = {BASE, SINGLE_FILE, *DATA, *SYSTEMS, *BASELINES, SYNTH_BASE, *SYNTH_SYSTEMS, *DEMO_SYSTEMS}
     assert set(EXPERIMENTS.rglob("*.yaml")) == known
-    assert {p.stem for p in SYSTEMS} >= {"sys4", "sys5", "sys6", "sys7", "ablation_two_stage",
-                                         "ablation_beta_1e0", "ablation_beta_1e-1", "ablation_beta_1e-3",
-                                         "ablation_beta_1e-4"}
+    assert {p.stem for p in SYSTEMS} >= {
+        "sys4",
+        "sys5",
+        "sys6",
+        "sys7",
+        "ablation_two_stage",
+        "ablation_beta_1e0",
+        "ablation_beta_1e-1",
+        "ablation_beta_1e-3",
+        "ablation_beta_1e-4",
+    }
     assert {p.stem for p in DATA} == {"data_iemocap", "data_meld", "data_emosec"}
 
 
@@ -118,19 +155,20 @@ def test_paper_systems_differ_only_where_the_paper_says():
     base = load_config([str(BASE)])
     assert sys7 == base, "base.yaml is Sys.7"
     two = [(s.trainable, s.tasks, s.zero_descriptor, s.epochs, s.lr, s.scheduler) for s in sys7.training.stages]
-    assert two == [(["content", "lora"], ["asr"], True, 4, 2e-4, "constant"),
-                   (["descriptor", "lora"], ["ser_sed", "asr"], False, 4, 2e-5, "cosine")]
+    assert two == [
+        (["content", "lora"], ["asr"], True, 4, 2e-4, "constant"),
+        (["descriptor", "lora"], ["ser_sed", "asr"], False, 4, 2e-5, "cosine"),
+    ]
     assert sys7.training.beta == 0.01, "Table 3's e^-2 is the paper's way of writing 1e-2 (Sec. 4.4-4.5)"
     assert sys7.training.kl_reduction == "frame_mean"
     assert full(EXPERIMENTS / "sys4.yaml").model.branch.variational is False
     assert [s.tasks for s in full(EXPERIMENTS / "sys5.yaml").training.stages] == [["asr"], ["ser", "asr"]]
     (joint,) = full(EXPERIMENTS / "sys6.yaml").training.stages
     assert joint.trainable == ["content", "descriptor", "lora"] and joint.tasks == ["ser_sed"]
-    assert [s.tasks for s in full(EXPERIMENTS / "ablation_two_stage.yaml").training.stages] == \
-        [["asr"], ["ser_sed"]]
+    assert [s.tasks for s in full(EXPERIMENTS / "ablation_two_stage.yaml").training.stages] == [["asr"], ["ser_sed"]]
     for k in (0, 1, 3, 4):
         cfg = full(EXPERIMENTS / f"ablation_beta_1e{-k if k else 0}.yaml")
-        assert cfg.training.beta == 10.0 ** -k
+        assert cfg.training.beta == 10.0**-k
         assert cfg.training.stages == sys7.training.stages and cfg.model == sys7.model
 
 
@@ -143,10 +181,12 @@ def test_single_file_recipe_equals_the_layers():
 
 def structure(cfg: ExperimentConfig) -> dict:
     """What makes a system that system, independent of scale."""
-    return {"stages": [(s.name, s.trainable, s.tasks, s.zero_descriptor, s.scheduler)
-                       for s in cfg.training.stages],
-            "beta": cfg.training.beta, "variational": cfg.model.branch.variational,
-            "eval": cfg.eval.tasks}
+    return {
+        "stages": [(s.name, s.trainable, s.tasks, s.zero_descriptor, s.scheduler) for s in cfg.training.stages],
+        "beta": cfg.training.beta,
+        "variational": cfg.model.branch.variational,
+        "eval": cfg.eval.tasks,
+    }
 
 
 @pytest.mark.parametrize("system", SYNTH_SYSTEMS, ids=ids(SYNTH_SYSTEMS))
@@ -164,8 +204,11 @@ def test_every_full_scale_system_has_a_synthcraft_twin():
     assert {p.name for p in SYNTH_SYSTEMS} == {p.name for p in SYSTEMS + BASELINES}
 
 
-BASELINE_ENCODERS = {"sys1_hubert": "facebook/hubert-large-ls960-ft", "sys2_wavlm": "microsoft/wavlm-large",
-                     "sys3_wav2vec2": "facebook/wav2vec2-large-960h-lv60-self"}
+BASELINE_ENCODERS = {
+    "sys1_hubert": "facebook/hubert-large-ls960-ft",
+    "sys2_wavlm": "microsoft/wavlm-large",
+    "sys3_wav2vec2": "facebook/wav2vec2-large-960h-lv60-self",
+}
 
 
 @pytest.mark.parametrize("data", [None, *DATA], ids=["speechcraft", *ids(DATA)])
@@ -208,9 +251,15 @@ def expected_groups(cfg: ExperimentConfig, llm: dict, enc: dict) -> dict[str, in
     width = llm["hidden_size"]
     kv = llm["num_key_value_heads"] * (llm.get("head_dim") or width // llm["num_attention_heads"])
     ffn = llm["intermediate_size"]
-    shapes = {"q_proj": (width, width), "k_proj": (width, kv), "v_proj": (width, kv),
-              "o_proj": (width, width), "gate_proj": (width, ffn), "up_proj": (width, ffn),
-              "down_proj": (ffn, width)}
+    shapes = {
+        "q_proj": (width, width),
+        "k_proj": (width, kv),
+        "v_proj": (width, kv),
+        "o_proj": (width, width),
+        "gate_proj": (width, ffn),
+        "up_proj": (width, ffn),
+        "down_proj": (ffn, width),
+    }
     lora = cfg.model.llm.lora
     n_lora = llm["num_hidden_layers"] * sum(lora.r * sum(shapes[m]) for m in lora.target_modules)
 
@@ -226,7 +275,7 @@ def expected_groups(cfg: ExperimentConfig, llm: dict, enc: dict) -> dict[str, in
     return {"content": branch, "descriptor": branch, "lora": n_lora, "classifier": 0}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def meta_model_groups(model_yaml: str) -> dict[str, int]:
     """Parameters per trainable group of the full-size stack (built once per model config)."""
     from omegaconf import OmegaConf
@@ -261,8 +310,9 @@ def test_full_size_trainable_parameters_per_stage(system):
 
     cfg = full(system)
     groups = meta_model_groups(OmegaConf.to_yaml(OmegaConf.structured(cfg.model)))
-    expected = expected_groups(cfg, hf_config("Llama-3.1-8B-Instruct", LLAMA_31_8B),
-                               hf_config("hubert-large-ls960-ft", HUBERT_LARGE))
+    expected = expected_groups(
+        cfg, hf_config("Llama-3.1-8B-Instruct", LLAMA_31_8B), hf_config("hubert-large-ls960-ft", HUBERT_LARGE)
+    )
     assert groups == expected
     for stage in cfg.training.stages:
         n = sum(groups[g] for g in stage.trainable)
@@ -340,8 +390,9 @@ def synth_param(p):
 
 
 @pytest.mark.parametrize("system", [synth_param(p) for p in SYNTH_SYSTEMS])
-def test_synthcraft_config_trains_and_evaluates(system, tiny_corpus, tiny_rationale_corpus, tmp_path,
-                                                monkeypatch, one_thread, capsys):
+def test_synthcraft_config_trains_and_evaluates(
+    system, tiny_corpus, tiny_rationale_corpus, tmp_path, monkeypatch, one_thread, capsys
+):
     import functools as ft
 
     from explainable_ser.evaluation import report
@@ -350,9 +401,18 @@ def test_synthcraft_config_trains_and_evaluates(system, tiny_corpus, tiny_ration
     # The Java caption scorers are tested elsewhere; here they would only cost time.
     monkeypatch.setattr(report, "compute_metrics", ft.partial(report.compute_metrics, caption_metrics=()))
     corpus = tiny_rationale_corpus if system.stem.startswith("explain_") else tiny_corpus
-    cfg = synth(system, *TINY_LLM, f"data.corpora.0.dir={corpus}", f"run_dir={tmp_path}",
-                "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "data.max_duration=12",
-                "eval.limit=2", "eval.max_new_tokens=4", "eval.val_decode_limit=0")
+    cfg = synth(
+        system,
+        *TINY_LLM,
+        f"data.corpora.0.dir={corpus}",
+        f"run_dir={tmp_path}",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "data.max_duration=12",
+        "eval.limit=2",
+        "eval.max_new_tokens=4",
+        "eval.val_decode_limit=0",
+    )
     run(cfg)
     for stage in cfg.training.stages:
         assert (tmp_path / stage.name / "final.ckpt").exists()
@@ -381,6 +441,7 @@ def test_synthcraft_config_trains_and_evaluates(system, tiny_corpus, tiny_ration
 
 def test_demo_system_overlays_differ_from_the_demo_only_where_their_system_does():
     from explainable_ser.config import PACKAGED_CONFIGS
+
     DEMO_CONFIG = PACKAGED_CONFIGS["demo"]
 
     demo = load_config([str(DEMO_CONFIG)])
@@ -393,8 +454,11 @@ def test_demo_system_overlays_differ_from_the_demo_only_where_their_system_does(
         assert cfg.training.stages[0] == demo.training.stages[0]
         assert cfg.model.branch.variational is (path.stem != "sys4")
         stage2 = cfg.training.stages[1]
-        assert (stage2.max_steps, stage2.lr, stage2.trainable) == (210, demo.training.stages[1].lr,
-                                                                    ["descriptor", "lora"])
+        assert (stage2.max_steps, stage2.lr, stage2.trainable) == (
+            210,
+            demo.training.stages[1].lr,
+            ["descriptor", "lora"],
+        )
         if path.stem == "sys5":
             assert stage2.tasks == ["ser", "ser", "asr"] and cfg.eval.tasks == ["asr", "ser"]
             assert cfg.training.warm_start.descriptor_fields == ["emotion"]

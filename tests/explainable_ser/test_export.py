@@ -13,10 +13,19 @@ from explainable_ser.serving.inference import Explainer
 
 
 def test_the_export_is_self_describing(exported):
-    for name in ("README.md", "explainable_ser.json", "config.yaml", "branches.safetensors",
-                 "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
-                 "tokenizer/tokenizer.json", "merged_llm/config.json", "metrics.json",
-                 "base_models/llm/config.json", "verification.json"):
+    for name in (
+        "README.md",
+        "explainable_ser.json",
+        "config.yaml",
+        "branches.safetensors",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "tokenizer/tokenizer.json",
+        "merged_llm/config.json",
+        "metrics.json",
+        "base_models/llm/config.json",
+        "verification.json",
+    ):
         assert (exported / name).exists(), name
     info = json.loads((exported / "explainable_ser.json").read_text())
     assert info["base_models"]["llm"] == {"name_or_path": None, "copied_to": "base_models/llm"}

@@ -15,8 +15,14 @@ from explainable_ser.fit import main
 
 from conftest import TINY_LLM
 
-QUICK = ["training.stages.0.epochs=1", "training.stages.1.epochs=1", "data.max_duration=12",
-         "trainer.enable_progress_bar=false", "eval.max_new_tokens=8", "trainer.log_every_n_steps=1"]
+QUICK = [
+    "training.stages.0.epochs=1",
+    "training.stages.1.epochs=1",
+    "data.max_duration=12",
+    "trainer.enable_progress_bar=false",
+    "eval.max_new_tokens=8",
+    "trainer.log_every_n_steps=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +55,8 @@ def test_fit_writes_a_run_directory_that_reads_back(demo_run):
     assert cfg.run_dir == str(demo_run) and cfg.model.encoder.kind == "fbank"
     rows = read_jsonl(demo_run / "predictions.jsonl")
     assert sorted((r["id"], r["task"]) for r in rows) == sorted(
-        (u, t) for u in {r["id"] for r in rows} for t in cfg.eval.tasks)
+        (u, t) for u in {r["id"] for r in rows} for t in cfg.eval.tasks
+    )
     tok = load_tokenizer(str(demo_run / "tokenizer"))  # the run's own word-level tokenizer
     for text in (cfg.model.system_prompt, " ".join(cfg.training.labels)):  # always in its vocabulary
         assert tok.unk_token_id not in tok(text)["input_ids"], text
@@ -74,7 +81,7 @@ def test_the_run_ends_with_a_summary_and_a_probe_per_stream(demo_run):
         assert cf["n"] == 6 and f"{stream} tokens zeroed (6 utterances)" in summary
         assert 0.0 <= cf["unparseable_rate"] <= 1.0
     assert metrics["confusion_columns"] == [*metrics["labels"], "unparsed"]
-    for branch, lw in metrics["layer_weights"].items():  # what the summary's layer lines rest on
+    for _branch, lw in metrics["layer_weights"].items():  # what the summary's layer lines rest on
         assert abs(sum(lw["weights"]) - 1.0) < 1e-5 and lw["uniform"] == 1 / len(lw["weights"])
     timings = json.loads((demo_run / "timings.json").read_text())  # what a README timing quotes
     assert set(timings["seconds"]) == {"build", "warm_start", "stage1", "stage2", "evaluation", "total"}
@@ -87,8 +94,9 @@ def test_checkpoints_hold_only_adaptable_weights_and_load_weights_only(demo_run)
     ckpt = torch.load(demo_run / "stage2" / "final.ckpt", map_location="cpu", weights_only=True)
     keys = set(ckpt["state_dict"])
     assert keys, "checkpoint has weights"
-    assert all(k.startswith(("model.content.", "model.descriptor.")) or "lora_" in k
-               or "modules_to_save" in k for k in keys)
+    assert all(
+        k.startswith(("model.content.", "model.descriptor.")) or "lora_" in k or "modules_to_save" in k for k in keys
+    )
     assert not any(k.startswith("model.encoder.") for k in keys)
     assert "optimizer_states" in ckpt and "lr_schedulers" in ckpt
 
@@ -111,8 +119,12 @@ def test_bad_config_exits_2_with_a_clear_message(capsys):
 
 
 def test_a_value_outside_a_fields_choices_exits_2_naming_field_and_choices():
-    proc = subprocess.run([sys.executable, "-m", "explainable_ser.fit", "model.encoder.kind=foo"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "explainable_ser.fit", "model.encoder.kind=foo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
@@ -123,10 +135,12 @@ def test_a_value_outside_a_fields_choices_exits_2_naming_field_and_choices():
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(corpus, tmp_path):
     # Lightning's DDP launcher re-executes the command line for rank 1, so run the real CLI.
-    args = fit_args(corpus, tmp_path, "trainer.strategy=ddp", "trainer.devices=2",
-                    "trainer.accelerator=cpu", "eval.limit=4")
-    proc = subprocess.run([sys.executable, "-m", "explainable_ser.fit", *args], capture_output=True,
-                          text=True, timeout=600)
+    args = fit_args(
+        corpus, tmp_path, "trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "eval.limit=4"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "explainable_ser.fit", *args], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "stage2" / "final.ckpt").exists()
     assert "MEMBER: 2/2" in proc.stderr + proc.stdout  # Lightning started the second rank
@@ -151,16 +165,17 @@ def test_evaluate_cli_reproduces_the_trained_model(demo_run, tmp_path):
     from explainable_ser.evaluate import main as evaluate_main
 
     out = tmp_path / "eval"
-    assert evaluate_main(["--ckpt", str(demo_run / "stage2" / "final.ckpt"), "--out", str(out),
-                          "eval.limit=3"]) == 0
+    assert evaluate_main(["--ckpt", str(demo_run / "stage2" / "final.ckpt"), "--out", str(out), "eval.limit=3"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_utterances"] == 3
-    reloaded = [json.loads(l) for l in (out / "predictions.jsonl").read_text().splitlines()]
+    reloaded = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert {r["task"] for r in reloaded} == {"asr", "ser_sed"}
     # A rebuild from disk (frozen random weights from offline_models/, adapters from the
     # checkpoint) must decode exactly what the in-process model decoded after training.
-    in_process = {(r["id"], r["task"]): r["raw"]
-                  for r in map(json.loads, (demo_run / "predictions.jsonl").read_text().splitlines())}
+    in_process = {
+        (r["id"], r["task"]): r["raw"]
+        for r in map(json.loads, (demo_run / "predictions.jsonl").read_text().splitlines())
+    }
     assert all(in_process[(r["id"], r["task"])] == r["raw"] for r in reloaded)
 
 
@@ -179,13 +194,24 @@ def test_evaluate_warns_when_english_captions_meet_mandarin_references(demo_run,
     overlay.write_text(f"""data:
   corpora:
     - {{name: synthcraft, dir: {corpus}, weight: 1.0, train_split: train, val_split: dev, test_split: null}}
-    - {{name: emosec, dir: {tmp_path / 'emosec'}, weight: 1.0, train_split: null, val_split: null, test_split: test}}
+    - {{name: emosec, dir: {tmp_path / "emosec"}, weight: 1.0, train_split: null, val_split: null, test_split: test}}
 eval:
   tasks: [sed]
 """)
     out = tmp_path / "eval"
-    assert evaluate_main(["--ckpt", str(demo_run / "stage2" / "final.ckpt"), "--out", str(out),
-                          str(demo_run / "config.yaml"), str(overlay)]) == 0
+    assert (
+        evaluate_main(
+            [
+                "--ckpt",
+                str(demo_run / "stage2" / "final.ckpt"),
+                "--out",
+                str(out),
+                str(demo_run / "config.yaml"),
+                str(overlay),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert rows and all(r["corpus"] == "emosec" and r["language"] == "zh" for r in rows)
@@ -199,9 +225,10 @@ def test_predict_prints_one_explanation_per_file(demo_run, corpus, capsys):
     from explainable_ser.predict import main as predict_main
 
     audio = sorted((corpus / "audio" / "test").glob("*.flac"))[:2]
-    assert predict_main(["--ckpt", str(demo_run / "stage2" / "final.ckpt"),
-                         *map(str, audio), "/nonexistent.wav"]) == 1  # one bad file: reported
-    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+    assert (
+        predict_main(["--ckpt", str(demo_run / "stage2" / "final.ckpt"), *map(str, audio), "/nonexistent.wav"]) == 1
+    )  # one bad file: reported
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert len(lines) == 3 and [r["file"] for r in lines if "error" in r] == ["/nonexistent.wav"]
     for line in (r for r in lines if "error" not in r):
         assert set(line["emotion_scores"]) == {"neutral", "happy", "sad", "angry"}
@@ -209,8 +236,7 @@ def test_predict_prints_one_explanation_per_file(demo_run, corpus, capsys):
         assert {"transcript", "caption", "emotion", "attributes"} <= set(line)
 
 
-def test_predict_warns_when_the_spoken_language_is_not_the_training_one(demo_run, corpus, capsys,
-                                                                        monkeypatch):
+def test_predict_warns_when_the_spoken_language_is_not_the_training_one(demo_run, corpus, capsys, monkeypatch):
     from explainable_ser.predict import main as predict_main
     from explainable_ser.serving import language_id
 
@@ -223,15 +249,18 @@ def test_predict_warns_when_the_spoken_language_is_not_the_training_one(demo_run
 
     monkeypatch.setattr(language_id, "LanguageID", HearsMandarin)
     audio = sorted((corpus / "audio" / "test").glob("*.flac"))[0]
-    assert predict_main(["--ckpt", str(demo_run / "stage2" / "final.ckpt"), str(audio),
-                         "--language-id", "some-whisper"]) == 0
+    assert (
+        predict_main(["--ckpt", str(demo_run / "stage2" / "final.ckpt"), str(audio), "--language-id", "some-whisper"])
+        == 0
+    )
     out, err = capsys.readouterr()
-    line = json.loads(next(l for l in out.splitlines() if l.startswith("{")))
+    line = json.loads(next(x for x in out.splitlines() if x.startswith("{")))
     assert line["language"] == {"detected": "zh", "probability": 0.97, "training": ["en"]}
     assert "trained on ['en']" in line["warnings"][0] and "warning:" in err
     assert predict_main(["--ckpt", str(demo_run / "stage2" / "final.ckpt"), str(audio)]) == 0
-    assert "language" not in json.loads(next(l for l in capsys.readouterr().out.splitlines()
-                                             if l.startswith("{")))  # fbank encoder: auto is off
+    assert "language" not in json.loads(
+        next(x for x in capsys.readouterr().out.splitlines() if x.startswith("{"))
+    )  # fbank encoder: auto is off
 
 
 def test_compare_pairs_utterances(demo_run, capsys):
@@ -264,8 +293,9 @@ def test_schedules_follow_the_stage_length(demo_run):
         lrs = scalars(demo_run, stage, "lr-AdamW")
         assert lrs and max(lrs) > 0, stage
         betas = scalars(demo_run, stage, "train/beta")
-        assert betas[0] == 0.0 and betas[-1] == pytest.approx(beta, rel=1e-6), \
+        assert betas[0] == 0.0 and betas[-1] == pytest.approx(beta, rel=1e-6), (
             "beta ramps from 0 to its value during the KL warm-up"
+        )
 
 
 def test_lr_schedules():

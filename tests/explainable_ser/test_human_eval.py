@@ -34,9 +34,15 @@ def two_systems(tmp_path_factory):
         (run / "config.yaml").write_text(to_yaml(load_config(["offline", f"data.corpora.0.dir={corpus}"])))
         rows = []
         for rec in records:
-            row = {"id": rec["id"], "task": "ser_sed", "emotion": rec["emotion"],
-                   "caption": f"A {rec['attributes']['gender']} speaker.", "emotion_ref": rec["emotion"],
-                   "attributes_ref": rec["attributes"], "transcript_ref": rec["transcript"]}
+            row = {
+                "id": rec["id"],
+                "task": "ser_sed",
+                "emotion": rec["emotion"],
+                "caption": f"A {rec['attributes']['gender']} speaker.",
+                "emotion_ref": rec["emotion"],
+                "attributes_ref": rec["attributes"],
+                "transcript_ref": rec["transcript"],
+            }
             if name == "rationaliser":
                 row["rationale"] = f"The voice sounds {rec['emotion']}."
             rows.append(row)
@@ -126,8 +132,20 @@ def test_bad_cells_and_reuse_are_named(two_systems, tmp_path, capsys):
         w.writerows(rows)
     with pytest.raises(SheetError, match=r"bad.csv line 3: grounding is '6', not an integer from 1 to 5"):
         read_sheet(bad, key)
-    assert main(["export", "--predictions", *(f"{k}={v}" for k, v in systems.items()), "--n", "2",
-                 "--out", str(tmp_path / "s")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                "--predictions",
+                *(f"{k}={v}" for k, v in systems.items()),
+                "--n",
+                "2",
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 2
+    )
     assert "exists: pick a new folder" in capsys.readouterr().err
     assert main(["export", "--predictions", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "t")]) == 2
     assert "predictions file not found" in capsys.readouterr().err
@@ -142,8 +160,25 @@ def test_llm_judge_fills_the_sheet_as_an_automatic_rater(two_systems, tmp_path, 
     key_path = tmp_path / "s.key.json"
     judge_dir = save_tiny_instruct(tmp_path / "judge", "score 1 2 3 4 5 the voice sounds speaker a")
     out = tmp_path / "judged.csv"
-    assert main(["judge", str(tmp_path / "s" / "sheet.csv"), "--key", str(key_path), "--judge", str(judge_dir),
-                 "--out", str(out), "--batch-size", "4", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "judge",
+                str(tmp_path / "s" / "sheet.csv"),
+                "--key",
+                str(key_path),
+                "--judge",
+                str(judge_dir),
+                "--out",
+                str(out),
+                "--batch-size",
+                "4",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert "6 rows rated by automatic: llm-judge" in capsys.readouterr().err
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == 6 and {r["rater"] for r in rows} == {f"automatic: llm-judge {judge_dir} (rubric v1)"}
@@ -160,6 +195,21 @@ def test_llm_judge_fills_the_sheet_as_an_automatic_rater(two_systems, tmp_path, 
 
     # a judge whose vocabulary has no token for the digits cannot score: the error names it
     no_digits = save_tiny_instruct(tmp_path / "nodigits", "score the voice sounds")
-    assert main(["judge", str(tmp_path / "s" / "sheet.csv"), "--key", str(key_path), "--judge", str(no_digits),
-                 "--out", str(tmp_path / "x.csv"), "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "judge",
+                str(tmp_path / "s" / "sheet.csv"),
+                "--key",
+                str(key_path),
+                "--judge",
+                str(no_digits),
+                "--out",
+                str(tmp_path / "x.csv"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert f"choice '1' has no token of its own in {no_digits}'s vocabulary" in capsys.readouterr().err

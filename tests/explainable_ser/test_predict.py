@@ -143,7 +143,8 @@ def test_a_clip_outside_the_length_limits_is_refused_naming_limit_and_key(tmp_pa
 
 
 def test_a_long_recording_gets_a_line_per_piece_then_its_own_in_input_order_and_resumes(
-        tmp_path, exported, trained_run, capsys):
+    tmp_path, exported, trained_run, capsys
+):
     """Files come out in the order given (batched by length, explained out of order); a
     recording longer than the limit gets its pieces' lines, then its own; a run cut off in the
     middle of a recording's lines explains that recording again, without duplicating pieces."""
@@ -156,8 +157,17 @@ def test_a_long_recording_gets_a_line_per_piece_then_its_own_in_input_order_and_
     sf.write(str(short_a), audio, sr)
     sf.write(str(short_c), np.concatenate([audio, audio[: sr // 2]]), sr)  # longer: batched first
     out = tmp_path / "out.jsonl"
-    args = ["--model", str(exported), str(short_c), str(long), str(short_a), "data.max_clip_seconds=3",
-            "--out", str(out), "--no-progress"]
+    args = [
+        "--model",
+        str(exported),
+        str(short_c),
+        str(long),
+        str(short_a),
+        "data.max_clip_seconds=3",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(args) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     names = [Path(r.get("file") or r["recording"]).name + ("#" if "recording" in r else "") for r in rows]

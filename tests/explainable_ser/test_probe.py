@@ -27,8 +27,9 @@ def planted(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("probe")
     generate(tmp / "corpus", n_train=48, n_dev=2, n_test=32, seed=11, progress=False)
-    cfg = tiny_config(f"data.corpora.0.dir={tmp / 'corpus'}", f"run_dir={tmp / 'run'}",
-                      "model.branch.utterance_context=[descriptor]")
+    cfg = tiny_config(
+        f"data.corpora.0.dir={tmp / 'corpus'}", f"run_dir={tmp / 'run'}", "model.branch.utterance_context=[descriptor]"
+    )
     dm, module = build(cfg, tmp / "run", prepare(cfg, tmp / "run"))
     rng = random.Random(0)
 
@@ -36,8 +37,14 @@ def planted(tmp_path_factory):
         out = []
         for i, (wave, rec) in enumerate(clips):
             quiet = i % 2 == 1
-            rec = {**rec, "attributes": {**rec["attributes"], "volume": "low" if quiet else "high",
-                                         "pitch": rng.choice(["low", "high"])}}
+            rec = {
+                **rec,
+                "attributes": {
+                    **rec["attributes"],
+                    "volume": "low" if quiet else "high",
+                    "pitch": rng.choice(["low", "high"]),
+                },
+            }
             out.append((wave * (1 / 30 if quiet else 1.0), rec))
         return out
 
@@ -55,13 +62,17 @@ def test_a_planted_attribute_is_found_and_a_random_one_is_not(planted):
         for rung in ("input", "z", "tokens"):
             assert len(s_tr[f"{branch}/{rung}"]) == len(train)
     assert s_te["descriptor/tokens"][0].shape == (2 * model.llm.get_input_embeddings().weight.shape[1],)
-    y = {t: ([ladder.target_labels(r)[t] for _, r in train], [ladder.target_labels(r)[t] for _, r in test])
-         for t in ("volume", "pitch")}
-    level = ladder.fit_probe("linear", s_tr["encoder/layer_00"], y["volume"][0], s_te["encoder/layer_00"],
-                            y["volume"][1], "volume")
+    y = {
+        t: ([ladder.target_labels(r)[t] for _, r in train], [ladder.target_labels(r)[t] for _, r in test])
+        for t in ("volume", "pitch")
+    }
+    level = ladder.fit_probe(
+        "linear", s_tr["encoder/layer_00"], y["volume"][0], s_te["encoder/layer_00"], y["volume"][1], "volume"
+    )
     assert level["score"] >= 0.95 and level["n_test"] == len(test)
-    noise = ladder.fit_probe("linear", s_tr["encoder/layer_00"], y["pitch"][0], s_te["encoder/layer_00"],
-                            y["pitch"][1], "pitch")
+    noise = ladder.fit_probe(
+        "linear", s_tr["encoder/layer_00"], y["pitch"][0], s_te["encoder/layer_00"], y["pitch"][1], "pitch"
+    )
     assert noise["score"] <= 0.75  # random labels: about chance (0.5), nothing to find
 
 
@@ -98,8 +109,10 @@ def test_the_command_writes_the_ladder(trained_run, tmp_path, capsys):
     dm = SpeechDataModule(load_config([str(run_dir / "config.yaml")]).data)
     test, _ = dm.usable_clips("test_split")
     # the model's answers, written beside a copy of the run: every emotion right, no pitch stated
-    rows = [{"id": r["id"], "task": "ser_sed", "emotion": r["emotion"],
-             "caption": "A speaker talks.", "raw": ""} for _, r in test]
+    rows = [
+        {"id": r["id"], "task": "ser_sed", "emotion": r["emotion"], "caption": "A speaker talks.", "raw": ""}
+        for _, r in test
+    ]
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     (copy / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -125,8 +138,10 @@ def test_a_missing_run_directory_is_named(tmp_path, capsys):
 
 
 def test_value_slots_find_each_value_and_keep_its_capitalisation():
-    target = ('Description: High pitch and low volume, a female speaker at a slow pace, emphasizing '
-              'the word "ball".\nEmotion: sad')
+    target = (
+        "Description: High pitch and low volume, a female speaker at a slow pace, emphasizing "
+        'the word "ball".\nEmotion: sad'
+    )
     slots = ladder.value_slots(target, ["neutral", "happy", "sad", "angry"])
     before, cands, said = slots["pitch"]
     assert before == "Description: " and cands == ["Low", "Normal", "High"] and said == "high"
@@ -156,8 +171,9 @@ def test_teacher_forced_choice_is_the_most_probable_value_by_a_plain_forward(tra
             slots = ladder.value_slots(render_target(task, rec), labels)
             assert set(choice) == set(slots) and slots  # every stated value got a choice
             lens = torch.tensor([wave.shape[0]])
-            speech = model.speech_tokens(wave[None], lens, sample_content=False, sample_descriptor=False,
-                                         zero_descriptor=False)
+            speech = model.speech_tokens(
+                wave[None], lens, sample_content=False, sample_descriptor=False, zero_descriptor=False
+            )
             for name, (before, cands, _) in slots.items():
                 # one utterance, one candidate at a time, the whole sequence's log-probability
                 scores = []

@@ -23,9 +23,17 @@ pytestmark = pytest.mark.slow
 
 # Two epochs per stage so kills land mid-epoch, at epoch boundaries and in both stages; a
 # checkpoint every 2 steps so a kill usually loses (and redoes) a step.
-ARGS = [*TINY_LLM, "training.stages.0.epochs=2", "training.stages.1.epochs=2", "data.max_duration=8",
-        "trainer.enable_progress_bar=false", "trainer.checkpoint_every_n_steps=2",
-        "eval.run_after_fit=false", "eval.val_decode_limit=2", "eval.max_new_tokens=4"]
+ARGS = [
+    *TINY_LLM,
+    "training.stages.0.epochs=2",
+    "training.stages.1.epochs=2",
+    "data.max_duration=8",
+    "trainer.enable_progress_bar=false",
+    "trainer.checkpoint_every_n_steps=2",
+    "eval.run_after_fit=false",
+    "eval.val_decode_limit=2",
+    "eval.max_new_tokens=4",
+]
 
 # The worker trains with the real entry point; a callback kills the process at (stage, step),
 # or the checkpoint writer kills it half-way through writing its Nth file.
@@ -61,16 +69,30 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def launch(tmp: Path, run_dir: Path, corpus: Path, *, stage="none", step=-1, kill_in_save=0,
-           resume=False, extra=(), outputs: dict | None = None) -> int:
+def launch(
+    tmp: Path,
+    run_dir: Path,
+    corpus: Path,
+    *,
+    stage="none",
+    step=-1,
+    kill_in_save=0,
+    resume=False,
+    extra=(),
+    outputs: dict | None = None,
+) -> int:
     script = tmp / "worker.py"
     script.write_text(WORKER)
     args = [*ARGS, f"data.corpora.0.dir={corpus}", f"run_dir={run_dir}", *extra]
     if resume:
         args.append("ckpt_path=last")
-    proc = subprocess.run([sys.executable, str(script), stage, str(step), str(kill_in_save), *args],
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    proc = subprocess.run(
+        [sys.executable, str(script), stage, str(step), str(kill_in_save), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     if proc.returncode not in (0, -signal.SIGKILL):
         raise AssertionError(proc.stderr[-3000:])
     if outputs is not None:
@@ -158,6 +180,9 @@ def test_a_resumed_stage_says_where_it_goes_on_and_its_times_cover_the_whole_run
     assert timings["resumed"]["stage"] == "stage2" and timings["resumed"]["step"] == 4
     assert timings["resumed"]["seconds_before"] > 0
     assert timings["seconds"]["stage1"] == partial["seconds"]["stage1"]  # from the killed session
-    assert timings["seconds"]["build"] == pytest.approx(sum(s["seconds"]["build"] for s in timings["sessions"]), abs=0.11)
+    assert timings["seconds"]["build"] == pytest.approx(
+        sum(s["seconds"]["build"] for s in timings["sessions"]), abs=0.11
+    )
     assert timings["seconds"]["total"] == pytest.approx(
-        sum(v for k, v in timings["seconds"].items() if k != "total"), abs=0.11)
+        sum(v for k, v in timings["seconds"].items() if k != "total"), abs=0.11
+    )

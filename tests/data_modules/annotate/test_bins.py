@@ -18,9 +18,13 @@ from data_modules.annotate.bins import (
 from data_modules.annotate.measure import BIN_LABELS
 
 # The configuration that SynthCraft validates (benchmarks/annotate.py has every option).
-VALIDATED = BinningConfig(normalize_by="gender", percentiles="reference-labels",
-                          pitch_measure="floor", volume_measure="peak",
-                          min_speaker_utterances=5)
+VALIDATED = BinningConfig(
+    normalize_by="gender",
+    percentiles="reference-labels",
+    pitch_measure="floor",
+    volume_measure="peak",
+    min_speaker_utterances=5,
+)
 
 
 # ------------------------------------------------------------------ SynthCraft, known truth
@@ -53,12 +57,17 @@ def test_bins_agree_with_synthcraft_ground_truth(synthcraft_measured):
 def test_measures_order_with_the_true_bins(synthcraft_measured):
     """Whatever the percentiles, each measure's mean rises from the low to the high bin."""
     _, measured, _, truth = synthcraft_measured
-    for attribute, key in (("pitch", "f0_p5_hz"), ("pitch", "f0_median_hz"),
-                           ("volume", "peak_level_db"), ("volume", "loudness_lufs"),
-                           ("speed", "speaking_rate")):
-        means = [np.mean([m[key] for m, t in zip(measured, truth)
-                          if t[attribute] == label and m[key] is not None])
-                 for label in BIN_LABELS[attribute]]
+    for attribute, key in (
+        ("pitch", "f0_p5_hz"),
+        ("pitch", "f0_median_hz"),
+        ("volume", "peak_level_db"),
+        ("volume", "loudness_lufs"),
+        ("speed", "speaking_rate"),
+    ):
+        means = [
+            np.mean([m[key] for m, t in zip(measured, truth) if t[attribute] == label and m[key] is not None])
+            for label in BIN_LABELS[attribute]
+        ]
         assert means[0] < means[1] < means[2], (key, means)
 
 
@@ -69,15 +78,13 @@ def test_speechcraft_percentiles_give_speechcraft_proportions(synthcraft_measure
     cfg = BinningConfig()
     assigned = assign_bins(measured, metas, compute_stats(measured, metas), cfg)
     for gender, expected in (("male", (0.4, 0.5, 0.1)), ("female", (0.1, 0.5, 0.4))):
-        bins = Counter(a["bins"]["pitch"] for a, m in zip(assigned, metas)
-                       if m["gender"] == gender)
+        bins = Counter(a["bins"]["pitch"] for a, m in zip(assigned, metas) if m["gender"] == gender)
         n = sum(bins.values())
         got = [bins[label] / n for label in BIN_LABELS["pitch"]]
         assert np.allclose(got, expected, atol=0.08), (gender, got)
     for attribute in ("volume", "speed"):
         bins = Counter(a["bins"][attribute] for a in assigned)
-        assert all(abs(bins[label] / len(assigned) - 1 / 3) < 0.05
-                   for label in BIN_LABELS[attribute]), bins
+        assert all(abs(bins[label] / len(assigned) - 1 / 3) < 0.05 for label in BIN_LABELS[attribute]), bins
     assert all(a["binning"]["pitch"]["group"] in GENDERS for a in assigned)
 
 
@@ -98,4 +105,3 @@ def test_reference_labels_need_labelled_reference(synthcraft_measured):
     assert stats["label_percentiles"] is None
     with pytest.raises(ValueError, match="reference-labels"):
         assign_bins(measured, unlabelled, stats, VALIDATED)
-

@@ -23,15 +23,18 @@ SR = 16000
 
 
 # ------------------------------------------------------------------------------- syllables
-@pytest.mark.parametrize("text, count, method", [
-    ("the little dog liked a house", 7, "en_vowel_groups"),   # lit-tle, liked, house
-    ("painted carried moved", 5, "en_vowel_groups"),          # -ed after t, vowel, v
-    ("Route 66!", 3, "en_vowel_groups"),                      # route + one per digit
-    ("我们今天很高兴", 7, "han_characters"),
-    ("我们 like 他", 4, "mixed"),
-    ("", 0, "none"),
-    (None, 0, "none"),
-])
+@pytest.mark.parametrize(
+    "text, count, method",
+    [
+        ("the little dog liked a house", 7, "en_vowel_groups"),  # lit-tle, liked, house
+        ("painted carried moved", 5, "en_vowel_groups"),  # -ed after t, vowel, v
+        ("Route 66!", 3, "en_vowel_groups"),  # route + one per digit
+        ("我们今天很高兴", 7, "han_characters"),
+        ("我们 like 他", 4, "mixed"),
+        ("", 0, "none"),
+        (None, 0, "none"),
+    ],
+)
 def test_count_syllables(text, count, method):
     assert count_syllables(text) == (count, method)
 
@@ -78,23 +81,24 @@ def test_other_sampling_rates_are_resampled():
 
 
 # ---------------------------------------------------------------------- bad audio: no crash
-ALL_NULL = ("f0_median_hz", "loudness_lufs", "level_db", "peak_level_db", "speaking_rate",
-            "gender_f0")
+ALL_NULL = ("f0_median_hz", "loudness_lufs", "level_db", "peak_level_db", "speaking_rate", "gender_f0")
 
 
-@pytest.mark.parametrize("audio, reason", [
-    (np.zeros(SR, np.float32), "silent_audio"),
-    (np.full(SR, 1e-6, np.float32), "silent_audio"),             # below one 16-bit step
-    (harmonic(150, 0.05), "too_short"),                          # < 0.1 s
-    (np.zeros(0, np.float32), "empty_audio"),
-    (np.where(np.arange(SR) == 100, np.nan, harmonic(150, 1.0)), "non_finite_audio"),
-    (np.where(np.arange(SR) == 7, np.inf, harmonic(150, 1.0)), "non_finite_audio"),
-])
+@pytest.mark.parametrize(
+    "audio, reason",
+    [
+        (np.zeros(SR, np.float32), "silent_audio"),
+        (np.full(SR, 1e-6, np.float32), "silent_audio"),  # below one 16-bit step
+        (harmonic(150, 0.05), "too_short"),  # < 0.1 s
+        (np.zeros(0, np.float32), "empty_audio"),
+        (np.where(np.arange(SR) == 100, np.nan, harmonic(150, 1.0)), "non_finite_audio"),
+        (np.where(np.arange(SR) == 7, np.inf, harmonic(150, 1.0)), "non_finite_audio"),
+    ],
+)
 def test_unusable_audio_nulls_every_attribute_with_its_reason(audio, reason):
     m = measure_audio(audio, SR, "the dog")
     assert all(m[key] is None for key in ALL_NULL)
-    assert m["null_reasons"] == {"pitch": reason, "volume": reason, "speed": reason,
-                                 "gender": reason}
+    assert m["null_reasons"] == {"pitch": reason, "volume": reason, "speed": reason, "gender": reason}
     json.dumps(m)  # plain JSON, no NaN
 
 
@@ -102,8 +106,7 @@ def test_short_clip_falls_back_to_rms_db_loudness():
     x = harmonic(150, 0.2)  # under pyloudnorm's 400 ms block, over the 0.1 s minimum
     m = measure_audio(x, SR, "hi")
     assert m["loudness_method"] == "rms_db"
-    assert m["loudness_lufs"] == pytest.approx(10 * np.log10(np.mean(x.astype(float) ** 2)),
-                                               abs=0.5)
+    assert m["loudness_lufs"] == pytest.approx(10 * np.log10(np.mean(x.astype(float) ** 2)), abs=0.5)
     assert "volume" not in m["null_reasons"]
 
 
@@ -141,17 +144,24 @@ def test_no_voiced_frame_nulls_pitch_and_f0_gender(monkeypatch):
     assert m["f0_median_hz"] is None and m["loudness_lufs"] is not None
 
 
-@pytest.mark.parametrize("transcript, reason", [(None, "no_transcript"), ("  ", "no_transcript"),
-                                                ("... !", "no_syllables")])
+@pytest.mark.parametrize(
+    "transcript, reason", [(None, "no_transcript"), ("  ", "no_transcript"), ("... !", "no_syllables")]
+)
 def test_speed_needs_a_transcript(transcript, reason):
     m = measure_audio(harmonic(150, 1.0), SR, transcript)
     assert m["null_reasons"] == {"speed": reason} and m["speaking_rate"] is None
 
 
 def test_undecodable_audio_is_a_null_record(tmp_path):
-    cut = make_cut("broken", tmp_path / "missing.flac", sampling_rate=SR, num_samples=SR,
-                   corpus="x", split="test", transcript="the dog")
+    cut = make_cut(
+        "broken",
+        tmp_path / "missing.flac",
+        sampling_rate=SR,
+        num_samples=SR,
+        corpus="x",
+        split="test",
+        transcript="the dog",
+    )
     m = measure_cut(cut)
     assert m["null_reasons"]["pitch"].startswith("audio_decode_failed")
     assert all(m[key] is None for key in ALL_NULL)
-

@@ -41,17 +41,39 @@ def captionless(synthcraft_measured, tmp_path_factory):
     new = []
     for cut in cuts:
         rec = record_of(cut)
-        new.append(make_cut(cut.id, cut.recording.sources[0].source, sampling_rate=SR,
-                            num_samples=cut.recording.num_samples, corpus="fakecorp",
-                            split="test", transcript=rec["transcript"], emotion=rec["emotion"],
-                            speaker=rec["speaker"]))
-    bad = {"bad-silent": np.zeros(SR, np.float32), "bad-short": harmonic(150, 0.05),
-           "bad-clipped": np.clip(harmonic(150, 1.5, amp=4.0), -1, 1)}
+        new.append(
+            make_cut(
+                cut.id,
+                cut.recording.sources[0].source,
+                sampling_rate=SR,
+                num_samples=cut.recording.num_samples,
+                corpus="fakecorp",
+                split="test",
+                transcript=rec["transcript"],
+                emotion=rec["emotion"],
+                speaker=rec["speaker"],
+            )
+        )
+    bad = {
+        "bad-silent": np.zeros(SR, np.float32),
+        "bad-short": harmonic(150, 0.05),
+        "bad-clipped": np.clip(harmonic(150, 1.5, amp=4.0), -1, 1),
+    }
     for utt_id, audio in bad.items():
         n = _write(root / f"{utt_id}.flac", audio)
-        new.append(make_cut(utt_id, root / f"{utt_id}.flac", sampling_rate=SR, num_samples=n,
-                            corpus="fakecorp", split="test", transcript="the dog slept",
-                            emotion="neutral", speaker="bad-speaker"))
+        new.append(
+            make_cut(
+                utt_id,
+                root / f"{utt_id}.flac",
+                sampling_rate=SR,
+                num_samples=n,
+                corpus="fakecorp",
+                split="test",
+                transcript="the dog slept",
+                emotion="neutral",
+                speaker="bad-speaker",
+            )
+        )
     path = manifest_path(root, "fakecorp", "test")
     CutSet.from_cuts(new).to_file(path)
     return path
@@ -60,9 +82,23 @@ def captionless(synthcraft_measured, tmp_path_factory):
 def test_cli_annotates_a_corpus_without_captions(captionless, tmp_path, capsys):
     out = manifest_path(tmp_path / "annotated", "fakecorp", "test")
     stats_path, report_path = tmp_path / "stats.json", tmp_path / "report.json"
-    rc = main(["--manifest", str(captionless), "--out", str(out), "--save-stats",
-               str(stats_path), "--workers", "2", "--no-progress", "--report", str(report_path),
-               "--min-speaker-utterances", "2"])
+    rc = main(
+        [
+            "--manifest",
+            str(captionless),
+            "--out",
+            str(out),
+            "--save-stats",
+            str(stats_path),
+            "--workers",
+            "2",
+            "--no-progress",
+            "--report",
+            str(report_path),
+            "--min-speaker-utterances",
+            "2",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "annotated 15 utterances" in printed and "utterances/s" in printed
@@ -89,7 +125,8 @@ def test_cli_annotates_a_corpus_without_captions(captionless, tmp_path, capsys):
     for rec, reason in ((silent, "silent_audio"), (short, "too_short")):
         assert rec["caption"] is None
         assert rec["attributes"]["measured"]["null_reasons"] == dict.fromkeys(
-            ("pitch", "volume", "speed", "gender"), reason)
+            ("pitch", "volume", "speed", "gender"), reason
+        )
         assert all(rec["attributes"][k] is None for k in ("pitch", "volume", "speed"))
     assert clipped["attributes"]["volume"] is None and clipped["caption"] is None
     assert clipped["attributes"]["measured"]["null_reasons"] == {"volume": "clipped_audio"}
@@ -104,26 +141,46 @@ def test_cli_annotates_a_corpus_without_captions(captionless, tmp_path, capsys):
 
     # The saved stats bin another run on the same scale.
     again = tmp_path / "again" / "fakecorp_cuts_test.jsonl.gz"
-    assert main(["--manifest", str(captionless), "--out", str(again), "--reference-stats",
-                 str(stats_path), "--workers", "1", "--no-progress",
-                 "--min-speaker-utterances", "2"]) == 0
+    assert (
+        main(
+            [
+                "--manifest",
+                str(captionless),
+                "--out",
+                str(again),
+                "--reference-stats",
+                str(stats_path),
+                "--workers",
+                "1",
+                "--no-progress",
+                "--min-speaker-utterances",
+                "2",
+            ]
+        )
+        == 0
+    )
     for cut in CutSet.from_file(again):
-        assert record_of(cut)["attributes"]["measured"]["bins"] == \
-            records[cut.id][0]["attributes"]["measured"]["bins"]
+        assert record_of(cut)["attributes"]["measured"]["bins"] == records[cut.id][0]["attributes"]["measured"]["bins"]
 
 
 def test_annotated_directory_gives_ser_sed_targets(captionless, tmp_path):
     """A CorpusSpec pointing at the annotated directory is all it takes."""
     out_dir = tmp_path / "annotated"
-    annotate_manifest(captionless, manifest_path(out_dir, "fakecorp", "test"), workers=1,
-                      progress=False,
-                      cfg=BinningConfig(min_speaker_utterances=2))
+    annotate_manifest(
+        captionless,
+        manifest_path(out_dir, "fakecorp", "test"),
+        workers=1,
+        progress=False,
+        cfg=BinningConfig(min_speaker_utterances=2),
+    )
     task = get_task("ser_sed")
 
     def targets(directory):
-        cfg = DataConfig(corpora=[CorpusSpec(name="fakecorp", dir=str(directory),
-                                             train_split=None, val_split=None,
-                                             test_split="test")])
+        cfg = DataConfig(
+            corpora=[
+                CorpusSpec(name="fakecorp", dir=str(directory), train_split=None, val_split=None, test_split="test")
+            ]
+        )
         dm = SpeechDataModule(cfg)
         out, skipped = {}, []
         for batch in dm.test_dataloader():
@@ -135,7 +192,7 @@ def test_annotated_directory_gives_ser_sed_targets(captionless, tmp_path):
     assert all(t is None for t in before.values())  # no caption: no ser_sed target
     after, skipped = targets(out_dir)
     assert skipped == ["silent_audio", "too_short"]  # the data module's own checks
-    assert after.pop("bad-clipped") is None          # no volume, so no caption
+    assert after.pop("bad-clipped") is None  # no volume, so no caption
     assert len(after) == 12
     for target in after.values():
         assert target.startswith("Description: ") and "\nEmotion: " in target
@@ -148,8 +205,7 @@ def test_corpus_captions_are_kept_unless_overwritten(synthcraft_measured, tmp_pa
     CutSet.from_cuts(cuts[:6]).to_file(src)
     for overwrite in (False, True):
         out = tmp_path / str(overwrite) / "synthcraft_cuts_dev.jsonl.gz"
-        annotate_manifest(src, out, reference_stats=stats, overwrite_captions=overwrite,
-                          workers=1, progress=False)
+        annotate_manifest(src, out, reference_stats=stats, overwrite_captions=overwrite, workers=1, progress=False)
         for old, new in zip(cuts[:6], CutSet.from_file(out)):
             before, after = record_of(old), record_of(new)
             custom = new.supervisions[0].custom
@@ -165,8 +221,7 @@ def test_corpus_captions_are_kept_unless_overwritten(synthcraft_measured, tmp_pa
             else:
                 assert after["caption"] == before["caption"]
                 assert custom["caption_source"] == "corpus"
-                assert all(after["attributes"][k] == before["attributes"][k]
-                           for k in ("pitch", "volume", "speed"))
+                assert all(after["attributes"][k] == before["attributes"][k] for k in ("pitch", "volume", "speed"))
 
 
 def test_measured_attributes_are_attribute_accuracy_references(synthcraft_measured):
@@ -176,11 +231,9 @@ def test_measured_attributes_are_attribute_accuracy_references(synthcraft_measur
     assigned = assign_bins(measured, metas, compute_stats(measured, metas), BinningConfig())
     refs = [dict(a["bins"]) for a in assigned[:10]]
     refs[0]["volume"] = None  # e.g. clipped audio
-    hyps = [caption_attributes(render_caption({**r, "volume": r["volume"] or "high"},
-                                              template=1)) for r in refs]
+    hyps = [caption_attributes(render_caption({**r, "volume": r["volume"] or "high"}, template=1)) for r in refs]
     hyps[1]["pitch"] = "low" if refs[1]["pitch"] != "low" else "high"
     result = attribute_accuracy(refs, hyps)
     assert result["n"] == {"gender": 10, "pitch": 10, "volume": 9, "speed": 10, "emphasis": 0}
     assert result["accuracy"]["volume"] == 1.0 and result["accuracy"]["pitch"] == 0.9
     assert result["accuracy"]["emphasis"] is None
-

@@ -19,13 +19,25 @@ GOOD_CAPTION = 'A male speaker with low pitch and high volume speaks at a slow p
 BAD_CAPTION = 'A male speaker with high pitch and high volume speaks at a slow pace, emphasizing the word "ball".'
 
 
-def row(utt: str, emotion_ref: str, emotion: str | None, caption: str | None = GOOD_CAPTION,
-        task: str = "ser_sed") -> dict:
-    return {"id": utt, "task": task, "corpus": "synthcraft", "transcript_ref": "the dog found a ball",
-            "caption_ref": GOOD_CAPTION, "emotion_ref": emotion_ref, "attributes_ref": REF_ATTRS,
-            "annotator_emotions": None, "raw": "", "transcript": None, "caption": caption,
-            "emotion": emotion, "parsed": emotion is not None,
-            "caption_attributes": caption_attributes(caption)}
+def row(
+    utt: str, emotion_ref: str, emotion: str | None, caption: str | None = GOOD_CAPTION, task: str = "ser_sed"
+) -> dict:
+    return {
+        "id": utt,
+        "task": task,
+        "corpus": "synthcraft",
+        "transcript_ref": "the dog found a ball",
+        "caption_ref": GOOD_CAPTION,
+        "emotion_ref": emotion_ref,
+        "attributes_ref": REF_ATTRS,
+        "annotator_emotions": None,
+        "raw": "",
+        "transcript": None,
+        "caption": caption,
+        "emotion": emotion,
+        "parsed": emotion is not None,
+        "caption_attributes": caption_attributes(caption),
+    }
 
 
 def make_run(root: Path, name: str, seed: int, rows: list[dict], corpus: str = "synthcraft") -> Path:
@@ -37,8 +49,9 @@ def make_run(root: Path, name: str, seed: int, rows: list[dict], corpus: str = "
     (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     # No caption references in the scored rows: the Java caption scorers are not needed here.
     metrics = compute_metrics([{**r, "caption_ref": None} for r in rows], LABELS)
-    metrics["attribute_accuracy"] = emotion.attribute_accuracy([r["attributes_ref"] for r in rows],
-                                                         [r["caption_attributes"] for r in rows])
+    metrics["attribute_accuracy"] = emotion.attribute_accuracy(
+        [r["attributes_ref"] for r in rows], [r["caption_attributes"] for r in rows]
+    )
     (run / "metrics.json").write_text(json.dumps(metrics))
     return run
 
@@ -98,9 +111,13 @@ def test_per_class_recall_and_attribute_accuracy(runs):
 
 
 def test_caption_label_disagreements():
-    rows = [row("both-right", "sad", "sad"), row("label-wrong", "sad", "angry"),
-            row("caption-wrong", "sad", "sad", BAD_CAPTION), row("both-wrong", "sad", "angry", BAD_CAPTION),
-            row("asr-only", "sad", None, None, task="asr")]
+    rows = [
+        row("both-right", "sad", "sad"),
+        row("label-wrong", "sad", "angry"),
+        row("caption-wrong", "sad", "sad", BAD_CAPTION),
+        row("both-wrong", "sad", "angry", BAD_CAPTION),
+        row("asr-only", "sad", None, None, task="asr"),
+    ]
     out = {r["id"]: r for r in explore.caption_label_disagreements(rows)}
     assert set(out) == {"label-wrong", "caption-wrong"}
     assert out["label-wrong"]["kind"] == "caption right, label wrong"
@@ -122,10 +139,16 @@ def test_system_table_marks_significant_improvements(runs):
     assert table["sys4"]["synthcraft ua"] == "50.0 ± 0.0"
     assert table["sys7"]["synthcraft ua"].endswith("*"), "sys7 is significantly better than sys4"
     # The mark is exactly the paired one-tailed t-test over both seeds' utterances.
-    a = [s for d in ("seed0", "seed1") for s in significance.per_utterance_scores(
-        explore.load_run(runs / "sys7" / d).rows, "ua")]
-    b = [s for d in ("seed0", "seed1") for s in significance.per_utterance_scores(
-        explore.load_run(runs / "sys4" / d).rows, "ua")]
+    a = [
+        s
+        for d in ("seed0", "seed1")
+        for s in significance.per_utterance_scores(explore.load_run(runs / "sys7" / d).rows, "ua")
+    ]
+    b = [
+        s
+        for d in ("seed0", "seed1")
+        for s in significance.per_utterance_scores(explore.load_run(runs / "sys4" / d).rows, "ua")
+    ]
     assert significance.paired_t_test(a, b)["significant"]
     sig = explore.significance_table(loaded, "sys7")
     assert sig[0]["B"] == "sys4" and sig[0]["pairs"] == 32 and sig[0]["significant"] == "yes"
@@ -148,19 +171,33 @@ def write_events(run: Path, stage: str, values: dict[str, list[float]]) -> None:
 
 def test_curves_and_layer_weights_from_event_files(runs):
     run = runs / "sys7" / "seed0"
-    write_events(run, "stage1", {"train/loss_asr": [3.0, 2.0, 1.0], "layer_weights/content/00": [0.5, 0.7],
-                                 "layer_weights/content/01": [0.5, 0.3]})
-    write_events(run, "stage2", {"train/loss_asr": [0.9, 0.8], "layer_weights/content/00": [0.6],
-                                 "layer_weights/content/01": [0.4], "layer_weights/descriptor/00": [0.2],
-                                 "layer_weights/descriptor/01": [0.8]})
+    write_events(
+        run,
+        "stage1",
+        {
+            "train/loss_asr": [3.0, 2.0, 1.0],
+            "layer_weights/content/00": [0.5, 0.7],
+            "layer_weights/content/01": [0.5, 0.3],
+        },
+    )
+    write_events(
+        run,
+        "stage2",
+        {
+            "train/loss_asr": [0.9, 0.8],
+            "layer_weights/content/00": [0.6],
+            "layer_weights/content/01": [0.4],
+            "layer_weights/descriptor/00": [0.2],
+            "layer_weights/descriptor/01": [0.8],
+        },
+    )
     scalars = curves.read_scalars(run)
     assert list(scalars) == ["stage1", "stage2"]  # training order from config.yaml
     joined, bounds = curves.concatenated_curves(scalars)
     steps, values = zip(*joined["train/loss_asr"])  # float32 in the event files
     assert steps == (0, 1, 2, 3, 4) and values == pytest.approx((3.0, 2.0, 1.0, 0.9, 0.8))
     assert bounds == [3]
-    assert curves.layer_weights(run) == {"content": pytest.approx([0.6, 0.4]),
-                                          "descriptor": pytest.approx([0.2, 0.8])}
+    assert curves.layer_weights(run) == {"content": pytest.approx([0.6, 0.4]), "descriptor": pytest.approx([0.2, 0.8])}
     fig = curves.curves_figure({"a": run, "b": run}, ("train/loss_asr", "val/ua", "lr-AdamW"))
     assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["train/loss_asr"]
     bars = [[p.get_height() for p in c] for c in curves.layer_weights_figure(run).axes[0].containers]

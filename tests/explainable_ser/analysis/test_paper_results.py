@@ -9,8 +9,7 @@ from pathlib import Path
 from explainable_ser.analysis import explore
 
 REPO = Path(__file__).resolve().parents[3]
-METRICS = {"iemocap": ("ua", "wer"), "meld": ("ua", "wer"),
-           "emosec": ("bleu4", "meteor", "rouge_l", "cider", "spice")}
+METRICS = {"iemocap": ("ua", "wer"), "meld": ("ua", "wer"), "emosec": ("bleu4", "meteor", "rouge_l", "cider", "spice")}
 
 
 def readme_rows() -> dict[str, dict[str, dict[str, float]]]:

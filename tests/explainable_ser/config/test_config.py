@@ -75,17 +75,20 @@ def test_base_chains_fail_loudly(tmp_path):
         load_config([str(tmp_path / "c.yaml")])
 
 
-@pytest.mark.parametrize("override, key", [
-    ("model.encoder.kind=foo", "model.encoder.kind"),
-    ("training.stages.0.scheduler=linear", "scheduler"),
-    ("data.corpora.0.format=tar", "format"),
-    ("model.llm.dtype=int8", "dtype"),
-    ("eval.caption_language=fr", "caption_language"),
-    ("training.stages.1.tasks=[ser,bogus]", "training.stages.1.tasks"),
-    ("training.stages.0.trainable=[encoder]", "training.stages.0.trainable"),
-    ("eval.tasks=[transcribe]", "eval.tasks"),
-    ("training.warm_start.branches=[lora]", "training.warm_start.branches"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.encoder.kind=foo", "model.encoder.kind"),
+        ("training.stages.0.scheduler=linear", "scheduler"),
+        ("data.corpora.0.format=tar", "format"),
+        ("model.llm.dtype=int8", "dtype"),
+        ("eval.caption_language=fr", "caption_language"),
+        ("training.stages.1.tasks=[ser,bogus]", "training.stages.1.tasks"),
+        ("training.stages.0.trainable=[encoder]", "training.stages.0.trainable"),
+        ("eval.tasks=[transcribe]", "eval.tasks"),
+        ("training.warm_start.branches=[lora]", "training.warm_start.branches"),
+    ],
+)
 def test_a_value_outside_its_choices_is_one_line_naming_key_and_choices(override, key):
     with pytest.raises(ConfigError) as err:
         load_config(["offline", override])
@@ -99,11 +102,14 @@ def test_a_nested_list_where_names_belong_is_a_config_error():
         load_config(["offline", "eval.tasks=[[]]"])
 
 
-@pytest.mark.parametrize("text, key", [
-    ("training: {labels: [neutral, {a: 1}]}", "training.labels.1"),
-    ("model: {branch: {utterance_context: [{descriptor: 1}]}}", "model.branch.utterance_context.0"),
-    ("model: {llm: {lora: {target_modules: [[q_proj]]}}}", "model.llm.lora.target_modules.0"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("training: {labels: [neutral, {a: 1}]}", "training.labels.1"),
+        ("model: {branch: {utterance_context: [{descriptor: 1}]}}", "model.branch.utterance_context.0"),
+        ("model: {llm: {lora: {target_modules: [[q_proj]]}}}", "model.llm.lora.target_modules.0"),
+    ],
+)
 def test_a_mapping_or_list_inside_a_list_of_words_is_a_config_error(tmp_path, text, key):
     # found by test_fuzz: OmegaConf merges these unchecked and fails only when the config is saved
     path = tmp_path / "bad.yaml"
@@ -136,9 +142,19 @@ def test_new_explanation_keys_are_checked():
 # What experiments/base.yaml may set differently from the schema: where and on what the paper's
 # recipe runs (paths, batches, workers, dtypes, devices, logging), never the recipe itself.
 RUN_ENVIRONMENT_KEYS = {
-    "run_dir", "data.max_cuts", "data.max_duration", "data.eval_max_duration", "data.num_workers",
-    "model.encoder.dtype", "model.llm.dtype", "trainer.accelerator", "trainer.devices", "trainer.strategy",
-    "trainer.val_check_interval", "trainer.limit_val_batches", "trainer.enable_progress_bar",
+    "run_dir",
+    "data.max_cuts",
+    "data.max_duration",
+    "data.eval_max_duration",
+    "data.num_workers",
+    "model.encoder.dtype",
+    "model.llm.dtype",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.strategy",
+    "trainer.val_check_interval",
+    "trainer.limit_val_batches",
+    "trainer.enable_progress_bar",
 }
 
 

@@ -17,7 +17,6 @@ from conftest import CAP_HYPS, CAP_REFS, needs_java
 # --------------------------------------------------------------------------- #
 
 
-
 def _direct_pycocoevalcap():
     """The reference numbers: pycocoevalcap used the plain way."""
     from pycocoevalcap.bleu.bleu import Bleu
@@ -41,8 +40,9 @@ def _direct_pycocoevalcap():
 @needs_java
 def test_caption_per_item_scores_are_the_scorers_own():
     refs = [*CAP_REFS, None]  # the last utterance has no reference
-    out = captions.caption_metrics(refs, [*CAP_HYPS, "x"], metrics=("bleu4", "rouge_l", "cider", "meteor"),
-                            per_item=True)
+    out = captions.caption_metrics(
+        refs, [*CAP_HYPS, "x"], metrics=("bleu4", "rouge_l", "cider", "meteor"), per_item=True
+    )
     items = out["per_item"]
     assert set(items) == {"bleu4", "rouge_l", "cider", "meteor"}
     assert all(len(v) == 5 and v[4] is None for v in items.values())
@@ -148,6 +148,7 @@ def test_caption_edge_cases():
 def test_caption_line_breaks_do_not_shift_alignment():
     # \u2028 and \r are line breaks to the line-based Java tokenizer.
     refs = ["first\u2028caption here", "second caption\rhere", "third caption here"]
-    out = captions.caption_metrics(refs, ["first caption here", "second caption here", "third caption here"],
-                            metrics=("rouge_l",))
+    out = captions.caption_metrics(
+        refs, ["first caption here", "second caption here", "third caption here"], metrics=("rouge_l",)
+    )
     assert out["rouge_l"] == pytest.approx(1.0)

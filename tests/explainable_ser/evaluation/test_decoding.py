@@ -34,8 +34,12 @@ class CountCopies(TorchDispatchMode):
 def tied(tiny_tokenizer, seeded):
     """The tiny stack under bf16-mixed with the LM head tied to the input embedding and frozen
     (as in the packaged SmolLM2), trainable weights perturbed (zero LoRA would hide a change)."""
-    cfg = tiny_config("model.llm.hf_config.tie_word_embeddings=true", "model.llm.lora.modules_to_save=[]",
-                      "trainer.precision=bf16-mixed", "eval.max_new_tokens=8")
+    cfg = tiny_config(
+        "model.llm.hf_config.tie_word_embeddings=true",
+        "model.llm.lora.modules_to_save=[]",
+        "trainer.precision=bf16-mixed",
+        "eval.max_new_tokens=8",
+    )
     model = build_model(cfg.model, tiny_tokenizer)
     with torch.no_grad():
         for p in model.parameters():
@@ -54,8 +58,7 @@ def test_cast_once_gives_the_same_logits_with_fewer_conversions(tied):
     before = {n: (p, p.dtype) for n, p in model.named_parameters()}
 
     def logits():
-        speech = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False,
-                                     zero_descriptor=False)
+        speech = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=False)
         embeds, mask, _ = model.build_inputs(speech, get_task("ser_sed"), None, left_pad=True)
         with CountCopies() as count:
             out = llm(inputs_embeds=embeds, attention_mask=mask).logits

@@ -130,11 +130,15 @@ def test_attribute_accuracy():
 
 
 def test_chance_levels_hand_computed():
-    ch = emotion.chance_levels(["sad", "sad", "happy", None],
-                         [{"gender": "male", "pitch": "low", "emphasis": "dog"},
-                          {"gender": "male", "pitch": "high", "emphasis": "cat"},
-                          {"gender": "female", "pitch": None, "emphasis": "a"}],
-                         ["the dog ran", "a cat", "a b c d"])
+    ch = emotion.chance_levels(
+        ["sad", "sad", "happy", None],
+        [
+            {"gender": "male", "pitch": "low", "emphasis": "dog"},
+            {"gender": "male", "pitch": "high", "emphasis": "cat"},
+            {"gender": "female", "pitch": None, "emphasis": "a"},
+        ],
+        ["the dog ran", "a cat", "a b c d"],
+    )
     assert ch["ua"] == 0.5 and ch["wa"] == pytest.approx(2 / 3) and ch["wer"] == 1.0
     acc = ch["attribute_accuracy"]["accuracy"]
     assert acc["gender"] == pytest.approx(2 / 3) and acc["pitch"] == 0.5
@@ -151,5 +155,6 @@ def test_annotator_aware_f1_falls_back_to_the_annotators_plurality():
     # first: no majority given, annotators say sad twice -> scored against sad (wrong);
     # the unannotated and the no-usable-label utterances are left out
     assert emotion.annotator_aware_f1(ann, maj, hyps, labels) == pytest.approx(
-        emotion.emotion_metrics(["sad", "happy", "neutral"], ["neutral", "happy", "neutral"], labels)["macro_f1"])
+        emotion.emotion_metrics(["sad", "happy", "neutral"], ["neutral", "happy", "neutral"], labels)["macro_f1"]
+    )
     assert emotion.annotator_aware_f1([None], [None], ["sad"], labels) is None

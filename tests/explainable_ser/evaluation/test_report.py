@@ -11,9 +11,18 @@ def test_caption_language_auto_scores_mandarin_records_by_characters():
     from explainable_ser.evaluation.report import compute_metrics
 
     def row(i, lang):
-        return {"id": str(i), "task": "sed", "language": lang, "caption_ref": "说话人语速很快，情绪激动",
-                "caption": "说话人语速很快", "attributes_ref": {}, "caption_attributes": {},
-                "emotion_ref": None, "emotion": None, "transcript_ref": None}
+        return {
+            "id": str(i),
+            "task": "sed",
+            "language": lang,
+            "caption_ref": "说话人语速很快，情绪激动",
+            "caption": "说话人语速很快",
+            "attributes_ref": {},
+            "caption_attributes": {},
+            "emotion_ref": None,
+            "emotion": None,
+            "transcript_ref": None,
+        }
 
     zh = compute_metrics([row(i, "zh") for i in range(3)], ["neutral"], caption_metrics=("bleu4",))
     en = compute_metrics([row(i, None) for i in range(3)], ["neutral"], caption_metrics=("bleu4",))
@@ -31,9 +40,19 @@ def test_caption_language_warning_names_the_mismatch():
     assert "2 of 2 hypotheses are English" in captions.caption_language_warning(english, "zh")
     assert captions.caption_language_warning(english, "en") is None
     assert captions.caption_language_warning(["一个男人说话", "A man speaks"], "zh") is None  # no majority
-    rows = [{"id": str(i), "task": "sed", "caption_ref": "心中疑惑不解", "caption": c, "raw": c or "Description: ??",
-             "attributes_ref": None, "caption_attributes": None, "language": "zh"}
-            for i, c in enumerate(["A calm voice.", None, "A loud voice."])]
+    rows = [
+        {
+            "id": str(i),
+            "task": "sed",
+            "caption_ref": "心中疑惑不解",
+            "caption": c,
+            "raw": c or "Description: ??",
+            "attributes_ref": None,
+            "caption_attributes": None,
+            "language": "zh",
+        }
+        for i, c in enumerate(["A calm voice.", None, "A loud voice."])
+    ]
     out = report.compute_metrics(rows, ["neutral"], caption_metrics=("bleu4",))
     assert out["caption_language"] == "zh" and len(out["warnings"]) == 1
     rows = [{**r, "caption": "声音小而弱", "raw": "Description: 声音小而弱"} for r in rows]
@@ -50,8 +69,7 @@ def test_counterfactual_separates_broken_from_changed_answers():
     normal = ["happy", "happy", "sad", "angry", "angry", None]
     zeroed = [None, "sad", "sad", None, "sad", "sad"]
     rows = [_emo_row(f"u{i}", r, h) for i, (r, h) in enumerate(zip(refs, normal))]
-    cf = report.counterfactual(rows, [_emo_row(f"u{i}", r, z) for i, (r, z) in enumerate(zip(refs, zeroed))],
-                          labels)
+    cf = report.counterfactual(rows, [_emo_row(f"u{i}", r, z) for i, (r, z) in enumerate(zip(refs, zeroed))], labels)
     assert cf["n"] == 6 and cf["n_unparseable"] == 2 and cf["unparseable_rate"] == pytest.approx(2 / 6)
     # the normal decode parsed 5 (u0..u4); of those u0 and u3 broke
     assert cf["became_unparseable_rate"] == pytest.approx(2 / 5)
@@ -67,8 +85,7 @@ def test_counterfactual_separates_broken_from_changed_answers():
 
 def test_counterfactual_when_every_zeroed_output_breaks():
     rows = [_emo_row("a", "sad", "sad"), _emo_row("b", "happy", "happy")]
-    cf = report.counterfactual(rows, [_emo_row("a", "sad", None), _emo_row("b", "happy", None)],
-                          ["happy", "sad"])
+    cf = report.counterfactual(rows, [_emo_row("a", "sad", None), _emo_row("b", "happy", None)], ["happy", "sad"])
     assert cf["unparseable_rate"] == 1.0 and cf["n_both_parsed"] == 0
     assert cf["changed_among_parsed_rate"] is None and cf["ua_zeroed_parsed"] is None
     assert cf["ua"] == 1.0 and cf["ua_zeroed"] == 0.0  # the combined figures would read "changed"
@@ -76,10 +93,18 @@ def test_counterfactual_when_every_zeroed_output_breaks():
 
 def test_compute_metrics_reports_chance_columns_and_one_probe_per_stream():
     labels = ["happy", "sad"]
-    rows = [{**_emo_row("a", "sad", "sad"), "transcript_ref": None, "caption_ref": None},
-            {**_emo_row("b", "happy", "sad"), "transcript_ref": None, "caption_ref": None}]
-    m = report.compute_metrics(rows, labels, {"descriptor": [_emo_row("a", "sad", None), _emo_row("b", "happy", "happy")],
-                                         "content": [_emo_row("a", "sad", "sad"), _emo_row("b", "happy", "sad")]})
+    rows = [
+        {**_emo_row("a", "sad", "sad"), "transcript_ref": None, "caption_ref": None},
+        {**_emo_row("b", "happy", "sad"), "transcript_ref": None, "caption_ref": None},
+    ]
+    m = report.compute_metrics(
+        rows,
+        labels,
+        {
+            "descriptor": [_emo_row("a", "sad", None), _emo_row("b", "happy", "happy")],
+            "content": [_emo_row("a", "sad", "sad"), _emo_row("b", "happy", "sad")],
+        },
+    )
     assert m["confusion_columns"] == ["happy", "sad", "unparsed"] and len(m["confusion"][0]) == 3
     assert m["chance"]["ua"] == 0.5
     assert m["counterfactual"]["descriptor"]["unparseable_rate"] == 0.5

@@ -68,8 +68,13 @@ LABELS4 = ["neutral", "happy", "sad", "angry"]
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(LABELS4 + [None]), st.sampled_from(LABELS4 + [None, "bored"])),
-                min_size=1, max_size=40))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(LABELS4 + [None]), st.sampled_from(LABELS4 + [None, "bored"])),
+        min_size=1,
+        max_size=40,
+    )
+)
 def test_ua_scores_average_to_the_ua(pairs):
     preds = [{"emotion_ref": r, "emotion": h} for r, h in pairs]
     ua = emotion.emotion_metrics([r for r, _ in pairs], [h for _, h in pairs], LABELS4)["ua"]

@@ -42,9 +42,20 @@ def test_objective_is_ce_plus_weighted_ctc(model):
     out = model(wave, lens)
     ce = F.cross_entropy(out["emotion_logits"][[0, 2]], torch.tensor([2, 0]))
     targets = [encode_chars(t) for t in texts[:2]]
-    ctc = sum(F.ctc_loss(out["ctc_log_probs"][i, : out["frame_lens"][i]][:, None], torch.tensor([targets[i]]),
-                         out["frame_lens"][i : i + 1], torch.tensor([len(targets[i])]), blank=BLANK,
-                         reduction="sum") for i in range(2)) / 2
+    ctc = (
+        sum(
+            F.ctc_loss(
+                out["ctc_log_probs"][i, : out["frame_lens"][i]][:, None],
+                torch.tensor([targets[i]]),
+                out["frame_lens"][i : i + 1],
+                torch.tensor([len(targets[i])]),
+                blank=BLANK,
+                reduction="sum",
+            )
+            for i in range(2)
+        )
+        / 2
+    )
     torch.testing.assert_close(res["loss"], ce + model.ctc_weight * ctc, rtol=1e-5, atol=1e-5)
     assert (res["n_emotion"], res["n_asr"]) == (2, 2)
 
@@ -53,8 +64,9 @@ def test_greedy_ctc_merges_repeats_and_drops_blanks(model, monkeypatch):
     ids = [0, 3, 3, 0, 3, 1, 1, 4, 0]  # blank a a blank a space space b blank -> "aa b"
     log_probs = torch.full((1, len(ids), len(CHARS) + 1), -10.0)
     log_probs[0, torch.arange(len(ids)), torch.tensor(ids)] = 0.0
-    monkeypatch.setattr(model, "forward", lambda w, l: {"ctc_log_probs": log_probs,
-                                                        "frame_lens": torch.tensor([len(ids)])})
+    monkeypatch.setattr(
+        model, "forward", lambda w, lens: {"ctc_log_probs": log_probs, "frame_lens": torch.tensor([len(ids)])}
+    )
     assert CHARS[3 - 1] == "a" and model.transcribe(None, None) == ["aa b"]
 
 

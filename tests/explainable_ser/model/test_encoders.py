@@ -9,11 +9,23 @@ import torch
 from explainable_ser.config import load_config
 from explainable_ser.model.encoders import build_encoder
 
-TINY_WHISPER = {"model_type": "whisper", "num_mel_bins": 80, "d_model": 32, "encoder_layers": 2,
-                "decoder_layers": 1, "encoder_attention_heads": 2, "decoder_attention_heads": 2,
-                "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "max_source_positions": 1500,
-                "vocab_size": 64, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 1,
-                "decoder_start_token_id": 2}
+TINY_WHISPER = {
+    "model_type": "whisper",
+    "num_mel_bins": 80,
+    "d_model": 32,
+    "encoder_layers": 2,
+    "decoder_layers": 1,
+    "encoder_attention_heads": 2,
+    "decoder_attention_heads": 2,
+    "encoder_ffn_dim": 64,
+    "decoder_ffn_dim": 64,
+    "max_source_positions": 1500,
+    "vocab_size": 64,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 1,
+    "decoder_start_token_id": 2,
+}
 
 
 def whisper_encoder(append_log_mel=False, **fields):
@@ -40,7 +52,7 @@ def test_whisper_batched_clips_get_the_states_of_each_clip_alone(seeded):
             alone, n = enc(w[None], torch.tensor([w.numel()]))
             assert int(n[0]) == int(frames[i]) == alone.shape[2]
             worst = max(worst, (layers[:, i, : int(n[0])] - alone[:, 0]).abs().max().item())
-            assert torch.all(layers[:, i, int(n[0]):] == 0)
+            assert torch.all(layers[:, i, int(n[0]) :] == 0)
     assert worst < 1e-5, worst
 
 

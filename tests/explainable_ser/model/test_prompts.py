@@ -15,10 +15,12 @@ from explainable_ser.model.prompts import (
 )
 
 LABELS = ("neutral", "happy", "sad", "angry")
-REC = {"transcript": "the dog found a red ball", "emotion": "sad",
-       "caption": 'A male speaker with low pitch and high volume speaks at a slow pace, '
-                  'emphasizing the word "ball".',
-       "rationale": "His low, slow voice and the stress on the ball sound sad."}
+REC = {
+    "transcript": "the dog found a red ball",
+    "emotion": "sad",
+    "caption": 'A male speaker with low pitch and high volume speaks at a slow pace, emphasizing the word "ball".',
+    "rationale": "His low, slow voice and the stress on the ball sound sad.",
+}
 
 
 def test_every_task_round_trips_through_the_parser():
@@ -30,12 +32,19 @@ def test_every_task_round_trips_through_the_parser():
 
 def test_round_trip_survives_word_level_decoding():
     # The offline tokenizer lowercases and splits punctuation off words.
-    decoded = ('description : a male speaker with low pitch and high volume speaks at a slow pace , '
-               'emphasizing the word " ball " . emotion : sad')
+    decoded = (
+        "description : a male speaker with low pitch and high volume speaks at a slow pace , "
+        'emphasizing the word " ball " . emotion : sad'
+    )
     parsed = parse_output(decoded, LABELS)
     assert parsed["emotion"] == "sad" and parsed["parsed"]
     assert caption_attributes(parsed["caption"]) == {
-        "pitch": "low", "volume": "high", "speed": "slow", "gender": "male", "emphasis": "ball"}
+        "pitch": "low",
+        "volume": "high",
+        "speed": "slow",
+        "gender": "male",
+        "emphasis": "ball",
+    }
 
 
 def test_missing_field_gives_no_target():
@@ -60,7 +69,7 @@ def test_unknown_task_is_a_clear_error():
 
 
 @settings(max_examples=3000, deadline=None)
-@given(st.one_of(st.none(), st.text(), st.text(alphabet="EmotionDescriptTanscrRal: \n\"|happysad", max_size=80)))
+@given(st.one_of(st.none(), st.text(), st.text(alphabet='EmotionDescriptTanscrRal: \n"|happysad', max_size=80)))
 def test_parser_never_raises(text):
     out = parse_output(text, LABELS)
     assert set(out) == {"transcript", "caption", "emotion", "rationale", "parsed"}
@@ -74,8 +83,12 @@ def test_caption_attributes_reads_back_every_synthcraft_template_and_value():
     from data_modules.captions import CAPTION_TEMPLATES, render_caption
 
     for template, gender, pitch, volume, speed in itertools.product(
-            range(len(CAPTION_TEMPLATES)), ("male", "female"), ("low", "normal", "high"),
-            ("low", "normal", "high"), ("slow", "normal", "fast")):
+        range(len(CAPTION_TEMPLATES)),
+        ("male", "female"),
+        ("low", "normal", "high"),
+        ("low", "normal", "high"),
+        ("slow", "normal", "fast"),
+    ):
         attrs = {"gender": gender, "pitch": pitch, "volume": volume, "speed": speed, "emphasis": "ball"}
         caption = render_caption(attrs, template=template)
         assert caption_attributes(caption) == attrs, caption
@@ -99,9 +112,13 @@ def test_chatml_pieces_of_smollm2_splice_at_the_slots_and_end_with_im_end():
         task = get_task(name)
         head, mid, tail = builder.pieces(task)
         text = tok.apply_chat_template(
-            [{"role": "system", "content": builder.system_prompt},
-             {"role": "user", "content": f"{CONTENT_SLOT}{DESCRIPTOR_SLOT}{task.instruction}"}],
-            tokenize=False, add_generation_prompt=True)
+            [
+                {"role": "system", "content": builder.system_prompt},
+                {"role": "user", "content": f"{CONTENT_SLOT}{DESCRIPTOR_SLOT}{task.instruction}"},
+            ],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
         assert tok.decode(head) == text.split(CONTENT_SLOT)[0]
         assert tok.decode(head).endswith("<|im_start|>user\n")
         assert mid == []  # the two slots are adjacent in the user turn
@@ -116,8 +133,11 @@ def test_chatml_pieces_of_smollm2_splice_at_the_slots_and_end_with_im_end():
 def test_rationale_orders_parse_back_whatever_comes_first(name):
     task = get_task(name)
     text = render_target(task, REC)
-    assert text.index("Rationale:") > text.index("Emotion:") if name != "rat_ser" else \
-        text.index("Rationale:") < text.index("Emotion:")
+    assert (
+        text.index("Rationale:") > text.index("Emotion:")
+        if name != "rat_ser"
+        else text.index("Rationale:") < text.index("Emotion:")
+    )
     parsed = parse_output(text, LABELS)
     assert parsed["rationale"] == REC["rationale"] and parsed["emotion"] == "sad" and parsed["parsed"]
     # word-level decoding of the reasoning-first answer still reads back

@@ -12,8 +12,11 @@ from explainable_ser.training.stages import apply_trainable, trainable_names
 
 from conftest import tiny_config, waves
 
-REC = {"transcript": "the dog found a red ball", "emotion": "sad",
-       "caption": 'A male speaker with low pitch, emphasizing the word "ball".'}
+REC = {
+    "transcript": "the dog found a red ball",
+    "emotion": "sad",
+    "caption": 'A male speaker with low pitch, emphasizing the word "ball".',
+}
 
 
 @pytest.fixture(params=["fbank", "hubert"])
@@ -39,8 +42,9 @@ def test_batched_loss_equals_one_by_one(model):
     target = render_target(task, REC)
     batched = model(wave, lens, task, [target] * 3, sample_content=False, sample_descriptor=False)
     for i in range(3):
-        single = model(wave[i : i + 1, : lens[i]], lens[i : i + 1], task, [target],
-                       sample_content=False, sample_descriptor=False)
+        single = model(
+            wave[i : i + 1, : lens[i]], lens[i : i + 1], task, [target], sample_content=False, sample_descriptor=False
+        )
         torch.testing.assert_close(batched["ce"][i], single["ce"][0], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(batched["kl_content"][i], single["kl_content"][0], rtol=1e-4, atol=1e-5)
 
@@ -102,7 +106,8 @@ def test_kl_matches_closed_form():
     lens = torch.tensor([7, 3])
     ours = gaussian_kl(mu, sigma, lens)
     ref = torch.distributions.kl_divergence(
-        torch.distributions.Normal(mu, sigma), torch.distributions.Normal(0.0, 1.0)).sum(-1)
+        torch.distributions.Normal(mu, sigma), torch.distributions.Normal(0.0, 1.0)
+    ).sum(-1)
     expected = torch.stack([ref[0].sum(), ref[1, :3].sum()])  # valid frames only
     torch.testing.assert_close(ours, expected)
 
@@ -115,8 +120,7 @@ def test_objective_weighs_the_kl_as_configured(model, reduction):
     wave, lens = waves([48000, 17000])
     targets = [REC["transcript"]] * 2
     beta = 0.25
-    res = model.loss(wave, lens, task, targets, beta=beta, trained=["content"], sample=False,
-                     kl_reduction=reduction)
+    res = model.loss(wave, lens, task, targets, beta=beta, trained=["content"], sample=False, kl_reduction=reduction)
     ce = model(wave, lens, task, targets, sample_content=False, sample_descriptor=False)["ce"]
     layers, frames = model.encode(wave, lens)
     block = model.content.block
@@ -136,8 +140,7 @@ def test_objective_weighs_the_kl_as_configured(model, reduction):
 def test_objective_names_a_bad_kl_reduction(model):
     wave, lens = waves([16000])
     with pytest.raises(ValueError, match="kl_reduction must be"):
-        model.loss(wave, lens, get_task("asr"), ["a"], beta=0.1, trained=["content"], sample=False,
-                   kl_reduction="mean")
+        model.loss(wave, lens, get_task("asr"), ["a"], beta=0.1, trained=["content"], sample=False, kl_reduction="mean")
 
 
 def test_sampling_only_in_training_mode(model):
@@ -163,21 +166,35 @@ def test_trainable_parameter_names_per_stage(tiny_tokenizer):
     lora = {n for n, _ in m.named_parameters() if "lora_" in n}
     saved = {n for n, _ in m.named_parameters() if "modules_to_save" in n}
     expected_content = {
-        "content.block.layer_logits", "content.block.encoder.0.weight", "content.block.encoder.0.bias",
-        "content.block.encoder.2.weight", "content.block.encoder.2.bias", "content.block.mu.weight",
-        "content.block.mu.bias", "content.block.sigma.weight", "content.block.sigma.bias",
-        "content.adapter.proj.0.weight", "content.adapter.proj.0.bias", "content.adapter.proj.2.weight",
-        "content.adapter.proj.2.bias"}
+        "content.block.layer_logits",
+        "content.block.encoder.0.weight",
+        "content.block.encoder.0.bias",
+        "content.block.encoder.2.weight",
+        "content.block.encoder.2.bias",
+        "content.block.mu.weight",
+        "content.block.mu.bias",
+        "content.block.sigma.weight",
+        "content.block.sigma.bias",
+        "content.adapter.proj.0.weight",
+        "content.adapter.proj.0.bias",
+        "content.adapter.proj.2.weight",
+        "content.adapter.proj.2.bias",
+    }
     assert content == expected_content
     # 2 layers x 7 projections (q, k, v, o, gate, up, down) x (A, B) LoRA matrices
     projections = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    expected_lora = {f"llm.base_model.model.model.layers.{i}.{'self_attn' if p[0] in 'qkvo' else 'mlp'}"
-                     f".{p}.lora_{ab}.default.weight"
-                     for i in range(2) for p in projections for ab in "AB"}
+    expected_lora = {
+        f"llm.base_model.model.model.layers.{i}.{'self_attn' if p[0] in 'qkvo' else 'mlp'}.{p}.lora_{ab}.default.weight"
+        for i in range(2)
+        for p in projections
+        for ab in "AB"
+    }
     assert lora == expected_lora
     # the demo's random LLM also trains its embeddings and head (peft modules_to_save)
-    assert saved == {"llm.base_model.model.model.embed_tokens.modules_to_save.default.weight",
-                     "llm.base_model.model.lm_head.modules_to_save.default.weight"}
+    assert saved == {
+        "llm.base_model.model.model.embed_tokens.modules_to_save.default.weight",
+        "llm.base_model.model.lm_head.modules_to_save.default.weight",
+    }
     assert s1 == content | lora | saved
     assert s2 == descriptor | lora | saved
     assert not any(n.startswith("encoder.") for n in s1 | s2)
@@ -206,7 +223,8 @@ def test_encoder_stays_in_eval_mode(tiny_tokenizer):
     m.train()
     assert not m.encoder.training and not any(mod.training for mod in m.encoder.modules())
     assert m.content.training
-    m.eval(); m.train()  # a validation pass then back to training
+    m.eval()
+    m.train()  # a validation pass then back to training
     assert not m.encoder.training
 
 
@@ -214,8 +232,7 @@ def test_generate_batched_equals_single(model):
     wave, lens = waves([40000, 18000, 26000])
     task = get_task("asr")
     batched = model.generate(wave, lens, task, max_new_tokens=6)
-    singles = [model.generate(wave[i : i + 1, : lens[i]], lens[i : i + 1], task, max_new_tokens=6)[0]
-               for i in range(3)]
+    singles = [model.generate(wave[i : i + 1, : lens[i]], lens[i : i + 1], task, max_new_tokens=6)[0] for i in range(3)]
     assert batched == singles
 
 
@@ -282,9 +299,19 @@ def test_label_scores_whatever_the_field_order(model, task_name):
     got = model.label_scores(wave, lens, task, prefixes, labels)
     assert got.shape == (2, 4) and torch.allclose(got.sum(1), torch.ones(2))
     for i in range(2):
-        ce = torch.stack([model(wave[i:i + 1, : lens[i]], lens[i:i + 1], task,
-                                [f"{prefixes[i]}\nEmotion: {lab}"], sample_content=False,
-                                sample_descriptor=False)["ce"][0] for lab in labels])
+        ce = torch.stack(
+            [
+                model(
+                    wave[i : i + 1, : lens[i]],
+                    lens[i : i + 1],
+                    task,
+                    [f"{prefixes[i]}\nEmotion: {lab}"],
+                    sample_content=False,
+                    sample_descriptor=False,
+                )["ce"][0]
+                for lab in labels
+            ]
+        )
         assert torch.allclose(got[i], torch.softmax(-ce, 0), atol=1e-5)
 
 
@@ -335,8 +362,9 @@ def test_descriptor_frames_are_resampled_to_the_content_frames(tiny_tokenizer):
     assert out.shape[:3] == (1, 2, layers.shape[2])
     for i in range(2):
         f_c, f_d = int(frame_lens[i]), int(lens[i]) // 640
-        want = torch.nn.functional.interpolate(torch.arange(f_d, dtype=torch.float32)[None, None],
-                                               size=f_c, mode="linear", align_corners=False)[0, 0]
+        want = torch.nn.functional.interpolate(
+            torch.arange(f_d, dtype=torch.float32)[None, None], size=f_c, mode="linear", align_corners=False
+        )[0, 0]
         assert torch.allclose(out[0, i, :f_c, 0], want)
         assert torch.all(out[0, i, f_c:] == 0)
     assert out[0, 0, : int(frame_lens[0]), 0].max() > 40  # 50 real frames at 25 Hz, stretched
@@ -455,7 +483,7 @@ def test_summary_token_is_the_mean_descriptor_token_after_the_others(tiny_tokeni
         at = len(head) + n + len(mid) + n  # right after the descriptor tokens
         torch.testing.assert_close(embeds[i, at], sp.summary[i])
         assert int(mask[i].sum()) == int(mask_plain[i].sum()) + 1
-        torch.testing.assert_close(embeds[i, at + 1: at + 1 + len(tail)], embeds_plain[i, at: at + len(tail)])
+        torch.testing.assert_close(embeds[i, at + 1 : at + 1 + len(tail)], embeds_plain[i, at : at + len(tail)])
     assert sp_plain.summary is None
     assert torch.count_nonzero(zeroed.summary) == 0  # zeroed with the stream (stage 1, counterfactual)
     assert cf == want_cf
@@ -481,8 +509,9 @@ def test_value_weight_counts_the_value_tokens_that_many_times(tiny_tokenizer, se
     hidden = model.decoder_hidden(embeds, mask)
     for i, t in enumerate(texts):
         sel = labels[i, 1:] != IGNORE
-        tok = torch.nn.functional.cross_entropy(model.lm_head(hidden[i, :-1][sel]).float(), labels[i, 1:][sel],
-                                                reduction="none")
+        tok = torch.nn.functional.cross_entropy(
+            model.lm_head(hidden[i, :-1][sel]).float(), labels[i, 1:][sel], reduction="none"
+        )
         w = torch.tensor([4.0 if v else 1.0 for v in model.prompts.value_mask(t)])
         torch.testing.assert_close(out["ce_weighted"][i], (tok * w).sum(), rtol=1e-5, atol=1e-5)
     assert sum(model.prompts.value_mask(texts[2])) == 2 and not any(model.prompts.value_mask(texts[1]))

@@ -25,7 +25,7 @@ def test_a_batch_gives_each_utterance_its_own_layers(seeded):
             alone, n = enc(w[None], torch.tensor([w.numel()]))
             assert int(n[0]) == int(lens[i])
             assert torch.allclose(layers[:, i, : int(n[0])], alone[:, 0], atol=1e-5)
-            assert torch.all(layers[:, i, int(n[0]):] == 0)
+            assert torch.all(layers[:, i, int(n[0]) :] == 0)
 
 
 def test_ctc_training_learns_and_the_saved_encoder_reloads(tmp_path, seeded):
@@ -47,8 +47,9 @@ def test_ctc_training_learns_and_the_saved_encoder_reloads(tmp_path, seeded):
     def ctc_loss():
         with torch.no_grad():
             lp, fl = enc.ctc_head(enc(x, lens)[0][-1]).log_softmax(-1), enc.frame_lengths(lens)
-            return torch.nn.functional.ctc_loss(lp.transpose(0, 1), torch.cat(targets), fl,
-                                                torch.tensor([len(t) for t in targets])).item()
+            return torch.nn.functional.ctc_loss(
+                lp.transpose(0, 1), torch.cat(targets), fl, torch.tensor([len(t) for t in targets])
+            ).item()
 
     before = ctc_loss()
     stats = train_ctc(enc, train, pairs("dev"), epochs=6, batch_size=8, progress=False)

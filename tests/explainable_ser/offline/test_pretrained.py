@@ -22,8 +22,13 @@ WHISPER_BASE_MAX_WER = 0.70  # measured 0.674
 WHISPER_TINY_MAX_WER = 0.80  # measured 0.779
 
 # -- a CTranslate2 writer for the tests (the layout read_ctranslate2 documents) ---------------
-_DTYPE_IDS = {np.dtype("float32"): 0, np.dtype("int8"): 1, np.dtype("int16"): 2,
-              np.dtype("int32"): 3, np.dtype("float16"): 4}
+_DTYPE_IDS = {
+    np.dtype("float32"): 0,
+    np.dtype("int8"): 1,
+    np.dtype("int16"): 2,
+    np.dtype("int32"): 3,
+    np.dtype("float16"): 4,
+}
 
 
 def _string(text: str) -> bytes:
@@ -35,8 +40,14 @@ def write_ct2(path, variables: dict, aliases: dict, spec: str = "WhisperSpec", v
     out = [struct.pack("<I", version), _string(spec), struct.pack("<I", 3), struct.pack("<I", len(variables))]
     for name, value in variables.items():
         value = np.array(value, order="C")  # (ascontiguousarray would make a scalar 1-d)
-        out += [_string(name), struct.pack("<B", value.ndim), *(struct.pack("<I", d) for d in value.shape),
-                struct.pack("<B", _DTYPE_IDS[value.dtype]), struct.pack("<I", value.nbytes), value.tobytes()]
+        out += [
+            _string(name),
+            struct.pack("<B", value.ndim),
+            *(struct.pack("<I", d) for d in value.shape),
+            struct.pack("<B", _DTYPE_IDS[value.dtype]),
+            struct.pack("<I", value.nbytes),
+            value.tobytes(),
+        ]
     out.append(struct.pack("<I", len(aliases)))
     for alias, target in aliases.items():
         out += [_string(alias), _string(target)]
@@ -47,10 +58,23 @@ def tiny_whisper():
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     torch.manual_seed(0)
-    cfg = WhisperConfig(vocab_size=60, num_mel_bins=8, d_model=16, encoder_layers=2, decoder_layers=2,
-                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
-                        decoder_ffn_dim=32, max_source_positions=40, max_target_positions=20,
-                        pad_token_id=0, bos_token_id=1, eos_token_id=1, decoder_start_token_id=2)
+    cfg = WhisperConfig(
+        vocab_size=60,
+        num_mel_bins=8,
+        d_model=16,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_source_positions=40,
+        max_target_positions=20,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=1,
+        decoder_start_token_id=2,
+    )
     model = WhisperForConditionalGeneration(cfg).eval()
     with torch.no_grad():  # non-zero biases everywhere, so a misplaced one shows
         for name, p in model.named_parameters():
@@ -111,9 +135,12 @@ def to_ct2(model) -> dict:
 
 
 def test_read_ctranslate2_round_trips_names_shapes_dtypes_and_aliases(tmp_path):
-    variables = {"a/weight": np.arange(6, dtype=np.float16).reshape(2, 3),
-                 "a/flag": np.array(1, dtype=np.int8), "n_heads": np.array(8, dtype=np.int16),
-                 "f32": np.array([1.5, -2.0], dtype=np.float32)}
+    variables = {
+        "a/weight": np.arange(6, dtype=np.float16).reshape(2, 3),
+        "a/flag": np.array(1, dtype=np.int8),
+        "n_heads": np.array(8, dtype=np.int16),
+        "f32": np.array([1.5, -2.0], dtype=np.float32),
+    }
     write_ct2(tmp_path / "model.bin", variables, {"b/weight": "a/weight"}, spec="TestSpec")
     got, meta = P.read_ctranslate2(tmp_path / "model.bin")
     assert meta == {"spec": "TestSpec", "revision": 3}
@@ -137,8 +164,17 @@ def test_whisper_mapping_rebuilds_the_model_exactly(tmp_path):
     write_ct2(tmp_path / "model.bin", to_ct2(model), {"decoder/projection/weight": "decoder/embeddings/weight"})
     variables, _ = P.read_ctranslate2(tmp_path / "model.bin")
     sd, shape = P.whisper_state_dict(variables)
-    for key in ("d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads", "vocab_size",
-                "num_mel_bins", "encoder_ffn_dim", "max_source_positions", "max_target_positions"):
+    for key in (
+        "d_model",
+        "encoder_layers",
+        "decoder_layers",
+        "encoder_attention_heads",
+        "vocab_size",
+        "num_mel_bins",
+        "encoder_ffn_dim",
+        "max_source_positions",
+        "max_target_positions",
+    ):
         assert shape[key] == getattr(model.config, key), key
     own = model.state_dict()
     assert set(sd) == set(own)
@@ -150,8 +186,9 @@ def test_whisper_mapping_rebuilds_the_model_exactly(tmp_path):
     dec = torch.tensor([[2, 5, 7]])
     half = tiny_whisper().half().float().eval()  # the reference at the precision that was stored
     with torch.no_grad():
-        assert torch.allclose(again(feats, decoder_input_ids=dec).logits,
-                              half(feats, decoder_input_ids=dec).logits, atol=1e-5)
+        assert torch.allclose(
+            again(feats, decoder_input_ids=dec).logits, half(feats, decoder_input_ids=dec).logits, atol=1e-5
+        )
 
 
 def test_resolve_passes_hub_names_and_paths_through_and_names_unknown_packages(tmp_path):
@@ -252,7 +289,9 @@ def synth_test_clips(tmp_path_factory):
 
 
 @pytest.mark.packaged
-@pytest.mark.parametrize("name,max_wer", [("whisper-base", WHISPER_BASE_MAX_WER), ("whisper-tiny.en", WHISPER_TINY_MAX_WER)])
+@pytest.mark.parametrize(
+    "name,max_wer", [("whisper-base", WHISPER_BASE_MAX_WER), ("whisper-tiny.en", WHISPER_TINY_MAX_WER)]
+)
 def test_converted_whisper_transcribes_synthcraft_with_its_own_decoder(synth_test_clips, name, max_wer):
     """The converted checkpoint is a working Whisper: its own decoder (30 s padded input, the
     official call) transcribes espeak speech. Thresholds sit just above the WER measured on

@@ -20,8 +20,11 @@ from explainable_ser.offline.warmstart import (
 
 from conftest import tiny_config
 
-REC = {"emotion": "angry", "transcript": "the dog ran",
-       "attributes": {"gender": "male", "pitch": "low", "volume": "high", "speed": "fast", "emphasis": "dog"}}
+REC = {
+    "emotion": "angry",
+    "transcript": "the dog ran",
+    "attributes": {"gender": "male", "pitch": "low", "volume": "high", "speed": "fast", "emphasis": "dog"},
+}
 
 
 def test_descriptor_words_spell_the_fields_in_order():
@@ -37,8 +40,10 @@ def test_value_words_give_each_value_a_word_of_its_own():
     fields = ["gender", "pitch", "volume", "speed", "emotion"]
     assert descriptor_words(REC, fields, own) == "male low pitch loud fast angry"
     # a value the mapping lacks keeps the default spelling
-    assert descriptor_words({**REC, "attributes": {**REC["attributes"], "volume": "normal"}}, ["volume"], own) \
+    assert (
+        descriptor_words({**REC, "attributes": {**REC["attributes"], "volume": "normal"}}, ["volume"], own)
         == "normal volume"
+    )
     assert field_hits(REC, ["volume", "pitch"], "male low pitch loud", own) == {"volume": True, "pitch": True}
     assert field_hits(REC, ["volume"], "male low pitch high volume", own) == {"volume": False}
 
@@ -66,12 +71,27 @@ def clips(tmp_path_factory):
 @pytest.mark.parametrize("branch", ["content", "descriptor"])
 def test_warm_start_trains_only_its_branch_and_lowers_the_ctc_loss(clips, branch, seeded):
     train, dev = clips
-    tok = build_word_tokenizer([r["transcript"] for _, r in train] + ["pitch volume speed male female"
-                                                                    " low normal high slow fast neutral happy sad angry"])
+    tok = build_word_tokenizer(
+        [r["transcript"] for _, r in train]
+        + ["pitch volume speed male female low normal high slow fast neutral happy sad angry"]
+    )
     model = build_model(tiny_config().model, tok, init_seed=0)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    report = warm_start(model, branch, train, dev, tok, fields=["gender", "pitch", "emotion"], epochs=8,
-                        lr=3e-3, batch_size=8, scale=30.0, norm_weight=0.1, seed=0, progress=False)
+    report = warm_start(
+        model,
+        branch,
+        train,
+        dev,
+        tok,
+        fields=["gender", "pitch", "emotion"],
+        epochs=8,
+        lr=3e-3,
+        batch_size=8,
+        scale=30.0,
+        norm_weight=0.1,
+        seed=0,
+        progress=False,
+    )
     assert report["loss_last_epoch"] < 0.8 * report["loss_first_epoch"]
     assert report["train_utterances"] == 24 and report["dev_utterances"] == 6
     assert 0.0 <= report["dev_error_rate"]
@@ -96,17 +116,46 @@ def test_field_classes_are_the_categorical_fields():
 
 def test_field_heads_train_with_the_descriptor_branch(clips, seeded):
     train, dev = clips
-    tok = build_word_tokenizer([r["transcript"] for _, r in train] + ["pitch volume speed male female"
-                                                                    " low normal high slow fast neutral happy sad angry"])
+    tok = build_word_tokenizer(
+        [r["transcript"] for _, r in train]
+        + ["pitch volume speed male female low normal high slow fast neutral happy sad angry"]
+    )
     model = build_model(tiny_config("model.branch.utterance_context=[descriptor]").model, tok, init_seed=0)
-    report = warm_start(model, "descriptor", train, dev, tok, fields=["gender", "pitch", "emotion"], epochs=4,
-                        lr=3e-3, batch_size=8, scale=30.0, norm_weight=0.1, seed=0, progress=False,
-                        field_weight=1.0)
+    report = warm_start(
+        model,
+        "descriptor",
+        train,
+        dev,
+        tok,
+        fields=["gender", "pitch", "emotion"],
+        epochs=4,
+        lr=3e-3,
+        batch_size=8,
+        scale=30.0,
+        norm_weight=0.1,
+        seed=0,
+        progress=False,
+        field_weight=1.0,
+    )
     heads = report["dev_field_head_accuracy"]
     assert set(heads) == set(field_classes([r for _, r in train], ["gender", "pitch", "emotion"]))
     assert all(0.0 <= v <= 1.0 for v in heads.values())
     assert set(report["dev_field_accuracy"]) == {"gender", "pitch", "emotion"}
     # the content branch has no field heads
-    report = warm_start(model, "content", train, dev, tok, fields=["gender"], epochs=1, lr=3e-3, batch_size=8,
-                        scale=30.0, norm_weight=0.1, seed=0, progress=False, field_weight=1.0)
+    report = warm_start(
+        model,
+        "content",
+        train,
+        dev,
+        tok,
+        fields=["gender"],
+        epochs=1,
+        lr=3e-3,
+        batch_size=8,
+        scale=30.0,
+        norm_weight=0.1,
+        seed=0,
+        progress=False,
+        field_weight=1.0,
+    )
     assert report["dev_field_head_accuracy"] == {} and report["dev_field_accuracy"] == {}

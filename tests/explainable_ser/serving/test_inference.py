@@ -33,7 +33,7 @@ def test_a_recording_longer_than_the_limit_is_explained_piece_by_piece(ser, trai
     starts = [0.8, 0.8 + clip_seconds + 1.0, 0.8 + 2 * clip_seconds + 1.7]
     for piece, start in zip(out["pieces"], starts):
         assert abs(piece["start"] - start) <= 0.15 and abs(piece["end"] - (start + clip_seconds)) <= 0.15
-        alone = ser.explain_batch([wave[round(piece["start"] * 16000): round(piece["end"] * 16000)]])[0]
+        alone = ser.explain_batch([wave[round(piece["start"] * 16000) : round(piece["end"] * 16000)]])[0]
         assert {k: v for k, v in piece.items() if k not in ("piece", "start", "end")} == alone
     assert [t[2] for t in out["timeline"]] == [p["emotion"] for p in out["pieces"]]
     assert sum(out["emotion_share"].values()) == pytest.approx(1.0, abs=1e-3)

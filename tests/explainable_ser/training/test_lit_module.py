@@ -40,11 +40,14 @@ def test_lr_scale_gives_each_trainable_group_its_own_lr(tiny_tokenizer):
         assert {group_of(names[id(p)]) for p in group["params"]} == {name}
 
 
-@pytest.mark.parametrize("override, message", [
-    ("training.stages.1.lr_scale={content: 0.1}", "lr_scale: unknown 'content'"),  # not trained in stage 2
-    ("training.stages.1.lr_scale={descriptor: 0}", "expected a positive factor"),
-    ("training.value_weight=-1", "training.value_weight: expected a positive factor"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("training.stages.1.lr_scale={content: 0.1}", "lr_scale: unknown 'content'"),  # not trained in stage 2
+        ("training.stages.1.lr_scale={descriptor: 0}", "expected a positive factor"),
+        ("training.value_weight=-1", "training.value_weight: expected a positive factor"),
+    ],
+)
 def test_a_bad_lr_scale_or_value_weight_is_named(override, message):
     with pytest.raises(ConfigError, match=message):
         check_names(tiny_config(override))

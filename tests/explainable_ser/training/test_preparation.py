@@ -14,8 +14,13 @@ from conftest import tiny_config
 
 def test_build_prepares_nothing_and_prepare_makes_the_corpus_and_the_encoder_once(tmp_path):
     corpus, run_dir = tmp_path / "synthcraft", tmp_path / "run"
-    cfg = tiny_config(f"data.corpora.0.dir={corpus}", "data.synthcraft.n_train=6", "data.synthcraft.n_dev=2",
-                      "data.synthcraft.n_test=2", "model.encoder.kind=ctc_fbank")
+    cfg = tiny_config(
+        f"data.corpora.0.dir={corpus}",
+        "data.synthcraft.n_train=6",
+        "data.synthcraft.n_dev=2",
+        "data.synthcraft.n_test=2",
+        "model.encoder.kind=ctc_fbank",
+    )
     train = manifest_path(corpus, "synthcraft", "train")
     encoder = run_dir / "offline_models" / "encoder"
     # The offline word tokenizer reads the training texts: unprepared, build says what is missing
