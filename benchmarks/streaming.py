@@ -279,7 +279,8 @@ def train_step_rate(steps: int, run_dir: Path) -> dict:
     for i, batch in enumerate(batches):
         if i == 2:  # two warm-up steps
             t0 = time.perf_counter()
-        res = module._losses(batch, module.task_for_batch(i), train=True)
+        task = stage.tasks[i % len(stage.tasks)]  # the alternation the data module applies in training
+        res = module._losses(dm.with_targets(batch, [task]), task, train=True)
         opt.zero_grad()
         res["loss"].backward()
         opt.step()

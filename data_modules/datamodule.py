@@ -21,6 +21,7 @@ Resumable state
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -40,8 +41,9 @@ from data_modules.streaming import (
 class SpeechDataModule(L.LightningDataModule):
     """Train/val/test loaders over prepared corpora.
 
-    Counts of skipped clips accumulate in :attr:`skip_counts` (reason -> count) and the ids in
-    :attr:`skipped`, so the training module can log them per epoch.
+    Each batch names the clips it could not use (``skipped``: id, reason). Training and
+    validation batches also carry their targets (:meth:`with_targets`): a training batch takes
+    the stage's tasks in turn (``task``), a validation batch gets every task's.
     """
 
     def __init__(self, cfg: DataConfig):
@@ -50,6 +52,11 @@ class SpeechDataModule(L.LightningDataModule):
         self.train_sampler = None
         self._restored_sampler_state: dict | None = None
         self._consumed: tuple[int, int, int] | None = None  # (epoch, batches, cuts) trained on
+        self.target_selector: Callable[[str, list[dict]], dict] | None = None
+        """``(task, records) -> {"keep", "texts", "skipped"}``, handed over by the model side
+        (its prompt format decides what a target is); ``None``: batches carry no targets."""
+        self.tasks: list[str] = []
+        """The current stage's tasks (set by the stage), in the order training batches take them."""
 
     # -- manifests -------------------------------------------------------------------------
     def split_cuts(self, split_attr: str, metadata_only: bool = False) -> list[tuple[CorpusSpec, CutSet]]:
@@ -199,19 +206,35 @@ class SpeechDataModule(L.LightningDataModule):
             self._batches_per_epoch = sum(1 for _ in sampler)
         return self._batches_per_epoch
 
-    # -- resumable state -------------------------------------------------------------------
-    def on_before_batch_transfer(self, batch, dataloader_idx: int):
-        """Count the training batches (and cuts) that reached the training step this epoch."""
-        trainer = getattr(self, "trainer", None)
-        if (
-            trainer is not None
-            and trainer.training
-            and self.train_sampler is not None
-            and isinstance(batch, dict)
-            and "ids" in batch
-        ):
-            self.note_consumed(len(batch["ids"]) + len(batch.get("skipped", ())))
+    # -- targets ---------------------------------------------------------------------------
+    def with_targets(self, batch: dict, tasks) -> dict:
+        """``batch["targets"][task]``: the records each task trains on (``keep``, indices into the
+        batch), their target texts and the clips it must skip, with the reason."""
+        batch["targets"] = {task: self.target_selector(task, batch["records"]) for task in tasks}
         return batch
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Training batches: counted (resumable position) and given their task, the next of the
+        stage's in turn, with its targets. Validation batches: every task's targets."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or not isinstance(batch, dict) or "ids" not in batch:
+            return batch
+        targets = self.target_selector is not None and bool(self.tasks)
+        if trainer.training and self.train_sampler is not None:
+            position = self.consumed_batches()  # this batch's index in the epoch
+            self.note_consumed(len(batch["ids"]) + len(batch.get("skipped", ())))
+            if targets:
+                batch["task"] = self.tasks[position % len(self.tasks)]
+                self.with_targets(batch, [batch["task"]])
+        elif targets and (trainer.validating or trainer.sanity_checking):
+            self.with_targets(batch, dict.fromkeys(self.tasks))
+        return batch
+
+    # -- resumable state -------------------------------------------------------------------
+    def consumed_batches(self) -> int:
+        """Training batches of the current epoch that reached the training step (restored on resume)."""
+        epoch = self.train_sampler.epoch
+        return self._consumed[1] if self._consumed is not None and self._consumed[0] == epoch else 0
 
     def note_consumed(self, n_cuts: int) -> None:
         """Record that training consumed one batch of ``n_cuts`` cuts of the current epoch."""

@@ -146,6 +146,20 @@ def select_targets(
     return keep, targets, skipped
 
 
+class TargetSelector:
+    """:func:`select_targets` for the data side: ``selector(task_name, records)`` ->
+    ``{"keep": [index], "texts": [target], "skipped": [(id, reason)]}``. The data module calls it
+    on every training and validation batch (it never imports the model: the selector is handed
+    to it), so a batch reaches the training step with its targets chosen."""
+
+    def __init__(self, prompts: PromptBuilder, labels, room: int | None):
+        self.prompts, self.labels, self.room = prompts, set(labels), room
+
+    def __call__(self, task_name: str, records: list[dict]) -> dict:
+        keep, texts, skipped = select_targets(self.prompts, get_task(task_name), records, self.labels, self.room)
+        return {"keep": keep, "texts": texts, "skipped": skipped}
+
+
 def user_message(task: Task) -> str:
     return f"{CONTENT_SLOT}{DESCRIPTOR_SLOT}{task.instruction}"
 

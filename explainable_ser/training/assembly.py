@@ -17,6 +17,7 @@ import torch
 from data_modules.batches import SpeechBatchDataset
 from data_modules.datamodule import SpeechDataModule
 from explainable_ser.config import ExperimentConfig, load_config
+from explainable_ser.model.prompts import TargetSelector
 from explainable_ser.model.ser import build_model
 from explainable_ser.model.tokenizer import load_tokenizer
 from explainable_ser.training.checkpointing import load_adaptable, read_checkpoint
@@ -103,6 +104,10 @@ def build(cfg: ExperimentConfig, run_dir: Path, dm: SpeechDataModule | None = No
         random_init_dir=run_dir / "offline_models",
         init_seed=cfg.seed,
     )
+    # Targets are chosen on the data side, in the prompt format of this model; text tokens must
+    # leave the LLM's context room.
+    room = getattr(getattr(model.llm, "config", None), "max_position_embeddings", None)
+    dm.target_selector = TargetSelector(model.prompts, cfg.training.labels, room)
     return dm, ExplainableSERModule(model, cfg)
 
 

@@ -1,6 +1,8 @@
 """LightningModule: one training step per batch, the optimiser and its schedule.
 
-The objective is the model's (:meth:`explainable_ser.model.ser.ExplainableSER.loss`); the stage
+A batch arrives with its task and targets chosen by the data module (``batch["task"]``,
+``batch["targets"]``); the step computes the loss and logs. The objective is the model's
+(:meth:`explainable_ser.model.ser.ExplainableSER.loss`); the stage
 (what trains, which tasks, how many steps) is set by
 :class:`~explainable_ser.training.stages.StageCallback`; skip logging, gradient guards, RNG restore and
 validation decoding are callbacks (:mod:`explainable_ser.training.callbacks`).
@@ -14,7 +16,7 @@ from collections import Counter
 import lightning as L
 import torch
 
-from explainable_ser.model.prompts import get_task, select_targets
+from explainable_ser.model.prompts import get_task
 from explainable_ser.model.ser import ExplainableSER
 from explainable_ser.training.stages import adaptable_names, group_of, kl_weight
 
@@ -55,10 +57,6 @@ class ExplainableSERModule(L.LightningModule):
         self.stage = stage
         self.stage_steps = max(1, steps)
 
-    def task_for_batch(self, batch_idx: int) -> str:
-        tasks = self.stage.tasks
-        return tasks[batch_idx % len(tasks)]  # alternation: one task per batch, in turn
-
     def current_beta(self) -> float:
         t = self.cfg.training
         step = self.trainer.global_step if self._trainer is not None else None
@@ -73,14 +71,14 @@ class ExplainableSERModule(L.LightningModule):
 
     # -- shared step ---------------------------------------------------------------------------
     def _losses(self, batch, task_name: str, *, train: bool, zero_speech: bool = False):
+        if "targets" not in batch:
+            raise ValueError(
+                "the batch carries no targets: batches come from SpeechDataModule with its "
+                "target_selector set (training.assembly.build sets it), or through its with_targets()"
+            )
         task = get_task(task_name)
-        # Text tokens must leave the LLM's context room.
-        room = getattr(getattr(self.model.llm, "config", None), "max_position_embeddings", None)
-        keep, targets, skipped = select_targets(
-            self.model.prompts, task, batch["records"], set(self.cfg.training.labels), room
-        )
-        for utt_id, reason in skipped:
-            self.skip(utt_id, reason)
+        chosen = batch["targets"][task_name]  # chosen on the data side
+        keep, targets = chosen["keep"], chosen["texts"]
         if not keep:
             return None
         idx = torch.tensor(keep, device=batch["wave"].device)
@@ -108,7 +106,9 @@ class ExplainableSERModule(L.LightningModule):
             self.skip(s["id"], s["reason"])
         if len(batch["ids"]) == 0:
             return self._no_step()  # every clip of this batch was unusable
-        task_name = self.task_for_batch(batch_idx)
+        task_name = batch.get("task")  # the data module's turn; None for the SSL baselines
+        for utt_id, reason in batch.get("targets", {}).get(task_name, {}).get("skipped", ()):
+            self.skip(utt_id, reason)
         res = self._losses(batch, task_name, train=True)
         if res is None:
             return self._no_step()
@@ -154,6 +154,8 @@ class ExplainableSERModule(L.LightningModule):
         if len(batch["ids"]) == 0:
             return
         for task_name in dict.fromkeys(self.stage.tasks):
+            for utt_id, reason in batch["targets"][task_name]["skipped"]:
+                self.skip(utt_id, reason)
             for zero, suffix in ((False, ""), (True, "_no_speech")):
                 res = self._losses(batch, task_name, train=False, zero_speech=zero)
                 if res is None:

@@ -112,6 +112,8 @@ class StageCallback(L.Callback):
         # Runs before the strategy wraps the model, so DDP sees the final requires_grad flags
         # and needs no find_unused_parameters.
         pl_module.set_stage(self.stage, stage_steps(self.stage, trainer))
+        if hasattr(trainer.datamodule, "tasks"):  # batches take the stage's tasks in turn
+            trainer.datamodule.tasks = list(self.stage.tasks)
         names = apply_trainable(pl_module.model, list(self.stage.trainable))
         n_params = sum(p.numel() for n, p in pl_module.model.named_parameters() if n in names)
         say(
