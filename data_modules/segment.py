@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import librosa
 import numpy as np
 
 
@@ -40,14 +41,13 @@ def speech_runs(
 ) -> list[tuple[int, int]]:
     """Sample intervals of speech: librosa's non-silent intervals, those closer than
     ``min_pause`` seconds joined."""
-    import librosa
 
     if audio.size == 0 or not np.any(audio):
         return []
     frame, hop = max(1, int(frame_seconds * sr)), max(1, int(hop_seconds * sr))
-    floor = 10.0 ** (floor_db / 10.0)  # a mean square (librosa compares frame powers)
+    floor = 10.0 ** (floor_db / 20.0)  # an RMS amplitude: librosa compares frame RMS in dB (20 log10)
     intervals = librosa.effects.split(
-        audio, top_db=top_db, frame_length=frame, hop_length=hop, ref=lambda power: max(float(np.max(power)), floor)
+        audio, top_db=top_db, frame_length=frame, hop_length=hop, ref=lambda rms: max(float(np.max(rms)), floor)
     )
     runs: list[list[int]] = []
     for start, end in intervals.tolist():

@@ -70,3 +70,18 @@ def test_too_short_runs_are_returned_apart_and_silence_has_none():
     assert speech_runs(np.zeros(0, dtype=np.float32), SR) == []
     with pytest.raises(ValueError, match="no room"):
         split_at_pauses(audio, SR, max_seconds=0.1)
+
+
+def test_a_quiet_recording_is_measured_against_the_floor_in_dbfs():
+    """Bursts at -40 dBFS RMS over noise at -70 dBFS: the floor (-25 dBFS) sets the threshold at
+    -60 dBFS, so the noise is a pause. (Read as a power, the floor would sit at -50 dBFS, the
+    threshold at -75 dBFS, and the noise would join the bursts into one run.)"""
+    sr = 16000
+    rng = np.random.default_rng(0)
+    t = np.arange(sr) / sr
+    burst = np.sqrt(2) * 10 ** (-40 / 20) * np.sin(2 * np.pi * 220 * t)  # RMS -40 dBFS
+    noise = lambda n: rng.normal(0.0, 10 ** (-70 / 20), n)  # noqa: E731
+    audio = np.concatenate([noise(sr), burst + noise(sr), noise(sr), burst + noise(sr), noise(sr)]).astype(np.float32)
+    runs = speech_runs(audio, sr)
+    assert len(runs) == 2
+    assert [round(s / sr, 1) for s, _ in runs] == [1.0, 3.0]
