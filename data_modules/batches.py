@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 import soxr
 import torch
 from lhotse import CutSet
@@ -139,8 +140,6 @@ class SpeechBatchDataset(torch.utils.data.Dataset):
             if not path.is_file():
                 return "missing_file"
             try:
-                import soundfile as sf
-
                 info = sf.info(str(path))
             except Exception:
                 break

@@ -27,6 +27,7 @@ audio source           the cut's ``Recording`` (path, offset = ``cut.start``,
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +171,6 @@ def record_of(cut) -> dict[str, Any]:
 def read_jsonl(path: str | Path) -> list[dict]:
     """One dict per non-empty line of a JSONL file (``predictions.jsonl``, manifests' rows);
     a line that is not a JSON object is a :class:`ValueError` naming the file and line."""
-    import json
 
     rows = []
     with open(path, encoding="utf-8") as f:
@@ -197,7 +197,6 @@ def read_appended_jsonl(path: str | Path) -> tuple[list[dict], bool]:
     ``data_modules.rationales``' progress file). A last line cut off mid-write is removed from
     the file (``dropped``), and a whole last line without its newline gets one, so the lines
     appended next start on a line of their own. Any other bad line is a :class:`ValueError`."""
-    import json
 
     path = Path(path)
     if not path.is_file():

@@ -29,11 +29,14 @@ Streaming at scale
 
 from __future__ import annotations
 
+import gzip
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler, SimpleCutSampler
+from lhotse.serialization import decode_json_line, deserialize_item
 
 from data_modules.config import CorpusSpec, DataConfig
 from data_modules.corpora.common import shar_dir
@@ -116,10 +119,6 @@ class TolerantJsonl:
         self.path = Path(path)
 
     def __iter__(self):
-        import gzip
-        import warnings
-
-        from lhotse.serialization import decode_json_line, deserialize_item
 
         opener = gzip.open if self.path.suffix == ".gz" else open
         with opener(self.path, "rb") as f:

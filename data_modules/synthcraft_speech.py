@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import espeakng_loader
 import numpy as np
 import soxr
 
@@ -364,7 +365,6 @@ class _Espeak:
     """
 
     def __init__(self, voice_dir: Path | None = None) -> None:
-        import espeakng_loader
 
         lib = ctypes.CDLL(espeakng_loader.get_library_path())
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]

@@ -29,8 +29,6 @@ import os
 import sys
 from pathlib import Path
 
-from explainable_ser.serving.page import Limits, build
-
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
@@ -68,6 +66,10 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The implementation (torch, lhotse, the models) loads after the arguments are checked,
+    # so that --help and argument errors answer at once.
+    from explainable_ser.serving.page import Limits, build
+
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # read when gradio is imported
     try:
         import gradio  # noqa: F401

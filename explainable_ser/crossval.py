@@ -34,7 +34,6 @@ import argparse
 import sys
 
 from explainable_ser.config import ConfigError
-from explainable_ser.training.folds import crossvalidate, parse_folds
 
 DESCRIPTION = __doc__
 
@@ -53,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         "--corpus", default="iemocap", help="name of the cross-validated corpus in data.corpora (default iemocap)"
     )
     args = parser.parse_args(argv)
+    # The implementation (torch, lhotse, the models) loads after the arguments are checked,
+    # so that --help and argument errors answer at once.
+    from explainable_ser.training.folds import crossvalidate, parse_folds
+
     try:
         crossvalidate(list(args.overrides), parse_folds(args.folds), args.corpus)
     except ConfigError as err:

@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 from explainable_ser.config import ConfigError
-from explainable_ser.evaluation.pipeline import evaluate_module
 from explainable_ser.training.runs import resolve_ckpt_arg
 
 # torch, the model stack and the metrics load inside the functions that use them, so that
@@ -44,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output directory (default: the run directory)")
     parser.add_argument("overrides", nargs="*", help="YAML files and key=value overrides")
     args = parser.parse_args(argv)
+    # The implementation (torch, lhotse, the models) loads after the arguments are checked,
+    # so that --help and argument errors answer at once.
+    from explainable_ser.evaluation.pipeline import evaluate_module
+
     try:  # said before the model stack loads (seconds)
         args.ckpt = resolve_ckpt_arg(args.ckpt)
     except ConfigError as err:

@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from explainable_ser.serving.bundle import DTYPES, ExportError, export, verify
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -50,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also write merged_llm/: the LLM with LoRA merged in (save_pretrained)",
     )
     parser.add_argument(
-        "--dtype", choices=sorted(DTYPES), default=None, help="dtype of the saved weights (default: as trained)"
+        "--dtype", default=None, help="dtype of the saved weights: fp32, bf16 or fp16 (default: as trained)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     parser.add_argument(
@@ -62,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for rebuilding the run (rarely needed)"
     )
     args = parser.parse_args(argv)
+    # The implementation (torch, lhotse, the models) loads after the arguments are checked,
+    # so that --help and argument errors answer at once.
+    from explainable_ser.serving.bundle import DTYPES, ExportError, export, verify
+
+    if args.dtype is not None and args.dtype not in DTYPES:
+        parser.error(f"argument --dtype: invalid choice: {args.dtype!r} (choose from {', '.join(sorted(DTYPES))})")
     from explainable_ser.config import ConfigError
     from explainable_ser.training.runs import resolve_ckpt_arg
 

@@ -37,8 +37,6 @@ import json
 import sys
 from pathlib import Path
 
-from explainable_ser.analysis.rating import SheetError, aggregate, export, judge, parse_systems
-
 
 # -- command line -----------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     jd.add_argument("--batch-size", type=int, default=8)
     jd.add_argument("--device", default=None)
     args = parser.parse_args(argv)
+    # The implementation (torch, lhotse, the models) loads after the arguments are checked,
+    # so that --help and argument errors answer at once.
+    from explainable_ser.analysis.rating import SheetError, aggregate, export, judge, parse_systems
+
     try:
         if args.command == "export":
             res = export(

@@ -41,7 +41,6 @@ import sys
 from pathlib import Path
 
 from explainable_ser.config import ConfigError
-from explainable_ser.serving.batch import already_done, collect, key, language_check, load, run
 from explainable_ser.training.runs import resolve_ckpt_arg
 
 
@@ -108,6 +107,10 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The implementation (torch, lhotse, the models) loads after the arguments are checked,
+    # so that --help and argument errors answer at once.
+    from explainable_ser.serving.batch import already_done, collect, key, language_check, load, run
+
     files, missing = collect(args.audio)
     if not files:  # nothing to do: say so before loading any model
         what = ", ".join(missing) if missing else ", ".join(args.audio)

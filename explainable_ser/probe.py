@@ -31,8 +31,6 @@ import json
 import sys
 from pathlib import Path
 
-from explainable_ser.analysis.ladder import plot, run_probe, table
-
 DESCRIPTION = __doc__
 
 
@@ -59,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output directory (default: the run directory)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the run's config")
     args = parser.parse_args(argv)
+    # The implementation (torch, lhotse, the models) loads after the arguments are checked,
+    # so that --help and argument errors answer at once.
+    from explainable_ser.analysis.ladder import plot, run_probe, table
+
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         print(f"error: run directory not found: {run_dir}", file=sys.stderr)

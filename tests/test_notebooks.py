@@ -41,7 +41,7 @@ QUICK = [
 def tiny_run(tmp_path_factory):
     """A real (tiny) fit: TensorBoard events of two stages, predictions with captions, metrics."""
     from data_modules.synthcraft import generate
-    from explainable_ser.evaluation import report
+    from explainable_ser.evaluation import pipeline, report
     from explainable_ser.fit import main
 
     corpus = tmp_path_factory.mktemp("synthcraft")
@@ -52,7 +52,7 @@ def tiny_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         # BLEU/ROUGE/CIDEr still run (one PTB tokenizer JVM); METEOR's JVM would only cost time.
         mp.setattr(
-            report,
+            pipeline,
             "compute_metrics",
             functools.partial(report.compute_metrics, caption_metrics=("bleu4", "rouge_l", "cider")),
         )

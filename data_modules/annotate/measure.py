@@ -14,7 +14,13 @@ import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import librosa
 import numpy as np
+import pyloudnorm
+import soxr
+from tqdm import tqdm
+
+from data_modules.records import record_of
 
 # ---------------------------------------------------------------------------- measurement setup
 ANALYSIS_SR = 16000
@@ -150,8 +156,6 @@ def measure_audio(audio: np.ndarray, sr: int, transcript: str | None = None) -> 
     Never raises on bad audio: an attribute that cannot be measured is ``None`` with its
     reason in ``null_reasons``.
     """
-    import librosa
-    import pyloudnorm
 
     measured = empty_measurement()
     x = np.asarray(audio, dtype=np.float64)
@@ -164,8 +168,6 @@ def measure_audio(audio: np.ndarray, sr: int, transcript: str | None = None) -> 
     # Clipping is a property of the stored samples: looked for before resampling.
     clipped_fraction = clipped_share(x)
     if sr != ANALYSIS_SR:
-        import soxr
-
         x = soxr.resample(x, sr, ANALYSIS_SR)
     duration = x.size / ANALYSIS_SR
     measured["duration"] = duration
@@ -263,7 +265,6 @@ def load_audio(cut) -> tuple[np.ndarray | None, int, str | None]:
 
 def corpus_gender(cut) -> str | None:
     """The record's own gender (``attributes["gender"]``, else the supervision's)."""
-    from data_modules.records import record_of
 
     rec = record_of(cut)
     gender = rec["attributes"].get("gender") or rec.get("gender")
@@ -302,7 +303,6 @@ def _job(cut) -> tuple[str, dict[str, Any], dict[str, Any]]:
 
 def _warm_up() -> None:
     """Compile librosa's numba kernels once before forking, so workers do not each do it."""
-    import librosa
 
     t = np.arange(ANALYSIS_SR // 4) / ANALYSIS_SR
     librosa.pyin(np.sin(2 * np.pi * 150 * t), sr=ANALYSIS_SR, **PYIN)
@@ -312,7 +312,6 @@ def measure_cuts(
     cuts: Iterable, workers: int = 1, progress: bool = False, total: int | None = None
 ) -> Iterator[tuple[str, dict, dict]]:
     """``(id, measured, meta)`` per cut, in order; ``workers`` > 1 uses a process pool."""
-    from tqdm import tqdm
 
     _warm_up()
     with tqdm(total=total, desc="annotate", unit="utt", disable=not progress) as bar:

@@ -16,6 +16,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from lhotse import CutSet
+from lhotse.utils import fastcopy
+
 from data_modules.annotate.bins import (
     BinningConfig,
     assign_bins,
@@ -73,13 +76,11 @@ def annotate_record(
 
 
 def _copy_sup(sup, custom: dict):
-    from lhotse.utils import fastcopy
 
     return fastcopy(sup, custom=custom)
 
 
 def _copy_cut(cut, sup):
-    from lhotse.utils import fastcopy
 
     return fastcopy(cut, supervisions=[sup, *cut.supervisions[1:]])
 
@@ -133,7 +134,6 @@ def annotate_manifest(
     Two passes over the (lazily read) manifest: measure every utterance (in parallel), then --
     once every speaker's utterances are known -- bin and write.
     """
-    from lhotse import CutSet
 
     cfg = cfg or BinningConfig()
     workers = default_workers() if workers is None else workers

@@ -27,6 +27,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from lhotse import CutSet
+
+from data_modules.records import manifest_path
+
 # No lhotse at the top (it takes seconds): the readers import this module for LayoutError
 # when `prepare --help` builds its parser; write_prepared imports it.
 
@@ -117,9 +121,6 @@ def write_prepared(
 
     Returns split -> manifest path.
     """
-    from lhotse import CutSet
-
-    from data_modules.records import manifest_path
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,13 @@ import re
 import sys
 from pathlib import Path
 
-from data_modules.corpora.common import LayoutError
+import numpy as np
+import soundfile as sf
+import soxr
+from tqdm import tqdm
+
+from data_modules.corpora.common import BadInput, LayoutError, PrepareReport, write_prepared
+from data_modules.records import make_cut
 
 CORPUS = "emosec"
 SPLIT = "test"
@@ -141,7 +147,6 @@ def audio_candidates(utt_id: str, scp_path: str | None, root: Path, meta: Path) 
 
 def valid_flac(path: Path) -> int | None:
     """Number of samples of an existing, readable 16 kHz FLAC; ``None`` otherwise."""
-    import soundfile as sf
 
     if not path.is_file():
         return None
@@ -155,11 +160,6 @@ def valid_flac(path: Path) -> int | None:
 
 def convert(src: Path, dst: Path) -> int:
     """Decode ``src``, resample to 16 kHz mono and write ``dst`` (FLAC); returns its samples."""
-    import numpy as np
-    import soundfile as sf
-    import soxr
-
-    from data_modules.corpora.common import BadInput
 
     try:
         audio, sr = sf.read(str(src), dtype="float32", always_2d=True)
@@ -181,7 +181,6 @@ def convert(src: Path, dst: Path) -> int:
 
 def prepare_audio(candidates: list[Path], dst: Path) -> int:
     """Samples of the 16 kHz FLAC at ``dst``, converting the first existing candidate."""
-    from data_modules.corpora.common import BadInput
 
     existing = valid_flac(dst)
     if existing is not None:
@@ -197,7 +196,6 @@ def prepare_audio(candidates: list[Path], dst: Path) -> int:
 
 def caption_of(utt_id: str, captions: dict[str, object], broken: dict[str, str]) -> str:
     """The utterance's caption; BadInput when it is broken, missing or not a non-empty string."""
-    from data_modules.corpora.common import BadInput
 
     if utt_id in broken:
         raise BadInput("broken_caption_line", broken[utt_id])
@@ -216,10 +214,6 @@ def prepare_emosec(
 
     Returns split -> manifest path. Raises :class:`LayoutError` when ``root`` holds no set.
     """
-    from tqdm import tqdm
-
-    from data_modules.corpora.common import BadInput, PrepareReport, write_prepared
-    from data_modules.records import make_cut
 
     root = Path(root)
     meta = find_metadata_dir(root)

@@ -69,8 +69,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import soundfile as sf
+from lhotse import CutSet
+from tqdm import tqdm
+
 from data_modules.cli_types import fraction
-from data_modules.corpora.common import LayoutError
+from data_modules.corpora.common import BadInput, LayoutError, PrepareReport, write_prepared
+from data_modules.records import canonical_emotion, make_cut
 
 CORPUS = "iemocap"
 SESSIONS: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -206,7 +211,6 @@ def parse_transcriptions(path: Path) -> dict[str, str]:
 
 def annotator_emotions(utt: Utterance) -> list[str] | None:
     """Per annotator, the first of their labels with a canonical form (see module docstring)."""
-    from data_modules.records import canonical_emotion
 
     out = []
     for labels in utt.annotators:
@@ -301,9 +305,6 @@ def fold_splits(
 
 def audio_info(path: Path) -> tuple[int, int]:
     """``(sampling_rate, num_samples)`` of a wav; BadInput when missing, unreadable or empty."""
-    import soundfile as sf
-
-    from data_modules.corpora.common import BadInput
 
     if not path.is_file():
         raise BadInput("missing_audio", f"no such file: {path}")
@@ -318,7 +319,6 @@ def audio_info(path: Path) -> tuple[int, int]:
 
 def record_fields(utt: Utterance, release: Path, transcripts: dict[str, str]) -> dict:
     """The :func:`make_cut` keyword arguments of one utterance (all but ``split``)."""
-    from data_modules.corpora.common import BadInput
 
     transcript = transcripts.get(utt.utt_id)
     if not transcript:
@@ -357,11 +357,6 @@ def prepare_iemocap(
 
     Returns split -> manifest path. Raises :class:`LayoutError` when ``root`` holds no release.
     """
-    from lhotse import CutSet
-    from tqdm import tqdm
-
-    from data_modules.corpora.common import BadInput, PrepareReport, write_prepared
-    from data_modules.records import make_cut
 
     release = find_release(Path(root))
     report = PrepareReport(CORPUS, release)

@@ -51,14 +51,21 @@ import argparse
 import csv
 import io
 import math
+import multiprocessing
 import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import av
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
 from data_modules.cli_types import default_workers, positive_float, positive_int
-from data_modules.corpora.common import LayoutError, PrepareReport
+from data_modules.corpora.common import BadInput, LayoutError, PrepareReport, write_prepared
+from data_modules.records import canonical_emotion, make_cut
 
 CORPUS = "meld"
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
@@ -149,8 +156,6 @@ def read_csv(path: str | Path, split: str, report: PrepareReport) -> list[MeldIt
     Raises :class:`BadInput` (``unrecognised_csv``/``unreadable_csv``) when the header lacks
     MELD's columns or the file cannot be read: a whole-file problem, not a row's.
     """
-    from data_modules.corpora.common import BadInput
-    from data_modules.records import canonical_emotion
 
     path = Path(path)
     try:
@@ -288,8 +293,6 @@ def decode_mp4(path: str | Path):
 
     Raises whatever PyAV raises for an unreadable file; ``ValueError`` without an audio track.
     """
-    import av
-    import numpy as np
 
     chunks = []
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLING_RATE)
@@ -306,7 +309,6 @@ def decode_mp4(path: str | Path):
 
 def cached_samples(flac: Path) -> int | None:
     """Samples of an existing usable cache file (16 kHz mono FLAC), else ``None``."""
-    import soundfile as sf
 
     try:
         info = sf.info(str(flac))
@@ -319,8 +321,6 @@ def cached_samples(flac: Path) -> int | None:
 
 def write_flac(audio, flac: Path) -> None:
     """Write 16-bit FLAC atomically (a killed run never leaves a valid-looking half file)."""
-    import numpy as np
-    import soundfile as sf
 
     buffer = io.BytesIO()
     # The 5.1 downmix can exceed full scale; clip rather than let the int16 conversion wrap.
@@ -350,9 +350,6 @@ def decode_job(job: tuple[str, str]) -> tuple[str, int, str]:
 
 def _decoded(jobs: list[tuple[str, str]], workers: int, progress: bool) -> Iterator[tuple[str, int, str]]:
     """Results of :func:`decode_job` for ``jobs``, in order, with a progress bar."""
-    import multiprocessing
-
-    from tqdm import tqdm
 
     with tqdm(total=len(jobs), desc=CORPUS, unit="clip", disable=not progress) as bar:
         if workers <= 1 or len(jobs) < 2:
@@ -372,7 +369,6 @@ def _decoded(jobs: list[tuple[str, str]], workers: int, progress: bool) -> Itera
 
 # ------------------------------------------------------------------------------- prepare
 def _make_cut(item: MeldItem, flac: Path, num_samples: int):
-    from data_modules.records import make_cut
 
     cut = make_cut(
         item.cut_id,
@@ -408,7 +404,6 @@ def prepare(
 
     Raises :class:`LayoutError` when ``root`` is missing or holds no CSV with clips.
     """
-    from data_modules.corpora.common import BadInput, PrepareReport, write_prepared
 
     root = Path(root)
     if not root.is_dir():

@@ -63,13 +63,18 @@ import hashlib
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import soundfile as sf
+from lhotse import load_manifest_lazy
+from tqdm import tqdm
+
 from data_modules.cli_types import fraction
-from data_modules.corpora.common import LayoutError, PrepareReport
+from data_modules.corpora.common import BadInput, LayoutError, PrepareReport, write_prepared
 from data_modules.corpora.speechcraft_labels import (
     _NONE_WORDS,
     Descriptors,
@@ -77,6 +82,7 @@ from data_modules.corpora.speechcraft_labels import (
     iter_label_files,
     load_labels,
 )
+from data_modules.records import make_cut
 
 CORPUS = "speechcraft"
 AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".opus")
@@ -123,7 +129,6 @@ class Segment:
 def load_segments(manifests: Iterable[str | Path], keys: set[str]) -> dict[str, Segment]:
     """Segments of the labelled ``keys`` from lhotse supervision manifests (read lazily: a
     GigaSpeech manifest holds millions of segments)."""
-    from lhotse import load_manifest_lazy
 
     segments: dict[str, Segment] = {}
     for path in manifests:
@@ -143,12 +148,9 @@ class AudioInfo:
 
     def __call__(self, path: Path) -> tuple[int, int]:
         """``(sampling_rate, num_samples)``; raises :class:`BadInput` (``unreadable_audio``)."""
-        from data_modules.corpora.common import BadInput
 
         if path not in self._cache:
             try:
-                import soundfile as sf
-
                 info = sf.info(str(path))
                 self._cache[path] = (int(info.samplerate), int(info.frames))
             except Exception as err:  # any unreadable file concerns its utterances only
@@ -208,7 +210,6 @@ def _locate(
 ) -> tuple[dict[str, Any], str]:
     """The audio arguments of :func:`make_cut` for a key and the recording it belongs to (the
     unit of the split); raises :class:`BadInput`."""
-    from data_modules.corpora.common import BadInput
 
     segment = segments.get(key)
     speaker = segment.speaker if segment else None
@@ -247,7 +248,6 @@ def _locate(
 
 
 def _make_cut(key: str, desc: Descriptors, where: dict[str, Any], split: str):
-    from data_modules.records import make_cut
 
     where = dict(where)
     path = Path(where.pop("audio_path")).resolve()
@@ -277,11 +277,6 @@ def prepare(opts: Options) -> tuple[PrepareReport, dict[str, Path]]:
 
     Raises :class:`LayoutError` for missing inputs or an audio root without audio files.
     """
-    from collections import Counter
-
-    from tqdm import tqdm
-
-    from data_modules.corpora.common import BadInput, PrepareReport, write_prepared
 
     _check_inputs(opts)
     report = PrepareReport(CORPUS, opts.audio)

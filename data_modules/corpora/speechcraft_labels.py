@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_modules.corpora.common import PrepareReport
+from data_modules.corpora.common import BadInput, PrepareReport
+from data_modules.records import canonical_emotion
 
 LABEL_EXTENSIONS: tuple[str, ...] = (".json", ".jsonl")
 
@@ -204,8 +205,6 @@ def _normalise_attribute(name: str, value: str) -> str | None:
 def describe(record: dict[str, Any]) -> Descriptors:
     """The descriptors of a label record. Raises :class:`BadInput` (``bad_label_record``)
     when it has neither a parsable ``labels`` string nor a caption."""
-    from data_modules.corpora.common import BadInput
-    from data_modules.records import canonical_emotion
 
     labels_text = record.get("labels")
     if labels_text is not None and not isinstance(labels_text, str):

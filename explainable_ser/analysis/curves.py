@@ -7,7 +7,9 @@ import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from explainable_ser.analysis.explore import resolve, run_specs
 from explainable_ser.evaluation import plots
@@ -42,7 +44,6 @@ def stage_names(run_dir: str | Path) -> list[str]:
 
 def read_scalars(run_dir: str | Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """Every scalar of every stage: ``{stage: {tag: [(step, value), ...]}}``."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = {}
     for stage in stage_names(run_dir):
@@ -73,7 +74,6 @@ def concatenated_curves(
 def curves_figure(runs: dict[str, str | Path], tags: Sequence[str] = DEFAULT_CURVES, ncols: int = 3):
     """One panel per tag that any run logged, one line per run, stages joined (dotted lines
     mark the stage boundaries of the first run)."""
-    import matplotlib.pyplot as plt
 
     data = {label: concatenated_curves(read_scalars(d)) for label, d in runs.items()}
     present = [t for t in tags if any(t in curves for curves, _ in data.values())]

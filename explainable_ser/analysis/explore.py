@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from data_modules.records import read_jsonl
+from explainable_ser.analysis.ladder import TARGETS, rung_order
 from explainable_ser.evaluation import plots
 from explainable_ser.evaluation.significance import CAPTION_TESTS, compare
 from explainable_ser.model.prompts import get_task
@@ -199,7 +200,6 @@ def probe_ladder(run: Run) -> list[dict]:
     path = run.path / "probe.json"
     if not path.is_file():
         return []
-    from explainable_ser.analysis.ladder import TARGETS, rung_order
 
     report = json.loads(path.read_text())
     return [

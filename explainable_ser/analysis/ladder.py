@@ -6,8 +6,26 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import time
 from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, balanced_accuracy_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from tqdm import tqdm
+
+from data_modules.annotate.measure import _warm_up, measure_audio
+from explainable_ser.evaluation.decoding import decode_precision
+from explainable_ser.model.prompts import _ATTR_PATTERNS, FIELD_PREFIX, caption_attributes, get_task, render_target
+from explainable_ser.model.ser import SpeechTokens
+from explainable_ser.training.assembly import load_trained
 
 TARGETS = ("emotion", "gender", "pitch", "volume", "speed")
 MEASUREMENT_FEATURES = (
@@ -35,7 +53,6 @@ def target_labels(record: dict) -> dict[str, str | None]:
 
 def score(target: str, truth: list, pred: list) -> float:
     """UA for the emotion, accuracy for an attribute."""
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
     return float(balanced_accuracy_score(truth, pred) if target == "emotion" else accuracy_score(truth, pred))
 
@@ -46,11 +63,6 @@ def fit_probe(kind: str, train_x, train_y: list, test_x, test_y: list, target: s
     ``kind``: ``linear`` (standardise + logistic regression, C=0.1) or ``trees`` (histogram
     gradient boosting, which takes missing measurements as they are). Rows whose label is
     None are left out and counted. Returns ``{"score", "n_train", "n_test"}`` or a reason."""
-    import numpy as np
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     tr = [i for i, y in enumerate(train_y) if y is not None]
     te = [i for i, y in enumerate(test_y) if y is not None]
@@ -75,7 +87,6 @@ def fit_probe(kind: str, train_x, train_y: list, test_x, test_y: list, target: s
 
 # -- features of each rung ------------------------------------------------------------------
 def _measure(item):
-    from data_modules.annotate.measure import measure_audio
 
     wave, sr, transcript = item
     return measure_audio(wave, sr, transcript)
@@ -83,11 +94,6 @@ def _measure(item):
 
 def measurement_features(clips: list, sr: int, workers: int = 2, desc: str = "measuring") -> list[list[float]]:
     """The nine measurements of each ``(wave, record)`` clip; NaN where one is missing."""
-    import multiprocessing
-
-    from tqdm import tqdm
-
-    from data_modules.annotate.measure import _warm_up
 
     _warm_up()  # numba kernels compiled once, before the workers fork
     items = [(w.numpy(), sr, rec.get("transcript")) for w, rec in clips]
@@ -118,7 +124,6 @@ def measurement_features(clips: list, sr: int, workers: int = 2, desc: str = "me
 
 def _pool(x, lens):
     """[B, F, D] states, [B] valid frames -> [B, 2D] mean and std over each clip's frames."""
-    import torch
 
     mask = (torch.arange(x.shape[1], device=x.device)[None] < lens[:, None]).float()[..., None]  # [B, F, 1]
     n = mask.sum(1).clamp(min=1)
@@ -130,8 +135,6 @@ def _pool(x, lens):
 def clip_batches(clips: list, batch_size: int, desc: str):
     """``(clip indices, wave [B, T] zero-padded, lengths [B])`` over ``(wave, record)`` clips,
     shortest first (little padding), with a progress bar."""
-    import torch
-    from tqdm import tqdm
 
     order = sorted(range(len(clips)), key=lambda i: clips[i][0].shape[0])
     for s in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
@@ -145,7 +148,6 @@ def clip_batches(clips: list, batch_size: int, desc: str):
 
 def model_states(model, clips: list, batch_size: int = 8, desc: str = "states") -> dict[str, list]:
     """Pooled states of each rung for ``(wave, record)`` clips: ``{rung: [N, dim] rows}``."""
-    import torch
 
     out: dict[str, list] = {}
     model.eval()
@@ -185,7 +187,6 @@ def value_slots(target: str, labels: list[str]) -> dict[str, tuple[str, list[str
     """Where each target's value sits in a reference target text: ``{target: (text before it,
     candidate spellings, the reference's own value)}``; targets the text does not state are left
     out. Candidates take the reference's capitalisation ("High pitch ..." -> "Low", "Normal")."""
-    from explainable_ser.model.prompts import _ATTR_PATTERNS, FIELD_PREFIX
 
     out = {}
     caption_end = target.find("\n" + FIELD_PREFIX["emotion"])
@@ -216,10 +217,6 @@ def teacher_forced_choices(
     candidates' common first tokens); every candidate sequence of a batch of clips goes through
     one forward pass together.
     """
-    import torch
-
-    from explainable_ser.model.prompts import get_task, render_target
-    from explainable_ser.model.ser import SpeechTokens
 
     task = get_task(task_name)
     ids = model.prompts._ids
@@ -286,7 +283,6 @@ def teacher_forced_scores(choices: list[dict[str, str]], test_labels: list[dict]
 def answer_scores(predictions: Path, test_ids: list[str], test_labels: list[dict]) -> dict:
     """The model's own answer on the same test clips (the first task that states the emotion
     or a caption, per clip), scored like the probes."""
-    from explainable_ser.model.prompts import caption_attributes
 
     best: dict[str, dict] = {}
     with open(predictions) as f:
@@ -353,10 +349,8 @@ def rung_order(keys) -> list[str]:
 
 def plot(report: dict, path: Path) -> None:
     """Accuracy per rung (the encoder's layers as their best), one line per target."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     rungs = report["rungs"]
     names = [k for k in rung_order(rungs) if not k.startswith("encoder/")]
@@ -398,10 +392,6 @@ def run_probe(
     teacher_forced: bool = True,
 ) -> dict:
     """Load the run, collect each rung's features on train/test clips, fit and score the probes."""
-    import torch
-
-    from explainable_ser.evaluation.decoding import decode_precision
-    from explainable_ser.training.assembly import load_trained
 
     start = time.time()
     ckpt = ckpt or final_checkpoint(run_dir)
@@ -442,7 +432,6 @@ def run_probe(
             t: fit_probe("linear", s_tr[rung], [y[t] for y in train_y], s_te[rung], [y[t] for y in test_y], t)
             for t in TARGETS
         }
-    from explainable_ser.model.prompts import get_task
 
     tasks = [t for t in cfg.eval.tasks if {"caption", "emotion"} & set(get_task(t).fields)]
     if teacher_forced and tasks:

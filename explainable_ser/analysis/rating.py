@@ -10,6 +10,17 @@ import shutil
 import sys
 from pathlib import Path
 
+import krippendorff
+import numpy as np
+from scipy import stats
+from tqdm import tqdm
+
+from data_modules.streaming import read_split
+from explainable_ser.config import load_config
+from explainable_ser.evaluation.report import read_predictions
+from explainable_ser.model.prompts import get_task
+from explainable_ser.model.teacher import InstructLM
+
 CRITERIA = ("plausibility", "grounding", "faithfulness")
 LIKERT = (1, 2, 3, 4, 5)
 SHEET_COLUMNS = ("item", "audio", "emotion", "explanation", *CRITERIA, "comment")
@@ -36,8 +47,6 @@ class SheetError(ValueError):
 def emotion_rows(path: Path) -> dict[str, dict]:
     """The emotion-task rows of a predictions.jsonl, by utterance id (rows of other tasks, or of
     tasks this version does not know, are not rated)."""
-    from explainable_ser.evaluation.report import read_predictions
-    from explainable_ser.model.prompts import get_task
 
     try:
         rows = read_predictions(path)
@@ -70,8 +79,6 @@ def audio_paths(predictions: Path) -> dict[str, str]:
     config = predictions.parent / "config.yaml"
     if not config.is_file():
         return {}
-    from data_modules.streaming import read_split
-    from explainable_ser.config import load_config
 
     cfg = load_config([str(config)])
     out = {}
@@ -220,8 +227,6 @@ def read_sheet(path: Path, key: dict) -> tuple[str, dict[str, dict[str, int | No
 
 def mean_ci(values: list[float]) -> dict:
     """Mean and 95 % t-interval (over items)."""
-    import numpy as np
-    from scipy import stats
 
     n = len(values)
     if n == 0:
@@ -236,7 +241,6 @@ def mean_ci(values: list[float]) -> dict:
 def summarise(sheets: dict[str, dict], key: dict) -> dict:
     """Per system and criterion: mean, 95 % CI over items, ratings and blanks; Krippendorff's
     alpha (ordinal) per criterion over all items when two or more raters rated."""
-    import numpy as np
 
     items = sorted(key["items"])
     out: dict = {"raters": sorted(sheets), "systems": {}, "alpha": {}}
@@ -257,7 +261,6 @@ def summarise(sheets: dict[str, dict], key: dict) -> dict:
             out["alpha"][c] = None
             out.setdefault("reasons", {})["alpha"] = "one rater: no agreement to measure"
             continue
-        import krippendorff
 
         data = np.array(
             [
@@ -313,9 +316,6 @@ def judge(
     device: str | None = None,
     progress: bool = True,
 ) -> dict:
-    from tqdm import tqdm
-
-    from explainable_ser.model.teacher import InstructLM
 
     key = json.loads(key_path.read_text(encoding="utf-8"))
     with open(sheet, newline="", encoding="utf-8") as f:

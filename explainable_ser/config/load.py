@@ -12,6 +12,7 @@ earlier file of the same load, so ``sys5.yaml`` alone means the paper's Sys.5 an
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
 from pathlib import Path
@@ -36,8 +37,6 @@ def load_config(args: list[str] | None = None, base: ExperimentConfig | None = N
     if base is not None:
         merged = OmegaConf.structured(base)
     else:  # building the schema from the dataclasses takes ~60 ms, a copy of it ~8 ms
-        import copy
-
         if getattr(load_config, "_defaults", None) is None:
             load_config._defaults = OmegaConf.structured(ExperimentConfig())
         merged = copy.deepcopy(load_config._defaults)

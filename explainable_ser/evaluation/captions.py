@@ -8,6 +8,7 @@ another language than the references.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import shutil
@@ -15,6 +16,13 @@ import threading
 import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.spice.spice import Spice
+from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 from explainable_ser.evaluation.emotion import _check_same_length
 
@@ -32,7 +40,6 @@ _SPICE_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar"
 def _pycocoevalcap_dir(subpackage: str) -> str | None:
     """Directory of a pycocoevalcap subpackage (the top package is a namespace
     package without ``__file__``)."""
-    import importlib.util
 
     try:
         spec = importlib.util.find_spec(f"pycocoevalcap.{subpackage}")
@@ -52,7 +59,6 @@ def _clean_caption(s: str) -> str:
 
 def _ptb_tokenize(sentences: dict[Any, str]) -> dict[Any, str]:
     """Lowercase + PTB-tokenise + drop punctuation, as the COCO evaluation does."""
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     # Empty strings never reach Java, so they cannot disturb the line alignment.
     todo = {k: [{"caption": s}] for k, s in sentences.items() if s}
@@ -97,7 +103,6 @@ def _close_meteor(meteor: Any) -> None:
 
 
 def _safe_meteor_class() -> type:
-    from pycocoevalcap.meteor.meteor import Meteor
 
     class _SafeMeteor(Meteor):
         # Meteor.__del__ takes the scorer's lock: if compute_score raised (or
@@ -258,26 +263,19 @@ def caption_metrics(
     def scorer(name: str) -> tuple[float | None, str | None, Sequence[float] | None]:
         """(corpus score, reason it is None, per-item scores in ``gts`` key order)."""
         if name == "bleu4":
-            from pycocoevalcap.bleu.bleu import Bleu
-
             score, scores = Bleu(4).compute_score(gts, res, verbose=0)
             return score[3], None, scores[3]
         if name == "meteor":
             return _run_meteor(gts, res, meteor_timeout_s)
         if name == "rouge_l":
-            from pycocoevalcap.rouge.rouge import Rouge
-
             score, scores = Rouge().compute_score(gts, res)
             return score, None, scores
         if name == "cider":
-            from pycocoevalcap.cider.cider import Cider
-
             score, scores = Cider().compute_score(gts, res)
             return score, None, scores
         reason = _spice_unavailable(language)
         if reason is not None:
             return None, reason, None
-        from pycocoevalcap.spice.spice import Spice
 
         return Spice().compute_score(gts, res)[0], None, None
 

@@ -7,7 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 from explainable_ser.config import ConfigError, ExperimentConfig
+from explainable_ser.evaluation.decoding import Pass, decode_passes
+from explainable_ser.evaluation.report import compute_metrics
 from explainable_ser.model.prompts import get_task
 
 
@@ -117,7 +121,6 @@ def summary_lines(metrics: dict, cfg: ExperimentConfig, out_dir: Path, run_dir: 
 def eval_passes(cfg: ExperimentConfig, model) -> dict:
     """The decodes of an evaluation: ``rows`` (``eval.tasks``) and one counterfactual pass per
     stream of ``eval.counterfactual`` (the emotion tasks again, that stream zeroed)."""
-    from explainable_ser.evaluation.decoding import Pass
 
     tasks = list(cfg.eval.tasks)
     # The counterfactual zeroes one speech stream: a model without them has none to zero.
@@ -143,10 +146,6 @@ def evaluate_module(
     By default each DDP rank decodes its shard and the rows are gathered once; ``world_size=1``
     decodes everything in this process.
     """
-    import torch
-
-    from explainable_ser.evaluation.decoding import decode_passes
-    from explainable_ser.evaluation.report import compute_metrics
 
     names = [c.name for c in cfg.data.corpora if c.test_split is not None]
     if not names:

@@ -20,6 +20,7 @@ from explainable_ser.evaluation.emotion import (
     chance_levels,
     emotion_metrics,
 )
+from explainable_ser.evaluation.grounding import consistency, grounding
 from explainable_ser.model.prompts import get_task
 
 
@@ -133,7 +134,6 @@ def explanation_metrics(
       (teacher-written) ones, and ``consistency``: the rate at which a rationale's emotion
       words disagree with the emotion given.
     Rows of tasks without that field are not counted; absent kinds are left out."""
-    from explainable_ser.evaluation.grounding import consistency, grounding
 
     out: dict = {"grounding": {}}
     for kind in ("caption", "rationale"):
@@ -213,7 +213,6 @@ def counterfactual(rows: list[dict], zeroed: list[dict], labels: list[str]) -> d
     if with_rationale:
         # The probe on the reasons: does the rationale change, and does it state more
         # contradicted cues, once the stream is gone?
-        from explainable_ser.evaluation.grounding import grounding
 
         refs = [a.get("attributes_ref") for a, _ in with_rationale]
         out["rationale"] = {

@@ -21,6 +21,7 @@ from torch import nn
 
 from explainable_ser.evaluation.asr import normalize_text
 from explainable_ser.model.bottleneck import frame_mask
+from explainable_ser.model.encoders import build_encoder
 from explainable_ser.model.prompts import Task, render_target
 
 #: CTC output alphabet (index 0 is the blank): what :func:`normalize_text` leaves of English
@@ -184,7 +185,6 @@ class DiscriminativeSER(nn.Module):
 
 def build_baseline(cfg, labels: list[str], device: str = "cpu", random_init_dir=None) -> DiscriminativeSER:
     """A baseline from :class:`explainable_ser.config.ModelConfig` (``kind: discriminative``)."""
-    from explainable_ser.model.encoders import build_encoder
 
     return DiscriminativeSER(
         build_encoder(cfg.encoder, random_init_dir=random_init_dir, device=device), labels, cfg.classifier

@@ -17,7 +17,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import AutoModel, WhisperFeatureExtractor, WhisperModel
 
+from explainable_ser.offline.fbank import CTCFbankEncoder, FbankEncoder
 from explainable_ser.offline.random_init import offline_weights, random_model
 
 
@@ -163,8 +165,6 @@ def build_encoder(cfg, random_init_dir=None, device: str = "cpu") -> nn.Module:
     take ``cfg.dtype`` (``auto``: bf16 when ``device`` is a GPU); the filterbank front ends
     always compute in fp32 (log of small energies).
     """
-    if cfg.kind in ("fbank", "ctc_fbank"):
-        from explainable_ser.offline.fbank import CTCFbankEncoder, FbankEncoder
     if cfg.kind == "fbank":
         enc = FbankEncoder(sampling_rate=cfg.sampling_rate, num_mel_bins=cfg.num_mel_bins)
     elif cfg.kind == "ctc_fbank":
@@ -176,8 +176,6 @@ def build_encoder(cfg, random_init_dir=None, device: str = "cpu") -> nn.Module:
     elif cfg.kind == "whisper":
         enc = build_whisper_encoder(cfg, random_init_dir, device)
     elif cfg.kind == "hf":
-        from transformers import AutoModel
-
         path = offline_weights(cfg.name_or_path, random_init_dir)
         if path:
             model = AutoModel.from_pretrained(
@@ -195,7 +193,6 @@ def build_encoder(cfg, random_init_dir=None, device: str = "cpu") -> nn.Module:
 def build_whisper_encoder(cfg, random_init_dir=None, device: str = "cpu") -> WhisperSpeechEncoder:
     """The encoder half of a Whisper checkpoint (hub name, local directory or ``pkg:whisper-*``),
     or a random one from ``cfg.hf_config`` (``model_type: whisper``) saved to ``random_init_dir``."""
-    from transformers import WhisperFeatureExtractor, WhisperModel
 
     path = offline_weights(cfg.name_or_path, random_init_dir)
     if path:

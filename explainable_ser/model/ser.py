@@ -27,7 +27,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
 from torch import nn
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from explainable_ser.model.bottleneck import Adapter, DisentanglementBlock
 from explainable_ser.model.encoders import build_encoder, resolve_dtype
@@ -436,16 +438,12 @@ def build_llm(
     ``random_init_dir`` it is saved there (``save_pretrained``) on first build and loaded from
     there afterwards, exactly like a downloaded model.
     """
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
 
     dtype = resolve_dtype(cfg.dtype, device)
     path = offline_weights(cfg.name_or_path, random_init_dir)
     if path:
         kwargs = {}
         if cfg.load_in_4bit:
-            from transformers import BitsAndBytesConfig
-
             if not torch.cuda.is_available():
                 raise ValueError("model.llm.load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes")
             # Quantisation happens while loading, on this process's GPU: the model is built

@@ -12,6 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from explainable_ser.model.encoders import resolve_dtype
+from explainable_ser.offline.pretrained import resolve
 
 DEFAULT_TEACHER = "pkg:smollm2-135m-instruct"
 """The offline default: SmolLM2-135M-Instruct from the package registry."""
@@ -33,10 +37,6 @@ class InstructLM:
         dtype: str = "auto",
         trust_remote_code: bool = False,
     ) -> InstructLM:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from explainable_ser.model.encoders import resolve_dtype
-        from explainable_ser.offline.pretrained import resolve
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         path = resolve(name_or_path)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from transformers import AutoTokenizer
 
+from explainable_ser.offline.pretrained import resolve
+
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     """The real path: a hub name, a local directory (e.g. a run's saved tokenizer) or a
     ``pkg:`` packaged model."""
-    from explainable_ser.offline.pretrained import resolve
 
     tok = AutoTokenizer.from_pretrained(resolve(name_or_path), trust_remote_code=trust_remote_code)
     if tok.pad_token is None:

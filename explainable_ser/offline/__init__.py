@@ -11,15 +11,15 @@ and no licensed corpus.
 
 from __future__ import annotations
 
+from data_modules.records import manifest_path
+from data_modules.synthcraft import ensure_synthcraft
+
 
 def prepare_builtin_corpora(data_cfg) -> None:
     """Generate SynthCraft for every corpus named ``synthcraft`` whose manifests are absent
     (``data.synthcraft`` sets its size); other corpora must have been prepared."""
-    from data_modules.records import manifest_path
 
     for spec in data_cfg.corpora:
         if spec.name == "synthcraft" and not manifest_path(spec.dir, spec.name, "train").exists():
-            from data_modules.synthcraft import ensure_synthcraft
-
             s = data_cfg.synthcraft
             ensure_synthcraft(spec.dir, n_train=s.n_train, n_dev=s.n_dev, n_test=s.n_test, seed=s.seed)

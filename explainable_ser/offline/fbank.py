@@ -20,12 +20,19 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import time
 from pathlib import Path
 
+import jiwer
 import torch
+from lhotse.features.kaldi.layers import Wav2LogFilterBank
+from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm.auto import tqdm
+
+from explainable_ser.config import ConfigError
 
 
 class FbankEncoder(nn.Module):
@@ -33,7 +40,6 @@ class FbankEncoder(nn.Module):
 
     def __init__(self, sampling_rate: int = 16000, num_mel_bins: int = 80, stack: int = 2):
         super().__init__()
-        from lhotse.features.kaldi.layers import Wav2LogFilterBank
 
         self.fbank = Wav2LogFilterBank(sampling_rate=sampling_rate, num_filters=num_mel_bins)
         self.sampling_rate = sampling_rate
@@ -130,9 +136,6 @@ class CTCFbankEncoder(nn.Module):
         return out
 
     def save(self, directory: str | Path) -> None:
-        import json
-
-        from safetensors.torch import save_file
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -151,9 +154,6 @@ class CTCFbankEncoder(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path) -> CTCFbankEncoder:
-        import json
-
-        from safetensors.torch import load_file
 
         directory = Path(directory)
         cfg = json.loads((directory / "config.json").read_text())
@@ -181,11 +181,6 @@ def train_ctc(
 
     Filterbanks are computed once; returns ``{"dev_cer": ..., "dev_wer": ..., "seconds": ...}``.
     """
-    import random
-    import time
-
-    import jiwer
-    from tqdm.auto import tqdm
 
     def features(items):
         feats = []
@@ -254,7 +249,6 @@ def ensure_ctc_encoder(cfg, dm, directory: Path) -> None:
     """Offline demo: fine-tune the ``ctc_fbank`` encoder with CTC on the training transcripts
     once, before the SER stages, and save it where :func:`build_model` loads it (like a
     downloaded ``hubert-large-ls960-ft``). Clips that fail the data checks are left out."""
-    from explainable_ser.config import ConfigError
 
     enc_cfg = cfg.model.encoder
     if enc_cfg.kind != "ctc_fbank" or enc_cfg.name_or_path or (directory / "config.json").exists():

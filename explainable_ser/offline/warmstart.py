@@ -29,9 +29,14 @@ import random
 import time
 from pathlib import Path
 
+import jiwer
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm.auto import tqdm
+
+from explainable_ser.config import ConfigError
 
 # How a record's descriptor field is spelled in the warm-start target.
 _SPELLING = {"pitch": "{} pitch", "volume": "{} volume", "speed": "{} speed"}
@@ -77,7 +82,6 @@ def branch_targets(branch: str, record: dict, fields: list[str], value_words: di
 @torch.no_grad()
 def encode_all(model, waves: list[torch.Tensor], batch_size: int = 16, progress: bool = True) -> list:
     """The frozen encoder once per clip: a list of ``[L, F_i, D]`` bf16 tensors."""
-    from tqdm.auto import tqdm
 
     order = sorted(range(len(waves)), key=lambda i: waves[i].shape[0])
     out: list = [None] * len(waves)
@@ -168,8 +172,6 @@ def warm_start(
     Returns a report: dev error rate of the greedy CTC decode (token-level WER for content,
     word error rate of the descriptor words), steps, seconds.
     """
-    import jiwer
-    from tqdm.auto import tqdm
 
     start = time.time()
     module = getattr(model, branch)
@@ -305,9 +307,6 @@ def ensure_warm_start(cfg, dm, model, run_dir: Path) -> list[str]:
     """Demo-only alignment warm start (``training.warm_start``), once per run: the warmed
     branches are saved to ``{run_dir}/warm_start/`` and loaded from there on a restart.
     Returns the branches trained now (none when loaded or not asked for)."""
-    from safetensors.torch import load_file, save_file
-
-    from explainable_ser.config import ConfigError
 
     ws = cfg.training.warm_start
     if not ws.branches:

@@ -7,9 +7,18 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
+from lhotse import CutSet
+from lhotse.dataset import SimpleCutSampler
+from tqdm import tqdm
+
+from data_modules.records import make_cut, read_appended_jsonl
 from explainable_ser.config import ConfigError
+from explainable_ser.serving.bundle import ExportError
+from explainable_ser.serving.inference import AudioError, Explainer, probe_seconds
+from explainable_ser.serving.language_id import LanguageID, training_languages
 
 AUDIO_EXTENSIONS = {
     ".wav",
@@ -58,7 +67,6 @@ def key(path: str) -> str:
 def already_done(out: Path) -> set[str]:
     """The files an earlier (interrupted) run wrote to ``out``. A last line cut off mid-write is
     removed, so the lines appended next start on a line of their own."""
-    from data_modules.records import read_appended_jsonl
 
     try:
         rows, dropped = read_appended_jsonl(out)
@@ -86,12 +94,6 @@ def batches(files: list[str], seconds: dict[str, float], batch_seconds: float):
     if batch_seconds <= 0 or len(files) == 1:
         yield from ([f] for f in files)
         return
-    import warnings
-
-    from lhotse import CutSet
-    from lhotse.dataset import SimpleCutSampler
-
-    from data_modules.records import make_cut
 
     rate = 16000  # durations only: the sampler never reads the audio
     cuts = CutSet.from_cuts(
@@ -123,7 +125,6 @@ def language_check(cfg, choice: str, device):
         name = enc.name_or_path if enc.kind == "whisper" and enc.name_or_path else "off"
     if name == "off":
         return None, None
-    from explainable_ser.serving.language_id import LanguageID, training_languages
 
     trained_on = training_languages(cfg.data)
     if trained_on is None:
@@ -152,11 +153,8 @@ def add_language(out: dict, path: str, wave, lid, trained_on) -> None:
 
 def load(args):
     """The :class:`~explainable_ser.serving.inference.Explainer` the arguments name; raises ConfigError."""
-    from explainable_ser.serving.inference import Explainer
 
     if args.model:
-        from explainable_ser.serving.bundle import ExportError
-
         try:
             ser = Explainer.from_export(args.model, device=args.device, overrides=args.overrides)
         except ExportError as err:
@@ -169,9 +167,6 @@ def load(args):
 
 
 def run(ser, todo: list[str], missing: list[str], args, sink, lid, trained_on) -> int:
-    from tqdm import tqdm
-
-    from explainable_ser.serving.inference import AudioError, probe_seconds
 
     errors = 0
     # Lines go out in the order of the inputs (files batched by length finish out of order):

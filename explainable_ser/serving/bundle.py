@@ -6,7 +6,21 @@ from __future__ import annotations
 import json
 import shutil
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+import torch
+from peft import PeftModel, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM
+
+from explainable_ser.config import load_config, to_yaml
+from explainable_ser.model.ser import build_model
+from explainable_ser.model.tokenizer import load_tokenizer
+from explainable_ser.offline.pretrained import resolve
+from explainable_ser.training.assembly import load_trained
+from explainable_ser.training.provenance import start
+from explainable_ser.training.stages import group_of
 
 FORMAT = 1
 """Version of the directory layout above (``explainable_ser.json["format"]``)."""
@@ -36,7 +50,6 @@ def read_meta(path: str | Path) -> dict:
 def base_llm_path(path: str | Path, info: dict | None = None) -> str:
     """Where the frozen base LLM loads from: its hub name or local path, the packaged model's
     converted directory (``pkg:``, fetched on first use), or the export's own copy."""
-    from explainable_ser.offline.pretrained import resolve
 
     info = info or read_meta(path)
     llm = info["base_models"]["llm"]
@@ -47,13 +60,6 @@ def load_exported(path: str | Path, device: str | None = None, overrides: list[s
     """``(config, ExplainableSER in eval mode)`` from an exported directory, on ``device``
     (default: a GPU when there is one); ``overrides`` (``key=value``) apply to its config.
     Raises :class:`ExportError` for a wrong directory."""
-    import torch
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    from explainable_ser.config import load_config
-    from explainable_ser.model.ser import build_model
-    from explainable_ser.model.tokenizer import load_tokenizer
 
     path = Path(path)
     info = read_meta(path)
@@ -92,7 +98,6 @@ def load_exported(path: str | Path, device: str | None = None, overrides: list[s
 
 # -- writing one ----------------------------------------------------------------------------------
 def _cast_safetensors(file: Path, dtype) -> None:
-    from safetensors.torch import load_file, save_file
 
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in load_file(str(file)).items()}
     save_file(tensors, str(file), metadata={"format": "pt"})
@@ -128,12 +133,6 @@ def export(
     Written to ``out.tmp`` first and moved into place, so a failed export leaves nothing that
     looks whole. ``dtype``: ``fp32`` / ``bf16`` / ``fp16`` for the saved weights (default: as
     trained)."""
-    import torch
-    from safetensors.torch import save_file
-
-    from explainable_ser.config import to_yaml
-    from explainable_ser.training.assembly import load_trained
-    from explainable_ser.training.stages import group_of
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -160,7 +159,6 @@ def export(
     # (vocabulary checks), so that is where the base really is; the file then names the base
     # a user loads it onto (the export's own copy of a random one, relative to the export).
     peft_cfg = model.llm.peft_config["default"]
-    from explainable_ser.offline.pretrained import resolve
 
     named = bases["llm"]["name_or_path"]
     peft_cfg.base_model_name_or_path = resolve(named) if named else str(run_dir / "offline_models" / "llm")
@@ -209,9 +207,6 @@ def export(
 
 
 def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    from explainable_ser.training.provenance import start
 
     out = {}
     for pkg in ("explainable-ser", "torch", "transformers", "peft"):
@@ -340,9 +335,6 @@ def verify(path: str | Path, prompt: str | None = None, max_new_tokens: int = 20
     """Reload the export three ways and compare, on a text prompt: the project's loader, plain
     peft on the base LLM (logits), and the merged LLM when there is one (logits and the greedy
     text). Written to ``verification.json``."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     path = Path(path)
     info = read_meta(path)

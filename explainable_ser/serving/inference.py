@@ -19,14 +19,24 @@ longer than the model's ``data.max_clip_seconds`` is cut at its pauses
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import numpy as np
+import soundfile as sf
+import soxr
 import torch
 
+from data_modules.batches import SpeechBatchDataset, check_waveform, describe_refusal
+from data_modules.corpora.meld import decode_mp4
+from data_modules.records import make_cut
+from data_modules.segment import split_at_pauses
 from explainable_ser.model.prompts import caption_attributes, get_task, parse_output
+from explainable_ser.serving.bundle import load_exported
+from explainable_ser.training.assembly import load_trained
 
 _EMOTION_PREFIX = re.compile(r"emotion\s*:", re.IGNORECASE)
 
@@ -37,7 +47,6 @@ class AudioError(ValueError):
 
 def probe_seconds(path: str | Path) -> float:
     """A file's duration from its header (soundfile, else PyAV), without decoding it."""
-    import soundfile as sf
 
     path = Path(path)
     if path.stat().st_size == 0:  # soundfile would say "Format not recognised"
@@ -47,7 +56,6 @@ def probe_seconds(path: str | Path) -> float:
         return info.frames / info.samplerate
     except Exception:
         pass
-    import av
 
     try:
         with av.open(str(path)) as container:
@@ -71,15 +79,9 @@ def read_audio(path: str | Path, data_cfg, any_length: bool = False) -> np.ndarr
     A format soundfile reads goes through the data module's own loader (the downmix, resampling
     and checks training clips get); anything else is decoded by PyAV and checked the same way.
     ``any_length``: no maximum duration (a long recording, to be cut into pieces)."""
-    import dataclasses
-
-    import soundfile as sf
 
     if any_length:
         data_cfg = dataclasses.replace(data_cfg, max_clip_seconds=float("inf"))
-
-    from data_modules.batches import SpeechBatchDataset, check_waveform, describe_refusal
-    from data_modules.records import make_cut
 
     path = Path(path)
     if not path.is_file():
@@ -97,8 +99,6 @@ def read_audio(path: str | Path, data_cfg, any_length: bool = False) -> np.ndarr
         audio, reason = SpeechBatchDataset(data_cfg).load(cut)
         seconds = info.frames / info.samplerate if info.samplerate else None
     else:
-        from data_modules.corpora.meld import decode_mp4  # any PyAV container -> 16 kHz mono
-
         try:
             audio = decode_mp4(path)
         except Exception as err:
@@ -106,8 +106,6 @@ def read_audio(path: str | Path, data_cfg, any_length: bool = False) -> np.ndarr
         reason = check_waveform(audio, 16000, data_cfg)
         seconds = audio.shape[-1] / 16000
         if reason is None and data_cfg.sampling_rate != 16000:
-            import soxr
-
             audio = soxr.resample(audio, 16000, data_cfg.sampling_rate)
     if reason is not None:
         raise AudioError(describe_refusal(reason, seconds, data_cfg))
@@ -153,7 +151,6 @@ class Explainer:
     @classmethod
     def from_checkpoint(cls, ckpt: str | Path, overrides: list[str] | tuple = ()) -> Explainer:
         """From ``RUN/stage/x.ckpt`` (the run directory holds its config and tokenizer)."""
-        from explainable_ser.training.assembly import load_trained
 
         cfg, _, module, _ = load_trained(ckpt, list(overrides), with_data=False)
         return cls(module.model, cfg, str(ckpt))
@@ -162,7 +159,6 @@ class Explainer:
     def from_export(cls, path: str | Path, device: str | None = None, overrides: list[str] | tuple = ()) -> Explainer:
         """From a directory written by ``python -m explainable_ser.export`` (``overrides``:
         e.g. ``eval.num_beams=4``)."""
-        from explainable_ser.serving.bundle import load_exported
 
         cfg, model = load_exported(path, device=device, overrides=overrides)
         return cls(model, cfg, str(path))
@@ -215,7 +211,6 @@ class Explainer:
         given), ``transcript`` (the pieces' transcripts joined), ``duration`` and
         ``skipped_short`` (speech runs shorter than ``data.min_clip_seconds``, not explained).
         ``progress``: called with the number of pieces done after each batch."""
-        from data_modules.segment import split_at_pauses
 
         sr = self.cfg.data.sampling_rate
         audio = wave.detach().float().cpu().numpy()

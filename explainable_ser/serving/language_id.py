@@ -13,15 +13,16 @@ import json
 from pathlib import Path
 
 import torch
+from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+from data_modules.streaming import read_split
+from explainable_ser.offline.pretrained import resolve
 
 
 class LanguageID:
     """``(language code, probability)`` of a 16 kHz waveform, from a Whisper checkpoint."""
 
     def __init__(self, name_or_path: str, device: str | torch.device = "cpu", trust_remote_code: bool = False):
-        from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
-
-        from explainable_ser.offline.pretrained import resolve
 
         path = resolve(name_or_path)
         model = WhisperForConditionalGeneration.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -64,7 +65,6 @@ def _lang_to_id(path: str, model) -> dict[str, int]:
 def training_languages(data_cfg, per_corpus: int = 200) -> set[str] | None:
     """Languages of the first ``per_corpus`` training records of each corpus (metadata only);
     ``None`` when no training manifest is at hand (a model used away from its data)."""
-    from data_modules.streaming import read_split
 
     found: set[str] = set()
     seen_any = False

@@ -9,6 +9,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import gradio as gr
+import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+
 from explainable_ser.serving.inference import AudioError, Explainer, probe_seconds
 
 
@@ -58,14 +63,12 @@ def check_file(path: str, limits: Limits) -> float:
 
 def score_table(scores: dict[str, float]):
     """Per-class scores as the bar chart's frame: one row per emotion, in the model's order."""
-    import pandas as pd
 
     return pd.DataFrame({"emotion": list(scores), "probability": [float(v) for v in scores.values()]})
 
 
 def layer_table(weights: dict[str, list[float]]):
     """Layer weights as a frame: (branch, layer, weight) rows."""
-    import pandas as pd
 
     rows = [(b, i, float(v)) for b, ws in weights.items() for i, v in enumerate(ws)]
     return pd.DataFrame(rows, columns=["branch", "layer", "weight"])
@@ -75,10 +78,8 @@ def layer_figure(weights: dict[str, list[float]]):
     """One panel per branch, bars per encoder layer (0 = the input embeddings), the same y scale
     for all and a dashed line at the uniform weight 1/L the weights start from, so a small
     departure does not look large."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(weights), figsize=(4.2 * len(weights), 2.6), sharey=True, squeeze=False)
     top = max(max(ws) for ws in weights.values())
@@ -97,7 +98,6 @@ def layer_figure(weights: dict[str, list[float]]):
 
 def timeline_table(summary: dict):
     """A recording's pieces as the timeline's rows (empty for a single clip)."""
-    import pandas as pd
 
     cols = ["piece", "start (s)", "end (s)", "emotion", "probability", "caption", "transcript"]
     rows = [
@@ -156,7 +156,6 @@ def explain_file(ser: Explainer, path: str, counterfactual: bool, limits: Limits
 
 def build(ser: Explainer, limits: Limits, title: str = "explainable-ser"):
     """The Gradio page around a loaded model (``.launch()`` serves it)."""
-    import gradio as gr
 
     labels = ser.labels
     has_descriptor = getattr(ser.model, "has_descriptor", True)

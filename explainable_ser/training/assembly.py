@@ -17,10 +17,13 @@ import torch
 from data_modules.batches import SpeechBatchDataset
 from data_modules.datamodule import SpeechDataModule
 from explainable_ser.config import ExperimentConfig, load_config
+from explainable_ser.model.baseline import build_baseline
 from explainable_ser.model.prompts import TargetSelector
 from explainable_ser.model.ser import build_model
 from explainable_ser.model.tokenizer import load_tokenizer
+from explainable_ser.offline.tokenizer import build_word_tokenizer
 from explainable_ser.training.checkpointing import load_adaptable, read_checkpoint
+from explainable_ser.training.lit_baseline import BaselineModule
 from explainable_ser.training.lit_module import ExplainableSERModule
 from explainable_ser.training.preparation import prepare
 from explainable_ser.training.runs import find_checkpoint
@@ -54,7 +57,6 @@ def prepare_tokenizer(cfg: ExperimentConfig, dm: SpeechDataModule, run_dir: Path
     saved = run_dir / "tokenizer"
     if (saved / "tokenizer.json").exists():
         return load_tokenizer(str(saved))
-    from explainable_ser.offline.tokenizer import build_word_tokenizer
 
     tok = build_word_tokenizer(corpus_texts(dm, cfg.training.labels), system_prompt=cfg.model.system_prompt)
     tok.save_pretrained(saved)
@@ -84,9 +86,6 @@ def build(cfg: ExperimentConfig, run_dir: Path, dm: SpeechDataModule | None = No
     """
     dm = dm if dm is not None else SpeechDataModule(cfg.data)
     if cfg.model.kind == "discriminative":  # an SSL baseline of Table 2: no LLM, no tokenizer
-        from explainable_ser.model.baseline import build_baseline
-        from explainable_ser.training.lit_baseline import BaselineModule
-
         model = build_baseline(
             cfg.model,
             list(cfg.training.labels),

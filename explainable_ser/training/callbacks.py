@@ -28,9 +28,11 @@ from torchmetrics.text import WordErrorRate
 from explainable_ser.evaluation.asr import normalize_text
 from explainable_ser.evaluation.decoding import decode_batch, decode_precision, gather_objects, gather_rows
 from explainable_ser.evaluation.emotion import emotion_metrics
+from explainable_ser.evaluation.plots import confusion_figure, layer_weights_figure, predictions_table
 from explainable_ser.evaluation.report import compute_metrics
 from explainable_ser.model.prompts import get_task
 from explainable_ser.training.checkpointing import rng_state, set_rng_state
+from explainable_ser.training.stages import batches_per_epoch
 
 
 class StageProgressBar(L.pytorch.callbacks.TQDMProgressBar):
@@ -47,7 +49,6 @@ class StageProgressBar(L.pytorch.callbacks.TQDMProgressBar):
         self.label = f"{run_name} {stage.name} ({stage_index + 1}/{n_stages})"
 
     def epoch_total(self, trainer) -> int | float:
-        from explainable_ser.training.stages import batches_per_epoch
 
         total = batches_per_epoch(trainer)
         if trainer.max_steps and trainer.max_steps > 0:
@@ -282,7 +283,6 @@ class ValidationDecoding(L.Callback):
     def on_validation_epoch_end(self, trainer, pl_module):
         if trainer.sanity_checking or self.cfg.eval.val_decode_limit <= 0:
             return
-        from explainable_ser.evaluation.plots import confusion_figure, layer_weights_figure, predictions_table
 
         # Gather before any early return: it is a collective, and a rank whose shard decoded
         # nothing must still take part or the others wait forever.

@@ -9,7 +9,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
+
+from data_modules.records import read_jsonl
 from explainable_ser.config import ConfigError, ExperimentConfig, load_config, to_yaml
+from explainable_ser.evaluation.report import compute_metrics
+from explainable_ser.training.recipe import run
 
 SPLIT_SUFFIX = {"train_split": "train", "val_split": "dev", "test_split": "test"}
 """Corpus split attribute -> fold manifest suffix (``iemocap_cuts_fold{k}_{suffix}``)."""
@@ -105,14 +110,12 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def is_rank_zero() -> bool:
     """Under DDP every rank runs this script; only rank 0 writes the summary."""
-    import torch.distributed as dist
 
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def run_fit(cfg: ExperimentConfig) -> Path:
     """Train and evaluate one fold (a seam for tests)."""
-    from explainable_ser.training.recipe import run
 
     return run(cfg)
 
@@ -143,8 +146,6 @@ def crossvalidate(args: list[str], folds: list[int], corpus: str = "iemocap") ->
 
 def write_summary(cfg: ExperimentConfig, root: Path, folds: list[int]) -> dict[str, Any]:
     """crossval.json, the concatenated predictions.jsonl, pooled metrics.json, config.yaml."""
-    from data_modules.records import read_jsonl  # lhotse: loaded when used, not for --help
-    from explainable_ser.evaluation.report import compute_metrics
 
     per_fold = {k: json.loads((root / f"fold{k}" / "metrics.json").read_text()) for k in folds}
     summary = summarize(per_fold)

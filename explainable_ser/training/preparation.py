@@ -14,12 +14,12 @@ from data_modules.datamodule import SpeechDataModule
 from data_modules.records import manifest_path, record_of
 from explainable_ser.config import ConfigError, ExperimentConfig
 from explainable_ser.model.prompts import get_task
+from explainable_ser.offline import prepare_builtin_corpora
+from explainable_ser.offline.fbank import ensure_ctc_encoder
 
 
 def prepare(cfg: ExperimentConfig, run_dir: Path) -> SpeechDataModule:
     """The experiment's data module with its corpora ready (see the module's list)."""
-    from explainable_ser.offline import prepare_builtin_corpora
-    from explainable_ser.offline.fbank import ensure_ctc_encoder
 
     dm = SpeechDataModule(cfg.data)
     check_made_fields(cfg, dm, before_generation=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 
 from explainable_ser.config import ConfigError, ExperimentConfig, to_yaml
@@ -78,7 +79,6 @@ def strategy(name: str, model: torch.nn.Module | None):
             f"{sorted(map(str, dtypes))}: set model.llm.dtype and model.encoder.dtype "
             f"to float32 (or auto) and trainer.precision=bf16-mixed, which computes in bf16"
         )
-    from lightning.pytorch.strategies import FSDPStrategy
 
     layer = type(model.llm.get_base_model().model.layers[0])
     return FSDPStrategy(auto_wrap_policy={layer}, state_dict_type="full")

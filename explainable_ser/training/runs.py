@@ -7,7 +7,10 @@ PyYAML only, so the command lines answer a bad ``--ckpt`` before the model stack
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+import yaml
 
 from explainable_ser.config import ConfigError
 
@@ -17,8 +20,6 @@ def stage_order(run_dir: Path) -> list[str]:
     the directories holding a checkpoint, by name."""
     cfg = run_dir / "config.yaml"
     if cfg.is_file():
-        import yaml
-
         try:
             stages = (yaml.safe_load(cfg.read_text()) or {}).get("training", {}).get("stages") or []
             names = [s["name"] for s in stages if isinstance(s, dict) and s.get("name")]
@@ -67,7 +68,6 @@ def find_checkpoint(path: str | Path) -> Path:
 def resolve_ckpt_arg(given: str) -> str:
     """``--ckpt`` of a command line as a file path; says which file on stderr when it was a
     directory. Raises :class:`ConfigError` like :func:`find_checkpoint`."""
-    import sys
 
     ckpt = find_checkpoint(given)
     if not Path(given).is_file():

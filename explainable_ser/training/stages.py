@@ -21,6 +21,7 @@ import math
 
 import lightning as L
 from torch import nn
+from tqdm.auto import tqdm
 
 GROUPS = ("content", "descriptor", "lora", "classifier")
 
@@ -97,8 +98,6 @@ def say(trainer, text: str) -> None:
     """One line on rank 0, whether or not a progress bar is drawn (``LightningModule.print``
     drops its text while the bar callback has no bar yet, as in ``setup``)."""
     if trainer.is_global_zero:
-        from tqdm.auto import tqdm
-
         tqdm.write(text)
 
 

@@ -395,11 +395,11 @@ def test_synthcraft_config_trains_and_evaluates(
 ):
     import functools as ft
 
-    from explainable_ser.evaluation import report
+    from explainable_ser.evaluation import pipeline, report
     from explainable_ser.training.recipe import run
 
     # The Java caption scorers are tested elsewhere; here they would only cost time.
-    monkeypatch.setattr(report, "compute_metrics", ft.partial(report.compute_metrics, caption_metrics=()))
+    monkeypatch.setattr(pipeline, "compute_metrics", ft.partial(report.compute_metrics, caption_metrics=()))
     corpus = tiny_rationale_corpus if system.stem.startswith("explain_") else tiny_corpus
     cfg = synth(
         system,

@@ -238,7 +238,7 @@ def test_predict_prints_one_explanation_per_file(demo_run, corpus, capsys):
 
 def test_predict_warns_when_the_spoken_language_is_not_the_training_one(demo_run, corpus, capsys, monkeypatch):
     from explainable_ser.predict import main as predict_main
-    from explainable_ser.serving import language_id
+    from explainable_ser.serving import batch
 
     class HearsMandarin:  # stands in for Whisper's language identification
         def __init__(self, name, device, trust_remote_code=False):
@@ -247,7 +247,7 @@ def test_predict_warns_when_the_spoken_language_is_not_the_training_one(demo_run
         def __call__(self, wave):
             return "zh", 0.97
 
-    monkeypatch.setattr(language_id, "LanguageID", HearsMandarin)
+    monkeypatch.setattr(batch, "LanguageID", HearsMandarin)  # where predict's loop looks it up
     audio = sorted((corpus / "audio" / "test").glob("*.flac"))[0]
     assert (
         predict_main(["--ckpt", str(demo_run / "stage2" / "final.ckpt"), str(audio), "--language-id", "some-whisper"])
