@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from explainable_ser.config import load_config
-from explainable_ser.model.ser import build_model
+from explainable_ser.model.build import build_model
 from explainable_ser.offline.tokenizer import build_word_tokenizer
 from explainable_ser.training.stages import trainable_names
 

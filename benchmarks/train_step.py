@@ -260,7 +260,7 @@ def clip_lengths(config: str, batch: int, seconds: float, seed: int = 0) -> list
 
 
 def build(cfg, device: str, vocab: int, work_dir: Path):
-    from explainable_ser.model.ser import build_model
+    from explainable_ser.model.build import build_model
     from explainable_ser.offline.tokenizer import build_word_tokenizer
     from explainable_ser.training.stages import apply_trainable
 

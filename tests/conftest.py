@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck
 
 from explainable_ser.config import ExperimentConfig, load_config
 from explainable_ser.offline.tokenizer import build_word_tokenizer
@@ -248,3 +250,31 @@ def synthcraft_measured(tmp_path_factory):
     assert [r[0] for r in results] == [c.id for c in cuts]  # the pool keeps the order
     truth = [record_of(c)["attributes"] for c in cuts]
     return cuts, [r[1] for r in results], [r[2] for r in results], truth
+
+
+# One record with every field the tasks' targets need (the model tests render it).
+REC = {
+    "transcript": "the dog found a red ball",
+    "emotion": "sad",
+    "caption": 'A male speaker with low pitch, emphasizing the word "ball".',
+}
+
+
+# -- fuzz tests (hypothesis): fast settings, a scratch folder, raw file writing ----------------
+FAST = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module")
+def scratch():
+    with tempfile.TemporaryDirectory() as tmp:
+        yield Path(tmp)
+
+
+def write_raw(directory: Path, name: str, data: str | bytes) -> Path:
+    """A file with exactly these bytes (text encoded with surrogates kept)."""
+    path = directory / name
+    if isinstance(data, bytes):
+        path.write_bytes(data)
+    else:
+        path.write_bytes(data.encode("utf-8", errors="surrogatepass"))
+    return path

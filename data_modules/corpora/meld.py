@@ -58,18 +58,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import av
-import numpy as np
-import soundfile as sf
 from tqdm import tqdm
 
+from data_modules.audio import SAMPLING_RATE, cached_samples, decode_mp4, write_flac
 from data_modules.cli_types import default_workers, positive_float, positive_int
 from data_modules.corpora.common import BadInput, LayoutError, PrepareReport, write_prepared
 from data_modules.records import canonical_emotion, make_cut
 
 CORPUS = "meld"
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
-SAMPLING_RATE = 16000
 DEFAULT_MAX_DURATION = 30.0
 
 # Candidate clip folders per split, relative to the root, in order of preference.
@@ -288,49 +285,6 @@ def _with_clip(item: MeldItem, mp4: Path | None) -> MeldItem:
 
 
 # ------------------------------------------------------------------------------- decoding
-def decode_mp4(path: str | Path):
-    """The audio track of an mp4 as float32 mono 16 kHz samples (numpy, 1-D).
-
-    Raises whatever PyAV raises for an unreadable file; ``ValueError`` without an audio track.
-    """
-
-    chunks = []
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLING_RATE)
-    with av.open(str(path)) as container:
-        if not container.streams.audio:
-            raise ValueError("no audio stream")
-        for frame in container.decode(container.streams.audio[0]):
-            chunks += [out.to_ndarray()[0] for out in resampler.resample(frame)]
-    chunks += [out.to_ndarray()[0] for out in resampler.resample(None)]  # flush
-    if not chunks:
-        return np.zeros(0, dtype=np.float32)
-    return np.concatenate(chunks).astype(np.float32, copy=False)
-
-
-def cached_samples(flac: Path) -> int | None:
-    """Samples of an existing usable cache file (16 kHz mono FLAC), else ``None``."""
-
-    try:
-        info = sf.info(str(flac))
-    except Exception:  # absent or unreadable: decode again
-        return None
-    if info.samplerate != SAMPLING_RATE or info.channels != 1 or info.frames <= 0:
-        return None
-    return int(info.frames)
-
-
-def write_flac(audio, flac: Path) -> None:
-    """Write 16-bit FLAC atomically (a killed run never leaves a valid-looking half file)."""
-
-    buffer = io.BytesIO()
-    # The 5.1 downmix can exceed full scale; clip rather than let the int16 conversion wrap.
-    sf.write(buffer, np.clip(audio, -1.0, 32767 / 32768), SAMPLING_RATE, subtype="PCM_16", format="FLAC")
-    flac.parent.mkdir(parents=True, exist_ok=True)
-    tmp = flac.with_name(f".{flac.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(flac)
-
-
 def decode_job(job: tuple[str, str]) -> tuple[str, int, str]:
     """Pool task: mp4 -> cached FLAC. Returns ``(status, num_samples, detail)`` where status is
     ``decoded``/``cached`` or a skip reason (``corrupt_audio``, ``empty_audio``)."""
@@ -368,6 +322,8 @@ def _decoded(jobs: list[tuple[str, str]], workers: int, progress: bool) -> Itera
 
 
 # ------------------------------------------------------------------------------- prepare
+
+
 def _make_cut(item: MeldItem, flac: Path, num_samples: int):
 
     cut = make_cut(

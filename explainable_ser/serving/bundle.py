@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from explainable_ser.config import load_config, to_yaml
-from explainable_ser.model.ser import build_model
+from explainable_ser.model.build import build_model
 from explainable_ser.model.tokenizer import load_tokenizer
 from explainable_ser.offline.pretrained import resolve
 from explainable_ser.training.assembly import load_trained

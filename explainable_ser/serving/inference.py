@@ -30,8 +30,8 @@ import soundfile as sf
 import soxr
 import torch
 
+from data_modules.audio import decode_mp4
 from data_modules.batches import SpeechBatchDataset, check_waveform, describe_refusal
-from data_modules.corpora.meld import decode_mp4
 from data_modules.records import make_cut
 from data_modules.segment import split_at_pauses
 from explainable_ser.model.prompts import caption_attributes, get_task, parse_output

@@ -18,8 +18,8 @@ from data_modules.batches import SpeechBatchDataset
 from data_modules.datamodule import SpeechDataModule
 from explainable_ser.config import ExperimentConfig, load_config
 from explainable_ser.model.baseline import build_baseline
+from explainable_ser.model.build import build_model
 from explainable_ser.model.prompts import TargetSelector
-from explainable_ser.model.ser import build_model
 from explainable_ser.model.tokenizer import load_tokenizer
 from explainable_ser.offline.tokenizer import build_word_tokenizer
 from explainable_ser.training.checkpointing import load_adaptable, read_checkpoint

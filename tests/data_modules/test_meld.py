@@ -15,6 +15,7 @@ import soundfile as sf
 from lhotse import CutSet
 
 from data_modules import prepare as prepare_cli
+from data_modules.audio import decode_mp4
 from data_modules.corpora import meld
 from data_modules.corpora.common import BadInput, PrepareReport, report_path
 from data_modules.records import EMOTIONS, manifest_path, record_of
@@ -275,7 +276,7 @@ def test_root_above_meld_raw_is_accepted(tmp_path, clips):
 
 
 def test_six_channel_clip_is_downmixed(clips):
-    audio = meld.decode_mp4(clips["six"])
+    audio = decode_mp4(clips["six"])
     assert audio.ndim == 1 and audio.dtype == np.float32
     assert 0.3 * 16000 <= audio.size <= 0.4 * 16000
     assert np.abs(audio).max() > 0.1

@@ -281,7 +281,7 @@ def meta_model_groups(model_yaml: str) -> dict[str, int]:
     from omegaconf import OmegaConf
 
     from explainable_ser.config import ModelConfig
-    from explainable_ser.model.ser import build_model
+    from explainable_ser.model.build import build_model
     from explainable_ser.offline.tokenizer import build_word_tokenizer
     from explainable_ser.training.stages import group_of
 

@@ -311,7 +311,7 @@ def test_fsdp_wraps_each_llm_decoder_layer(tiny_tokenizer, monkeypatch):
     from lightning.pytorch.strategies import FSDPStrategy
 
     from explainable_ser.config import ConfigError
-    from explainable_ser.model.ser import build_model
+    from explainable_ser.model.build import build_model
     from explainable_ser.training.recipe import trainer_kwargs
 
     from conftest import tiny_config

@@ -11,8 +11,8 @@ from explainable_ser.evaluation.decoding import (
     decode_precision,
     frozen_weights_cast,
 )
+from explainable_ser.model.build import build_model
 from explainable_ser.model.prompts import get_task
-from explainable_ser.model.ser import build_model
 
 from conftest import tiny_config, waves
 

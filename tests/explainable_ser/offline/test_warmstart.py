@@ -8,7 +8,7 @@ from lhotse import CutSet
 
 from data_modules.records import record_of
 from data_modules.synthcraft import generate
-from explainable_ser.model.ser import build_model
+from explainable_ser.model.build import build_model
 from explainable_ser.offline.tokenizer import build_word_tokenizer
 from explainable_ser.offline.warmstart import (
     CTCHead,

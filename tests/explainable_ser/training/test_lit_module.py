@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from explainable_ser.config import ConfigError, check_names
-from explainable_ser.model.ser import build_model
+from explainable_ser.model.build import build_model
 from explainable_ser.training.lit_module import ExplainableSERModule
 from explainable_ser.training.stages import apply_trainable, group_of
 

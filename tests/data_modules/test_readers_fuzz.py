@@ -1,209 +1,22 @@
-"""Hypothesis fuzz of the config loader and the corpus readers' parsers.
-
-Contract: on any input they return a result or raise the project's own, declared error --
-:class:`~explainable_ser.config.ConfigError` for the config loader,
-:class:`~data_modules.corpora.common.BadInput` (or the documented ``ValueError`` of
-``iemocap.parse_vad``) for the readers, whose line-level problems are otherwise counted in the
-:class:`~data_modules.corpora.common.PrepareReport` -- never crash with anything else.
-
-Cases per run (``max_examples``, plus the explicit ``@example`` cases): config overrides 700,
-config YAML text 250, structured config YAML 250; IEMOCAP 600 + 400 + 400; MELD 500 + 500 +
-300; SpeechCraft 600 + 600 + 400 + 400; EMOSEC 400 + 300 + 300: 6,900 in all, ~25 s.
-"""
+"""Hypothesis fuzz of the corpus readers' parsers: on any input they return a result or raise
+BadInput (or iemocap.parse_vad's documented ValueError); line-level problems are counted in the
+PrepareReport, never a crash with anything else."""
 
 from __future__ import annotations
 
 import json
 import math
 import string
-import tempfile
 from pathlib import Path
 
-import pytest
-import yaml
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from data_modules.corpora import emosec, iemocap, meld, speechcraft, speechcraft_labels
 from data_modules.corpora.common import BadInput, PrepareReport
 from data_modules.records import EMOTIONS
-from explainable_ser.config import ConfigError, ExperimentConfig, load_config, to_yaml
 
-FAST = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@pytest.fixture(scope="module")
-def scratch():
-    with tempfile.TemporaryDirectory() as tmp:
-        yield Path(tmp)
-
-
-def _write(directory: Path, name: str, data: str | bytes) -> Path:
-    path = directory / name
-    if isinstance(data, bytes):
-        path.write_bytes(data)
-    else:
-        path.write_bytes(data.encode("utf-8", errors="surrogatepass"))
-    return path
-
-
-# --------------------------------------------------------------------------------- config
-def _config_keys() -> list[str]:
-    """Every dotted key of the schema (list items as ``.0``), plus a few unknown ones."""
-    from omegaconf import OmegaConf
-
-    keys = []
-
-    def walk(node, prefix):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{prefix}{k}.")
-        elif isinstance(node, list) and node and isinstance(node[0], dict):
-            walk(node[0], f"{prefix}0.")
-        keys.append(prefix[:-1])
-
-    walk(OmegaConf.to_container(OmegaConf.structured(ExperimentConfig())), "")
-    return sorted(k for k in keys if k) + [
-        "nope",
-        "data.nope",
-        "training.stages.9.lr",
-        "trainer..devices",
-        " seed ",
-        "data.corpora.x.dir",
-    ]
-
-
-KEYS = _config_keys()
-SCALARS = st.one_of(
-    st.integers(-(10**12), 10**12).map(str),
-    st.floats(allow_nan=True).map(repr),
-    st.sampled_from(
-        [
-            "true",
-            "false",
-            "null",
-            "~",
-            "???",
-            "${seed}",
-            "${nope}",
-            "${",
-            "[",
-            "]",
-            "{",
-            "[1, 2",
-            "{a: 1}",
-            "[a, b]",
-            "'quoted'",
-            '"dq',
-            "1e999",
-            "-.inf",
-            ".nan",
-            "0x1F",
-            "!!python/object:os.system ls",
-            "&a x",
-            "*a",
-            "|",
-            ">",
-            "---",
-            "- a",
-            "a: b: c",
-            "\t",
-            "",
-            " ",
-        ]
-    ),
-    st.text(max_size=30),
-)
-OVERRIDES = st.one_of(
-    st.builds(lambda k, v: f"{k}={v}", st.sampled_from(KEYS), SCALARS),
-    st.builds(lambda k, v: f"{k}={v}", st.text(max_size=20), SCALARS),
-    st.text(max_size=40),
-)
-
-
-@settings(max_examples=700, **FAST)
-@given(st.lists(OVERRIDES, max_size=4))
-@example(["run_dir=???"])
-@example(["name=${nope}"])
-@example(["seed=1.5", "seed=3"])
-@example(["=3"])
-@example(["a\x00b=1"])
-@example(["nope.yaml"])
-def test_config_overrides_raise_only_config_error(args):
-    try:
-        cfg = load_config(args)
-    except ConfigError as err:
-        assert str(err) and "\n" not in str(err) and len(str(err)) < 600, str(err)
-        return
-    assert_round_trips(cfg)
-
-
-@settings(max_examples=250, **FAST)
-@given(st.one_of(st.text(max_size=200), st.binary(max_size=200)))
-@example("a: [\n")
-@example(b"\xff\xfe: 1\n")
-@example("name: ${nope}\n")
-@example("- 1\n- 2\n")
-@example("data: 3\n")
-@example("!!python/object/apply:os.system ['echo pwned']\n")
-@example("a: &x [*x]\n")
-@example("[" * 2000)
-def test_config_yaml_text_raises_only_config_error(scratch, text):
-    path = _write(scratch, "fuzz.yaml", text)
-    try:
-        cfg = load_config([str(path)])
-    except ConfigError as err:
-        assert str(path) in str(err) or "key" in str(err), str(err)
-        assert "\n" not in str(err)
-        return
-    assert_round_trips(cfg)
-
-
-def assert_round_trips(cfg) -> None:
-    """What a run writes as its config.yaml loads back to the same configuration."""
-    text = to_yaml(cfg)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "config.yaml"
-        path.write_text(text, encoding="utf-8")
-        assert to_yaml(load_config([str(path)])) == text
-
-
-def _nested(keys: list[str], value):
-    out: dict = {}
-    for key in keys:
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            nxt = node.get(part)
-            if not isinstance(nxt, dict):
-                nxt = node[part] = {}
-            node = nxt
-        node[parts[-1]] = value
-    return out
-
-
-YAML_VALUES = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=12)),
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
-    max_leaves=6,
-)
-
-
-@settings(max_examples=250, **FAST)
-@given(
-    st.lists(st.tuples(st.lists(st.sampled_from(KEYS), min_size=1, max_size=3), YAML_VALUES), min_size=1, max_size=3)
-)
-def test_structured_config_yaml_raises_only_config_error(scratch, layers):
-    paths = []
-    for i, (keys, value) in enumerate(layers):
-        text = yaml.safe_dump(_nested(keys, value), allow_unicode=True)
-        paths.append(str(_write(scratch, f"layer{i}.yaml", text)))
-    try:
-        cfg = load_config(paths)
-    except ConfigError:
-        return
-    assert_round_trips(cfg)
-
+from conftest import FAST, write_raw
 
 # --------------------------------------------------------------------------------- IEMOCAP
 _SES = st.builds(
@@ -246,7 +59,7 @@ _IEMOCAP_LINES = st.one_of(
     st.lists(_IEMOCAP_LINES, max_size=12), st.sampled_from(["\n", "\r\n", "\r"]), st.floats(0, 0.99), st.integers(0, 9)
 )
 def test_iemocap_emo_evaluation(scratch, lines, newline, val_fraction, seed):
-    path = _write(scratch, "Ses01F_impro01.txt", newline.join(lines))
+    path = write_raw(scratch, "Ses01F_impro01.txt", newline.join(lines))
     report = PrepareReport("iemocap")
     utts = iemocap.parse_emo_evaluation(path, report)
     kept = iemocap.select_four_class(utts, report)
@@ -268,7 +81,7 @@ def test_iemocap_emo_evaluation(scratch, lines, newline, val_fraction, seed):
     )
 )
 def test_iemocap_transcriptions(scratch, lines):
-    path = _write(scratch, "Ses01F_impro01_t.txt", "\n".join(lines))
+    path = write_raw(scratch, "Ses01F_impro01_t.txt", "\n".join(lines))
     out = iemocap.parse_transcriptions(path)
     assert all(iemocap.UTT_ID.fullmatch(k) and isinstance(v, str) for k, v in out.items())
 
@@ -310,7 +123,7 @@ def _csv_row(cells):
 @example([["1", "x" * 200_000, "Joey", "joy", "positive", "0", "0"]], True, "utf-8")
 def test_meld_csv(scratch, rows, header, encoding):
     text = "\n".join(([_MELD_HEADER] if header else []) + [_csv_row(r) for r in rows])
-    path = _write(scratch, "train_sent_emo.csv", text.encode(encoding, errors="replace"))
+    path = write_raw(scratch, "train_sent_emo.csv", text.encode(encoding, errors="replace"))
     report = PrepareReport("meld")
     try:
         items = meld.read_csv(path, "train", report)
@@ -421,7 +234,7 @@ _JSON_VALUE = st.recursive(
 @example(['{"a": ' + "1" * 5000 + "}"], ".json")
 @example(["[" * 100_000], ".json")
 def test_speechcraft_label_files(scratch, lines, suffix):
-    path = _write(scratch, "labels" + suffix, "\n".join(lines))
+    path = write_raw(scratch, "labels" + suffix, "\n".join(lines))
     report = PrepareReport("speechcraft")
     for key, record in speechcraft_labels.read_label_file(path, report):
         assert isinstance(key, str) and isinstance(record, dict)
@@ -469,7 +282,7 @@ _EMOSEC_IDS = st.one_of(
 @example('{\n"a": "x",\n"b": ' + "[" * 100_000 + "\n}")
 @example('"a": ' + "1" * 5000)
 def test_emosec_captions(scratch, text):
-    path = _write(scratch, emosec.CAPTIONS, text)
+    path = write_raw(scratch, emosec.CAPTIONS, text)
     report = PrepareReport("emosec")
     captions, broken = emosec.read_captions(path, report)
     for utt_id in sorted(set(captions) | set(broken), key=str):
@@ -485,7 +298,7 @@ def test_emosec_captions(scratch, text):
 @settings(max_examples=300, **FAST)
 @given(st.lists(st.text(max_size=40), max_size=8))
 def test_emosec_transcripts(scratch, lines):
-    path = _write(scratch, emosec.TEXT, "\n".join(lines))
+    path = write_raw(scratch, emosec.TEXT, "\n".join(lines))
     out = emosec.read_transcripts(path)
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in out.items())
 
@@ -498,7 +311,7 @@ def test_emosec_transcripts(scratch, lines):
     )
 )
 def test_emosec_wav_scp_and_audio_lookup(scratch, lines):
-    path = _write(scratch, emosec.WAV_SCP, "\n".join(lines))
+    path = write_raw(scratch, emosec.WAV_SCP, "\n".join(lines))
     report = PrepareReport("emosec")
     scp = emosec.read_wav_scp(path, report)
     for utt_id, where in list(scp.items())[:3]:
