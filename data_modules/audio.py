@@ -7,7 +7,6 @@ import io
 import os
 from pathlib import Path
 
-import av
 import numpy as np
 import soundfile as sf
 
@@ -22,6 +21,10 @@ def decode_mp4(path: str | Path):
     """
 
     chunks = []
+    # PyAV loads here, not with the module: every corpus reader imports this module, and the GPU
+    # machines' image (the device check) has no PyAV and needs none (it decodes no MP4).
+    import av
+
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLING_RATE)
     with av.open(str(path)) as container:
         if not container.streams.audio:

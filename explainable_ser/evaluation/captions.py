@@ -17,13 +17,6 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pycocoevalcap.bleu.bleu import Bleu
-from pycocoevalcap.cider.cider import Cider
-from pycocoevalcap.meteor.meteor import Meteor
-from pycocoevalcap.rouge.rouge import Rouge
-from pycocoevalcap.spice.spice import Spice
-from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
 from explainable_ser.evaluation.emotion import _check_same_length
 
 #: Caption metric names, in the order they are reported.
@@ -32,6 +25,9 @@ CAPTION_METRICS: tuple[str, ...] = ("bleu4", "meteor", "rouge_l", "cider", "spic
 
 # --------------------------------------------------------------------------- #
 # Captions (pycocoevalcap)
+# pycocoevalcap is imported where a scorer runs, not with the module: it bundles Java scorers, and
+# a run that scores no caption (the GPU image of the device check has no pycocoevalcap) must
+# still import the metrics.
 # --------------------------------------------------------------------------- #
 
 _SPICE_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
@@ -40,7 +36,6 @@ _SPICE_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar"
 def _pycocoevalcap_dir(subpackage: str) -> str | None:
     """Directory of a pycocoevalcap subpackage (the top package is a namespace
     package without ``__file__``)."""
-
     try:
         spec = importlib.util.find_spec(f"pycocoevalcap.{subpackage}")
     except ImportError:
@@ -59,6 +54,7 @@ def _clean_caption(s: str) -> str:
 
 def _ptb_tokenize(sentences: dict[Any, str]) -> dict[Any, str]:
     """Lowercase + PTB-tokenise + drop punctuation, as the COCO evaluation does."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     # Empty strings never reach Java, so they cannot disturb the line alignment.
     todo = {k: [{"caption": s}] for k, s in sentences.items() if s}
@@ -103,6 +99,7 @@ def _close_meteor(meteor: Any) -> None:
 
 
 def _safe_meteor_class() -> type:
+    from pycocoevalcap.meteor.meteor import Meteor
 
     class _SafeMeteor(Meteor):
         # Meteor.__del__ takes the scorer's lock: if compute_score raised (or
@@ -263,19 +260,26 @@ def caption_metrics(
     def scorer(name: str) -> tuple[float | None, str | None, Sequence[float] | None]:
         """(corpus score, reason it is None, per-item scores in ``gts`` key order)."""
         if name == "bleu4":
+            from pycocoevalcap.bleu.bleu import Bleu
+
             score, scores = Bleu(4).compute_score(gts, res, verbose=0)
             return score[3], None, scores[3]
         if name == "meteor":
             return _run_meteor(gts, res, meteor_timeout_s)
         if name == "rouge_l":
+            from pycocoevalcap.rouge.rouge import Rouge
+
             score, scores = Rouge().compute_score(gts, res)
             return score, None, scores
         if name == "cider":
+            from pycocoevalcap.cider.cider import Cider
+
             score, scores = Cider().compute_score(gts, res)
             return score, None, scores
         reason = _spice_unavailable(language)
         if reason is not None:
             return None, reason, None
+        from pycocoevalcap.spice.spice import Spice
 
         return Spice().compute_score(gts, res)[0], None, None
 

@@ -74,7 +74,7 @@ class ExplainableSERModule(L.LightningModule):
         if "targets" not in batch:
             raise ValueError(
                 "the batch carries no targets: batches come from SpeechDataModule with its "
-                "target_selector set (training.assembly.build sets it), or through its with_targets()"
+                "target_selector set (build() in the training assembly sets it), or through its with_targets()"
             )
         task = get_task(task_name)
         chosen = batch["targets"][task_name]  # chosen on the data side
