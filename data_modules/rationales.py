@@ -1,8 +1,17 @@
-"""Rationales as data: a teacher LLM explains each utterance's emotion label in a sentence or two.
+"""Rationales as data: each utterance's emotion label explained in a sentence or two.
 
-    python -m data_modules.rationales --manifest IN.jsonl.gz --out OUT.jsonl.gz \\
+    python -m data_modules.rationales --manifest IN.jsonl.gz --out OUT.jsonl.gz --source evidence \\
+        [--references TRAIN_OUT.jsonl.gz.references.json] [--paraphrase MODEL] [--workers 2]
+    python -m data_modules.rationales --manifest IN.jsonl.gz --out OUT.jsonl.gz --source teacher \\
         [--teacher pkg:smollm2-135m-instruct | meta-llama/Llama-3.1-8B-Instruct | DIR] \\
         [--prompt-file F] [--batch-size 16] [--max-new-tokens 64] [--seed 0] [--flagged drop|keep]
+
+``--source evidence`` (recommended) writes each rationale from the clip's own measurements,
+every cue with its number, with no LLM unless ``--paraphrase`` asks for one
+(:mod:`data_modules.evidence_rationales` says how). Make the training split first, then dev
+and test with ``--references`` pointing at the training split's references file, so every
+split is judged against the same usual voices. The rest of this text is ``--source teacher``
+(the default):
 
 For every record with an emotion, the teacher (any HF instruct model; the default is the
 packaged SmolLM2-135M-Instruct, which runs offline; Llama-3.1-8B-Instruct is the one to use
@@ -239,6 +248,26 @@ def parse_args(argv):
     p.add_argument("--manifest", required=True, help="a unified cut manifest (.jsonl.gz)")
     p.add_argument("--out", required=True, help="the manifest to write, with rationales")
     p.add_argument(
+        "--source",
+        choices=["teacher", "evidence"],
+        default="teacher",
+        help="teacher (default): an instruct LLM writes them; evidence: templates from each clip's "
+        "measurements, every cue checkable",
+    )
+    p.add_argument(
+        "--references",
+        help="evidence: the usual voices and emotion profiles to judge against (OUT.references.json of "
+        "the training split; default: this manifest's own)",
+    )
+    p.add_argument(
+        "--paraphrase",
+        metavar="MODEL",
+        help="evidence: an instruct LLM (e.g. pkg:smollm2-135m-instruct) rewrites each rationale; a "
+        "rewrite is kept only if every cue survives unchanged",
+    )
+    p.add_argument("--max-cues", type=int, default=3, help="evidence: at most this many cues (default 3)")
+    p.add_argument("--workers", type=int, default=None, help="evidence: measurement processes (default: min(2, CPUs))")
+    p.add_argument(
         "--teacher",
         default="pkg:smollm2-135m-instruct",
         help="an HF instruct model: hub name, local dir, or pkg:NAME (default: the packaged "
@@ -265,7 +294,20 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.manifest).is_file():
         print(f"error: manifest not found: {args.manifest}", file=sys.stderr)
         return 2
+    if args.references and not Path(args.references).is_file():
+        print(f"error: references not found: {args.references}", file=sys.stderr)
+        return 2
     try:
+        if args.source == "evidence":
+            from data_modules.evidence_rationales import run_evidence, summary_line
+
+            if args.workers is None:
+                from data_modules.cli_types import default_workers
+
+                args.workers = default_workers()
+            report = run_evidence(args)
+            print(summary_line(report), file=sys.stderr)
+            return 0
         report = run(args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -18,7 +18,12 @@ audio source           the cut's ``Recording`` (path, offset = ``cut.start``,
 ``attributes``         dict: gender, age, pitch, volume, speed, emphasis (where known)
 ``annotator_emotions`` list of canonical labels, one per annotator (where kept)
 ``rationale``          a sentence or two explaining the emotion (``data_modules.rationales``
-                       writes them with a teacher LLM), ``None`` where there is none
+                       writes them with a teacher LLM or from measurements), ``None`` where
+                       there is none
+``rationale_cues``     the measured cues an evidence rationale states (``{cue, direction,
+                       value, unit, reference, ...}``); ``attributes.evidence`` holds every
+                       cue's measurement (``data_modules.evidence``)
+``rationale_source``   what wrote the rationale (``evidence-v1``, a paraphrasing model)
 ``speaker``            ``supervision.speaker``
 ``gender``             ``supervision.gender`` (``male`` / ``female``)
 ``session`` / ``fold`` corpus-specific grouping (IEMOCAP sessions)
@@ -74,6 +79,8 @@ CUSTOM_FIELDS = (
     "session",
     "fold",
     "rationale",
+    "rationale_cues",
+    "rationale_source",
 )
 
 

@@ -14,8 +14,12 @@ than the one given (and not the given one) is inconsistent.
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
+
+from data_modules.evidence import CUES as EVIDENCE_CUES
 
 CUES = ("gender", "pitch", "volume", "speed", "emphasis")
 
@@ -194,3 +198,223 @@ def consistency(emotions: Sequence[str | None], rationales: Sequence[str | None]
         elif emo not in named:
             disagree += 1
     return {"n": n, "inconsistent_rate": disagree / n if n else None, "no_emotion_word_rate": silent / n if n else None}
+
+
+# --------------------------------------------------------------------- cues against measurements
+# The measured cues of data_modules.evidence (pitch, range, volume, speed), read from a
+# rationale with their direction and, where a number follows in brackets, its magnitude.
+_N = r"(?:\s*\(\s*([+-]?\d+(?:\.\d+)?)\s*(hz|semitones?|db|syllables/s|%)\s*\))?"
+_CUE_PATTERNS: list[tuple[str, re.Pattern, dict[str, str]]] = [
+    (
+        "range",
+        re.compile(r"\b(wide|broad|narrow|ordinary|usual|normal)\s+pitch\s+range" + _N, re.I),
+        {"wide": "wide", "broad": "wide", "narrow": "narrow"},
+    ),
+    ("range", re.compile(r"\bpitch\s+range\s+(?:is\s+)?(wide|broad|narrow|near\s+its\s+usual)" + _N, re.I), {}),
+    ("range", re.compile(r"\b(lively|varied|animated)(?:,?\s+\w+)?\s+(?:melody|intonation)" + _N, re.I), {}),
+    ("range", re.compile(r"\b(flat|monotone)(?:,?\s+\w+)?\s+(?:melody|intonation|delivery)" + _N, re.I), {}),
+    (
+        "pitch",
+        re.compile(
+            r"\b(high|raised|higher|low|lowered|lower|deep|ordinary|normal|usual)[- ]pitch(?:ed)?\b(?!\s+range)" + _N,
+            re.I,
+        ),
+        {},
+    ),
+    ("pitch", re.compile(r"\bpitch\s+(?:is\s+)?(high|low|near\s+its\s+usual)\b(?!\s+range)" + _N, re.I), {}),
+    (
+        "volume",
+        re.compile(
+            r"\b(loud|quiet|soft|hushed|raised|high|low|moderate|normal|usual|ordinary)\s+(?:voice|volume|loudness)"
+            + _N,
+            re.I,
+        ),
+        {},
+    ),
+    ("volume", re.compile(r"\bvolume\s+(?:is\s+)?(high|low|near\s+its\s+usual)" + _N, re.I), {}),
+    ("volume", re.compile(r"\bvoice\s+(?:is|sounds)\s+(?:\w+\s+)?(loud|quiet|soft|hushed)\b" + _N, re.I), {}),
+    (
+        "speed",
+        re.compile(
+            r"\b(fast|quick|rapid|hurried|rushed|slow|unhurried|steady|even|normal|moderate)(?:,?\s+\w+)?\s+(?:pace|speed|rate|tempo)"
+            + _N,
+            re.I,
+        ),
+        {},
+    ),
+    ("speed", re.compile(r"\bspeaks\s+(quickly|rapidly|slowly)" + _N, re.I), {}),
+]
+_DIRECTION_WORDS = {
+    "range": {
+        "wide": "wide",
+        "broad": "wide",
+        "lively": "wide",
+        "varied": "wide",
+        "animated": "wide",
+        "narrow": "narrow",
+        "flat": "narrow",
+        "monotone": "narrow",
+    },
+    "pitch": {
+        "high": "high",
+        "raised": "high",
+        "higher": "high",
+        "low": "low",
+        "lowered": "low",
+        "lower": "low",
+        "deep": "low",
+    },
+    "volume": {
+        "loud": "high",
+        "raised": "high",
+        "high": "high",
+        "quiet": "low",
+        "soft": "low",
+        "hushed": "low",
+        "low": "low",
+    },
+    "speed": {
+        "fast": "fast",
+        "quick": "fast",
+        "rapid": "fast",
+        "hurried": "fast",
+        "rushed": "fast",
+        "quickly": "fast",
+        "rapidly": "fast",
+        "slow": "slow",
+        "unhurried": "slow",
+        "slowly": "slow",
+    },
+}
+
+
+def parse_cues(text: str | None) -> list[dict]:
+    """The measured cues a text states, in order: ``{cue, direction, value, unit}`` (``value``
+    None when no number is given). A cue stated twice counts once (its first mention)."""
+    if not isinstance(text, str) or not text.strip():
+        return []
+    found: list[tuple[int, dict]] = []
+    taken: list[tuple[int, int]] = []
+    for cue, pattern, _ in _CUE_PATTERNS:
+        for m in pattern.finditer(text):
+            if any(a < m.end() and m.start() < b for a, b in taken):
+                continue  # inside a phrase already read ("pitch range" is not "pitch")
+            word = m.group(1).lower().split()[0]
+            direction = _DIRECTION_WORDS[cue].get(word, "normal")
+            value = float(m.group(2)) if m.group(2) else None
+            unit = m.group(3).lower() if m.group(3) else None
+            taken.append(m.span())
+            found.append((m.start(), {"cue": cue, "direction": direction, "value": value, "unit": unit}))
+    out, seen = [], set()
+    for _, c in sorted(found, key=lambda t: t[0]):
+        if c["cue"] not in seen:
+            seen.add(c["cue"])
+            out.append(c)
+    return out
+
+
+def _magnitude_error(stated: Mapping, ev: Mapping) -> float | None:
+    """How far a stated number lies from the measurement, in the cue's deviation units
+    (semitones, semitones, dB, percent); None when no comparable number was stated."""
+    v, cue = stated.get("value"), stated["cue"]
+    if v is None:
+        return None
+    if cue == "pitch" and v > 0:
+        return abs(12.0 * math.log2(v / ev["value"]))
+    if cue == "range":
+        return abs(v - ev["value"])
+    if cue == "volume":
+        return abs(v - ev["deviation"])
+    if cue == "speed" and v > 0:
+        return abs(100.0 * (v / ev["value"] - 1.0))
+    return None
+
+
+def check_cue(stated: Mapping, evidence: Mapping | None) -> dict:
+    """One stated cue against the clip's evidence: ``verdict`` is ``right`` (the measured
+    direction, and a stated number within the cue's dead zone of the measurement),
+    ``hallucinated`` (a deviation the measurement does not show: high where it is normal or
+    low), ``wrong`` (any other miss: normal where it deviates, a number too far off) or
+    ``unchecked`` (no measurement of that cue)."""
+    ev = (evidence or {}).get(stated["cue"])
+    out = {**stated, "measured_direction": None, "measured": None, "reference": None, "magnitude_error": None}
+    if ev is None:
+        return {**out, "verdict": "unchecked"}
+    err = _magnitude_error(stated, ev)
+    out.update(
+        measured_direction=ev["direction"],
+        measured=ev["value"],
+        reference=ev["reference"],
+        measured_deviation=ev["deviation"],
+        magnitude_error=None if err is None else round(err, 2),
+    )
+    if stated["direction"] != ev["direction"]:
+        verdict = "hallucinated" if stated["direction"] != "normal" else "wrong"
+    elif err is not None and err > EVIDENCE_CUES[stated["cue"]].dead_zone:
+        verdict = "wrong"
+    else:
+        verdict = "right"
+    return {**out, "verdict": verdict}
+
+
+def check_rationale(text: str | None, evidence: Mapping | None) -> list[dict]:
+    """Every cue a rationale states, checked (:func:`check_cue`)."""
+    return [check_cue(c, evidence) for c in parse_cues(text)]
+
+
+def cue_grounding(
+    rationales: Sequence[str | None],
+    evidences: Sequence[Mapping | None],
+    answer_emotions: Sequence[str | None],
+    labels: Sequence[str],
+) -> dict:
+    """Cue-level grounding of rationales against their clips' measurements: ``cue_accuracy``
+    (right / checked), ``hallucinated_cue_rate`` (hallucinated / checked), ``cues_per_rationale``
+    (stated cues per rationale, checked or not), ``magnitude_accuracy`` (of stated numbers),
+    ``emotion_consistency`` (the rationale's emotion words name the answer's emotion and no
+    other), per cue the same counts."""
+    n = stated = 0
+    verdicts: Counter = Counter()
+    per_cue: dict[str, Counter] = {c: Counter() for c in EVIDENCE_CUES}
+    mags = mag_ok = 0
+    consistent = with_emotion = 0
+    for text, ev, emo in zip(rationales, evidences, answer_emotions):
+        if not text:
+            continue
+        n += 1
+        checked = check_rationale(text, ev)
+        stated += len(checked)
+        for c in checked:
+            verdicts[c["verdict"]] += 1
+            per_cue[c["cue"]][c["verdict"]] += 1
+            if c["magnitude_error"] is not None:
+                mags += 1
+                mag_ok += c["magnitude_error"] <= EVIDENCE_CUES[c["cue"]].dead_zone
+        if emo is not None:
+            with_emotion += 1
+            consistent += emotion_words(text, labels) == {emo}
+    n_checked = sum(v for k, v in verdicts.items() if k != "unchecked")
+
+    def rate(k, counts, total):
+        return counts[k] / total if total else None
+
+    return {
+        "n_rationales": n,
+        "n_stated_cues": stated,
+        "n_checked_cues": n_checked,
+        "cues_per_rationale": stated / n if n else None,
+        "cue_accuracy": rate("right", verdicts, n_checked),
+        "hallucinated_cue_rate": rate("hallucinated", verdicts, n_checked),
+        "wrong_cue_rate": rate("wrong", verdicts, n_checked),
+        "magnitude_accuracy": mag_ok / mags if mags else None,
+        "n_magnitudes": mags,
+        "emotion_consistency": consistent / with_emotion if with_emotion else None,
+        "per_cue": {
+            cue: {
+                "stated": sum(c.values()),
+                "accuracy": rate("right", c, sum(v for k, v in c.items() if k != "unchecked")),
+                "hallucinated": rate("hallucinated", c, sum(v for k, v in c.items() if k != "unchecked")),
+            }
+            for cue, c in per_cue.items()
+        },
+    }

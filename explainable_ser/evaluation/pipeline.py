@@ -101,6 +101,14 @@ def summary_lines(metrics: dict, cfg: ExperimentConfig, out_dir: Path, run_dir: 
             "          "
             + ", ".join(f"{k} {_fmt(metrics.get(k))}" for k in ("bleu4", "meteor", "rouge_l", "cider", "spice"))
         )
+    cg = (metrics.get("rationale") or {}).get("cue_grounding")
+    if cg:
+        lines.append(
+            f"rationale cues checked against the measurements: accuracy {_fmt(cg['cue_accuracy'])}, "
+            f"hallucinated {_fmt(cg['hallucinated_cue_rate'])} of {cg['n_checked_cues']} cues, "
+            f"{_fmt(cg['cues_per_rationale'], 2)} cues per rationale, numbers within tolerance "
+            f"{_fmt(cg['magnitude_accuracy'])}; rationale emotion = answer emotion {_fmt(cg['emotion_consistency'])}"
+        )
     for branch, lw in (metrics.get("layer_weights") or {}).items():
         top = max(range(len(lw["weights"])), key=lw["weights"].__getitem__)
         lines.append(

@@ -20,7 +20,7 @@ from explainable_ser.evaluation.emotion import (
     chance_levels,
     emotion_metrics,
 )
-from explainable_ser.evaluation.grounding import consistency, grounding
+from explainable_ser.evaluation.grounding import consistency, cue_grounding, grounding
 from explainable_ser.model.prompts import get_task
 
 
@@ -132,7 +132,10 @@ def explanation_metrics(
       cue that contradicts the measurement);
     * ``rationale``: BLEU-4 / ROUGE-L / CIDEr of generated rationales against the records'
       (teacher-written) ones, and ``consistency``: the rate at which a rationale's emotion
-      words disagree with the emotion given.
+      words disagree with the emotion given; where the records carry measured evidence
+      (``data_modules.rationales --source evidence``), ``cue_grounding``: every cue a
+      rationale states checked against the clip's measurements (cue accuracy,
+      hallucinated-cue rate, cues per rationale, rationale emotion = answer emotion).
     Rows of tasks without that field are not counted; absent kinds are left out."""
 
     out: dict = {"grounding": {}}
@@ -153,6 +156,15 @@ def explanation_metrics(
         else:
             info["reason"] = "no rationale references (records without a rationale field)"
         info["consistency"] = consistency([r.get("emotion") for r in rat], [r.get("rationale") for r in rat], labels)
+        measured = [r for r in rat if (r.get("attributes_ref") or {}).get("evidence")]
+        if measured:
+            info["cue_grounding"] = cue_grounding(
+                [r.get("rationale") for r in measured],
+                [r["attributes_ref"]["evidence"] for r in measured],
+                [r.get("emotion") for r in measured],
+                labels,
+            )
+            info["cue_grounding"]["n_without_rationale"] = sum(not r.get("rationale") for r in measured)
         out["rationale"] = info
     return out
 

@@ -30,7 +30,7 @@ def prepare(cfg: ExperimentConfig, run_dir: Path) -> SpeechDataModule:
 
 
 MADE_FIELDS = {
-    "rationale": "python -m data_modules.rationales --manifest {dir}/{name}_cuts_{split}.jsonl.gz "
+    "rationale": "python -m data_modules.rationales --source evidence --manifest {dir}/{name}_cuts_{split}.jsonl.gz "
     "--out RATIONALE_DIR/{name}_cuts_{split}.jsonl.gz"
 }
 """Record fields no corpus reader writes, and the command that adds them to a manifest."""

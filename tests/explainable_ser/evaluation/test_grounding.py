@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 
 from explainable_ser.evaluation.grounding import (
+    check_cue,
     consistency,
+    cue_grounding,
     emotion_words,
     grounding,
+    parse_cues,
     stated_cues,
 )
 from explainable_ser.model.prompts import caption_attributes
@@ -78,3 +81,79 @@ def test_consistency_of_emotion_words():
         LABELS,
     )
     assert c == {"n": 3, "inconsistent_rate": pytest.approx(1 / 3), "no_emotion_word_rate": pytest.approx(1 / 3)}
+
+
+# -- cues against measurements --------------------------------------------------------------
+EV = {
+    "pitch": {"direction": "high", "value": 240.0, "reference": 180.0, "deviation": 4.98},
+    "range": {"direction": "normal", "value": 6.0, "reference": 6.5, "deviation": -0.5},
+    "volume": {"direction": "high", "value": -14.0, "reference": -20.0, "deviation": 6.0},
+    "speed": {"direction": "slow", "value": 3.0, "reference": 4.0, "deviation": -25.0},
+}
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        (
+            "A wide pitch range (11 semitones), a loud voice (+6 dB) and a high pitch (240 Hz).",
+            [("range", "wide", 11.0, "semitones"), ("volume", "high", 6.0, "db"), ("pitch", "high", 240.0, "hz")],
+        ),
+        (
+            "Her voice is quiet, she speaks slowly, with a monotone melody.",
+            [("volume", "low", None, None), ("speed", "slow", None, None), ("range", "narrow", None, None)],
+        ),
+        (
+            "a soft, low volume (-4 dB), an unhurried, slow pace",
+            [("volume", "low", -4.0, "db"), ("speed", "slow", None, None)],
+        ),
+        (
+            "a pitch near its usual (164 Hz) and a steady pace",
+            [("pitch", "normal", 164.0, "hz"), ("speed", "normal", None, None)],
+        ),
+        ("high-pitched, then a high pitch again", [("pitch", "high", None, None)]),  # first mention only
+        (
+            "This female speaker has low pitch and high volume",
+            [("pitch", "low", None, None), ("volume", "high", None, None)],
+        ),
+        (None, []),
+    ],
+)
+def test_parse_cues(text, want):
+    assert [(c["cue"], c["direction"], c["value"], c["unit"]) for c in parse_cues(text)] == want
+
+
+def test_each_stated_cue_is_checked_against_the_measurement():
+    def verdict(cue, direction, value=None):
+        return check_cue({"cue": cue, "direction": direction, "value": value, "unit": None}, EV)["verdict"]
+
+    assert verdict("pitch", "high") == "right"
+    assert verdict("pitch", "high", 250.0) == "right"  # 0.7 semitones off: inside the 3-semitone zone
+    assert verdict("pitch", "high", 350.0) == "wrong"  # 6.5 semitones off
+    assert verdict("range", "wide") == "hallucinated"  # a deviation the clip does not show
+    assert verdict("speed", "fast") == "hallucinated"  # the opposite one
+    assert verdict("speed", "normal") == "wrong"  # a miss, not an invention
+    assert verdict("volume", "high", 3.0) == "wrong"  # +3 dB stated, +6 measured: 3 dB off
+    assert verdict("volume", "high", 5.0) == "right"
+    assert verdict("speed", "slow", 3.3) == "right"  # 10 % off
+    assert check_cue({"cue": "pitch", "direction": "low", "value": None}, {})["verdict"] == "unchecked"
+
+
+def test_cue_grounding_by_hand():
+    texts = [
+        "The speaker sounds angry: a loud voice (+6 dB), a high pitch and a fast pace.",  # right, right, halluc.
+        "A slow pace (3.1 syllables/s) and a narrow pitch range: the speaker is sad.",  # right, halluc.
+        "Sounds happy and angry.",  # no cue; two emotions
+        None,  # no rationale: not counted
+    ]
+    got = cue_grounding(
+        texts, [EV, EV, EV, EV], ["angry", "happy", "angry", "sad"], ("neutral", "happy", "sad", "angry")
+    )
+    assert got["n_rationales"] == 3
+    assert got["n_stated_cues"] == got["n_checked_cues"] == 5
+    assert got["cues_per_rationale"] == pytest.approx(5 / 3)
+    assert got["cue_accuracy"] == pytest.approx(3 / 5)
+    assert got["hallucinated_cue_rate"] == pytest.approx(2 / 5)
+    assert got["magnitude_accuracy"] == 1.0 and got["n_magnitudes"] == 2
+    assert got["emotion_consistency"] == pytest.approx(1 / 3)  # only the first names its answer alone
+    assert got["per_cue"]["speed"] == {"stated": 2, "accuracy": 0.5, "hallucinated": 0.5}

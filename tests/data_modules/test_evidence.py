@@ -1,0 +1,120 @@
+"""Acoustic evidence: usual voices, directions, cue choice and templates that read back."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from data_modules import evidence as E
+from explainable_ser.evaluation.grounding import check_rationale, emotion_words, parse_cues
+
+
+def measured(f0=150.0, rng=6.0, lufs=-20.0, rate=4.0):
+    return {"f0_median_hz": f0, "f0_range_semitones": rng, "loudness_lufs": lufs, "speaking_rate": rate}
+
+
+def test_references_fall_back_from_neutral_speech_to_the_speaker_to_the_corpus():
+    rows = [("a", "neutral", measured(f0=100.0))] * 5 + [("a", "angry", measured(f0=200.0))] * 5
+    rows += [("b", "happy", measured(f0=300.0))] * 5  # no neutral speech of b
+    rows += [("c", "neutral", measured(f0=400.0))] * 2  # too few clips of c
+    refs = E.build_references(rows, min_clips=5)
+    assert E.usual(refs, "a", "f0_median_hz") == (100.0, "speaker neutral")
+    assert E.usual(refs, "b", "f0_median_hz") == (300.0, "speaker all")
+    assert E.usual(refs, "c", "f0_median_hz") == (100.0, "corpus neutral")  # 5 of a's + 2 of c's
+    assert E.usual(refs, None, "speaking_rate") == (4.0, "corpus neutral")
+    assert E.usual(E.build_references([("x", "sad", measured())] * 3), "x", "f0_median_hz") is None
+
+
+def test_directions_follow_the_dead_zones():
+    refs = E.build_references([("a", "neutral", measured())] * 5)
+    ev = E.clip_evidence(measured(f0=150.0 * 2 ** (3.1 / 12), rng=4.1, lufs=-18.1, rate=4.5), "a", refs)
+    assert {k: v["direction"] for k, v in ev.items()} == {
+        "pitch": "high",
+        "range": "normal",  # -1.9 semitones: inside the 2-semitone dead zone
+        "volume": "normal",  # +1.9 dB
+        "speed": "normal",  # +12.5 %
+    }
+    assert ev["pitch"]["deviation"] == pytest.approx(3.1, abs=0.01)
+    assert ev["volume"] == {
+        "direction": "normal",
+        "value": -18.1,
+        "unit": "LUFS",
+        "reference": -20.0,
+        "deviation": 1.9,
+        "delta_unit": "dB",
+        "basis": "speaker neutral",
+    }
+    ev = E.clip_evidence(measured(f0=150.0 * 2 ** (-3.1 / 12), rng=3.9, lufs=-22.1, rate=3.3), "a", refs)
+    assert {k: v["direction"] for k, v in ev.items()} == {
+        "pitch": "low",
+        "range": "narrow",
+        "volume": "low",
+        "speed": "slow",
+    }
+    unvoiced = {**measured(), "f0_median_hz": None, "f0_range_semitones": None}
+    assert set(E.clip_evidence(unvoiced, "a", refs)) == {"volume", "speed"}
+
+
+def test_cues_supporting_the_label_come_first_and_others_are_marked():
+    refs = E.build_references([("a", "neutral", measured())] * 5)
+    angry = E.clip_evidence(measured(f0=200.0, rng=9.0, lufs=-14.0, rate=3.0), "a", refs)
+    profiles = {
+        "angry": {"pitch": {"direction": "high"}, "volume": {"direction": "high"}, "speed": {"direction": "fast"}}
+    }
+    cues = E.choose_cues("angry", angry, profiles, max_cues=3, min_cues=2)
+    assert [(c["cue"], c["direction"], c["supports"]) for c in cues] == [
+        ("volume", "high", True),  # +6 dB = 3 dead zones, stronger than pitch's 5 semitones = 1.66
+        ("pitch", "high", True),
+    ]
+    one = E.choose_cues("angry", angry, {"angry": {"volume": {"direction": "high"}}}, min_cues=2)
+    assert [(c["cue"], c["supports"]) for c in one] == [("volume", True), ("speed", False)]  # -25 %: 1.67 zones
+    text = E.render_rationale("angry", one, E.rng_for("u1"))
+    assert text.endswith(", though with " + text.split(", though with ")[1])
+    assert "slow" in text.split("though")[1]
+
+
+def test_profiles_are_the_direction_most_clips_of_an_emotion_show():
+    ev_high = {"pitch": {"direction": "high"}}
+    ev_norm = {"pitch": {"direction": "normal"}}
+    got = E.build_profiles([("happy", ev_high), ("happy", ev_high), ("happy", ev_norm), (None, ev_norm)])
+    assert got == {"happy": {"pitch": {"direction": "high", "share": 0.667}}}
+
+
+@pytest.mark.parametrize("template", range(len(E.TEMPLATES)))
+def test_every_phrase_in_every_template_reads_back_as_stated(template, monkeypatch):
+    """Each (cue, direction) phrase, with its number, in each template, is read back by the
+    grounding parser as that cue and direction, and checks right against its own evidence."""
+    monkeypatch.setattr(E, "TEMPLATES", (E.TEMPLATES[template],))
+    values = {
+        "pitch": (240.0, 7.0),
+        "range": (11.0, 4.0),
+        "volume": (-14.0, 6.0),
+        "speed": (5.8, 30.0),
+    }
+    for (cue, direction), variant in itertools.product(E.PHRASES, range(2)):
+        sign = {"low": -1, "narrow": -1, "slow": -1, "normal": 0}.get(direction, 1)
+        value, dev = values[cue]
+        ev = {
+            cue: {
+                "direction": direction,
+                "value": value,
+                "unit": E.CUES[cue].unit,
+                "reference": value,
+                "deviation": sign * dev,
+                "delta_unit": E.CUES[cue].delta_unit,
+            }
+        }
+        cues = [{"cue": cue, **ev[cue], "supports": True}]
+        rng = E.rng_for(f"{cue}{direction}{variant}")
+        text = E.render_rationale("sad", cues, rng)
+        got = check_rationale(text, ev)
+        assert [(c["cue"], c["direction"], c["verdict"]) for c in got] == [(cue, direction, "right")], text
+        assert emotion_words(text, ("neutral", "happy", "sad", "angry")) == {"sad"}, text
+
+
+def test_a_rationale_with_no_supporting_cue_says_so():
+    cues = [{"cue": "volume", "direction": "low", "value": -25.0, "deviation": -5.0, "supports": False}]
+    text = E.render_rationale("angry", cues, E.rng_for("x"))
+    assert text == "Labelled angry, though the voice shows " + text.split("shows ")[1]
+    assert [(c["cue"], c["direction"]) for c in parse_cues(text)] == [("volume", "low")]
