@@ -170,9 +170,11 @@ def run_evidence(args) -> dict:
         cues = E.choose_cues(rec["emotion"], ev, refs.get("profiles", {}), args.max_cues)
         text = E.render_rationale(rec["emotion"], cues, E.rng_for(rec["id"], args.seed))
         checked = check_rationale(text, ev)
-        if [(c["cue"], c["direction"]) for c in checked] != [(c["cue"], c["direction"]) for c in cues] or any(
-            c["verdict"] != "right" for c in checked
-        ) or emotion_words(text, EMOTIONS) != {rec["emotion"]}:
+        if (
+            [(c["cue"], c["direction"]) for c in checked] != [(c["cue"], c["direction"]) for c in cues]
+            or any(c["verdict"] != "right" for c in checked)
+            or emotion_words(text, EMOTIONS) != {rec["emotion"]}
+        ):
             contradictions.append({"id": rec["id"], "rationale": text, "checked": checked})
             continue
         rows[rec["id"]] = {"rationale": text, "rationale_cues": cues, "emotion": rec["emotion"]}
