@@ -17,21 +17,22 @@ from tqdm import tqdm
 
 from data_modules.streaming import read_split
 from explainable_ser.config import load_config
+from explainable_ser.evaluation.grounding import check_rationale
 from explainable_ser.evaluation.report import read_predictions
 from explainable_ser.model.prompts import get_task
 from explainable_ser.model.teacher import InstructLM
 
 CRITERIA = ("plausibility", "grounding", "faithfulness")
 LIKERT = (1, 2, 3, 4, 5)
-SHEET_COLUMNS = ("item", "audio", "emotion", "explanation", *CRITERIA, "comment")
+SHEET_COLUMNS = ("item", "audio", "emotion", "explanation", "measurements", *CRITERIA, "comment")
 AUTOMATIC = "automatic:"
 
-RUBRIC_VERSION = 1
+RUBRIC_VERSION = 2
 RUBRIC = {
     "plausibility": "Would a listener accept this explanation as a reason for the emotion given? "
     "1 = not at all, 5 = fully.",
-    "grounding": "Are the acoustic cues the explanation states (pitch, volume, speed, gender, "
-    "emphasised word) consistent with the measured attributes? 1 = they contradict "
+    "grounding": "Are the acoustic cues the explanation states (pitch, pitch range, volume, speed, "
+    "gender, emphasised word) consistent with the measurements of the clip? 1 = they contradict "
     "them, 5 = every stated cue agrees.",
     "faithfulness": "Does the explanation support the emotion it comes with (rather than another "
     "emotion)? 1 = it contradicts it, 5 = it clearly supports it.",
@@ -71,6 +72,18 @@ def explanation_of(row: dict, which: str) -> str | None:
     if which == "caption":
         return row.get("caption")
     return row.get("rationale") or row.get("caption")
+
+
+def describe_measurements(evidence: dict | None) -> str:
+    """The clip's measured cues in words a rater can check an explanation against, e.g.
+    ``pitch 239 Hz (usual 180 Hz: high); volume -15.3 LUFS (+5.2 dB from usual: high)``."""
+    parts = []
+    for cue, ev in (evidence or {}).items():
+        usual = f"usual {ev['reference']:g} {ev['unit']}"
+        if ev["unit"] != ev["delta_unit"] and cue == "volume":
+            usual = f"{ev['deviation']:+.1f} dB from usual"
+        parts.append(f"{cue} {ev['value']:g} {ev['unit']} ({usual}: {ev['direction']})")
+    return "; ".join(parts)
 
 
 def audio_paths(predictions: Path) -> dict[str, str]:
@@ -166,8 +179,10 @@ def export(
                     "audio": f"audio/{clip_names[u]}" if audio == "copy" else paths[u],
                     "emotion": row.get("emotion") or "",
                     "explanation": explanation_of(row, explanation),
+                    "measurements": describe_measurements((row.get("attributes_ref") or {}).get("evidence")),
                 }
             )
+            evidence = (row.get("attributes_ref") or {}).get("evidence")
             key["items"][item] = {
                 "system": s,
                 "id": u,
@@ -177,6 +192,10 @@ def export(
                     for k, v in (row.get("attributes_ref") or {}).items()
                     if k in ("gender", "pitch", "volume", "speed", "emphasis")
                 },
+                "evidence": evidence,
+                # every stated cue checked against the measurements: what a rater's grounding
+                # score is compared with (measurement_agreement)
+                "cue_check": None if not evidence else check_rationale(explanation_of(row, explanation), evidence),
             }
     (out / "README.txt").write_text(
         "Rate each row of sheet.csv after listening to its clip (audio column).\n"
@@ -290,17 +309,46 @@ def aggregate(paths: list[Path], key_path: Path) -> dict:
     result = {"key": str(key_path), "n_items": len(key["items"])}
     result["human"] = summarise(human, key) if human else None
     result["automatic"] = {r: summarise({r: s}, key) for r, s in automatic.items()} or None
+    result["agreement_with_measurements"] = {
+        r: measurement_agreement(s, key) for r, s in {**human, **automatic}.items()
+    } or None
     return result
+
+
+def measurement_agreement(ratings: dict[str, dict], key: dict) -> dict:
+    """How a rater's grounding scores agree with the measurement check of the same items: the
+    items whose explanation states at least one checkable cue, Spearman's rho between the
+    rating and the share of cues the measurements confirm, and the agreement of "grounded"
+    (a rating of 4 or 5) with "every stated cue confirmed"."""
+    pairs = []
+    for item, cells in ratings.items():
+        checks = [c for c in key["items"][item].get("cue_check") or [] if c["verdict"] != "unchecked"]
+        if checks and cells.get("grounding") is not None:
+            pairs.append((cells["grounding"], sum(c["verdict"] == "right" for c in checks) / len(checks)))
+    if not pairs:
+        return {"n_items": 0, "reason": "no rated item states a cue the measurements can check"}
+    rated, share = np.array(pairs, dtype=float).T
+    rho = stats.spearmanr(rated, share).statistic if len(pairs) > 2 and rated.std() and share.std() else None
+    return {
+        "n_items": len(pairs),
+        "spearman_rho": None if rho is None or np.isnan(rho) else float(rho),
+        "binary_agreement": float(np.mean((rated >= 4) == (share == 1.0))),
+        "measured_all_confirmed": float(np.mean(share == 1.0)),
+        "rated_grounded": float(np.mean(rated >= 4)),
+    }
 
 
 # -- judge ------------------------------------------------------------------------------------
 def judge_prompt(lm, criterion: str, row: dict, context: dict) -> str:
     attrs = ", ".join(f"{k}: {v}" for k, v in (context.get("attributes_ref") or {}).items() if v) or "unknown"
+    measured = describe_measurements(context.get("evidence"))
     user = (
         f"Emotion given: {row['emotion'] or 'none'}\n"
         f"Explanation: {row['explanation']}\n"
         f"Transcript: {context.get('transcript_ref') or 'unknown'}\n"
-        f"Measured attributes of the speech: {attrs}\n\n"
+        f"Measured attributes of the speech: {attrs}\n"
+        + (f"Measurements against the speaker's usual voice: {measured}\n" if measured else "")
+        + "\n"
         f"{RUBRIC[criterion]}\nAnswer with one digit from 1 to 5."
     )
     system = "You rate explanations of emotions recognised in speech. You answer with one digit."

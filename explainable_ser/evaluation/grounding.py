@@ -288,6 +288,16 @@ _DIRECTION_WORDS = {
 }
 
 
+_UNITS = {
+    "hz": "Hz",
+    "semitone": "semitones",
+    "semitones": "semitones",
+    "db": "dB",
+    "syllables/s": "syllables/s",
+    "%": "%",
+}
+
+
 def parse_cues(text: str | None) -> list[dict]:
     """The measured cues a text states, in order: ``{cue, direction, value, unit}`` (``value``
     None when no number is given). A cue stated twice counts once (its first mention)."""
@@ -302,7 +312,7 @@ def parse_cues(text: str | None) -> list[dict]:
             word = m.group(1).lower().split()[0]
             direction = _DIRECTION_WORDS[cue].get(word, "normal")
             value = float(m.group(2)) if m.group(2) else None
-            unit = m.group(3).lower() if m.group(3) else None
+            unit = _UNITS.get(m.group(3).lower()) if m.group(3) else None
             taken.append(m.span())
             found.append((m.start(), {"cue": cue, "direction": direction, "value": value, "unit": unit}))
     out, seen = [], set()

@@ -20,6 +20,7 @@ longer than the model's ``data.max_clip_seconds`` is cut at its pauses
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,10 @@ import torch
 
 from data_modules.audio import decode_mp4
 from data_modules.batches import SpeechBatchDataset, check_waveform, describe_refusal
+from data_modules.evidence import clip_evidence, load_references
 from data_modules.records import make_cut
 from data_modules.segment import split_at_pauses
+from explainable_ser.evaluation.grounding import check_rationale
 from explainable_ser.model.prompts import caption_attributes, get_task, parse_output
 from explainable_ser.serving.bundle import load_exported
 from explainable_ser.training.assembly import load_trained
@@ -188,6 +191,42 @@ class Explainer:
         """The longest piece explained whole (``data.max_clip_seconds``); longer audio is cut."""
         return float(self.cfg.data.max_clip_seconds)
 
+    @property
+    def explain_task(self):
+        """The emotion task the model answers with its explanation: the first of ``eval.tasks``
+        holding the emotion and a caption or rationale without the transcript (``ser_sed`` for the
+        paper's systems, ``rat_ser`` for a rationale system), else ``ser_sed`` (``ser`` for an SSL
+        baseline)."""
+        if not getattr(self.model, "has_descriptor", True):
+            return get_task("ser")
+        for name in self.cfg.eval.tasks:
+            fields = get_task(name).fields
+            if "emotion" in fields and "transcript" not in fields and len(fields) > 1:
+                return get_task(name)
+        return get_task("ser_sed")
+
+    @functools.cached_property
+    def references(self) -> dict | None:
+        """The usual voices an evidence rationale is judged against: the references file that
+        ``data_modules.rationales --source evidence`` wrote beside the training manifest (None
+        when the model was not trained on evidence rationales, or that file is not here)."""
+        for spec in self.cfg.data.corpora:
+            if spec.train_split is None:
+                continue
+            path = Path(spec.dir) / f"{spec.name}_cuts_{spec.train_split}.jsonl.gz.references.json"
+            if path.is_file():
+                return load_references(path)
+        return None
+
+    def checked_cues(self, wave: torch.Tensor, text: str | None, transcript: str | None) -> list[dict]:
+        """Each measured cue ``text`` states (:func:`~explainable_ser.evaluation.grounding.parse_cues`)
+        beside the clip's measurement and usual value, with its verdict; the clip is compared
+        with the training corpus's usual neutral voice (the speaker is not known here)."""
+        from data_modules.annotate.measure import measure_audio  # librosa's pYIN: only when asked
+
+        measured = measure_audio(wave.detach().float().cpu().numpy(), self.cfg.data.sampling_rate, transcript)
+        return check_rationale(text, clip_evidence(measured, None, self.references))
+
     # -- inference -----------------------------------------------------------------------------
     def explain(self, audio, zero_descriptor: bool = False) -> dict:
         """One file path or waveform [T] (16 kHz) -> its explanation (see :meth:`explain_batch`);
@@ -259,7 +298,7 @@ class Explainer:
             zero_descriptor=zero_descriptor,
         )
         asr = model.generate(wave, lens, get_task("asr"), **kw)
-        task = get_task("ser_sed" if getattr(model, "has_descriptor", True) else "ser")
+        task = self.explain_task
         raw = model.generate(wave, lens, task, **kw)
         parsed = [parse_output(r, tuple(labels)) for r in raw]
         prefixes = []
@@ -282,4 +321,9 @@ class Explainer:
                     "raw": {"asr": a, task.name: r},
                 }
             )
+            if "rationale" in task.fields:
+                out[-1]["rationale"] = p["rationale"]
+        if self.references is not None:  # a model of evidence rationales: its cues are checked
+            for row, w in zip(out, waves):
+                row["cues"] = self.checked_cues(w, row.get("rationale") or row["caption"], row["transcript"])
         return out

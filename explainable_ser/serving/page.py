@@ -1,5 +1,7 @@
-"""The web page: upload or record a clip and see its transcript, descriptor caption, emotion with its
-scores, a timeline for long recordings and the layer weights; refusals explained in plain words."""
+"""The web page: upload or record a clip and see its transcript, descriptor caption or rationale,
+emotion with its scores, each cue the explanation states beside the clip's measurement (a model
+trained on evidence rationales), a timeline for long recordings and the layer weights; refusals
+explained in plain words."""
 
 from __future__ import annotations
 
@@ -115,6 +117,28 @@ def timeline_table(summary: dict):
     return pd.DataFrame(rows, columns=cols)
 
 
+CUE_COLUMNS = ["cue", "stated", "measured", "usual", "verdict"]
+
+
+def _number(value, unit: str | None) -> str:
+    return "" if value is None else f"{value:g} {unit or ''}".strip()
+
+
+def cues_table(row: dict):
+    """Each cue the explanation states beside the clip's measurement and its usual value."""
+    rows = [
+        [
+            c["cue"],
+            c["direction"] + (f" ({_number(c['value'], c['unit'])})" if c.get("value") is not None else ""),
+            "" if c["measured"] is None else f"{c['measured_direction']} ({c['measured']:g})",
+            "" if c["reference"] is None else f"{c['reference']:g}",
+            c["verdict"],
+        ]
+        for c in row.get("cues") or []
+    ]
+    return pd.DataFrame(rows, columns=CUE_COLUMNS)
+
+
 def emotion_text(row: dict) -> str:
     """The emotion with the model's probability for it."""
     p = row["emotion_scores"].get(row["emotion"])
@@ -159,6 +183,7 @@ def build(ser: Explainer, limits: Limits, title: str = "explainable-ser"):
 
     labels = ser.labels
     has_descriptor = getattr(ser.model, "has_descriptor", True)
+    has_rationale = "rationale" in ser.explain_task.fields
 
     def cleared(status: str) -> tuple:
         empty = score_table({lab: 0.0 for lab in labels})
@@ -173,6 +198,8 @@ def build(ser: Explainer, limits: Limits, title: str = "explainable-ser"):
             "",
             gr.update(value=timeline_table({}), visible=False),
             None,
+            gr.update(value="", visible=has_rationale),
+            gr.update(value=cues_table({}), visible=False),
         )
 
     def respond(path, counterfactual):
@@ -217,6 +244,8 @@ def build(ser: Explainer, limits: Limits, title: str = "explainable-ser"):
             counterfactual_summary(row, cf) if cf_visible else "",
             gr.update(value=timeline_table(row), visible=long),
             {**row, **({"counterfactual": cf} if cf_visible else {})},
+            gr.update(value=row.get("rationale") or "", visible=has_rationale),
+            gr.update(value=cues_table(row), visible=bool(row.get("cues"))),
         )
 
     with gr.Blocks(title=title) as page:
@@ -245,6 +274,9 @@ def build(ser: Explainer, limits: Limits, title: str = "explainable-ser"):
                 none = "(none in the model's answer)"
                 transcript = gr.Textbox(label="Transcript", interactive=False, placeholder=none, elem_id="transcript")
                 caption = gr.Textbox(label="Descriptor caption", interactive=False, placeholder=none, elem_id="caption")
+                rationale = gr.Textbox(
+                    label="Rationale", interactive=False, placeholder=none, visible=has_rationale, elem_id="rationale"
+                )
                 emotion = gr.Textbox(label="Emotion", interactive=False, elem_id="emotion")
         with gr.Row():
             scores = gr.BarPlot(
@@ -270,6 +302,14 @@ def build(ser: Explainer, limits: Limits, title: str = "explainable-ser"):
             label="Emotion with the descriptor zeroed", interactive=False, visible=False, elem_id="cf_emotion"
         )
         cf_summary = gr.Markdown("", elem_id="cf_summary")
+        cues = gr.Dataframe(
+            cues_table({}),
+            label="Each stated cue beside the clip's measurement (usual: the training corpus's neutral voice)",
+            visible=False,
+            interactive=False,
+            wrap=True,
+            elem_id="cues",
+        )
         timeline = gr.Dataframe(
             timeline_table({}),
             label="Timeline: the recording's pieces",
@@ -285,7 +325,10 @@ def build(ser: Explainer, limits: Limits, title: str = "explainable-ser"):
         )
         with gr.Accordion("Raw output (predict's JSON line)", open=False):
             raw = gr.JSON(elem_id="raw")
-        outputs = [status, transcript, caption, emotion, scores, cf_emotion, cf_scores, cf_summary, timeline, raw]
+        outputs = [
+            *(status, transcript, caption, emotion, scores, cf_emotion, cf_scores, cf_summary, timeline, raw),
+            *(rationale, cues),
+        ]
         # A new clip and a flip of the checkbox both (re)explain what is in the audio box.
         audio.change(respond, [audio, counterfactual], outputs)
         counterfactual.change(respond, [audio, counterfactual], outputs)

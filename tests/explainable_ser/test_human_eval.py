@@ -181,7 +181,7 @@ def test_llm_judge_fills_the_sheet_as_an_automatic_rater(two_systems, tmp_path, 
     )
     assert "6 rows rated by automatic: llm-judge" in capsys.readouterr().err
     rows = list(csv.DictReader(open(out)))
-    assert len(rows) == 6 and {r["rater"] for r in rows} == {f"automatic: llm-judge {judge_dir} (rubric v1)"}
+    assert len(rows) == 6 and {r["rater"] for r in rows} == {f"automatic: llm-judge {judge_dir} (rubric v2)"}
     key = json.loads(key_path.read_text())
     lm = InstructLM.load(str(judge_dir), device="cpu")
     for r in rows[:2]:  # each cell is the judge's most probable digit for that row's prompt
@@ -213,3 +213,57 @@ def test_llm_judge_fills_the_sheet_as_an_automatic_rater(two_systems, tmp_path, 
         == 2
     )
     assert f"choice '1' has no token of its own in {no_digits}'s vocabulary" in capsys.readouterr().err
+
+
+EVIDENCE = {
+    "pitch": {
+        "direction": "high",
+        "value": 240.0,
+        "unit": "Hz",
+        "reference": 180.0,
+        "deviation": 5.0,
+        "delta_unit": "semitones",
+    },
+    "volume": {
+        "direction": "high",
+        "value": -15.0,
+        "unit": "LUFS",
+        "reference": -20.0,
+        "deviation": 5.0,
+        "delta_unit": "dB",
+    },
+}
+
+
+def test_the_sheet_shows_measurements_and_ratings_meet_the_measurement_check(two_systems, tmp_path):
+    """Each row shows the clip's measurements beside the explanation; a rater's grounding scores
+    are compared with the measurement check of the same items."""
+    import shutil
+
+    systems, ids = two_systems
+    run = tmp_path / "evidential"
+    shutil.copytree(systems["rationaliser"].parent, run)
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    for i, row in enumerate(r for r in rows if r["task"] == "ser_sed"):
+        row["attributes_ref"] = {**row["attributes_ref"], "evidence": EVIDENCE}
+        row["rationale"] = "A high pitch and a loud voice." if i % 2 else "A low pitch and a loud voice."
+    (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "sheet"
+    export({"evidential": run / "predictions.jsonl"}, out, n=6, seed=0, explanation="rationale")
+    key = json.loads((tmp_path / "sheet.key.json").read_text())
+    with open(out / "sheet.csv", newline="") as f:
+        sheet = list(csv.DictReader(f))
+    assert {r["measurements"] for r in sheet} == {
+        "pitch 240 Hz (usual 180 Hz: high); volume -15 LUFS (+5.0 dB from usual: high)"
+    }
+    # a rater who gives 5 where every cue is confirmed and 2 where one is not
+    for r in sheet:
+        verdicts = [c["verdict"] for c in key["items"][r["item"]]["cue_check"]]
+        r.update({c: "3" for c in CRITERIA}, grounding="5" if set(verdicts) == {"right"} else "2", rater="ann")
+    with open(tmp_path / "ann.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(sheet[0]))
+        w.writeheader()
+        w.writerows(sheet)
+    got = aggregate([tmp_path / "ann.csv"], tmp_path / "sheet.key.json")["agreement_with_measurements"]["ann"]
+    assert got["n_items"] == 6 and got["binary_agreement"] == 1.0 and got["spearman_rho"] == pytest.approx(1.0)
+    assert got["measured_all_confirmed"] == 0.5

@@ -97,7 +97,7 @@ EV = {
     [
         (
             "A wide pitch range (11 semitones), a loud voice (+6 dB) and a high pitch (240 Hz).",
-            [("range", "wide", 11.0, "semitones"), ("volume", "high", 6.0, "db"), ("pitch", "high", 240.0, "hz")],
+            [("range", "wide", 11.0, "semitones"), ("volume", "high", 6.0, "dB"), ("pitch", "high", 240.0, "Hz")],
         ),
         (
             "Her voice is quiet, she speaks slowly, with a monotone melody.",
@@ -105,11 +105,11 @@ EV = {
         ),
         (
             "a soft, low volume (-4 dB), an unhurried, slow pace",
-            [("volume", "low", -4.0, "db"), ("speed", "slow", None, None)],
+            [("volume", "low", -4.0, "dB"), ("speed", "slow", None, None)],
         ),
         (
             "a pitch near its usual (164 Hz) and a steady pace",
-            [("pitch", "normal", 164.0, "hz"), ("speed", "normal", None, None)],
+            [("pitch", "normal", 164.0, "Hz"), ("speed", "normal", None, None)],
         ),
         ("high-pitched, then a high pitch again", [("pitch", "high", None, None)]),  # first mention only
         (

@@ -51,3 +51,33 @@ def test_a_recording_without_speech_says_so(ser):
     quiet[100] = 1e-3  # not all zeros, so not refused as silent, but no run of sound
     with pytest.raises(AudioError, match=r"no speech found.*data.min_clip_seconds"):
         ser.explain_recording(quiet)
+
+
+def test_an_evidence_model_checks_each_stated_cue_against_the_clip(ser, trained_run, monkeypatch):
+    """With the usual voices of evidence rationales at hand, each explained clip's stated cues
+    come back beside its measurement; the explanation task is the one the model was evaluated on."""
+    from data_modules.evidence import build_references
+    from explainable_ser.serving.inference import Explainer
+    from explainable_ser.serving.page import CUE_COLUMNS, cues_table
+
+    from conftest import harmonic
+
+    usual = {"f0_median_hz": 150.0, "f0_range_semitones": 2.0, "loudness_lufs": -40.0, "speaking_rate": 4.0}
+    refs = build_references([("spk", "neutral", usual)] * 5)
+    wave = torch.from_numpy(harmonic(300.0, 1.5, amp=0.5))
+    cues = Explainer.checked_cues(
+        type("S", (), {"cfg": ser.cfg, "references": refs})(), wave, "a high pitch (300 Hz) and a quiet voice", "a b c"
+    )
+    assert [(c["cue"], c["verdict"]) for c in cues] == [("pitch", "right"), ("volume", "hallucinated")]
+    assert cues[0]["measured"] == pytest.approx(300.0, rel=0.02) and cues[0]["reference"] == 150.0
+    table = cues_table({"cues": cues})
+    assert list(table.columns) == CUE_COLUMNS and table.iloc[0].tolist()[:2] == ["pitch", "high (300 Hz)"]
+
+    assert ser.explain_task.name == "ser_sed" and ser.references is None  # the paper's model: no cues
+    monkeypatch.setattr(ser.cfg.eval, "tasks", ["asr", "rat_ser"])
+    assert ser.explain_task.name == "rat_ser"
+    monkeypatch.setitem(ser.__dict__, "references", refs)
+    _, clip = trained_run
+    row = ser.explain(clip)
+    assert "rationale" in row and isinstance(row["cues"], list)
+    assert set(row["raw"]) == {"asr", "rat_ser"}
