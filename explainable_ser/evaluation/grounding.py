@@ -428,3 +428,28 @@ def cue_grounding(
             for cue, c in per_cue.items()
         },
     }
+
+
+def rationale_samples(rows: Sequence[Mapping], n: int = 5, seed: int = 0) -> list[dict]:
+    """``n`` prediction rows with a rationale and measured evidence, drawn by ``seed`` (not
+    picked by hand), each with its stated cues checked: what to read beside the figures."""
+    import random
+
+    have = sorted(
+        (r for r in rows if r.get("rationale") and (r.get("attributes_ref") or {}).get("evidence")),
+        key=lambda r: (r["id"], r.get("task") or ""),
+    )
+    out = []
+    for r in random.Random(seed).sample(have, min(n, len(have))):
+        ev = r["attributes_ref"]["evidence"]
+        out.append(
+            {
+                "id": r["id"],
+                "emotion_ref": r.get("emotion_ref"),
+                "emotion": r.get("emotion"),
+                "rationale": r["rationale"],
+                "cues": check_rationale(r["rationale"], ev),
+                "measured": {cue: (e["value"], e.get("unit"), e["reference"], e["direction"]) for cue, e in ev.items()},
+            }
+        )
+    return out

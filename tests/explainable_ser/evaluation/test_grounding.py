@@ -11,6 +11,7 @@ from explainable_ser.evaluation.grounding import (
     emotion_words,
     grounding,
     parse_cues,
+    rationale_samples,
     stated_cues,
 )
 from explainable_ser.model.prompts import caption_attributes
@@ -157,3 +158,15 @@ def test_cue_grounding_by_hand():
     assert got["magnitude_accuracy"] == 1.0 and got["n_magnitudes"] == 2
     assert got["emotion_consistency"] == pytest.approx(1 / 3)  # only the first names its answer alone
     assert got["per_cue"]["speed"] == {"stated": 2, "accuracy": 0.5, "hallucinated": 0.5}
+
+
+def test_rationale_samples_are_drawn_by_seed_and_checked():
+    rows = [
+        {"id": f"u{i}", "task": "rat_ser", "rationale": "A loud voice (+6 dB).", "attributes_ref": {"evidence": EV}}
+        for i in range(8)
+    ]
+    rows += [{"id": "none", "task": "rat_ser", "rationale": "A loud voice.", "attributes_ref": {}}]
+    first = rationale_samples(rows, n=3, seed=0)
+    assert [s["id"] for s in first] == [s["id"] for s in rationale_samples(list(reversed(rows)), n=3, seed=0)]
+    assert len(first) == 3 and "none" not in {s["id"] for s in first}
+    assert first[0]["cues"][0]["verdict"] == "right" and first[0]["measured"]["volume"] == (-14.0, None, -20.0, "high")
