@@ -14,7 +14,8 @@ Steps, each counted in ``OUT.report.json``:
    its own measurements (a mismatch is counted as a contradiction and the rationale dropped).
 4. **Paraphrase** (``--paraphrase MODEL``): an instruct LLM rewrites each rationale; the rewrite
    is kept only when the parser finds the same cues, in the same directions, all true to the
-   measurements, and the same emotion and no other; else the template stands. Rewrites are
+   measurements, and the same emotion and no other; else the template stands (so does it for a
+   copy of the template, ``unchanged``, and a reply echoing the prompt, ``prompt_echo``). Rewrites are
    appended to ``OUT.paraphrase.jsonl`` (resumable).
 
 Each record gets ``rationale``, ``rationale_cues`` (``{cue, direction, value, unit, reference,
@@ -28,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import sys
 import time
 from collections import Counter
@@ -88,9 +90,15 @@ def paraphrase_ok(text: str, cues: list[dict], emotion: str, evidence: dict) -> 
         return "cues_changed"
     if any(c["verdict"] != "right" for c in checked):
         return "cue_contradicted"
+    if any(c["value"] is None for c in checked):  # every cue keeps its number
+        return "number_dropped"
     if emotion_words(text, EMOTIONS) != {emotion}:
         return "emotion_changed"
     return None
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9.+-]+", text.lower())
 
 
 def paraphrase_all(rows: dict[str, dict], evidences: dict, args, path: Path) -> tuple[dict, Counter, float]:
@@ -120,7 +128,14 @@ def paraphrase_all(rows: dict[str, dict], evidences: dict, args, path: Path) -> 
     kept, reasons = {}, Counter()
     for i, row in rows.items():
         text = done[i]["text"]
-        why = "empty" if not text else paraphrase_ok(text, row["rationale_cues"], row["emotion"], evidences[i])
+        if not text:
+            why = "empty"
+        elif _words(text) == _words(row["rationale"]):  # a copy (a small model often echoes)
+            why = "unchanged"
+        elif "rewrite" in text.lower():
+            why = "prompt_echo"
+        else:
+            why = paraphrase_ok(text, row["rationale_cues"], row["emotion"], evidences[i])
         if why is None:
             kept[i] = text
         else:

@@ -165,8 +165,13 @@ def test_a_paraphrase_is_kept_only_when_every_cue_survives():
         is None
     )
     assert paraphrase_ok("Angry, judging by a loud voice (+6 dB).", cues, "angry", ev) == "cues_changed"
-    assert paraphrase_ok("Angry: a loud voice (+1 dB) and a fast pace.", cues, "angry", ev) == "cue_contradicted"
-    assert paraphrase_ok("Happy: a loud voice and a fast pace.", cues, "angry", ev) == "emotion_changed"
+    assert paraphrase_ok("Angry: a loud voice (+1 dB) and a fast pace (5.8 syllables/s).", cues, "angry", ev) == (
+        "cue_contradicted"
+    )
+    assert paraphrase_ok("Happy: a loud voice (+6 dB) and a fast pace (5.8 syllables/s).", cues, "angry", ev) == (
+        "emotion_changed"
+    )
+    assert paraphrase_ok("Angry: a loud voice (+6 dB) and a fast pace.", cues, "angry", ev) == "number_dropped"
 
 
 def test_paraphrases_that_lose_cues_leave_the_template(iemocap_like, tmp_path):
