@@ -76,18 +76,6 @@ CUES: dict[str, Cue] = {
 }
 """The cues, in the order a rationale states them when equally strong."""
 
-NINE_MEASUREMENTS = (
-    "f0_median_hz",
-    "f0_p5_hz",
-    "f0_p95_hz",
-    "f0_range_semitones",
-    "voiced_fraction",
-    "loudness_lufs",
-    "level_db",
-    "peak_level_db",
-    "speaking_rate",
-)
-
 
 def _value(measured: Mapping | None, key: str) -> float | None:
     v = (measured or {}).get(key)

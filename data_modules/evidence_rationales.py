@@ -39,7 +39,7 @@ from lhotse import CutSet
 from tqdm import tqdm
 
 from data_modules import evidence as E
-from data_modules.records import EMOTIONS, read_appended_jsonl, record_of
+from data_modules.records import EMOTIONS, read_progress, record_of
 
 EVIDENCE_VERSION = 1
 """Version of the cues, dead zones, cue choice and templates (``rationale_source``)."""
@@ -52,19 +52,11 @@ PARAPHRASE_PROMPT = (
 )
 
 
-def _progress(path: Path) -> dict[str, dict]:
-    try:
-        rows, _ = read_appended_jsonl(path)
-    except ValueError as err:
-        raise ValueError(f"{err}: delete it to start over") from None
-    return {row["id"]: row for row in rows}
-
-
 def measure_all(cuts: list, records: list[dict], path: Path, workers: int, progress: bool) -> dict[str, dict]:
     """Measurements per id: the record's own, the progress file's, else measured now."""
     from data_modules.annotate.measure import measure_cuts
 
-    done = {k: v["measured"] for k, v in _progress(path).items()}
+    done = {k: v["measured"] for k, v in read_progress(path).items()}
     for rec in records:
         own = (rec.get("attributes") or {}).get("measured")
         if rec["id"] not in done and isinstance(own, dict) and own.get("null_reasons") is not None:
@@ -105,7 +97,7 @@ def paraphrase_all(rows: dict[str, dict], evidences: dict, args, path: Path) -> 
     """``{id: kept paraphrase}``, the reasons of rejection, and the seconds it took."""
     from explainable_ser.model.teacher import InstructLM
 
-    done = _progress(path)
+    done = read_progress(path)
     todo = [i for i in rows if i not in done]
     t0 = time.perf_counter()
     if todo:

@@ -112,22 +112,11 @@ def check(rationale: str, rec: dict, labels) -> list[str]:
     return flags
 
 
-def read_progress(path: Path) -> dict[str, dict]:
-    """Rationales already written by an earlier (interrupted) run; a cut-off last line is dropped."""
-    from data_modules.records import read_appended_jsonl
-
-    try:
-        rows, _ = read_appended_jsonl(path)
-    except ValueError as err:
-        raise ValueError(f"{err}: delete it to start over") from None
-    return {row["id"]: row for row in rows}
-
-
 def run(args) -> dict:
     from lhotse import CutSet
     from tqdm import tqdm
 
-    from data_modules.records import EMOTIONS, record_of
+    from data_modules.records import EMOTIONS, read_progress, record_of
     from explainable_ser.model.teacher import InstructLM
 
     out = Path(args.out)

@@ -175,6 +175,16 @@ def record_of(cut) -> dict[str, Any]:
     return out
 
 
+def read_progress(path: str | Path) -> dict[str, dict]:
+    """The rows a resumable job appended to its progress file, by ``id`` (a cut-off last line is
+    dropped, see :func:`read_appended_jsonl`)."""
+    try:
+        rows, _ = read_appended_jsonl(path)
+    except ValueError as err:
+        raise ValueError(f"{err}: delete it to start over") from None
+    return {row["id"]: row for row in rows}
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     """One dict per non-empty line of a JSONL file (``predictions.jsonl``, manifests' rows);
     a line that is not a JSON object is a :class:`ValueError` naming the file and line."""

@@ -178,6 +178,11 @@ def explain_file(ser: Explainer, path: str, counterfactual: bool, limits: Limits
     return {"row": row, "counterfactual": cf, "seconds": seconds, "wall": time.perf_counter() - t0}
 
 
+def _hidden_table(value, label: str, elem_id: str):
+    """A read-only table, shown once there is something to show."""
+    return gr.Dataframe(value, label=label, visible=False, interactive=False, wrap=True, elem_id=elem_id)
+
+
 def build(ser: Explainer, limits: Limits, title: str = "explainable-ser"):
     """The Gradio page around a loaded model (``.launch()`` serves it)."""
 
@@ -302,22 +307,12 @@ def build(ser: Explainer, limits: Limits, title: str = "explainable-ser"):
             label="Emotion with the descriptor zeroed", interactive=False, visible=False, elem_id="cf_emotion"
         )
         cf_summary = gr.Markdown("", elem_id="cf_summary")
-        cues = gr.Dataframe(
+        cues = _hidden_table(
             cues_table({}),
-            label="Each stated cue beside the clip's measurement (usual: the training corpus's neutral voice)",
-            visible=False,
-            interactive=False,
-            wrap=True,
-            elem_id="cues",
+            "Each stated cue beside the clip's measurement (usual: the training corpus's neutral voice)",
+            "cues",
         )
-        timeline = gr.Dataframe(
-            timeline_table({}),
-            label="Timeline: the recording's pieces",
-            visible=False,
-            interactive=False,
-            wrap=True,
-            elem_id="timeline",
-        )
+        timeline = _hidden_table(timeline_table({}), "Timeline: the recording's pieces", "timeline")
         gr.Plot(
             layer_figure(ser.layer_weights()),
             label="Learned layer weights (softmax over the encoder layers)",

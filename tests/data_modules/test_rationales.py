@@ -7,8 +7,8 @@ import json
 import pytest
 from lhotse import CutSet
 
-from data_modules.rationales import check, main, read_progress
-from data_modules.records import make_cut, manifest_path, record_of
+from data_modules.rationales import check, main
+from data_modules.records import make_cut, manifest_path, read_progress, record_of
 
 from conftest import save_tiny_instruct
 
