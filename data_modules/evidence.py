@@ -215,19 +215,30 @@ def _join(parts: Sequence[str]) -> str:
 
 
 def choose_cues(
-    emotion: str, evidence: Mapping[str, Mapping], profiles: Mapping, max_cues: int = 3, min_cues: int = 2
+    emotion: str,
+    evidence: Mapping[str, Mapping],
+    profiles: Mapping,
+    max_cues: int = 3,
+    min_cues: int = 2,
+    min_strength: float = 1.0,
 ) -> list[dict]:
     """The cues a rationale states: those showing the label's profile direction, strongest
     first (normal ones for a profile of ``normal``, nearest first), up to ``max_cues``; topped
-    up to ``min_cues`` with the strongest others, marked ``supports: False``."""
+    up to ``min_cues`` with the strongest others, marked ``supports: False``. ``min_strength``
+    above 1 states only clear cues: a deviation at least that many dead zones from usual, a
+    ``normal`` within 1 / ``min_strength`` of one (the borderline ones are left unsaid)."""
     profile = profiles.get(emotion, {})
 
     def strength(name: str) -> float:
         ev = evidence[name]
         return abs(ev["deviation"]) / CUES[name].dead_zone
 
+    def clear(name: str) -> bool:
+        s = strength(name)
+        return s >= min_strength if evidence[name]["direction"] != "normal" else s <= 1.0 / min_strength
+
     supporting, others = [], []
-    for name in evidence:
+    for name in (n for n in evidence if clear(n)):
         want = profile.get(name, {}).get("direction")
         (supporting if want is not None and evidence[name]["direction"] == want else others).append(name)
     supporting.sort(key=lambda n: strength(n) if evidence[n]["direction"] != "normal" else -strength(n), reverse=True)
@@ -257,11 +268,13 @@ def rng_for(utt_id: str, seed: int = 0) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "little"))
 
 
-def render_rationale(emotion: str, cues: Sequence[Mapping], rng: random.Random) -> str:
-    """A one-sentence rationale naming ``cues`` (each with its number) and the emotion."""
+def render_rationale(emotion: str, cues: Sequence[Mapping], rng: random.Random, numbers: bool = True) -> str:
+    """A one-sentence rationale naming ``cues`` (each with its number unless ``numbers`` is
+    False: the direction alone, still checked) and the emotion."""
     phrases = {True: [], False: []}
     for c in cues:
-        phrase = rng.choice(PHRASES[(c["cue"], c["direction"])]).format(v=magnitude(c["cue"], c))
+        phrase = rng.choice(PHRASES[(c["cue"], c["direction"])])
+        phrase = phrase.format(v=magnitude(c["cue"], c)) if numbers else phrase.replace(" ({v})", "")
         phrases[bool(c.get("supports", True))].append(phrase)
     if not phrases[True]:  # nothing measured shows the label's profile: said so
         return NO_SUPPORT.format(emotion=emotion, cues=_join(phrases[False]))

@@ -73,7 +73,7 @@ def measure_all(cuts: list, records: list[dict], path: Path, workers: int, progr
     return done
 
 
-def paraphrase_ok(text: str, cues: list[dict], emotion: str, evidence: dict) -> str | None:
+def paraphrase_ok(text: str, cues: list[dict], emotion: str, evidence: dict, numbers: bool = True) -> str | None:
     """Why a paraphrase is rejected (None: kept)."""
     from explainable_ser.evaluation.grounding import check_rationale, emotion_words
 
@@ -82,7 +82,7 @@ def paraphrase_ok(text: str, cues: list[dict], emotion: str, evidence: dict) -> 
         return "cues_changed"
     if any(c["verdict"] != "right" for c in checked):
         return "cue_contradicted"
-    if any(c["value"] is None for c in checked):  # every cue keeps its number
+    if numbers and any(c["value"] is None for c in checked):  # every cue keeps its number
         return "number_dropped"
     if emotion_words(text, EMOTIONS) != {emotion}:
         return "emotion_changed"
@@ -127,7 +127,7 @@ def paraphrase_all(rows: dict[str, dict], evidences: dict, args, path: Path) -> 
         elif "rewrite" in text.lower():
             why = "prompt_echo"
         else:
-            why = paraphrase_ok(text, row["rationale_cues"], row["emotion"], evidences[i])
+            why = paraphrase_ok(text, row["rationale_cues"], row["emotion"], evidences[i], args.numbers)
         if why is None:
             kept[i] = text
         else:
@@ -174,8 +174,12 @@ def run_evidence(args) -> dict:
             reasons = (measured[rec["id"]].get("null_reasons") or {}).values()
             failures.append({"id": rec["id"], "reason": "no_measured_cue: " + "; ".join(sorted(set(reasons)))})
             continue
-        cues = E.choose_cues(rec["emotion"], ev, refs.get("profiles", {}), args.max_cues)
-        text = E.render_rationale(rec["emotion"], cues, E.rng_for(rec["id"], args.seed))
+        cues = E.choose_cues(
+            rec["emotion"], ev, refs.get("profiles", {}), args.max_cues, min_strength=args.min_strength
+        )
+        if not cues:  # every cue borderline (--min-strength): the clearest of them, as by default
+            cues = E.choose_cues(rec["emotion"], ev, refs.get("profiles", {}), args.max_cues)
+        text = E.render_rationale(rec["emotion"], cues, E.rng_for(rec["id"], args.seed), numbers=args.numbers)
         checked = check_rationale(text, ev)
         if (
             [(c["cue"], c["direction"]) for c in checked] != [(c["cue"], c["direction"]) for c in cues]
@@ -219,6 +223,8 @@ def run_evidence(args) -> dict:
         "manifest": str(args.manifest),
         "out": str(out),
         "source": source,
+        "numbers": args.numbers,
+        "min_strength": args.min_strength,
         "references": args.references or str(out.with_name(out.name + ".references.json")),
         "reference_basis": dict(bases),
         "n_records": len(records),

@@ -255,6 +255,21 @@ def parse_args(argv):
         "rewrite is kept only if every cue survives unchanged",
     )
     p.add_argument("--max-cues", type=int, default=3, help="evidence: at most this many cues (default 3)")
+    p.add_argument(
+        "--min-strength",
+        type=float,
+        default=1.0,
+        help="evidence: state only clear cues, a deviation of at least this many dead zones (a normal "
+        "cue within 1/this of one; a clip with none states its clearest, as by default); default 1: every "
+        "cue outside its dead zone",
+    )
+    p.add_argument(
+        "--no-numbers",
+        dest="numbers",
+        action="store_false",
+        help='evidence: state each cue\'s direction without its number ("a loud voice", not "a loud '
+        'voice (+6 dB)"); rationale_cues keep the numbers either way',
+    )
     p.add_argument("--workers", type=int, default=None, help="evidence: measurement processes (default: min(2, CPUs))")
     p.add_argument(
         "--teacher",

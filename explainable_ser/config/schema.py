@@ -248,8 +248,9 @@ class WarmStartConfig:
     descriptor_fields: list[str] = field(
         default_factory=lambda: ["gender", "pitch", "volume", "speed", "emphasis", "emotion"]
     )
-    """Record fields spelled out in the descriptor branch's target (``emotion`` or an
-    ``attributes`` key); set it to what the stage-2 targets hold (Sys.5: ``[emotion]``)."""
+    """Record fields spelled out in the descriptor branch's target (``emotion``, an
+    ``attributes`` key, or ``evidence.CUE`` for a measured cue's direction in evidence-rationale
+    manifests); set it to what the stage-2 targets hold (Sys.5: ``[emotion]``)."""
     epochs: int = 20
     """Passes over the training split (cheap: no LLM forward)."""
     descriptor_epochs: int | None = None

@@ -38,23 +38,38 @@ from tqdm.auto import tqdm
 
 from explainable_ser.config import ConfigError
 
-# How a record's descriptor field is spelled in the warm-start target.
-_SPELLING = {"pitch": "{} pitch", "volume": "{} volume", "speed": "{} speed"}
+# How a record's descriptor field is spelled in the warm-start target (by its last name part).
+_SPELLING = {"pitch": "{} pitch", "volume": "{} volume", "speed": "{} speed", "range": "{} range"}
+
+
+def record_field(record: dict, name: str):
+    """A descriptor field's value: ``emotion``, an ``attributes`` key (``pitch``), or a measured
+    cue's direction (``evidence.pitch``: ``attributes.evidence.pitch.direction``, written by
+    ``data_modules.rationales --source evidence``)."""
+    if name == "emotion":
+        return record.get("emotion")
+    attrs = record.get("attributes") or {}
+    if "." in name:
+        group, key = name.split(".", 1)
+        got = (attrs.get(group) or {}).get(key)
+        return got.get("direction") if isinstance(got, dict) else got
+    return attrs.get(name, record.get(name))
 
 
 def descriptor_words(record: dict, fields: list[str], value_words: dict | None = None) -> str | None:
     """``female normal pitch high volume slow speed sang angry`` for ``fields`` in order; None
     when the record lacks one of them. ``value_words`` (field -> value -> word) spells a
     field's value as one word of its own instead (``loud`` for a high volume)."""
-    attrs = record.get("attributes") or {}
     words = []
     for name in fields:
-        value = record.get("emotion") if name == "emotion" else attrs.get(name, record.get(name))
+        value = record_field(record, name)
         if value is None or not str(value).strip():
             return None
         value = str(value).strip()
-        own = (value_words or {}).get(name) or {}
-        words.append(own[value.lower()] if value.lower() in own else _SPELLING.get(name, "{}").format(value))
+        base = name.rsplit(".", 1)[-1]  # evidence.volume is spelled as volume is
+        own = (value_words or {}).get(name) or (value_words or {}).get(base) or {}
+        spelling = _SPELLING.get(base, "{}")
+        words.append(own[value.lower()] if value.lower() in own else spelling.format(value))
     return " ".join(words)
 
 
@@ -131,7 +146,7 @@ class FieldHeads(nn.Module):
 
 
 def field_value(record: dict, name: str) -> str | None:
-    value = record.get("emotion") if name == "emotion" else (record.get("attributes") or {}).get(name)
+    value = record_field(record, name)
     return None if value is None else str(value).strip().lower()
 
 

@@ -118,3 +118,29 @@ def test_a_rationale_with_no_supporting_cue_says_so():
     text = E.render_rationale("angry", cues, E.rng_for("x"))
     assert text == "Labelled angry, though the voice shows " + text.split("shows ")[1]
     assert [(c["cue"], c["direction"]) for c in parse_cues(text)] == [("volume", "low")]
+
+
+def test_only_clear_cues_are_stated_when_asked():
+    refs = E.build_references([("a", "neutral", measured())] * 5)
+    # volume +6 dB (3 dead zones), pitch +5 semitones (1.66), speed -25 % (1.67), range +0.5 (0.25)
+    ev = E.clip_evidence(measured(f0=200.0, rng=6.5, lufs=-14.0, rate=3.0), "a", refs)
+    profiles = {"angry": {c: {"direction": d} for c, d in (("pitch", "high"), ("volume", "high"), ("range", "wide"))}}
+    every = E.choose_cues("angry", ev, profiles, max_cues=3, min_cues=2)
+    assert [c["cue"] for c in every] == ["volume", "pitch"]
+    clear = E.choose_cues("angry", ev, profiles, max_cues=3, min_cues=2, min_strength=2.0)
+    # pitch (1.66 zones) is borderline at 2; range, 0.25 zones from usual, is clearly normal
+    assert [(c["cue"], c["supports"]) for c in clear] == [("volume", True), ("range", False)]
+
+
+def test_a_rationale_without_numbers_states_the_same_cues():
+    cues = [
+        {"cue": "volume", "direction": "high", "value": -14.0, "deviation": 6.0, "supports": True},
+        {"cue": "speed", "direction": "slow", "value": 3.0, "deviation": -25.0, "supports": False},
+    ]
+    with_numbers = E.render_rationale("angry", cues, E.rng_for("x"))
+    without = E.render_rationale("angry", cues, E.rng_for("x"), numbers=False)
+    assert not any(ch.isdigit() for ch in without) and any(ch.isdigit() for ch in with_numbers)
+    assert [(c["cue"], c["direction"], c["value"]) for c in parse_cues(without)] == [
+        ("volume", "high", None),
+        ("speed", "slow", None),
+    ]

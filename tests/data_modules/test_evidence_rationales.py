@@ -189,3 +189,16 @@ def test_paraphrases_that_lose_cues_leave_the_template(iemocap_like, tmp_path):
     assert len(kept) == para["kept"]
     assert len((out.parent / (out.name + ".paraphrase.jsonl")).read_text().splitlines()) == 12
     assert evidence_rationales.PARAPHRASE_PROMPT[1].count("{rationale}") == 1
+
+
+def test_rationales_without_numbers_keep_the_numbers_in_their_cues(iemocap_like, tmp_path):
+    path, _ = iemocap_like
+    out = tmp_path / "plain.jsonl.gz"
+    assert run(path, out, "--no-numbers", "--min-strength", "1.5") == 0
+    recs = [r for r in map(record_of, CutSet.from_file(out)) if r["rationale"]]
+    assert len(recs) == 12
+    for r in recs:
+        assert not any(ch.isdigit() for ch in r["rationale"]), r["rationale"]
+        assert all(isinstance(c["value"], float) for c in r["rationale_cues"])
+    report = json.loads((tmp_path / "plain.jsonl.gz.report.json").read_text())
+    assert report["numbers"] is False and report["min_strength"] == 1.5 and report["contradictions"] == 0

@@ -159,3 +159,18 @@ def test_field_heads_train_with_the_descriptor_branch(clips, seeded):
         field_weight=1.0,
     )
     assert report["dev_field_head_accuracy"] == {} and report["dev_field_accuracy"] == {}
+
+
+def test_measured_cue_directions_are_fields_too():
+    rec = {
+        **REC,
+        "attributes": {
+            **REC["attributes"],
+            "evidence": {"pitch": {"direction": "high", "value": 240.0}, "volume": {"direction": "normal"}},
+        },
+    }
+    own = {"volume": {"high": "loud", "normal": "moderate"}}  # spelled as the label field is
+    assert descriptor_words(rec, ["evidence.pitch", "evidence.volume", "emotion"], own) == "high pitch moderate angry"
+    assert descriptor_words(rec, ["evidence.speed"]) is None  # not measured: no target
+    low = {**REC, "attributes": {"evidence": {"pitch": {"direction": "low"}}}}
+    assert field_classes([rec, low], ["evidence.pitch"]) == {"evidence.pitch": ["high", "low"]}
