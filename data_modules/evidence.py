@@ -174,24 +174,33 @@ def build_profiles(rows: Iterable[tuple[str | None, Mapping]]) -> dict[str, dict
 # Phrases per (cue, direction); {v} is the stated magnitude. evaluation.grounding.parse_cues
 # reads every one of them back (tests/data_modules/test_evidence.py checks the round trip).
 PHRASES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("pitch", "high"): ("a high pitch ({v})", "a raised pitch ({v})"),
-    ("pitch", "low"): ("a low pitch ({v})", "a lowered pitch ({v})"),
-    ("pitch", "normal"): ("an ordinary pitch ({v})", "a pitch near its usual ({v})"),
-    ("range", "wide"): ("a wide pitch range ({v})", "a lively, varied melody ({v})"),
-    ("range", "narrow"): ("a narrow pitch range ({v})", "a monotone melody ({v})"),
-    ("range", "normal"): ("an ordinary pitch range ({v})", "a pitch range near its usual ({v})"),
-    ("volume", "high"): ("a loud voice ({v})", "a raised volume ({v})"),
-    ("volume", "low"): ("a quiet voice ({v})", "a soft, low volume ({v})"),
-    ("volume", "normal"): ("a moderate volume ({v})", "a volume near its usual ({v})"),
-    ("speed", "fast"): ("a fast pace ({v})", "a hurried pace ({v})"),
-    ("speed", "slow"): ("a slow pace ({v})", "an unhurried, slow pace ({v})"),
-    ("speed", "normal"): ("a steady pace ({v})", "an even pace ({v})"),
+    ("pitch", "high"): ("a high pitch ({v})", "a raised pitch ({v})", "a higher pitch ({v})"),
+    ("pitch", "low"): ("a low pitch ({v})", "a lowered pitch ({v})", "a deep pitch ({v})"),
+    ("pitch", "normal"): ("an ordinary pitch ({v})", "a pitch near its usual ({v})", "a usual pitch ({v})"),
+    ("range", "wide"): ("a wide pitch range ({v})", "a lively, varied melody ({v})", "a broad pitch range ({v})"),
+    ("range", "narrow"): ("a narrow pitch range ({v})", "a monotone melody ({v})", "a monotone delivery ({v})"),
+    ("range", "normal"): (
+        "an ordinary pitch range ({v})",
+        "a pitch range near its usual ({v})",
+        "a usual pitch range ({v})",
+    ),
+    ("volume", "high"): ("a loud voice ({v})", "a raised volume ({v})", "a high volume ({v})"),
+    ("volume", "low"): ("a quiet voice ({v})", "a soft, low volume ({v})", "a hushed voice ({v})"),
+    ("volume", "normal"): ("a moderate volume ({v})", "a volume near its usual ({v})", "a usual volume ({v})"),
+    ("speed", "fast"): ("a fast pace ({v})", "a hurried pace ({v})", "a quick tempo ({v})"),
+    ("speed", "slow"): ("a slow pace ({v})", "an unhurried, slow pace ({v})", "a slow tempo ({v})"),
+    ("speed", "normal"): ("a steady pace ({v})", "an even pace ({v})", "a moderate tempo ({v})"),
 }
 TEMPLATES = (
     "The speaker sounds {emotion}: {cues}.",
     "{Cues} make the voice sound {emotion}.",
     "This sounds {emotion}, with {cues}.",
     "{Cues}: the speaker is {emotion}.",
+    "The voice has {cues}, so the speaker sounds {emotion}.",
+    "Judging by {cues}, the speaker is {emotion}.",
+    "With {cues}, the voice sounds {emotion}.",
+    "The speaker seems {emotion}, given {cues}.",
+    "The speaker is {emotion}, as {cues} show.",
 )
 CONTRAST = ", though with {cues}"  # cues that do not support the label, said as such
 NO_SUPPORT = "Labelled {emotion}, though the voice shows {cues}."
