@@ -466,3 +466,20 @@ def test_demo_system_overlays_differ_from_the_demo_only_where_their_system_does(
         else:
             assert stage2.tasks == demo.training.stages[1].tasks and cfg.eval.tasks == demo.eval.tasks
             assert cfg.training.warm_start == demo.training.warm_start
+
+
+def test_the_rationale_overlay_trains_the_demo_on_evidence_rationales():
+    from explainable_ser.config import PACKAGED_CONFIGS
+
+    demo = load_config([str(PACKAGED_CONFIGS["demo"])])
+    cfg = load_config([str(PACKAGED_CONFIGS["demo"]), str(DEMO_RATIONALE), "seed=2"])
+    assert cfg.resolved_run_dir() == Path("runs/demo_systems/rationale/seed2") and cfg.data.seed == 2
+    assert cfg.model == demo.model and cfg.training.stages[0] == demo.training.stages[0]
+    (corpus,) = cfg.data.corpora
+    assert corpus.name == "synthcraft" and corpus.dir.startswith("data/synthcraft_evidence")
+    stage2 = cfg.training.stages[1]
+    assert stage2.trainable == ["descriptor", "lora"] and stage2.max_steps == demo.training.stages[1].max_steps
+    assert "rat_ser" in stage2.tasks and "asr" in stage2.tasks and cfg.eval.tasks == ["rat_ser"]
+    # the descriptor warm start spells only fields the evidence records have
+    for name in cfg.training.warm_start.descriptor_fields:
+        assert name in {"gender", "emphasis", "emotion", "pitch", "volume", "speed"} or name.startswith("evidence.")
