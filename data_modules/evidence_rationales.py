@@ -175,10 +175,10 @@ def run_evidence(args) -> dict:
             failures.append({"id": rec["id"], "reason": "no_measured_cue: " + "; ".join(sorted(set(reasons)))})
             continue
         cues = E.choose_cues(
-            rec["emotion"], ev, refs.get("profiles", {}), args.max_cues, min_strength=args.min_strength
+            rec["emotion"], ev, refs.get("profiles", {}), args.max_cues, args.min_cues, args.min_strength
         )
         if not cues:  # every cue borderline (--min-strength): the clearest of them, as by default
-            cues = E.choose_cues(rec["emotion"], ev, refs.get("profiles", {}), args.max_cues)
+            cues = E.choose_cues(rec["emotion"], ev, refs.get("profiles", {}), args.max_cues, args.min_cues)
         text = E.render_rationale(rec["emotion"], cues, E.rng_for(rec["id"], args.seed), numbers=args.numbers)
         checked = check_rationale(text, ev)
         if (
@@ -225,6 +225,8 @@ def run_evidence(args) -> dict:
         "source": source,
         "numbers": args.numbers,
         "min_strength": args.min_strength,
+        "max_cues": args.max_cues,
+        "min_cues": args.min_cues,
         "references": args.references or str(out.with_name(out.name + ".references.json")),
         "reference_basis": dict(bases),
         "n_records": len(records),

@@ -256,6 +256,12 @@ def parse_args(argv):
     )
     p.add_argument("--max-cues", type=int, default=3, help="evidence: at most this many cues (default 3)")
     p.add_argument(
+        "--min-cues",
+        type=int,
+        default=2,
+        help="evidence: at least this many, topped up with cues that do not support the label (default 2)",
+    )
+    p.add_argument(
         "--min-strength",
         type=float,
         default=1.0,

@@ -202,3 +202,16 @@ def test_rationales_without_numbers_keep_the_numbers_in_their_cues(iemocap_like,
         assert all(isinstance(c["value"], float) for c in r["rationale_cues"])
     report = json.loads((tmp_path / "plain.jsonl.gz.report.json").read_text())
     assert report["numbers"] is False and report["min_strength"] == 1.5 and report["contradictions"] == 0
+
+
+def test_every_measured_cue_can_be_stated(iemocap_like, tmp_path):
+    path, _ = iemocap_like
+    out = tmp_path / "all.jsonl.gz"
+    assert run(path, out, "--max-cues", "4", "--min-cues", "4") == 0
+    recs = [r for r in map(record_of, CutSet.from_file(out)) if r["rationale"]]
+    for r in recs:  # supporting cues first, the rest said as such
+        assert sorted(c["cue"] for c in r["rationale_cues"]) == ["pitch", "range", "speed", "volume"]
+        supports = [c["supports"] for c in r["rationale_cues"]]
+        assert supports == sorted(supports, reverse=True)
+    report = json.loads((tmp_path / "all.jsonl.gz.report.json").read_text())
+    assert report["cues_per_rationale"] == 4 and report["contradictions"] == 0
