@@ -377,12 +377,28 @@ def cue_grounding(
     evidences: Sequence[Mapping | None],
     answer_emotions: Sequence[str | None],
     labels: Sequence[str],
+    reference_emotions: Sequence[str | None] | None = None,
 ) -> dict:
     """Cue-level grounding of rationales against their clips' measurements: ``cue_accuracy``
     (right / checked), ``hallucinated_cue_rate`` (hallucinated / checked), ``cues_per_rationale``
     (stated cues per rationale, checked or not), ``magnitude_accuracy`` (of stated numbers),
     ``emotion_consistency`` (the rationale's emotion words name the answer's emotion and no
-    other), per cue the same counts."""
+    other), per cue the same counts.
+
+    With ``reference_emotions``, ``stereotype``: does a rationale read the clip or recite its
+    emotion's stereotype? The stereotype of an emotion is the direction most of these clips of
+    that (reference) emotion measure on each cue; ``share`` is the part of the stated cues
+    that say their answer emotion's stereotype, ``baseline_accuracy`` the cue accuracy of a
+    rationale that states the stereotype for the same cues (directions only), and
+    ``accuracy_off_stereotype`` the direction accuracy of the stated cues that depart from it."""
+    from data_modules.evidence import build_profiles
+
+    profiles = (
+        build_profiles(zip(reference_emotions, (ev or {} for ev in evidences)))
+        if reference_emotions is not None
+        else None
+    )
+    stereo: Counter = Counter()
     n = stated = 0
     verdicts: Counter = Counter()
     per_cue: dict[str, Counter] = {c: Counter() for c in EVIDENCE_CUES}
@@ -397,6 +413,14 @@ def cue_grounding(
         for c in checked:
             verdicts[c["verdict"]] += 1
             per_cue[c["cue"]][c["verdict"]] += 1
+            if profiles is not None and c["verdict"] != "unchecked":
+                usual = (profiles.get(emo) or {}).get(c["cue"], {}).get("direction")
+                stereo["checked"] += 1
+                stereo["stereotyped"] += c["direction"] == usual
+                stereo["baseline_right"] += usual == c["measured_direction"]
+                if c["direction"] != usual:
+                    stereo["off"] += 1
+                    stereo["off_right"] += c["direction"] == c["measured_direction"]
             if c["magnitude_error"] is not None:
                 mags += 1
                 mag_ok += c["magnitude_error"] <= EVIDENCE_CUES[c["cue"]].dead_zone
@@ -408,7 +432,17 @@ def cue_grounding(
     def rate(k, counts, total):
         return counts[k] / total if total else None
 
+    extra = {}
+    if profiles is not None:
+        extra["stereotype"] = {
+            "share": rate("stereotyped", stereo, stereo["checked"]),
+            "baseline_accuracy": rate("baseline_right", stereo, stereo["checked"]),
+            "accuracy_off_stereotype": rate("off_right", stereo, stereo["off"]),
+            "n_off_stereotype": stereo["off"],
+            "profiles": {e: {c: p["direction"] for c, p in cues.items()} for e, cues in profiles.items()},
+        }
     return {
+        **extra,
         "n_rationales": n,
         "n_stated_cues": stated,
         "n_checked_cues": n_checked,

@@ -109,6 +109,13 @@ def summary_lines(metrics: dict, cfg: ExperimentConfig, out_dir: Path, run_dir: 
             f"{_fmt(cg['cues_per_rationale'], 2)} cues per rationale, numbers within tolerance "
             f"{_fmt(cg['magnitude_accuracy'])}; rationale emotion = answer emotion {_fmt(cg['emotion_consistency'])}"
         )
+        st = cg.get("stereotype")
+        if st:
+            lines.append(
+                f"          {_fmt(st['share'])} of the stated cues are their emotion's stereotype (stating the "
+                f"stereotype: accuracy {_fmt(st['baseline_accuracy'])}; off it: {_fmt(st['accuracy_off_stereotype'])} "
+                f"of {st['n_off_stereotype']})"
+            )
     for branch, lw in (metrics.get("layer_weights") or {}).items():
         top = max(range(len(lw["weights"])), key=lw["weights"].__getitem__)
         lines.append(

@@ -163,6 +163,7 @@ def explanation_metrics(
                 [r["attributes_ref"]["evidence"] for r in measured],
                 [r.get("emotion") for r in measured],
                 labels,
+                reference_emotions=[r.get("emotion_ref") for r in measured],
             )
             info["cue_grounding"]["n_without_rationale"] = sum(not r.get("rationale") for r in measured)
         out["rationale"] = info

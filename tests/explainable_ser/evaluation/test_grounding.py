@@ -170,3 +170,19 @@ def test_rationale_samples_are_drawn_by_seed_and_checked():
     assert [s["id"] for s in first] == [s["id"] for s in rationale_samples(list(reversed(rows)), n=3, seed=0)]
     assert len(first) == 3 and "none" not in {s["id"] for s in first}
     assert first[0]["cues"][0]["verdict"] == "right" and first[0]["measured"]["volume"] == (-14.0, None, -20.0, "high")
+
+
+def test_the_stereotype_check_tells_reading_the_clip_from_reciting_the_emotion():
+    quiet = {**EV, "volume": {"direction": "low", "value": -26.0, "reference": -20.0, "deviation": -6.0}}
+    # three angry clips: two loud (the stereotype: loud), one quiet
+    evs, refs = [EV, EV, quiet], ["angry", "angry", "angry"]
+    recite = ["A loud voice: the speaker is angry."] * 3
+    got = cue_grounding(recite, evs, refs, ("neutral", "angry"), reference_emotions=refs)["stereotype"]
+    assert got["share"] == 1.0 and got["baseline_accuracy"] == pytest.approx(2 / 3)
+    assert got["n_off_stereotype"] == 0 and got["accuracy_off_stereotype"] is None
+    assert got["profiles"]["angry"]["volume"] == "high"
+    read = ["A loud voice: the speaker is angry."] * 2 + ["A quiet voice, yet the speaker is angry."]
+    got = cue_grounding(read, evs, refs, ("neutral", "angry"), reference_emotions=refs)
+    assert got["cue_accuracy"] == 1.0 and got["stereotype"]["share"] == pytest.approx(2 / 3)
+    assert got["stereotype"]["accuracy_off_stereotype"] == 1.0 and got["stereotype"]["n_off_stereotype"] == 1
+    assert "stereotype" not in cue_grounding(read, evs, refs, ("neutral", "angry"))
