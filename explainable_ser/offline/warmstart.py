@@ -137,12 +137,13 @@ class FieldHeads(nn.Module):
     def __init__(self, dim: int, classes: dict[str, list[str]]):
         super().__init__()
         self.classes = classes
-        self.heads = nn.ModuleDict({f: nn.Linear(dim, len(v)) for f, v in classes.items()})
+        # module names cannot hold a dot (evidence.pitch): the heads are kept in field order
+        self.heads = nn.ModuleList([nn.Linear(dim, len(v)) for v in classes.values()])
 
     def forward(self, tokens: torch.Tensor, n_tok: torch.Tensor) -> dict[str, torch.Tensor]:
         valid = (torch.arange(tokens.shape[1])[None] < n_tok[:, None]).float()[..., None]  # [B, N, 1]
         pooled = (tokens.float() * valid).sum(1) / valid.sum(1).clamp(min=1)  # [B, H]
-        return {f: head(pooled) for f, head in self.heads.items()}  # field -> [B, C]
+        return {f: head(pooled) for f, head in zip(self.classes, self.heads)}  # field -> [B, C]
 
 
 def field_value(record: dict, name: str) -> str | None:

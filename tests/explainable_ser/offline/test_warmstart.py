@@ -174,3 +174,22 @@ def test_measured_cue_directions_are_fields_too():
     assert descriptor_words(rec, ["evidence.speed"]) is None  # not measured: no target
     low = {**REC, "attributes": {"evidence": {"pitch": {"direction": "low"}}}}
     assert field_classes([rec, low], ["evidence.pitch"]) == {"evidence.pitch": ["high", "low"]}
+
+
+def test_field_heads_take_measured_cue_fields(clips, seeded):
+    """A field named with a dot (evidence.pitch) gets its head like any other."""
+
+    def measured(items):
+        out = []
+        for wave, rec in items:
+            ev = {"pitch": {"direction": rec["attributes"]["pitch"]}}
+            out.append((wave, {**rec, "attributes": {**rec["attributes"], "evidence": ev}}))
+        return out
+
+    train, dev = map(measured, clips)
+    tok = build_word_tokenizer([r["transcript"] for _, r in train] + ["pitch low normal high neutral happy sad angry"])
+    model = build_model(tiny_config("model.branch.utterance_context=[descriptor]").model, tok, init_seed=0)
+    kw = dict(epochs=1, lr=3e-3, batch_size=8, scale=30.0, norm_weight=0.1, seed=0, progress=False, field_weight=1.0)
+    report = warm_start(model, "descriptor", train, dev, tok, fields=["evidence.pitch", "emotion"], **kw)
+    assert set(report["dev_field_head_accuracy"]) == {"evidence.pitch", "emotion"}
+    assert set(report["dev_field_accuracy"]) == {"evidence.pitch", "emotion"}
