@@ -235,7 +235,8 @@ def choose_cues(
     first (normal ones for a profile of ``normal``, nearest first), up to ``max_cues``; topped
     up to ``min_cues`` with the strongest others, marked ``supports: False``. ``min_strength``
     above 1 states only clear cues: a deviation at least that many dead zones from usual, a
-    ``normal`` within 1 / ``min_strength`` of one (the borderline ones are left unsaid)."""
+    ``normal`` within 1 / ``min_strength`` of one (the borderline ones are left unsaid; when
+    every cue is borderline, they are chosen as with ``min_strength`` 1)."""
     profile = profiles.get(emotion, {})
 
     def strength(name: str) -> float:
@@ -245,6 +246,9 @@ def choose_cues(
     def clear(name: str) -> bool:
         s = strength(name)
         return s >= min_strength if evidence[name]["direction"] != "normal" else s <= 1.0 / min_strength
+
+    if not any(clear(n) for n in evidence):
+        min_strength = 1.0  # nothing clear to state: the clearest of the borderline ones
 
     supporting, others = [], []
     for name in (n for n in evidence if clear(n)):

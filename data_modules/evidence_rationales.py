@@ -177,8 +177,6 @@ def run_evidence(args) -> dict:
         cues = E.choose_cues(
             rec["emotion"], ev, refs.get("profiles", {}), args.max_cues, args.min_cues, args.min_strength
         )
-        if not cues:  # every cue borderline (--min-strength): the clearest of them, as by default
-            cues = E.choose_cues(rec["emotion"], ev, refs.get("profiles", {}), args.max_cues, args.min_cues)
         text = E.render_rationale(rec["emotion"], cues, E.rng_for(rec["id"], args.seed), numbers=args.numbers)
         checked = check_rationale(text, ev)
         if (

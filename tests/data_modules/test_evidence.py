@@ -146,3 +146,11 @@ def test_a_rationale_without_numbers_states_the_same_cues():
         ("volume", "high", None),
         ("speed", "slow", None),
     ]
+
+
+def test_a_clip_with_only_borderline_cues_still_states_its_clearest():
+    refs = E.build_references([("a", "neutral", measured())] * 5)
+    # pitch +5 semitones (1.66 dead zones), volume +3 dB (1.5), range +1.5 (0.75), speed -20 % (1.33)
+    ev = E.clip_evidence(measured(f0=200.0, rng=7.5, lufs=-17.0, rate=3.2), "a", refs)
+    profiles = {"angry": {"pitch": {"direction": "high"}, "volume": {"direction": "high"}}}
+    assert E.choose_cues("angry", ev, profiles, min_strength=2.0) == E.choose_cues("angry", ev, profiles)
