@@ -202,6 +202,8 @@ TEMPLATES = (
     "The speaker seems {emotion}, given {cues}.",
     "The speaker is {emotion}, as {cues} show.",
 )
+# Cues before the emotion: the description comes first and the label is read from it.
+CUES_FIRST = tuple(t for t in TEMPLATES if t.lower().index("{cues}") < t.index("{emotion}"))
 CONTRAST = ", though with {cues}"  # cues that do not support the label, said as such
 NO_SUPPORT = "Labelled {emotion}, though the voice shows {cues}."
 
@@ -230,13 +232,21 @@ def choose_cues(
     max_cues: int = 3,
     min_cues: int = 2,
     min_strength: float = 1.0,
+    by: str = "profile",
 ) -> list[dict]:
     """The cues a rationale states: those showing the label's profile direction, strongest
     first (normal ones for a profile of ``normal``, nearest first), up to ``max_cues``; topped
     up to ``min_cues`` with the strongest others, marked ``supports: False``. ``min_strength``
     above 1 states only clear cues: a deviation at least that many dead zones from usual, a
     ``normal`` within 1 / ``min_strength`` of one (the borderline ones are left unsaid; when
-    every cue is borderline, they are chosen as with ``min_strength`` 1)."""
+    every cue is borderline, they are chosen as with ``min_strength`` 1).
+
+    ``by="strength"`` ignores the profile in the choice: the clip's clear cues, deviations
+    strongest first then normals nearest first, up to ``max_cues`` (``supports`` still says
+    whether each shows the profile). The stated cues then depend on the clip alone, so a model
+    cannot earn them by reciting its emotion's usual cues."""
+    if by not in ("profile", "strength"):
+        raise ValueError(f"choose_cues: by must be 'profile' or 'strength', not {by!r}")
     profile = profiles.get(emotion, {})
 
     def strength(name: str) -> float:
@@ -250,30 +260,30 @@ def choose_cues(
     if not any(clear(n) for n in evidence):
         min_strength = 1.0  # nothing clear to state: the clearest of the borderline ones
 
+    def wants(name: str) -> bool:
+        want = profile.get(name, {}).get("direction")
+        return want is not None and evidence[name]["direction"] == want
+
+    if by == "strength":
+        clear_ones = [n for n in evidence if clear(n)]
+        deviating = sorted((n for n in clear_ones if evidence[n]["direction"] != "normal"), key=strength, reverse=True)
+        usual = sorted((n for n in clear_ones if evidence[n]["direction"] == "normal"), key=strength)
+        chosen = [(n, wants(n)) for n in (deviating + usual)[:max_cues]]
+        return [_stated(n, s, evidence[n]) for n, s in chosen]
+
     supporting, others = [], []
     for name in (n for n in evidence if clear(n)):
-        want = profile.get(name, {}).get("direction")
-        (supporting if want is not None and evidence[name]["direction"] == want else others).append(name)
+        (supporting if wants(name) else others).append(name)
     supporting.sort(key=lambda n: strength(n) if evidence[n]["direction"] != "normal" else -strength(n), reverse=True)
     others.sort(key=strength, reverse=True)
     chosen = [(n, True) for n in supporting[:max_cues]]
     chosen += [(n, False) for n in others[: max(0, min_cues - len(chosen))]]
-    out = []
-    for name, supports in chosen:
-        ev = evidence[name]
-        out.append(
-            {
-                "cue": name,
-                "direction": ev["direction"],
-                "value": ev["value"],
-                "unit": ev["unit"],
-                "reference": ev["reference"],
-                "deviation": ev["deviation"],
-                "delta_unit": ev["delta_unit"],
-                "supports": supports,
-            }
-        )
-    return out
+    return [_stated(n, s, evidence[n]) for n, s in chosen]
+
+
+def _stated(name: str, supports: bool, ev: Mapping) -> dict:
+    keys = ("direction", "value", "unit", "reference", "deviation", "delta_unit")
+    return {"cue": name, **{k: ev[k] for k in keys}, "supports": supports}
 
 
 def rng_for(utt_id: str, seed: int = 0) -> random.Random:
@@ -281,18 +291,22 @@ def rng_for(utt_id: str, seed: int = 0) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "little"))
 
 
-def render_rationale(emotion: str, cues: Sequence[Mapping], rng: random.Random, numbers: bool = True) -> str:
+def render_rationale(
+    emotion: str, cues: Sequence[Mapping], rng: random.Random, numbers: bool = True, describe_first: bool = False
+) -> str:
     """A one-sentence rationale naming ``cues`` (each with its number unless ``numbers`` is
-    False: the direction alone, still checked) and the emotion."""
+    False: the direction alone, still checked) and the emotion. ``describe_first``: every cue
+    said as what the voice shows, before the emotion (templates of :data:`CUES_FIRST`), whether
+    or not it shows the label's profile."""
     phrases = {True: [], False: []}
     for c in cues:
         phrase = rng.choice(PHRASES[(c["cue"], c["direction"])])
         phrase = phrase.format(v=magnitude(c["cue"], c)) if numbers else phrase.replace(" ({v})", "")
-        phrases[bool(c.get("supports", True))].append(phrase)
+        phrases[describe_first or bool(c.get("supports", True))].append(phrase)
     if not phrases[True]:  # nothing measured shows the label's profile: said so
         return NO_SUPPORT.format(emotion=emotion, cues=_join(phrases[False]))
     main = phrases[True]
-    template = rng.choice(TEMPLATES)
+    template = rng.choice(CUES_FIRST if describe_first else TEMPLATES)
     text = template.format(emotion=emotion, cues=_join(main), Cues=_join(main)[0].upper() + _join(main)[1:])
     if phrases[False]:
         text = text[:-1] + CONTRAST.format(cues=_join(phrases[False])) + "."

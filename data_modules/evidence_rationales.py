@@ -9,7 +9,8 @@ Steps, each counted in ``OUT.report.json``:
 2. **References**: the speakers' usual values and the emotions' profiles, from this manifest
    (saved as ``OUT.references.json``) or from ``--references`` (the training split's, for dev and
    test).
-3. **Rationales**: the cues supporting each label, strongest first, in one of a few templates
+3. **Rationales**: the cues supporting each label, strongest first (``--describe-first``: the
+   clip's clearest cues whatever its label, stated before it), in one of a few templates
    with their numbers; every rationale is read back by the grounding parser and checked against
    its own measurements (a mismatch is counted as a contradiction and the rationale dropped).
 4. **Paraphrase** (``--paraphrase MODEL``): an instruct LLM rewrites each rationale; the rewrite
@@ -174,10 +175,12 @@ def run_evidence(args) -> dict:
             reasons = (measured[rec["id"]].get("null_reasons") or {}).values()
             failures.append({"id": rec["id"], "reason": "no_measured_cue: " + "; ".join(sorted(set(reasons)))})
             continue
+        by = "strength" if args.describe_first else "profile"
         cues = E.choose_cues(
-            rec["emotion"], ev, refs.get("profiles", {}), args.max_cues, args.min_cues, args.min_strength
+            rec["emotion"], ev, refs.get("profiles", {}), args.max_cues, args.min_cues, args.min_strength, by
         )
-        text = E.render_rationale(rec["emotion"], cues, E.rng_for(rec["id"], args.seed), numbers=args.numbers)
+        rng = E.rng_for(rec["id"], args.seed)
+        text = E.render_rationale(rec["emotion"], cues, rng, numbers=args.numbers, describe_first=args.describe_first)
         checked = check_rationale(text, ev)
         if (
             [(c["cue"], c["direction"]) for c in checked] != [(c["cue"], c["direction"]) for c in cues]
@@ -225,6 +228,7 @@ def run_evidence(args) -> dict:
         "min_strength": args.min_strength,
         "max_cues": args.max_cues,
         "min_cues": args.min_cues,
+        "describe_first": args.describe_first,
         "references": args.references or str(out.with_name(out.name + ".references.json")),
         "reference_basis": dict(bases),
         "n_records": len(records),

@@ -276,6 +276,13 @@ def parse_args(argv):
         help='evidence: state each cue\'s direction without its number ("a loud voice", not "a loud '
         'voice (+6 dB)"); rationale_cues keep the numbers either way',
     )
+    p.add_argument(
+        "--describe-first",
+        action="store_true",
+        help="evidence: state the clip's clearest cues whatever its label (not the ones its emotion "
+        'usually shows), before the emotion ("A loud voice and a fast pace: the speaker is angry."), '
+        "so a model cannot earn the cues by reciting its emotion's usual ones",
+    )
     p.add_argument("--workers", type=int, default=None, help="evidence: measurement processes (default: min(2, CPUs))")
     p.add_argument(
         "--teacher",

@@ -7,6 +7,7 @@ import itertools
 import pytest
 
 from data_modules import evidence as E
+from data_modules.records import EMOTIONS
 from explainable_ser.evaluation.grounding import check_rationale, emotion_words, parse_cues
 
 
@@ -154,3 +155,30 @@ def test_a_clip_with_only_borderline_cues_still_states_its_clearest():
     ev = E.clip_evidence(measured(f0=200.0, rng=7.5, lufs=-17.0, rate=3.2), "a", refs)
     profiles = {"angry": {"pitch": {"direction": "high"}, "volume": {"direction": "high"}}}
     assert E.choose_cues("angry", ev, profiles, min_strength=2.0) == E.choose_cues("angry", ev, profiles)
+
+
+def test_describe_first_states_the_clips_clearest_cues_before_the_emotion():
+    refs = E.build_references([("a", "neutral", measured())] * 5)
+    # volume -6 dB (3 dead zones), speed +50 % (3.3), pitch +5 semitones (1.66), range +0.5 (0.25)
+    ev = E.clip_evidence(measured(f0=200.0, rng=6.5, lufs=-26.0, rate=6.0), "a", refs)
+    profiles = {"angry": {"pitch": {"direction": "high"}, "volume": {"direction": "high"}}}
+    by_profile = E.choose_cues("angry", ev, profiles, max_cues=3, min_cues=2, min_strength=1.5)
+    assert [c["cue"] for c in by_profile][0] == "pitch"  # the label's usual cue leads
+    by_clip = E.choose_cues("angry", ev, profiles, max_cues=3, min_cues=2, min_strength=1.5, by="strength")
+    # deviations strongest first, then the clearly normal range; the quiet voice is stated
+    # although angry clips are usually loud, and marked as not supporting the label
+    assert [(c["cue"], c["direction"], c["supports"]) for c in by_clip] == [
+        ("speed", "fast", False),
+        ("volume", "low", False),
+        ("pitch", "high", True),
+    ]
+    assert E.choose_cues("sad", ev, profiles, min_strength=1.5, by="strength") == [
+        {**c, "supports": False} for c in by_clip
+    ]  # the same cues whatever the label
+    text = E.render_rationale("angry", by_clip, E.rng_for("x"), numbers=False, describe_first=True)
+    assert text.index("angry") > max(text.index(w) for w in ("pace", "pitch")) and "though" not in text
+    assert [(c["cue"], c["direction"]) for c in parse_cues(text)] == [(c["cue"], c["direction"]) for c in by_clip]
+    assert all(c["verdict"] == "right" for c in check_rationale(text, ev))
+    assert emotion_words(text, EMOTIONS) == {"angry"}
+    with pytest.raises(ValueError, match="by must be"):
+        E.choose_cues("angry", ev, profiles, by="label")

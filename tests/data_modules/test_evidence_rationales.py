@@ -10,10 +10,12 @@ import pytest
 import soundfile as sf
 from lhotse import CutSet
 
+from data_modules import evidence as E
 from data_modules import evidence_rationales
 from data_modules.evidence_rationales import paraphrase_ok
 from data_modules.rationales import main
 from data_modules.records import make_cut, record_of
+from explainable_ser.evaluation.grounding import parse_cues
 
 from conftest import save_tiny_instruct
 
@@ -215,3 +217,21 @@ def test_every_measured_cue_can_be_stated(iemocap_like, tmp_path):
         assert supports == sorted(supports, reverse=True)
     report = json.loads((tmp_path / "all.jsonl.gz.report.json").read_text())
     assert report["cues_per_rationale"] == 4 and report["contradictions"] == 0
+
+
+def test_describe_first_states_each_clips_own_cues_before_its_emotion(iemocap_like, tmp_path):
+    path, _ = iemocap_like
+    out = tmp_path / "describe.jsonl.gz"
+    assert run(path, out, "--no-numbers", "--min-strength", "1.5", "--describe-first") == 0
+    recs = [r for r in map(record_of, CutSet.from_file(out)) if r["rationale"]]
+    assert len(recs) == 12
+    for r in recs:
+        ev = r["attributes"]["evidence"]
+        assert [c["cue"] for c in r["rationale_cues"]] == [
+            c["cue"] for c in E.choose_cues("sad", ev, {}, min_strength=1.5, by="strength")
+        ]  # the label plays no part in the choice
+        assert "though" not in r["rationale"] and not r["rationale"].startswith("Labelled")
+        before = r["rationale"][: r["rationale"].index(r["emotion"])]
+        assert [c["cue"] for c in parse_cues(before)] == [c["cue"] for c in r["rationale_cues"]]  # cues first
+    report = json.loads((tmp_path / "describe.jsonl.gz.report.json").read_text())
+    assert report["describe_first"] is True and report["contradictions"] == 0
