@@ -18,8 +18,12 @@ attribute? For every rung a simple probe is fitted on training clips and scored 
 7. ``answer``: what the model itself said (the run's ``predictions.jsonl``).
 
 Rungs 2-5 use ``StandardScaler`` + ``LogisticRegression`` on the pooled states: a linear read
-of what is there. The emotion is scored by unweighted accuracy (UA, mean per-class recall),
-attributes by accuracy, as in ``metrics.json``. Writes ``probe.json`` and ``probe.png`` into
+of what is there. On an evidence-rationale manifest (``data_modules.rationales --source
+evidence``) each cue's measured direction is a target too (``cue.pitch``, ``cue.range``,
+``cue.volume``, ``cue.speed``); its answer is the direction the rationale states, scored on the
+clips that state that cue (the grounding's cue accuracy, cue by cue). The emotion is scored by
+unweighted accuracy (UA, mean per-class recall), attributes by accuracy, as in
+``metrics.json``. Writes ``probe.json`` and ``probe.png`` into
 the run directory (or ``--out``); works on any corpus whose records carry the labels
 (SynthCraft, IEMOCAP, MELD: a target without labels is reported as such, not scored).
 """

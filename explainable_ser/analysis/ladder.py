@@ -23,11 +23,15 @@ from tqdm import tqdm
 
 from data_modules.annotate.measure import _warm_up, measure_audio
 from explainable_ser.evaluation.decoding import decode_precision
+from explainable_ser.evaluation.grounding import parse_cues
 from explainable_ser.model.prompts import _ATTR_PATTERNS, FIELD_PREFIX, caption_attributes, get_task, render_target
 from explainable_ser.model.ser import SpeechTokens
 from explainable_ser.training.assembly import load_trained
 
 TARGETS = ("emotion", "gender", "pitch", "volume", "speed")
+# The measured direction of each acoustic cue (``attributes.evidence`` of an evidence-rationale
+# manifest, :mod:`data_modules.evidence`): what a rationale's cues are checked against.
+CUE_TARGETS = ("cue.pitch", "cue.range", "cue.volume", "cue.speed")
 MEASUREMENT_FEATURES = (
     "f0_median_hz",
     "f0_p5_hz",
@@ -42,13 +46,22 @@ MEASUREMENT_FEATURES = (
 
 
 def target_labels(record: dict) -> dict[str, str | None]:
-    """The emotion and the descriptor attributes of one record (None where it has none)."""
+    """The emotion, the descriptor attributes and the measured cue directions of one record
+    (None where it has none)."""
     attrs = record.get("attributes") or {}
     out = {"emotion": record.get("emotion")}
     for name in TARGETS[1:]:
         value = attrs.get(name)
         out[name] = str(value).lower() if value is not None else None
+    evidence = attrs.get("evidence") or {}
+    for name in CUE_TARGETS:
+        out[name] = (evidence.get(name.split(".", 1)[1]) or {}).get("direction")
     return out
+
+
+def present_targets(labels: list[dict]) -> list[str]:
+    """The targets at least one record has a label for, in :data:`TARGETS` order, then the cues."""
+    return [t for t in TARGETS + CUE_TARGETS if any(y.get(t) is not None for y in labels)]
 
 
 def score(target: str, truth: list, pred: list) -> float:
@@ -267,10 +280,10 @@ def teacher_forced_choices(
     return out
 
 
-def teacher_forced_scores(choices: list[dict[str, str]], test_labels: list[dict]) -> dict:
+def teacher_forced_scores(choices: list[dict[str, str]], test_labels: list[dict], targets=TARGETS) -> dict:
     """The teacher-forced choices scored like the probes (UA for the emotion)."""
     out = {}
-    for target in TARGETS:
+    for target in targets:
         pairs = [(y[target], c[target]) for c, y in zip(choices, test_labels) if y[target] is not None and target in c]
         out[target] = (
             {"score": round(score(target, [a for a, _ in pairs], [b for _, b in pairs]), 4), "n_test": len(pairs)}
@@ -280,9 +293,10 @@ def teacher_forced_scores(choices: list[dict[str, str]], test_labels: list[dict]
     return out
 
 
-def answer_scores(predictions: Path, test_ids: list[str], test_labels: list[dict]) -> dict:
+def answer_scores(predictions: Path, test_ids: list[str], test_labels: list[dict], targets=TARGETS) -> dict:
     """The model's own answer on the same test clips (the first task that states the emotion
-    or a caption, per clip), scored like the probes."""
+    or a caption, per clip), scored like the probes. A cue (``cue.*``) is scored on the clips
+    whose rationale states it (as the grounding's cue accuracy; ``stated`` counts them)."""
 
     best: dict[str, dict] = {}
     with open(predictions) as f:
@@ -294,7 +308,7 @@ def answer_scores(predictions: Path, test_ids: list[str], test_labels: list[dict
                 continue
             best[row["id"]] = row
     out = {}
-    for target in TARGETS:
+    for target in targets:
         truth, pred = [], []
         for utt, labels in zip(test_ids, test_labels):
             if labels[target] is None or utt not in best:
@@ -302,6 +316,13 @@ def answer_scores(predictions: Path, test_ids: list[str], test_labels: list[dict
             row = best[utt]
             if target == "emotion":
                 guess = row.get("emotion")
+            elif target in CUE_TARGETS:
+                stated = {c["cue"]: c["direction"] for c in reversed(parse_cues(row.get("rationale")))}
+                guess = stated.get(target.split(".", 1)[1])
+                if guess is None:
+                    continue  # not stated: the grounding scores only what a rationale says
+            elif row.get("caption") is None and not row.get("caption_attributes"):
+                continue  # no caption at all (a rationale task): nothing to score, not a miss
             else:
                 guess = (row.get("caption_attributes") or caption_attributes(row.get("caption"))).get(target)
             truth.append(labels[target])
@@ -317,7 +338,7 @@ def answer_scores(predictions: Path, test_ids: list[str], test_labels: list[dict
 def ladder(report: dict) -> dict:
     """Per target: the best encoder rung, the answer, and what is lost between them."""
     out = {}
-    for target in TARGETS:
+    for target in report.get("targets", TARGETS):
         enc = {
             k: v[target]["score"]
             for k, v in report["rungs"].items()
@@ -358,7 +379,7 @@ def plot(report: dict, path: Path) -> None:
     if enc:
         names.insert(1 if "measurements" in names else 0, "encoder (best layer)")
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    for target in TARGETS:
+    for target in report.get("targets", TARGETS):
         ys = []
         for n in names:
             if n == "encoder (best layer)":
@@ -405,6 +426,7 @@ def run_probe(
         raise ValueError(f"{run_dir}: {len(train)} training and {len(test)} test clips; the probe needs both")
     train_y = [target_labels(r) for _, r in train]
     test_y = [target_labels(r) for _, r in test]
+    targets = present_targets(train_y) or list(TARGETS)
     report: dict = {
         "run_dir": str(run_dir),
         "checkpoint": str(ckpt),
@@ -415,6 +437,7 @@ def run_probe(
             "states": "StandardScaler + LogisticRegression(C=0.1) on mean+std over frames",
         },
         "score": {"emotion": "UA (mean per-class recall)", "attributes": "accuracy"},
+        "targets": targets,
         "rungs": {},
     }
     if measurements:
@@ -422,7 +445,7 @@ def run_probe(
         f_tr = measurement_features(train, sr, workers, "measuring (train)")
         f_te = measurement_features(test, sr, workers, "measuring (test)")
         report["rungs"]["measurements"] = {
-            t: fit_probe("trees", f_tr, [y[t] for y in train_y], f_te, [y[t] for y in test_y], t) for t in TARGETS
+            t: fit_probe("trees", f_tr, [y[t] for y in train_y], f_te, [y[t] for y in test_y], t) for t in targets
         }
     with torch.no_grad(), decode_precision(cfg, torch.device("cpu"), model):
         s_tr = model_states(model, train, desc="states (train)")
@@ -430,18 +453,18 @@ def run_probe(
     for rung in rung_order(s_tr):
         report["rungs"][rung] = {
             t: fit_probe("linear", s_tr[rung], [y[t] for y in train_y], s_te[rung], [y[t] for y in test_y], t)
-            for t in TARGETS
+            for t in targets
         }
 
     tasks = [t for t in cfg.eval.tasks if {"caption", "emotion"} & set(get_task(t).fields)]
     if teacher_forced and tasks:
         with torch.no_grad(), decode_precision(cfg, torch.device("cpu"), model):
             choices = teacher_forced_choices(model, test, tasks[0], list(cfg.training.labels))
-        report["rungs"]["llm/teacher_forced"] = teacher_forced_scores(choices, test_y)
+        report["rungs"]["llm/teacher_forced"] = teacher_forced_scores(choices, test_y, targets)
         report["teacher_forced_task"] = tasks[0]
     preds = run_dir / "predictions.jsonl"
     if preds.exists():
-        report["rungs"]["answer"] = answer_scores(preds, [r["id"] for _, r in test], test_y)
+        report["rungs"]["answer"] = answer_scores(preds, [r["id"] for _, r in test], test_y, targets)
     else:
         report["answer_missing"] = f"{preds} not found (evaluate the run first)"
     report["ladder"] = ladder(report)
@@ -458,12 +481,14 @@ def final_checkpoint(run_dir: Path) -> Path:
 
 
 def table(report: dict) -> str:
-    lines = [f"{'rung':<22}" + "".join(f"{t:>9}" for t in TARGETS)]
+    targets = report.get("targets", TARGETS)
+    width = max(9, *(len(t) + 1 for t in targets))
+    lines = [f"{'rung':<22}" + "".join(f"{t:>{width}}" for t in targets)]
     for rung in rung_order(report["rungs"]):
         cells = []
-        for t in TARGETS:
+        for t in targets:
             v = report["rungs"][rung].get(t, {}).get("score")
-            cells.append(f"{v:>9.3f}" if v is not None else f"{'-':>9}")
+            cells.append(f"{v:>{width}.3f}" if v is not None else f"{'-':>{width}}")
         lines.append(f"{rung:<22}" + "".join(cells))
     lines.append(
         "lost between the best encoder layer and the answer: "

@@ -190,3 +190,34 @@ def test_teacher_forced_choice_is_the_most_probable_value_by_a_plain_forward(tra
         assert checked >= 2 * len(clips)
     scored = ladder.teacher_forced_scores(got, [ladder.target_labels(r) for _, r in clips])
     assert all(scored[t]["n_test"] == len(clips) for t in ("emotion", "pitch", "volume", "speed", "gender"))
+
+
+def test_measured_cue_directions_are_targets_scored_where_a_rationale_states_them(tmp_path):
+    def rec(i, **directions):
+        ev = {cue: {"direction": d, "value": 0.0} for cue, d in directions.items()}
+        return {"id": f"u{i}", "emotion": "angry", "attributes": {"evidence": ev}}
+
+    recs = [
+        rec(0, volume="high", speed="fast", pitch="normal"),
+        rec(1, volume="normal", speed="fast"),
+        rec(2, volume="low"),
+    ]
+    labels = [ladder.target_labels(r) for r in recs]
+    assert labels[0]["cue.volume"] == "high" and labels[1]["cue.pitch"] is None and labels[0]["pitch"] is None
+    assert ladder.present_targets(labels) == ["emotion", "cue.pitch", "cue.volume", "cue.speed"]
+    rows = [
+        {"id": "u0", "emotion": "angry", "rationale": "A loud voice and a fast pace: the speaker is angry."},
+        {"id": "u1", "emotion": "angry", "rationale": "With a loud voice, the voice sounds angry."},
+        {"id": "u2", "emotion": "sad", "rationale": "A slow pace makes the voice sound sad."},
+    ]
+    preds = tmp_path / "predictions.jsonl"
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    scores = ladder.answer_scores(preds, ["u0", "u1", "u2"], labels, ladder.present_targets(labels))
+    assert scores["cue.volume"] == {"score": 0.5, "n_test": 2}  # u0 right, u1 wrong, u2 states none
+    assert scores["cue.speed"] == {"score": 1.0, "n_test": 1}  # u2's speed is not measured
+    assert scores["cue.pitch"]["score"] is None and scores["emotion"]["n_test"] == 3
+    report = {"targets": ladder.present_targets(labels), "rungs": {"answer": scores}, "ladder": {}}
+    assert "cue.volume" in ladder.table(report).splitlines()[0]
+    # a rationale task states no caption: its attributes are not scored, not counted as misses
+    labelled = [{**y, "pitch": "high"} for y in labels]
+    assert ladder.answer_scores(preds, ["u0", "u1", "u2"], labelled, ["pitch"])["pitch"]["score"] is None
