@@ -87,6 +87,16 @@ class BranchConfig:
     utterance, a single place where the LLM can read utterance-level values (the warm start's
     field heads read pitch and volume from that mean). No new weights; zeroed with the
     descriptor stream."""
+    concepts: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Not in the paper. Utterance-level values read from the descriptor stream and handed to
+    the LLM as words: record field -> value -> the word that spells it (``evidence.volume:
+    {high: loud, normal: moderate, low: quiet}``). One linear head per field on the mean
+    descriptor token; its softmax over the values mixes the words' own LLM input embeddings
+    into one token per field, placed after the descriptor tokens. The LLM reads its own words
+    better than it reads the pooled tokens a linear probe reads. The warm start (when it runs
+    with ``field_weight`` > 0 and these fields among ``descriptor_fields``) trains the heads on
+    the fields' labels; the stages train them through the LLM's loss (they belong to the
+    descriptor group). Zeroed with the descriptor stream. Empty: off."""
 
 
 @dataclass

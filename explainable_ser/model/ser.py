@@ -11,7 +11,9 @@ Reads top to bottom, one utterance batch at a time:
        each frame before mu/sigma, model.branch.utterance_context)
       (optional, not in the paper: S_sum [B, H], the mean of S_des over its N tokens, placed
        after S_des, model.branch.summary_token)
-    prompt: <head> S_con <mid> S_des [S_sum] <tail: instruction + assistant header> <target> <eot>
+      (optional, not in the paper: S_cpt [B, K, H], one token per concept, its value's word
+       embeddings mixed by a linear head on that mean, model.branch.concepts)
+    prompt: <head> S_con <mid> S_des [S_sum] [S_cpt] <tail: instruction + assistant header> <target> <eot>
       --LLM--> per-utterance cross-entropy on the target tokens only
     objective (:meth:`ExplainableSER.loss`): CE summed over target tokens + beta * KL of the
       trained branches (KL per utterance: mean over frames, or summed: training.kl_reduction)
@@ -54,6 +56,41 @@ class Branch(nn.Module):
         return tokens, n_tokens, kl
 
 
+class ConceptHeads(nn.Module):
+    """One linear head per concept (a record field such as ``evidence.volume``) on the mean
+    descriptor token, and the token each hands the LLM: its softmax over the concept's values
+    mixing the embeddings of the words that spell them (``model.branch.concepts``)."""
+
+    def __init__(self, dim: int, concepts: dict[str, dict[str, str]], embed: nn.Embedding, tokenizer):
+        super().__init__()
+        self.classes = {f: list(words) for f, words in concepts.items()}  # field -> values
+        # module names cannot hold a dot (evidence.pitch): heads in field order
+        self.heads = nn.ModuleList([nn.Linear(dim, len(v)) for v in concepts.values()])
+        unk = getattr(tokenizer, "unk_token_id", None)
+        for f, words in concepts.items():  # a word of several tokens: their mean embedding
+            rows = []
+            for w in words.values():
+                ids = tokenizer(" " + w.strip(), add_special_tokens=False)["input_ids"]
+                if not ids or (unk is not None and unk in ids):
+                    raise ValueError(f"model.branch.concepts.{f}: the word {w!r} is not in the LLM's vocabulary")
+                rows.append(embed.weight.detach()[ids].float().mean(0))
+            # frozen LLM embeddings: a buffer (moves with the model, not saved)
+            self.register_buffer(f"words_{len(self._buffers)}", torch.stack(rows), persistent=False)  # [C, H]
+
+    def forward(self, tokens: torch.Tensor, n_tok: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits per concept: field -> [B, C]."""
+        valid = torch.arange(tokens.shape[1], device=tokens.device)[None] < n_tok.to(tokens.device)[:, None]
+        valid = valid[..., None].to(tokens.dtype)  # [B, N, 1]
+        pooled = (tokens * valid).sum(1) / valid.sum(1).clamp(min=1)  # [B, H]
+        return {f: head(pooled) for f, head in zip(self.classes, self.heads)}
+
+    def tokens(self, tokens: torch.Tensor, n_tok: torch.Tensor) -> torch.Tensor:
+        """[B, N, H] descriptor tokens -> [B, K, H], one word-mixture token per concept."""
+        words = list(self._buffers.values())
+        out = [logits.softmax(-1) @ w.to(logits.dtype) for logits, w in zip(self(tokens, n_tok).values(), words)]
+        return torch.stack(out, dim=1)
+
+
 @dataclass
 class SpeechTokens:
     content: torch.Tensor  # [B, N, H]
@@ -61,7 +98,9 @@ class SpeechTokens:
     n_tokens: torch.Tensor  # [B] real tokens per utterance (same for both streams)
     kl: dict[str, torch.Tensor]  # branch -> [B], summed over frames and latent dims
     frame_lens: torch.Tensor  # [B] encoder frames the KL sums over
-    summary: torch.Tensor | None = None  # [B, H] mean descriptor token (model.branch.summary_token)
+    # [B, K, H] utterance-level tokens after S_des: the mean descriptor token
+    # (model.branch.summary_token), then one per concept (model.branch.concepts)
+    summary: torch.Tensor | None = None
 
 
 class ExplainableSER(nn.Module):
@@ -81,6 +120,10 @@ class ExplainableSER(nn.Module):
         self.prompts = PromptBuilder(tokenizer, cfg.system_prompt)
         self.pad_id = tokenizer.pad_token_id
         self.summary_token = cfg.branch.summary_token
+        if cfg.branch.concepts:  # inside the descriptor branch: its group, its warm start
+            self.descriptor.concepts = ConceptHeads(
+                llm_dim, {f: dict(w) for f, w in cfg.branch.concepts.items()}, llm.get_input_embeddings(), tokenizer
+            )
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -140,10 +183,16 @@ class ExplainableSER(nn.Module):
             s_des = torch.zeros_like(s_des)  # stage 1: positions kept, information removed
         if zero_content:
             s_con = torch.zeros_like(s_con)  # probes: how much the model relies on the audio
-        summary = None
-        if self.summary_token:  # mean over each utterance's real tokens: [B, H]
+        extra = []
+        if self.summary_token:  # mean over each utterance's real tokens: [B, 1, H]
             real = torch.arange(s_des.shape[1], device=s_des.device)[None] < n_tok[:, None].to(s_des.device)
-            summary = (s_des * real[..., None]).sum(1) / n_tok.clamp(min=1).to(s_des.device)[:, None].to(s_des.dtype)
+            mean = (s_des * real[..., None]).sum(1) / n_tok.clamp(min=1).to(s_des.device)[:, None].to(s_des.dtype)
+            extra.append(mean[:, None])
+        if hasattr(self.descriptor, "concepts"):  # [B, K, H]
+            extra.append(self.descriptor.concepts.tokens(s_des, n_tok).to(s_des.dtype))
+        summary = torch.cat(extra, dim=1) if extra else None  # [B, K, H]
+        if zero_descriptor and summary is not None:
+            summary = torch.zeros_like(summary)  # the concepts too: no descriptor information
         return SpeechTokens(s_con, s_des, n_tok, {"content": kl_con, "descriptor": kl_des}, frame_lens, summary)
 
     # -- tokens + prompt -> LLM inputs ---------------------------------------------------------
@@ -181,7 +230,7 @@ class ExplainableSER(nn.Module):
         o_con = o_tgt + len(all_tgt)
         o_des = o_con + b * n_max
         o_sum = o_des + b * n_max
-        n_sum = 1 if speech.summary is not None else 0
+        n_sum = speech.summary.shape[1] if speech.summary is not None else 0
         o_zero = o_sum + b * n_sum
         prompt = [len(head) + len(mid) + len(tail) + 2 * n + n_sum for n in n_tok]
         lengths = [p + len(t) for p, t in zip(prompt, tgt)]
@@ -229,7 +278,7 @@ class ExplainableSER(nn.Module):
                 self.llm.get_input_embeddings()(words_d).to(emb_dtype),
                 con.reshape(b * n_max, h).to(emb_dtype),
                 des.reshape(b * n_max, h).to(emb_dtype),
-                *([speech.summary.to(emb_dtype)] if n_sum else []),
+                *([speech.summary.reshape(b * n_sum, h).to(emb_dtype)] if n_sum else []),
                 con.new_zeros(1, h, dtype=emb_dtype),
             ]
         )  # [S, H]

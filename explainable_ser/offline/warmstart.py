@@ -217,6 +217,8 @@ def warm_start(
     fheads = None
     if branch == "descriptor" and field_weight > 0:
         fheads = FieldHeads(emb.shape[1], field_classes([train[i][1] for i, _ in train_t], fields))
+    # the model's own concept heads (model.branch.concepts) learn their fields here too
+    concepts = getattr(module, "concepts", None) if branch == "descriptor" and field_weight > 0 else None
     params = [p for p in module.parameters()] + list(head.parameters())
     params += list(fheads.parameters()) if fheads is not None else []
     for p in module.parameters():
@@ -257,6 +259,8 @@ def warm_start(
             loss = loss + norm_weight * ((norms / target_norm - 1.0) ** 2).mean()
             if fheads is not None:
                 loss = loss + field_weight * field_loss(fheads, tokens, n_tok, [train[i][1] for i, _ in items])
+            if concepts is not None:
+                loss = loss + field_weight * field_loss(concepts, tokens, n_tok, [train[i][1] for i, _ in items])
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(params, 1.0)
@@ -267,18 +271,18 @@ def warm_start(
             epoch_loss[-1] += loss.item() * len(items) / len(order)
     bar.close()
     module.eval()
-    refs, hyps, hits, head_hits = [], [], {}, {}
+    refs, hyps, hits, head_hits, concept_hits = [], [], {}, {}, {}
     with torch.no_grad():
         for s in range(0, len(dev_t), batch_size):
             items = dev_t[s : s + batch_size]
             x, lens = batch(items, "dev")
             tokens, n_tok, _ = module(x, lens, sample=False)
             best = head(tokens).argmax(-1)  # [B, N]
-            if fheads is not None:
-                for f, logits in fheads(tokens, n_tok).items():
+            for heads, tally in ((fheads, head_hits), (concepts, concept_hits)):
+                for f, logits in (heads(tokens, n_tok) if heads is not None else {}).items():
                     for (i, _), c in zip(items, logits.argmax(-1).tolist()):
                         if (v := field_value(dev[i][1], f)) is not None:
-                            head_hits.setdefault(f, []).append(fheads.classes[f][c] == v)
+                            tally.setdefault(f, []).append(heads.classes[f][c] == v)
             for (i, _text), row, n in zip(items, best, n_tok.tolist()):
                 seq = [vocab[j - 1] for j in torch.unique_consecutive(row[:n]).tolist() if j > 0]
                 hyps.append(tokenizer.decode(seq).strip().lower())
@@ -301,11 +305,14 @@ def warm_start(
         # descriptor branch: share of dev clips whose decode spells each field's value
         "dev_field_accuracy": {k: round(sum(v) / len(v), 4) for k, v in hits.items()},
         "dev_field_head_accuracy": {k: round(sum(v) / len(v), 4) for k, v in head_hits.items()},
+        # the model's concept heads (model.branch.concepts): the value each hands the LLM
+        "dev_concept_accuracy": {k: round(sum(v) / len(v), 4) for k, v in concept_hits.items()},
     }
 
 
 def field_loss(fheads: FieldHeads, tokens, n_tok, records: list[dict]) -> torch.Tensor:
-    """Mean cross-entropy of the field heads over the fields and the records that have them."""
+    """Mean cross-entropy of the field heads over the fields and the records that have them
+    (``fheads``: these or the model's own concept heads, which have the same interface)."""
     losses = []
     for f, logits in fheads(tokens, n_tok).items():
         rows, labels = [], []
@@ -371,6 +378,7 @@ def ensure_warm_start(cfg, dm, model, run_dir: Path) -> list[str]:
             os.replace(out / f"{branch}.tmp.safetensors", out / f"{branch}.safetensors")
             (out / f"{branch}.json").write_text(json.dumps(report, indent=2))
             fields = "".join(f"; {name} {acc:.2f}" for name, acc in report["dev_field_accuracy"].items())
+            fields += "".join(f"; concept {name} {acc:.2f}" for name, acc in report["dev_concept_accuracy"].items())
             print(
                 f"[warm start] {branch}: dev error rate of the CTC decode "
                 f"{report['dev_error_rate']:.3f}{fields} after {report['steps']} steps "

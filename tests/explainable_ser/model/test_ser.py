@@ -9,7 +9,7 @@ from explainable_ser.model.bottleneck import gaussian_kl
 from explainable_ser.model.build import build_model
 from explainable_ser.model.prompts import get_task, render_target
 from explainable_ser.model.ser import IGNORE
-from explainable_ser.training.stages import apply_trainable
+from explainable_ser.training.stages import apply_trainable, group_of
 
 from conftest import REC, tiny_config, waves
 
@@ -293,9 +293,9 @@ def test_summary_token_is_the_mean_descriptor_token_after_the_others(tiny_tokeni
     head, mid, tail = model.prompts.pieces(task)
     for i in range(2):
         n = int(sp.n_tokens[i])
-        torch.testing.assert_close(sp.summary[i], sp.descriptor[i, :n].mean(0))  # padding left out
+        torch.testing.assert_close(sp.summary[i, 0], sp.descriptor[i, :n].mean(0))  # padding left out
         at = len(head) + n + len(mid) + n  # right after the descriptor tokens
-        torch.testing.assert_close(embeds[i, at], sp.summary[i])
+        torch.testing.assert_close(embeds[i, at], sp.summary[i, 0])
         assert int(mask[i].sum()) == int(mask_plain[i].sum()) + 1
         torch.testing.assert_close(embeds[i, at + 1 : at + 1 + len(tail)], embeds_plain[i, at : at + len(tail)])
     assert sp_plain.summary is None
@@ -334,3 +334,46 @@ def test_value_weight_counts_the_value_tokens_that_many_times(tiny_tokenizer, se
     loss = model.loss(wave, lens, task, texts, beta=0.0, trained=["descriptor"], sample=False, value_weight=4.0)
     torch.testing.assert_close(loss["loss"], out["ce_weighted"].mean())
     torch.testing.assert_close(loss["ce"], plain["ce"].mean())
+
+
+def test_concept_tokens_mix_their_words_by_a_head_on_the_mean_descriptor_token(tiny_tokenizer, seeded):
+    # words of the tiny tokenizer's vocabulary (an unknown word would be its unknown token)
+    concepts = "{evidence.volume: {high: high, normal: red, low: low}, evidence.speed: {fast: happy, slow: slow}}"
+    cfg = tiny_config(f"model.branch.concepts={concepts}")
+    model = build_model(cfg.model, tiny_tokenizer).eval()
+    cpt = model.descriptor.concepts
+    assert cpt.classes == {"evidence.volume": ["high", "normal", "low"], "evidence.speed": ["fast", "slow"]}
+    assert {n for n, _ in cpt.named_parameters()} and all(
+        group_of(f"descriptor.concepts.{n}") == "descriptor" for n, _ in cpt.named_parameters()
+    )  # trained with the descriptor branch, saved in its warm start and checkpoints
+    emb = model.llm.get_input_embeddings().weight
+    task = get_task("rat_ser")
+    wave, lens = waves([32000, 20000])
+    kw = dict(sample_content=False, sample_descriptor=False)
+    with torch.no_grad():
+        sp = model.speech_tokens(wave, lens, zero_descriptor=False, **kw)
+        embeds, mask, _ = model.build_inputs(sp, task, None)
+        zeroed = model.speech_tokens(wave, lens, zero_descriptor=True, **kw)
+    assert sp.summary.shape == (2, 2, emb.shape[1])
+    head, mid, tail = model.prompts.pieces(task)
+    for i in range(2):
+        n = int(sp.n_tokens[i])
+        mean = sp.descriptor[i, :n].mean(0)
+        p = cpt.heads[0](mean).softmax(-1)  # volume: high, normal, low
+        words = torch.stack(
+            [
+                emb[tiny_tokenizer(" " + w, add_special_tokens=False)["input_ids"]].mean(0)
+                for w in ("high", "red", "low")
+            ]
+        )
+        torch.testing.assert_close(sp.summary[i, 0], p @ words)
+        at = len(head) + n + len(mid) + n  # right after the descriptor tokens, in field order
+        torch.testing.assert_close(embeds[i, at : at + 2], sp.summary[i])
+        assert int(mask[i].sum()) == len(head) + len(mid) + len(tail) + 2 * n + 2
+    assert torch.count_nonzero(zeroed.summary) == 0
+    # the LLM's loss reaches the heads through the mixed words
+    model.train()
+    apply_trainable(model, ["descriptor"])
+    out = model(wave, lens, task, ["Rationale: high volume, the speaker is angry.\nEmotion: angry"] * 2)
+    out["ce"].sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in cpt.parameters())

@@ -193,3 +193,25 @@ def test_field_heads_take_measured_cue_fields(clips, seeded):
     report = warm_start(model, "descriptor", train, dev, tok, fields=["evidence.pitch", "emotion"], **kw)
     assert set(report["dev_field_head_accuracy"]) == {"evidence.pitch", "emotion"}
     assert set(report["dev_field_accuracy"]) == {"evidence.pitch", "emotion"}
+
+
+def test_the_models_concept_heads_learn_their_fields_in_the_warm_start(clips, seeded):
+    train, dev = clips
+    tok = build_word_tokenizer([r["transcript"] for _, r in train] + ["pitch low normal high neutral happy sad angry"])
+    cfg = tiny_config(
+        "model.branch.utterance_context=[descriptor]",
+        "model.branch.concepts={pitch: {low: low, normal: normal, high: high}}",
+    )
+    model = build_model(cfg.model, tok, init_seed=0)
+    before = {k: v.clone() for k, v in model.descriptor.concepts.state_dict().items()}
+    kw = dict(epochs=2, lr=3e-3, batch_size=8, scale=30.0, norm_weight=0.1, seed=0, progress=False)
+    report = warm_start(model, "descriptor", train, dev, tok, fields=["pitch", "emotion"], field_weight=1.0, **kw)
+    assert set(report["dev_concept_accuracy"]) == {"pitch"}  # scored on dev like the field heads
+    after = model.descriptor.concepts.state_dict()
+    assert all(not torch.equal(before[k], after[k]) for k in before)  # trained
+    # without the field loss they are left as they were (the LLM's loss trains them later)
+    model = build_model(cfg.model, tok, init_seed=0)
+    before = {k: v.clone() for k, v in model.descriptor.concepts.state_dict().items()}
+    report = warm_start(model, "descriptor", train, dev, tok, fields=["pitch", "emotion"], field_weight=0.0, **kw)
+    assert report["dev_concept_accuracy"] == {}
+    assert all(torch.equal(before[k], v) for k, v in model.descriptor.concepts.state_dict().items())
