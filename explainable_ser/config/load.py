@@ -96,7 +96,7 @@ TARGET_METRICS = ("ua", "wer", "attribute_accuracy")
 def check_names(cfg: ExperimentConfig) -> None:
     """Names the schema cannot type: tasks (registered in :mod:`explainable_ser.model.prompts`),
     trainable groups and warm-started branches."""
-    groups = ("content", "descriptor", "lora", "classifier")
+    groups = ("content", "descriptor", "concepts", "lora", "classifier")
     for i, stage in enumerate(cfg.training.stages):
         _choices(f"training.stages.{i}.tasks", stage.tasks, TASKS)
         _choices(f"training.stages.{i}.trainable", stage.trainable, groups)

@@ -94,9 +94,9 @@ class BranchConfig:
     descriptor token; its softmax over the values mixes the words' own LLM input embeddings
     into one token per field, placed after the descriptor tokens. The LLM reads its own words
     better than it reads the pooled tokens a linear probe reads. The warm start (when it runs
-    with ``field_weight`` > 0 and these fields among ``descriptor_fields``) trains the heads on
-    the fields' labels; the stages train them through the LLM's loss (they belong to the
-    descriptor group). Zeroed with the descriptor stream. Empty: off."""
+    with ``field_weight`` > 0) trains the heads on the fields' labels; a stage trains them, by
+    the LLM's loss alone, only when its ``trainable`` lists ``concepts`` (on the demo that loss
+    drove each head to one value for every clip). Zeroed with the descriptor stream. Empty: off."""
 
 
 @dataclass
@@ -195,7 +195,8 @@ class StageConfig:
     """Stage name (run subdirectory)."""
     trainable: list[str] = field(default_factory=lambda: ["content", "lora"])
     """Trainable groups: ``content`` (block + adapter), ``descriptor`` (block + adapter), ``lora``;
-    ``classifier`` (the heads of a ``model.kind: discriminative`` baseline).
+    ``concepts`` (the heads of ``model.branch.concepts``); ``classifier`` (the heads of a
+    ``model.kind: discriminative`` baseline).
     A branch left out is frozen and, even while training, gives z = mu (no sampling, no KL term):
     stage 2's content branch feeds the LLM deterministic tokens. The paper is silent here; the
     choice keeps stage 1's learnt transcription input noise-free while stage 2 trains."""

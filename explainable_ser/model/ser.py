@@ -120,7 +120,7 @@ class ExplainableSER(nn.Module):
         self.prompts = PromptBuilder(tokenizer, cfg.system_prompt)
         self.pad_id = tokenizer.pad_token_id
         self.summary_token = cfg.branch.summary_token
-        if cfg.branch.concepts:  # inside the descriptor branch: its group, its warm start
+        if cfg.branch.concepts:  # inside the descriptor branch: saved and warm-started with it (group "concepts")
             self.descriptor.concepts = ConceptHeads(
                 llm_dim, {f: dict(w) for f, w in cfg.branch.concepts.items()}, llm.get_input_embeddings(), tokenizer
             )

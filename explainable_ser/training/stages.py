@@ -4,6 +4,7 @@ Groups:
 
 * ``content``: content disentanglement block + content adapter
 * ``descriptor``: descriptor disentanglement block + descriptor adapter
+* ``concepts``: the descriptor branch's concept heads (``model.branch.concepts``, not in the paper)
 * ``lora``: the LLM's LoRA matrices and any ``modules_to_save`` copies
 * ``classifier``: the heads of a discriminative SSL baseline (layer sums, classifier, CTC)
 
@@ -23,13 +24,15 @@ import lightning as L
 from torch import nn
 from tqdm.auto import tqdm
 
-GROUPS = ("content", "descriptor", "lora", "classifier")
+GROUPS = ("content", "descriptor", "concepts", "lora", "classifier")
 
 
 def group_of(name: str) -> str | None:
     """The trainable group a parameter name belongs to, or ``None`` for frozen base weights."""
     if name.startswith("content."):
         return "content"
+    if name.startswith("descriptor.concepts."):
+        return "concepts"
     if name.startswith("descriptor."):
         return "descriptor"
     if name.startswith("llm.") and ("lora_" in name or "modules_to_save" in name):

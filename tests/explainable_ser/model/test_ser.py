@@ -344,8 +344,8 @@ def test_concept_tokens_mix_their_words_by_a_head_on_the_mean_descriptor_token(t
     cpt = model.descriptor.concepts
     assert cpt.classes == {"evidence.volume": ["high", "normal", "low"], "evidence.speed": ["fast", "slow"]}
     assert {n for n, _ in cpt.named_parameters()} and all(
-        group_of(f"descriptor.concepts.{n}") == "descriptor" for n, _ in cpt.named_parameters()
-    )  # trained with the descriptor branch, saved in its warm start and checkpoints
+        group_of(f"descriptor.concepts.{n}") == "concepts" for n, _ in cpt.named_parameters()
+    )  # a group of their own: a stage trains them only when it names them
     emb = model.llm.get_input_embeddings().weight
     task = get_task("rat_ser")
     wave, lens = waves([32000, 20000])
@@ -373,7 +373,8 @@ def test_concept_tokens_mix_their_words_by_a_head_on_the_mean_descriptor_token(t
     assert torch.count_nonzero(zeroed.summary) == 0
     # the LLM's loss reaches the heads through the mixed words
     model.train()
-    apply_trainable(model, ["descriptor"])
+    apply_trainable(model, ["concepts"])
     out = model(wave, lens, task, ["Rationale: high volume, the speaker is angry.\nEmotion: angry"] * 2)
     out["ce"].sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in cpt.parameters())
+    assert all(p.grad is None for n, p in model.descriptor.named_parameters() if not n.startswith("concepts."))
