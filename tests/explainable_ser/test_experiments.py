@@ -33,6 +33,7 @@ SYNTH_BASE = SYNTH / "base.yaml"
 SYNTH_SYSTEMS = sorted(p for p in SYNTH.glob("*.yaml") if p != SYNTH_BASE)
 DEMO_SYSTEMS = sorted((EXPERIMENTS / "demo").glob("sys*.yaml"))  # overlays of the packaged demo YAML
 DEMO_RATIONALE = EXPERIMENTS / "demo" / "rationale.yaml"  # beyond the paper: evidence rationales
+DEMO_CONCEPTS = EXPERIMENTS / "demo" / "rationale_concepts.yaml"  # ... read through concept tokens
 
 # Architecture of the paper's models: the reference configs when the shared folder is beside the
 # checkout, else the values they hold (HuBERT-large's original config.json is not public).
@@ -96,7 +97,18 @@ def ids(paths):
 
 # -- schema and recipe ---------------------------------------------------------------------------
 def test_every_yaml_is_covered():
-    known = {BASE, SINGLE_FILE, *DATA, *SYSTEMS, *BASELINES, SYNTH_BASE, *SYNTH_SYSTEMS, *DEMO_SYSTEMS, DEMO_RATIONALE}
+    known = {
+        BASE,
+        SINGLE_FILE,
+        *DATA,
+        *SYSTEMS,
+        *BASELINES,
+        SYNTH_BASE,
+        *SYNTH_SYSTEMS,
+        *DEMO_SYSTEMS,
+        DEMO_RATIONALE,
+        DEMO_CONCEPTS,
+    }
     assert set(EXPERIMENTS.rglob("*.yaml")) == known
     assert {p.stem for p in SYSTEMS} >= {
         "sys4",
@@ -483,3 +495,23 @@ def test_the_rationale_overlay_trains_the_demo_on_evidence_rationales():
     # the descriptor warm start spells only fields the evidence records have
     for name in cfg.training.warm_start.descriptor_fields:
         assert name in {"gender", "emphasis", "emotion", "pitch", "volume", "speed"} or name.startswith("evidence.")
+
+
+def test_the_concept_overlay_reads_the_measured_cues_through_words_and_trains_only_the_lora():
+    from data_modules.evidence import CUES
+    from explainable_ser.config import PACKAGED_CONFIGS
+
+    rationale = load_config([str(PACKAGED_CONFIGS["demo"]), str(DEMO_RATIONALE), "seed=2"])
+    cfg = load_config([str(PACKAGED_CONFIGS["demo"]), str(DEMO_CONCEPTS), "seed=2"])
+    assert cfg.resolved_run_dir() == Path("runs/demo_systems/rationale_concepts/seed2")
+    assert cfg.data == rationale.data and cfg.eval == rationale.eval  # the same rationales, scored alike
+    concepts = cfg.model.branch.concepts
+    assert set(concepts) == {f"evidence.{c}" for c in CUES}
+    for field, words in concepts.items():  # every measured direction has a word, each its own
+        cue = CUES[field.split(".", 1)[1]]
+        assert set(words) == {cue.up, cue.down, "normal"} and len(set(words.values())) == 3
+    # the warm start teaches the heads (their fields, with the field loss); stage 2 leaves them
+    ws = cfg.training.warm_start
+    assert set(concepts) <= set(ws.descriptor_fields) and ws.field_weight > 0 and "descriptor" in ws.branches
+    assert cfg.training.stages[1].trainable == ["lora"]
+    assert cfg.training.stages[0] == rationale.training.stages[0]
