@@ -243,8 +243,8 @@ def choose_cues(
 
     ``by="strength"`` ignores the profile in the choice: the clip's clear cues, deviations
     strongest first then normals nearest first, up to ``max_cues`` (``supports`` still says
-    whether each shows the profile). The stated cues then depend on the clip alone, so a model
-    cannot earn them by reciting its emotion's usual cues."""
+    whether each shows the profile; ``min_cues`` does not apply). The stated cues then depend
+    on the clip alone, so a model cannot earn them by reciting its emotion's usual cues."""
     if by not in ("profile", "strength"):
         raise ValueError(f"choose_cues: by must be 'profile' or 'strength', not {by!r}")
     profile = profiles.get(emotion, {})

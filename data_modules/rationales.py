@@ -281,7 +281,7 @@ def parse_args(argv):
         action="store_true",
         help="evidence: state the clip's clearest cues whatever its label (not the ones its emotion "
         'usually shows), before the emotion ("A loud voice and a fast pace: the speaker is angry."), '
-        "so a model cannot earn the cues by reciting its emotion's usual ones",
+        "so a model cannot earn the cues by reciting its emotion's usual ones (--min-cues does not apply)",
     )
     p.add_argument("--workers", type=int, default=None, help="evidence: measurement processes (default: min(2, CPUs))")
     p.add_argument(

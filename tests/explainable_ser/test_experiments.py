@@ -285,7 +285,8 @@ def expected_groups(cfg: ExperimentConfig, llm: dict, enc: dict) -> dict[str, in
         block += linear(d, b.hidden_dim) + linear(b.hidden_dim, b.hidden_dim) + 2 * linear(b.hidden_dim, b.latent_dim)
     z = b.latent_dim if b.variational else d
     branch = block + linear(z * b.downsample, b.adapter_dim) + linear(b.adapter_dim, width)
-    return {"content": branch, "descriptor": branch, "lora": n_lora, "classifier": 0}
+    concepts = sum(linear(width, len(values)) for values in b.concepts.values())  # one head per concept
+    return {"content": branch, "descriptor": branch, "concepts": concepts, "lora": n_lora, "classifier": 0}
 
 
 @functools.cache
