@@ -296,7 +296,7 @@ def teacher_forced_scores(choices: list[dict[str, str]], test_labels: list[dict]
 def answer_scores(predictions: Path, test_ids: list[str], test_labels: list[dict], targets=TARGETS) -> dict:
     """The model's own answer on the same test clips (the first task that states the emotion
     or a caption, per clip), scored like the probes. A cue (``cue.*``) is scored on the clips
-    whose rationale states it (as the grounding's cue accuracy; ``stated`` counts them)."""
+    whose rationale states it (as the grounding's cue accuracy; ``n_test`` counts them)."""
 
     best: dict[str, dict] = {}
     with open(predictions) as f:

@@ -56,6 +56,13 @@ class Branch(nn.Module):
         return tokens, n_tokens, kl
 
 
+def token_mean(tokens: torch.Tensor, n_tok: torch.Tensor) -> torch.Tensor:
+    """[B, N, H] tokens, [B] real tokens each -> [B, H] mean over each utterance's real tokens."""
+    valid = torch.arange(tokens.shape[1], device=tokens.device)[None] < n_tok.to(tokens.device)[:, None]
+    valid = valid[..., None].to(tokens.dtype)  # [B, N, 1]
+    return (tokens * valid).sum(1) / valid.sum(1).clamp(min=1)
+
+
 class ConceptHeads(nn.Module):
     """One linear head per concept (a record field such as ``evidence.volume``) on the mean
     descriptor token, and the token each hands the LLM: its softmax over the concept's values
@@ -79,9 +86,7 @@ class ConceptHeads(nn.Module):
 
     def forward(self, tokens: torch.Tensor, n_tok: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits per concept: field -> [B, C]."""
-        valid = torch.arange(tokens.shape[1], device=tokens.device)[None] < n_tok.to(tokens.device)[:, None]
-        valid = valid[..., None].to(tokens.dtype)  # [B, N, 1]
-        pooled = (tokens * valid).sum(1) / valid.sum(1).clamp(min=1)  # [B, H]
+        pooled = token_mean(tokens, n_tok)  # [B, H]
         return {f: head(pooled) for f, head in zip(self.classes, self.heads)}
 
     def tokens(self, tokens: torch.Tensor, n_tok: torch.Tensor) -> torch.Tensor:
@@ -185,9 +190,7 @@ class ExplainableSER(nn.Module):
             s_con = torch.zeros_like(s_con)  # probes: how much the model relies on the audio
         extra = []
         if self.summary_token:  # mean over each utterance's real tokens: [B, 1, H]
-            real = torch.arange(s_des.shape[1], device=s_des.device)[None] < n_tok[:, None].to(s_des.device)
-            mean = (s_des * real[..., None]).sum(1) / n_tok.clamp(min=1).to(s_des.device)[:, None].to(s_des.dtype)
-            extra.append(mean[:, None])
+            extra.append(token_mean(s_des, n_tok)[:, None])
         if hasattr(self.descriptor, "concepts"):  # [B, K, H]
             extra.append(self.descriptor.concepts.tokens(s_des, n_tok).to(s_des.dtype))
         summary = torch.cat(extra, dim=1) if extra else None  # [B, K, H]

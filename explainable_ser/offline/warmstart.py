@@ -37,6 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from explainable_ser.config import ConfigError
+from explainable_ser.model.ser import token_mean
 
 # How a record's descriptor field is spelled in the warm-start target (by its last name part).
 _SPELLING = {"pitch": "{} pitch", "volume": "{} volume", "speed": "{} speed", "range": "{} range"}
@@ -141,8 +142,7 @@ class FieldHeads(nn.Module):
         self.heads = nn.ModuleList([nn.Linear(dim, len(v)) for v in classes.values()])
 
     def forward(self, tokens: torch.Tensor, n_tok: torch.Tensor) -> dict[str, torch.Tensor]:
-        valid = (torch.arange(tokens.shape[1])[None] < n_tok[:, None]).float()[..., None]  # [B, N, 1]
-        pooled = (tokens.float() * valid).sum(1) / valid.sum(1).clamp(min=1)  # [B, H]
+        pooled = token_mean(tokens.float(), n_tok)  # [B, H]
         return {f: head(pooled) for f, head in zip(self.classes, self.heads)}  # field -> [B, C]
 
 
