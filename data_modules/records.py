@@ -157,6 +157,26 @@ def make_cut(
     return MonoCut(id=utt_id, start=start, duration=seg_dur, channel=channel, recording=recording, supervisions=[sup])
 
 
+def record_field(record: dict, name: str):
+    """A descriptor field's value: ``emotion``, an ``attributes`` key (``pitch``), or a measured
+    cue's direction (``evidence.pitch``: ``attributes.evidence.pitch.direction``, written by
+    ``data_modules.rationales --source evidence``)."""
+    if name == "emotion":
+        return record.get("emotion")
+    attrs = record.get("attributes") or {}
+    if "." in name:
+        group, key = name.split(".", 1)
+        got = (attrs.get(group) or {}).get(key)
+        return got.get("direction") if isinstance(got, dict) else got
+    return attrs.get(name, record.get(name))
+
+
+def field_value(record: dict, name: str) -> str | None:
+    """:func:`record_field` as a lowercase string (None when the record lacks it)."""
+    value = record_field(record, name)
+    return None if value is None else str(value).strip().lower()
+
+
 def record_of(cut) -> dict[str, Any]:
     """The record fields of a cut as a plain dict (no audio)."""
     sup = cut.supervisions[0]

@@ -36,25 +36,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from data_modules.records import field_value, record_field
 from explainable_ser.config import ConfigError
 from explainable_ser.model.ser import token_mean
 
 # How a record's descriptor field is spelled in the warm-start target (by its last name part).
 _SPELLING = {"pitch": "{} pitch", "volume": "{} volume", "speed": "{} speed", "range": "{} range"}
-
-
-def record_field(record: dict, name: str):
-    """A descriptor field's value: ``emotion``, an ``attributes`` key (``pitch``), or a measured
-    cue's direction (``evidence.pitch``: ``attributes.evidence.pitch.direction``, written by
-    ``data_modules.rationales --source evidence``)."""
-    if name == "emotion":
-        return record.get("emotion")
-    attrs = record.get("attributes") or {}
-    if "." in name:
-        group, key = name.split(".", 1)
-        got = (attrs.get(group) or {}).get(key)
-        return got.get("direction") if isinstance(got, dict) else got
-    return attrs.get(name, record.get(name))
 
 
 def descriptor_words(record: dict, fields: list[str], value_words: dict | None = None) -> str | None:
@@ -144,11 +131,6 @@ class FieldHeads(nn.Module):
     def forward(self, tokens: torch.Tensor, n_tok: torch.Tensor) -> dict[str, torch.Tensor]:
         pooled = token_mean(tokens.float(), n_tok)  # [B, H]
         return {f: head(pooled) for f, head in zip(self.classes, self.heads)}  # field -> [B, C]
-
-
-def field_value(record: dict, name: str) -> str | None:
-    value = record_field(record, name)
-    return None if value is None else str(value).strip().lower()
 
 
 def field_classes(records: list[dict], fields: list[str], most: int = 10) -> dict[str, list[str]]:
