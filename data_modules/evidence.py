@@ -291,6 +291,19 @@ def rng_for(utt_id: str, seed: int = 0) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "little"))
 
 
+def rationale_opening(cues: Sequence[Mapping], rng: random.Random) -> str:
+    """What a describe-first rationale says before its emotion: a :data:`CUES_FIRST` template
+    up to ``{emotion}``, with each cue's direction and no number ("The voice has a loud voice
+    and a fast pace, so the speaker sounds"). A model's own cue predictions begin its answer
+    with it, and the model names the emotion (``eval.concept_rationale``)."""
+    if not cues:
+        raise ValueError("rationale_opening: no cues to state")
+    phrases = [rng.choice(PHRASES[(c["cue"], c["direction"])]).replace(" ({v})", "") for c in cues]
+    template = rng.choice(CUES_FIRST)
+    opening = template[: template.index("{emotion}")].rstrip()
+    return opening.format(cues=_join(phrases), Cues=_join(phrases)[0].upper() + _join(phrases)[1:])
+
+
 def render_rationale(
     emotion: str, cues: Sequence[Mapping], rng: random.Random, numbers: bool = True, describe_first: bool = False
 ) -> str:

@@ -101,6 +101,12 @@ def check_names(cfg: ExperimentConfig) -> None:
         _choices(f"training.stages.{i}.tasks", stage.tasks, TASKS)
         _choices(f"training.stages.{i}.trainable", stage.trainable, groups)
         _choices(f"training.stages.{i}.lr_scale", list(stage.lr_scale), stage.trainable)
+        if stage.concept_weight < 0:
+            raise ConfigError(f"training.stages.{i}.concept_weight: expected 0 or more, got {stage.concept_weight!r}")
+        if stage.concept_weight > 0 and not cfg.model.branch.concepts:
+            raise ConfigError(
+                f"training.stages.{i}.concept_weight: the model has no concept heads (model.branch.concepts is empty)"
+            )
         for key, value in stage.lr_scale.items():
             if not value > 0:
                 raise ConfigError(f"training.stages.{i}.lr_scale.{key}: expected a positive factor, got {value!r}")
@@ -126,6 +132,19 @@ def check_names(cfg: ExperimentConfig) -> None:
             "training.warm_start.branches: the descriptor warm start reads the content "
             "encoder's layers; with model.descriptor_encoder set, warm-start only [content]"
         )
+    if cfg.eval.concept_rationale is not None:
+        if not 0.0 <= cfg.eval.concept_rationale <= 1.0:
+            got = cfg.eval.concept_rationale
+            raise ConfigError(f"eval.concept_rationale: expected a probability in [0, 1], got {got!r}")
+        if not any(f.startswith("evidence.") for f in cfg.model.branch.concepts):
+            raise ConfigError(
+                "eval.concept_rationale: needs concept heads on measured cues "
+                "(model.branch.concepts with evidence.pitch, evidence.range, evidence.volume or evidence.speed)"
+            )
+        if cfg.eval.concept_rationale_max_cues < 1:
+            raise ConfigError(
+                f"eval.concept_rationale_max_cues: expected at least 1, got {cfg.eval.concept_rationale_max_cues!r}"
+            )
     if cfg.data.caption_attributes is not None:
         _choices(
             "data.caption_attributes", cfg.data.caption_attributes, ("gender", "pitch", "volume", "speed", "emphasis")

@@ -215,6 +215,12 @@ class StageConfig:
     """``constant`` or ``cosine`` (both after linear warm-up)."""
     warmup_ratio: float = 0.03
     """Fraction of the stage's steps used for linear warm-up."""
+    concept_weight: float = 0.0
+    """Not in the paper: with concept heads (``model.branch.concepts``), their cross-entropy
+    against each utterance's field values (the measured cue directions for ``evidence.*``),
+    times this, is added to the stage's loss (utterances without a field's value are left out
+    of that field's). It keeps the heads, and the descriptor tokens they read, on the cues while
+    the stage trains them; without it the LLM's loss alone moves them. 0 = off."""
     lr_scale: dict[str, float] = field(default_factory=dict)
     """Not in the paper: a factor on ``lr`` per trainable group, e.g. ``{descriptor: 0.1}`` (a
     warm-started branch then adapts slowly while LoRA learns at ``lr``); a group left out gets 1."""
@@ -385,6 +391,17 @@ class EvalConfig:
     """Speech streams zeroed, one at a time, in an extra decode of the emotion tasks after
     evaluation (``metrics.json["counterfactual"]``: how often the answer breaks, how often it
     changes, UA); ``[]`` = none (each stream costs one more decode of the test split)."""
+    concept_rationale: float | None = None
+    """Not in the paper. With concept heads on measured cues (``model.branch.concepts`` fields
+    ``evidence.pitch`` ... ``evidence.speed``): the smallest head probability at which a cue is
+    stated. The rationale of a task that begins with one (``rat_ser``) then opens with the cues
+    the heads predict with at least this probability (deviations first, at most
+    ``concept_rationale_max_cues``; the single surest one when none reaches it), written in the
+    describe-first wording the model was trained on, and the LLM writes on from there (the
+    emotion, and anything else). ``None``: the LLM writes the whole rationale. The prediction
+    rows keep each stated cue's probability (``concept_cues``)."""
+    concept_rationale_max_cues: int = 3
+    """At most this many cues in a concept-led rationale opening."""
     targets: dict[str, float] = field(default_factory=dict)
     """Reference figures printed beside the results in the end-of-run summary (the demo sets
     the targets it was built to reach, e.g. ``{ua: 0.85, wer: 0.2}``); used for nothing else.

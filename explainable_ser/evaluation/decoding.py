@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from data_modules.evidence import CUES, PHRASES, rationale_opening, rng_for
 from explainable_ser.config import ExperimentConfig
-from explainable_ser.model.prompts import caption_attributes, get_task, parse_output
+from explainable_ser.model.prompts import FIELD_PREFIX, caption_attributes, get_task, parse_output
 
 
 def gather_objects(obj) -> list:
@@ -174,6 +175,43 @@ def frozen_weights_cast(model: torch.nn.Module, dtype: torch.dtype):
             setattr(module, name, p)
 
 
+def concept_cues(
+    probs: dict[str, torch.Tensor], classes: dict[str, list[str]], min_confidence: float, max_cues: int
+) -> list[list[dict]]:
+    """Per utterance, the cues a concept-led rationale states (``eval.concept_rationale``):
+    each measured cue's head (``evidence.CUE``) at its most probable value, kept at
+    ``min_confidence`` or above; deviations before ``normal`` ones, each group surest first, at
+    most ``max_cues``; the surest cue alone when none is sure enough. ``[{cue, direction,
+    confidence}]``."""
+    heads = {f: p for f, p in probs.items() if f.startswith("evidence.") and f.split(".", 1)[1] in CUES}
+    n = next(iter(heads.values())).shape[0] if heads else 0
+    out = []
+    for i in range(n):
+        cues = []
+        for f, p in heads.items():
+            conf, k = p[i].max(0)
+            cue, direction = f.split(".", 1)[1], classes[f][int(k)]
+            if (cue, direction) in PHRASES:  # a value the rationale wording has no phrase for is not stated
+                cues.append({"cue": cue, "direction": direction, "confidence": round(float(conf), 4)})
+        sure = [c for c in cues if c["confidence"] >= min_confidence]
+        sure = sure or sorted(cues, key=lambda c: -c["confidence"])[:1]
+        sure.sort(key=lambda c: (c["direction"] == "normal", -c["confidence"]))
+        out.append(sure[:max_cues])
+    return out
+
+
+def concept_openings(model, speech, ids: list[str], cfg: ExperimentConfig, zero_descriptor: bool = False):
+    """``(answer openings, stated cues)`` per utterance of a concept-led rationale
+    (``eval.concept_rationale``): ``Rationale:`` and the cues of :func:`concept_cues` in the
+    describe-first wording, its template and phrases drawn by the utterance id."""
+    probs = model.concept_probs(speech, zero_descriptor=zero_descriptor)
+    stated = concept_cues(
+        probs, model.descriptor.concepts.classes, cfg.eval.concept_rationale, cfg.eval.concept_rationale_max_cues
+    )
+    field = FIELD_PREFIX["rationale"]
+    return [f"{field} {rationale_opening(c, rng_for(str(i)))}" for c, i in zip(stated, ids)], stated
+
+
 def decode_batch(
     model,
     wave,
@@ -190,14 +228,23 @@ def decode_batch(
     labels = tuple(cfg.training.labels)
     rows = []
     for task_name in tasks:
+        task = get_task(task_name)
         kw = dict(num_beams=cfg.eval.num_beams, max_new_tokens=cfg.eval.max_new_tokens, zero_descriptor=zero_descriptor)
         if zero_content:
             kw["zero_content"] = True  # a baseline has no content stream
+        stated = None
+        if cfg.eval.concept_rationale is not None and task.fields[0] == "rationale":
+            # concept-led: the heads' cues open the answer, the model writes on
+            if speech is None:
+                speech = model.speech_tokens(
+                    wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=False
+                )
+            kw["prefixes"], stated = concept_openings(model, speech, [r["id"] for r in records], cfg, zero_descriptor)
         if speech is not None:
-            texts = model.generate_from(speech, get_task(task_name), **kw)
+            texts = model.generate_from(speech, task, **kw)
         else:
-            texts = model.generate(wave, lens, get_task(task_name), **kw)
-        for rec, raw in zip(records, texts):
+            texts = model.generate(wave, lens, task, **kw)
+        for i, (rec, raw) in enumerate(zip(records, texts)):
             parsed = parse_output(raw, labels)
             rows.append(
                 {
@@ -218,6 +265,7 @@ def decode_batch(
                     "rationale_ref": rec.get("rationale"),
                     "rationale": parsed["rationale"],
                     "caption_attributes": caption_attributes(parsed["caption"]),
+                    **({"concept_cues": stated[i]} if stated is not None else {}),
                 }
             )
     return rows

@@ -191,6 +191,10 @@ class PromptBuilder:
             self._cache[task.name] = (self._ids(head), self._ids(mid), self._ids(tail))
         return self._cache[task.name]
 
+    def text_ids(self, text: str) -> list[int]:
+        """The tokens of a piece of answer text, as they begin its target's tokens."""
+        return self._ids(text)
+
     def target_ids(self, text: str) -> list[int]:
         """Target tokens followed by the end-of-turn token (the model learns to stop)."""
         return self._ids(text) + [self.eot_id]

@@ -303,12 +303,15 @@ class ExplainableSER(nn.Module):
         zero_descriptor: bool = False,
         zero_content: bool = False,
         value_weight: float = 1.0,
+        concept_labels: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Per-utterance losses [B]: ``ce`` summed over the target tokens (paper eq. 4),
         ``ce_per_token`` (its mean, for reading curves), ``kl_content``, ``kl_descriptor``
         (summed over frames and latent dims), ``frames`` (the encoder frames of each).
         ``value_weight`` != 1 (not in the paper) adds ``ce_weighted``: the same sum with the tokens
-        that spell a value (:meth:`PromptBuilder.value_mask`) counted ``value_weight`` times."""
+        that spell a value (:meth:`PromptBuilder.value_mask`) counted ``value_weight`` times.
+        ``concept_labels`` (field -> [B] value indices, -100 where unknown; not in the paper) adds
+        ``concept_ce``: the concept heads' cross-entropy, averaged over the fields that have one."""
         speech = self.speech_tokens(
             wave,
             wave_lens,
@@ -338,6 +341,14 @@ class ExplainableSER(nn.Module):
             w = torch.tensor([value_weight if v else 1.0 for t in target_texts for v in self.prompts.value_mask(t)])
             w = w.to(tok_ce.device, non_blocking=True)
             out["ce_weighted"] = torch.zeros_like(ce).index_add_(0, picks["row"], tok_ce * w)  # [B]
+        if concept_labels is not None:
+            logits = self.descriptor.concepts(speech.descriptor, speech.n_tokens)  # field -> [B, C]
+            per = [
+                F.cross_entropy(logits[f].float(), y.to(logits[f].device), ignore_index=IGNORE)
+                for f, y in concept_labels.items()
+                if bool((y != IGNORE).any())
+            ]
+            out["concept_ce"] = torch.stack(per).mean() if per else ce.sum() * 0.0
         return out
 
     def loss(
@@ -354,6 +365,8 @@ class ExplainableSER(nn.Module):
         zero_content: bool = False,
         kl_reduction: str = "frame_mean",
         value_weight: float = 1.0,
+        concept_labels: dict[str, torch.Tensor] | None = None,
+        concept_weight: float = 0.0,
     ) -> dict:
         """The objective: ``L = CE + beta * KL``, the cross-entropy summed over each target's
         tokens (eq. 4) and averaged over the batch, plus the KL of each *trained* branch
@@ -362,7 +375,8 @@ class ExplainableSER(nn.Module):
         averaged over the batch. ``sample``: z drawn from the trained branches' posteriors
         (training); otherwise z = mu. A frozen branch always gives z = mu, also in training.
         ``value_weight`` (not in the paper): the value tokens' CE counts that many times in the
-        objective; the returned ``ce`` stays the plain sum."""
+        objective; the returned ``ce`` stays the plain sum. ``concept_weight`` times the concept
+        heads' cross-entropy on ``concept_labels`` (:meth:`forward`) joins the objective too."""
         out = self(
             wave,
             wave_lens,
@@ -373,6 +387,7 @@ class ExplainableSER(nn.Module):
             zero_descriptor=zero_descriptor,
             zero_content=zero_content,
             value_weight=value_weight,
+            concept_labels=concept_labels,
         )
         ce = out["ce"].mean()  # summed over target tokens, averaged over utterances
         objective = out.get("ce_weighted", out["ce"]).mean()
@@ -381,7 +396,11 @@ class ExplainableSER(nn.Module):
         per = out["frames"].clamp(min=1).float() if kl_reduction == "frame_mean" else 1.0  # [B]
         kl = {b: (out[f"kl_{b}"] / per).mean() for b in ("content", "descriptor")}  # scalars
         loss = objective + beta * sum(kl[b] for b in trained)
-        return {"loss": loss, "ce": ce, "ce_per_token": out["ce_per_token"].mean(), "kl": kl}
+        res = {"loss": loss, "ce": ce, "ce_per_token": out["ce_per_token"].mean(), "kl": kl}
+        if "concept_ce" in out:
+            res["loss"] = loss + concept_weight * out["concept_ce"]
+            res["concept_ce"] = out["concept_ce"]
+        return res
 
     def decoder_hidden(self, embeds, mask):
         base = self.llm.get_base_model()
@@ -427,8 +446,10 @@ class ExplainableSER(nn.Module):
         num_beams: int = 1,
         zero_descriptor: bool = False,
         zero_content: bool = False,
+        prefixes: list[str] | None = None,
     ) -> list[str]:
-        """Decode a batch (left-padded prompts, KV cache, greedy or beam search)."""
+        """Decode a batch (left-padded prompts, KV cache, greedy or beam search; ``prefixes``:
+        as in :meth:`generate_from`)."""
         speech = self.speech_tokens(
             wave,
             wave_lens,
@@ -437,7 +458,7 @@ class ExplainableSER(nn.Module):
             zero_descriptor=zero_descriptor,
             zero_content=zero_content,
         )
-        return self.generate_from(speech, task, max_new_tokens=max_new_tokens, num_beams=num_beams)
+        return self.generate_from(speech, task, max_new_tokens=max_new_tokens, num_beams=num_beams, prefixes=prefixes)
 
     @torch.no_grad()
     def generate_from(
@@ -449,9 +470,12 @@ class ExplainableSER(nn.Module):
         num_beams: int = 1,
         zero_descriptor: bool = False,
         zero_content: bool = False,
+        prefixes: list[str] | None = None,
     ) -> list[str]:
         """Decode from speech tokens already computed: one encoder pass serves every task and
-        the counterfactuals (a zeroed stream here equals one zeroed in :meth:`speech_tokens`)."""
+        the counterfactuals (a zeroed stream here equals one zeroed in :meth:`speech_tokens`).
+        ``prefixes``: each answer begins with this text (its tokens after the prompt, as a
+        target's would be); the model writes on from there, and the text returned includes it."""
         if zero_descriptor:
             speech = replace(
                 speech,
@@ -460,7 +484,8 @@ class ExplainableSER(nn.Module):
             )
         if zero_content:
             speech = replace(speech, content=torch.zeros_like(speech.content))
-        embeds, mask, _ = self.build_inputs(speech, task, None, left_pad=True)
+        forced = [self.prompts.text_ids(p) for p in prefixes] if prefixes is not None else None
+        embeds, mask, _ = self.build_inputs(speech, task, forced, left_pad=True)
         eot = self.prompts.eot_id
         out = self.llm.generate(
             inputs_embeds=embeds,
@@ -471,4 +496,20 @@ class ExplainableSER(nn.Module):
             eos_token_id=eot,
             pad_token_id=self.pad_id,
         )
-        return self.tokenizer.batch_decode(out, skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
+        if forced is None:
+            return texts
+        # decoded from the same tokens, so the prefix reads back as the model saw it
+        return self.tokenizer.batch_decode(
+            [ids + new.tolist() for ids, new in zip(forced, out)], skip_special_tokens=True
+        )
+
+    @torch.no_grad()
+    def concept_probs(self, speech: SpeechTokens, zero_descriptor: bool = False) -> dict[str, torch.Tensor]:
+        """The concept heads' probabilities (``model.branch.concepts``): field -> [B, C], in
+        the order of ``self.descriptor.concepts.classes[field]`` (``zero_descriptor``: read from
+        zeroed descriptor tokens, the counterfactual)."""
+        if not hasattr(self.descriptor, "concepts"):
+            raise ValueError("this model has no concept heads (model.branch.concepts is empty)")
+        des = torch.zeros_like(speech.descriptor) if zero_descriptor else speech.descriptor
+        return {f: logits.float().softmax(-1) for f, logits in self.descriptor.concepts(des, speech.n_tokens).items()}

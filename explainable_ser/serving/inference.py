@@ -36,6 +36,7 @@ from data_modules.batches import SpeechBatchDataset, check_waveform, describe_re
 from data_modules.evidence import clip_evidence, load_references
 from data_modules.records import make_cut
 from data_modules.segment import split_at_pauses
+from explainable_ser.evaluation.decoding import concept_openings
 from explainable_ser.evaluation.grounding import check_rationale
 from explainable_ser.model.prompts import caption_attributes, get_task, parse_output
 from explainable_ser.serving.bundle import load_exported
@@ -285,7 +286,8 @@ class Explainer:
         (the model's probability of ``Emotion: {label}`` after its own caption),
         ``emotion_source`` (``generated``, or ``scores`` when the text names no known label and
         the best-scoring one is given), the ``attributes`` read back from the caption, and the
-        ``raw`` generated texts. ``zero_descriptor``: the descriptor tokens are zeroed (the
+        ``raw`` generated texts; ``concept_cues`` for a concept-led rationale
+        (``eval.concept_rationale``). ``zero_descriptor``: the descriptor tokens are zeroed (the
         counterfactual: what the answer is without the explanation stream)."""
         model, labels = self.model, self.labels
         lens = torch.tensor([w.numel() for w in waves], device=self.device)
@@ -299,7 +301,17 @@ class Explainer:
         )
         asr = model.generate(wave, lens, get_task("asr"), **kw)
         task = self.explain_task
-        raw = model.generate(wave, lens, task, **kw)
+        stated = None
+        if self.cfg.eval.concept_rationale is not None and task.fields[0] == "rationale":
+            # concept-led (eval.concept_rationale): the concept heads' sure cues open the rationale
+            speech = model.speech_tokens(
+                wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=False
+            )
+            ids = [str(i) for i in range(len(waves))]
+            prefixes, stated = concept_openings(model, speech, ids, self.cfg, zero_descriptor)
+            raw = model.generate_from(speech, task, prefixes=prefixes, **kw)
+        else:
+            raw = model.generate(wave, lens, task, **kw)
         parsed = [parse_output(r, tuple(labels)) for r in raw]
         prefixes = []
         for r in raw:
@@ -323,6 +335,8 @@ class Explainer:
             )
             if "rationale" in task.fields:
                 out[-1]["rationale"] = p["rationale"]
+            if stated is not None:
+                out[-1]["concept_cues"] = stated[len(out) - 1]
         if self.references is not None:  # a model of evidence rationales: its cues are checked
             for row, w in zip(out, waves):
                 row["cues"] = self.checked_cues(w, row.get("rationale") or row["caption"], row["transcript"])

@@ -16,8 +16,9 @@ from collections import Counter
 import lightning as L
 import torch
 
+from data_modules.records import field_value
 from explainable_ser.model.prompts import get_task
-from explainable_ser.model.ser import ExplainableSER
+from explainable_ser.model.ser import IGNORE, ExplainableSER
 from explainable_ser.training.stages import adaptable_names, group_of, kl_weight
 
 
@@ -35,6 +36,16 @@ def lr_lambda(warmup: int, total: int, schedule: str):
         raise ValueError(f"unknown scheduler {schedule!r} (constant or cosine)")
 
     return f
+
+
+def concept_labels(classes: dict[str, list[str]], records: list[dict]) -> dict[str, torch.Tensor]:
+    """Each concept head's target per record: the index of the record's value of that field
+    among the head's values (``IGNORE`` where the record has none, or one the head lacks)."""
+    out = {}
+    for f, values in classes.items():
+        got = [field_value(r, f) for r in records]
+        out[f] = torch.tensor([values.index(v) if v in values else IGNORE for v in got], dtype=torch.long)
+    return out
 
 
 class ExplainableSERModule(L.LightningModule):
@@ -84,6 +95,14 @@ class ExplainableSERModule(L.LightningModule):
         idx = torch.tensor(keep, device=batch["wave"].device)
         lens = batch["wave_lens"][idx]
         wave = batch["wave"][idx, : int(lens.max())]
+        concept = dict(concept_labels=None, concept_weight=0.0)
+        if self.stage.concept_weight > 0 and not zero_speech:
+            concept = dict(
+                concept_labels=concept_labels(
+                    self.model.descriptor.concepts.classes, [batch["records"][i] for i in keep]
+                ),
+                concept_weight=self.stage.concept_weight,
+            )
         res = self.model.loss(
             wave,
             lens,
@@ -96,6 +115,7 @@ class ExplainableSERModule(L.LightningModule):
             zero_content=zero_speech,
             kl_reduction=self.cfg.training.kl_reduction,
             value_weight=self.cfg.training.value_weight if train else 1.0,
+            **concept,
         )
         return {**res, "n": len(targets)}
 
@@ -127,6 +147,8 @@ class ExplainableSERModule(L.LightningModule):
         self.log(f"train/ce_per_token_{task_name}", res["ce_per_token"], batch_size=n, prog_bar=True)
         for b in ("content", "descriptor"):
             self.log(f"train/kl_{b}", res["kl"][b], batch_size=n)
+        if "concept_ce" in res:
+            self.log("train/concept_ce", res["concept_ce"], batch_size=n)
         self.log("train/beta", self.current_beta(), batch_size=n)
         self.log("train/padding_efficiency", batch["padding_efficiency"], batch_size=n)
         lens = batch["wave_lens"]

@@ -182,3 +182,23 @@ def test_describe_first_states_the_clips_clearest_cues_before_the_emotion():
     assert emotion_words(text, EMOTIONS) == {"angry"}
     with pytest.raises(ValueError, match="by must be"):
         E.choose_cues("angry", ev, profiles, by="label")
+
+
+def test_a_rationale_opening_states_its_cues_in_order_and_stops_before_the_emotion():
+    """Every phrase of every cue and direction, in every describe-first template, reads back as
+    stated; the opening names no emotion and is where the template's emotion would follow."""
+    every = [{"cue": cue, "direction": d} for cue, d in E.PHRASES]
+    for i in range(40):  # the utterance's draw picks the template and the phrases
+        cues = [every[(i + k * 5) % len(every)] for k in range(3)]
+        if len({c["cue"] for c in cues}) < 3:
+            continue
+        text = E.rationale_opening(cues, E.rng_for(f"u{i}"))
+        assert [(c["cue"], c["direction"]) for c in parse_cues(text)] == [(c["cue"], c["direction"]) for c in cues]
+        assert not emotion_words(text, EMOTIONS), text
+        # a describe-first template's words between its cues and its emotion end the opening
+        tails = [t[t.lower().index("{cues}") + len("{cues}") : t.index("{emotion}")].rstrip() for t in E.CUES_FIRST]
+        assert any(text.endswith(tail) for tail in tails), text
+        finished = text + " sad."  # the model's word after it reads as the rationale's emotion
+        assert emotion_words(finished, EMOTIONS) == {"sad"}, finished
+    with pytest.raises(ValueError, match="no cues"):
+        E.rationale_opening([], E.rng_for("x"))

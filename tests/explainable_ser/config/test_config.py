@@ -181,3 +181,27 @@ def test_the_paper_settings_in_base_yaml_are_the_schema_defaults():
     differing = {k for k in written if merged_leaves.get(k) != default_leaves.get(k)}
     assert differing <= RUN_ENVIRONMENT_KEYS, sorted(differing - RUN_ENVIRONMENT_KEYS)
     assert len(written) - len(RUN_ENVIRONMENT_KEYS) >= 25  # the file still shows the recipe
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["eval.concept_rationale=0.9"], "needs concept heads on measured cues"),
+        (["eval.concept_rationale=1.5", "model.branch.concepts={evidence.volume: {high: loud}}"], "a probability"),
+        (
+            [
+                "eval.concept_rationale=0.9",
+                "eval.concept_rationale_max_cues=0",
+                "model.branch.concepts={evidence.volume: {high: loud}}",
+            ],
+            "at least 1",
+        ),
+    ],
+)
+def test_a_concept_led_rationale_needs_heads_on_measured_cues(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(["offline", *overrides])
+    cfg = load_config(
+        ["offline", "eval.concept_rationale=0.9", "model.branch.concepts={evidence.volume: {high: loud}}"]
+    )
+    assert cfg.eval.concept_rationale == 0.9 and cfg.eval.concept_rationale_max_cues == 3

@@ -113,3 +113,58 @@ def test_full_precision_runs_decode_without_autocast_or_casts(trained_run):
     with decode_precision(cfg, torch.device("cpu"), module.model):
         assert not torch.is_autocast_enabled("cpu")
         assert all(p.dtype == torch.float32 for p in module.model.parameters())
+
+
+def test_concept_cues_are_the_sure_ones_deviations_first_at_most_max():
+    from explainable_ser.evaluation.decoding import concept_cues
+
+    classes = {
+        "evidence.pitch": ["high", "normal", "low"],
+        "evidence.volume": ["high", "normal", "low"],
+        "evidence.speed": ["fast", "normal", "slow"],
+        "evidence.tremor": ["yes", "no"],  # no measured cue of that name: never stated
+        "gender": ["female", "male"],  # not a measured cue
+    }
+    probs = {
+        "evidence.pitch": torch.tensor([[0.05, 0.93, 0.02], [0.5, 0.3, 0.2]]),
+        "evidence.volume": torch.tensor([[0.91, 0.05, 0.04], [0.1, 0.6, 0.3]]),
+        "evidence.speed": torch.tensor([[0.02, 0.03, 0.95], [0.3, 0.3, 0.4]]),
+        "evidence.tremor": torch.tensor([[0.99, 0.01], [0.99, 0.01]]),
+        "gender": torch.tensor([[0.99, 0.01], [0.99, 0.01]]),
+    }
+    got = concept_cues(probs, classes, min_confidence=0.9, max_cues=3)
+    # deviations (slow, high volume) surest first, then the usual pitch
+    assert [(c["cue"], c["direction"]) for c in got[0]] == [("speed", "slow"), ("volume", "high"), ("pitch", "normal")]
+    assert [c["confidence"] for c in got[0]] == pytest.approx([0.95, 0.91, 0.93])
+    assert [(c["cue"], c["direction"]) for c in got[1]] == [("volume", "normal")]  # none sure: the surest alone
+    two = concept_cues(probs, classes, min_confidence=0.9, max_cues=2)
+    assert [c["cue"] for c in two[0]] == ["speed", "volume"]
+
+
+def test_a_concept_led_rationale_opens_with_the_heads_cues_and_the_model_writes_on(tiny_tokenizer, seeded):
+    from data_modules.evidence import rationale_opening, rng_for
+    from explainable_ser.evaluation.grounding import parse_cues
+
+    # words of the tiny tokenizer's vocabulary (see test_ser's concept-token test)
+    concepts = "{evidence.volume: {high: high, normal: red, low: low}, evidence.speed: {fast: happy, slow: slow}}"
+    cfg = tiny_config(f"model.branch.concepts={concepts}", "eval.max_new_tokens=4", "eval.concept_rationale=0.0")
+    model = build_model(cfg.model, tiny_tokenizer).eval()
+    wave, lens = waves([32000, 20000])
+    records = [{"id": "a"}, {"id": "b"}]
+    with torch.no_grad():
+        rows = decode_batch(model, wave, lens, records, ["asr", "rat_ser"], cfg)
+        sp = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=False)
+        probs = model.concept_probs(sp)
+    asr, rat = rows[:2], rows[2:]
+    assert all("concept_cues" not in r for r in asr)  # only a task whose answer begins with the rationale
+    for i, (row, rec) in enumerate(zip(rat, records)):
+        cues = row["concept_cues"]
+        assert len(cues) == 2  # both heads, every cue at least as sure as 0.0
+        for c in cues:
+            p = probs[f"evidence.{c['cue']}"][i]
+            assert c["confidence"] == pytest.approx(float(p.max()), abs=1e-4)
+        opening = "Rationale: " + rationale_opening(cues, rng_for(rec["id"]))
+        assert [(c["cue"], c["direction"]) for c in parse_cues(opening)] == [(c["cue"], c["direction"]) for c in cues]
+        # read back through the tokenizer (the tiny one lowercases and drops unknown words)
+        seen = model.tokenizer.decode(model.prompts.text_ids(opening), skip_special_tokens=True)
+        assert row["raw"].startswith(seen) and len(seen) > len("rationale")

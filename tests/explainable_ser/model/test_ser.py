@@ -378,3 +378,54 @@ def test_concept_tokens_mix_their_words_by_a_head_on_the_mean_descriptor_token(t
     out["ce"].sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in cpt.parameters())
     assert all(p.grad is None for n, p in model.descriptor.named_parameters() if not n.startswith("concepts."))
+
+
+def test_a_forced_prefix_opens_the_answer_and_greedy_decoding_goes_on_from_it(model):
+    task = get_task("rat_ser")
+    wave, lens = waves([32000, 20000])
+    prefixes = ["Rationale: high volume, the speaker is", "Rationale:"]  # two lengths: left padding
+    with torch.no_grad():
+        sp = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=False)
+        got = model.generate_from(sp, task, max_new_tokens=1, prefixes=prefixes)
+        for i, prefix in enumerate(prefixes):
+            ids = model.prompts.text_ids(prefix)
+            one = model.speech_tokens(
+                wave[i : i + 1, : lens[i]],
+                lens[i : i + 1],
+                sample_content=False,
+                sample_descriptor=False,
+                zero_descriptor=False,
+            )
+            embeds, mask, _ = model.build_inputs(one, task, [ids])  # the prompt, then the prefix as a target
+            hidden = model.decoder_hidden(embeds, mask)
+            nxt = int(model.lm_head(hidden[0, -1:]).argmax(-1))  # the next token after the prefix
+            want = model.tokenizer.decode(ids + [nxt], skip_special_tokens=True)
+            assert got[i] == want
+
+
+def test_the_concept_loss_is_the_heads_cross_entropy_on_the_known_labels(tiny_tokenizer, seeded):
+    concepts = "{evidence.volume: {high: high, normal: red, low: low}, evidence.speed: {fast: happy, slow: slow}}"
+    model = build_model(tiny_config(f"model.branch.concepts={concepts}").model, tiny_tokenizer).train()
+    apply_trainable(model, ["descriptor", "concepts", "lora"])
+    task = get_task("rat_ser")
+    wave, lens = waves([32000, 20000])
+    texts = ["Rationale: high volume, the speaker is angry.\nEmotion: angry"] * 2
+    labels = {"evidence.volume": torch.tensor([0, IGNORE]), "evidence.speed": torch.tensor([IGNORE, IGNORE])}
+    kw = dict(beta=0.0, trained=["descriptor"], sample=False)
+    plain = model.loss(wave, lens, task, texts, **kw)
+    got = model.loss(wave, lens, task, texts, concept_labels=labels, concept_weight=3.0, **kw)
+    sp = model.speech_tokens(wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=False)
+    logits = model.descriptor.concepts(sp.descriptor, sp.n_tokens)["evidence.volume"]
+    want = -logits[0].log_softmax(-1)[0]  # the one known label; speed has none and is left out
+    torch.testing.assert_close(got["concept_ce"], want)
+    torch.testing.assert_close(got["loss"], plain["loss"] + 3.0 * want)
+    assert "concept_ce" not in plain
+    # the speed head (no known label) gets only the LLM's gradient, the volume head more
+    heads = model.descriptor.concepts.heads
+    plain["loss"].backward()
+    before = [p.grad.clone() for h in heads for p in h.parameters()]
+    model.zero_grad()
+    got["loss"].backward()
+    after = [p.grad for h in heads for p in h.parameters()]
+    assert not torch.allclose(after[0], before[0]) and not torch.allclose(after[1], before[1])
+    torch.testing.assert_close(after[2:], before[2:])

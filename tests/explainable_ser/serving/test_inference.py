@@ -81,3 +81,29 @@ def test_an_evidence_model_checks_each_stated_cue_against_the_clip(ser, trained_
     row = ser.explain(clip)
     assert "rationale" in row and isinstance(row["cues"], list)
     assert set(row["raw"]) == {"asr", "rat_ser"}
+
+
+def test_a_concept_led_explainer_opens_each_rationale_with_its_heads_cues(tiny_tokenizer, seeded):
+    """``eval.concept_rationale`` reaches the Explainer: each clip's rationale opens with the
+    cues its concept heads are sure of, and the row keeps them with their probabilities."""
+    from data_modules.evidence import rationale_opening, rng_for
+    from explainable_ser.model.build import build_model
+    from explainable_ser.serving.inference import Explainer
+
+    from conftest import tiny_config
+
+    concepts = "{evidence.volume: {high: high, normal: red, low: low}, evidence.speed: {fast: happy, slow: slow}}"
+    cfg = tiny_config(
+        f"model.branch.concepts={concepts}",
+        "eval.concept_rationale=0.0",
+        "eval.tasks=[asr, rat_ser]",
+        "eval.max_new_tokens=3",
+    )
+    ex = Explainer(build_model(cfg.model, tiny_tokenizer), cfg)
+    assert ex.explain_task.name == "rat_ser"
+    rows = ex.explain_batch([torch.randn(32000) * 0.1, torch.randn(20000) * 0.1])
+    for i, row in enumerate(rows):
+        assert len(row["concept_cues"]) == 2
+        opening = "Rationale: " + rationale_opening(row["concept_cues"], rng_for(str(i)))
+        seen = ex.model.tokenizer.decode(ex.model.prompts.text_ids(opening), skip_special_tokens=True)
+        assert row["raw"]["rat_ser"].startswith(seen)
