@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -498,21 +499,26 @@ def test_the_rationale_overlay_trains_the_demo_on_evidence_rationales():
         assert name in {"gender", "emphasis", "emotion", "pitch", "volume", "speed"} or name.startswith("evidence.")
 
 
-def test_the_concept_overlay_reads_the_measured_cues_through_words_and_trains_only_the_lora():
+def test_the_concept_overlay_reads_the_measured_cues_through_words_and_states_the_sure_ones():
     from data_modules.evidence import CUES
     from explainable_ser.config import PACKAGED_CONFIGS
 
     rationale = load_config([str(PACKAGED_CONFIGS["demo"]), str(DEMO_RATIONALE), "seed=2"])
     cfg = load_config([str(PACKAGED_CONFIGS["demo"]), str(DEMO_CONCEPTS), "seed=2"])
     assert cfg.resolved_run_dir() == Path("runs/demo_systems/rationale_concepts/seed2")
-    assert cfg.data == rationale.data and cfg.eval == rationale.eval  # the same rationales, scored alike
+    assert cfg.data == rationale.data  # the same rationales
+    # scored alike; the rationale opens with the heads' sure cues
+    assert replace(cfg.eval, concept_rationale=None) == rationale.eval and cfg.eval.concept_rationale == 0.9
     concepts = cfg.model.branch.concepts
     assert set(concepts) == {f"evidence.{c}" for c in CUES}
     for field, words in concepts.items():  # every measured direction has a word, each its own
         cue = CUES[field.split(".", 1)[1]]
         assert set(words) == {cue.up, cue.down, "normal"} and len(set(words.values())) == 3
-    # the warm start teaches the heads (their fields, with the field loss); stage 2 leaves them
+    # the warm start teaches the heads (their fields, with the field loss); stage 2 trains them
+    # with their own loss beside the LLM's
     ws = cfg.training.warm_start
     assert set(concepts) <= set(ws.descriptor_fields) and ws.field_weight > 0 and "descriptor" in ws.branches
-    assert cfg.training.stages[1].trainable == ["lora"]
+    stage2 = cfg.training.stages[1]
+    assert set(stage2.trainable) == {"descriptor", "concepts", "lora"} and stage2.concept_weight > 0
+    assert replace(stage2, trainable=[], concept_weight=0.0) == replace(rationale.training.stages[1], trainable=[])
     assert cfg.training.stages[0] == rationale.training.stages[0]
