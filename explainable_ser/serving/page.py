@@ -125,11 +125,15 @@ def _number(value, unit: str | None) -> str:
 
 
 def cues_table(row: dict):
-    """Each cue the explanation states beside the clip's measurement and its usual value."""
+    """Each cue the explanation states beside the clip's measurement and its usual value (a
+    concept-led rationale's cue with its head's probability)."""
+    sure = {c["cue"]: c["confidence"] for c in row.get("concept_cues") or []}
     rows = [
         [
             c["cue"],
-            c["direction"] + (f" ({_number(c['value'], c['unit'])})" if c.get("value") is not None else ""),
+            c["direction"]
+            + (f" ({_number(c['value'], c['unit'])})" if c.get("value") is not None else "")
+            + (f" (p = {sure[c['cue']]:.2f})" if c["cue"] in sure else ""),
             "" if c["measured"] is None else f"{c['measured_direction']} ({c['measured']:g})",
             "" if c["reference"] is None else f"{c['reference']:g}",
             c["verdict"],

@@ -72,6 +72,8 @@ def test_an_evidence_model_checks_each_stated_cue_against_the_clip(ser, trained_
     assert cues[0]["measured"] == pytest.approx(300.0, rel=0.02) and cues[0]["reference"] == 150.0
     table = cues_table({"cues": cues})
     assert list(table.columns) == CUE_COLUMNS and table.iloc[0].tolist()[:2] == ["pitch", "high (300 Hz)"]
+    led = cues_table({"cues": cues, "concept_cues": [{"cue": "volume", "direction": "low", "confidence": 0.934}]})
+    assert led["stated"].tolist() == ["high (300 Hz)", "low (p = 0.93)"]  # the head's probability
 
     assert ser.explain_task.name == "ser_sed" and ser.references is None  # the paper's model: no cues
     monkeypatch.setattr(ser.cfg.eval, "tasks", ["asr", "rat_ser"])
