@@ -107,6 +107,11 @@ def check_names(cfg: ExperimentConfig) -> None:
             raise ConfigError(
                 f"training.stages.{i}.concept_weight: the model has no concept heads (model.branch.concepts is empty)"
             )
+        if stage.concept_weight > 0 and stage.zero_descriptor:
+            raise ConfigError(
+                f"training.stages.{i}.concept_weight: this stage zeroes the descriptor tokens the concept heads read "
+                "(zero_descriptor: true)"
+            )
         for key, value in stage.lr_scale.items():
             if not value > 0:
                 raise ConfigError(f"training.stages.{i}.lr_scale.{key}: expected a positive factor, got {value!r}")

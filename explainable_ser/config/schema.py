@@ -220,7 +220,8 @@ class StageConfig:
     against each utterance's field values (the measured cue directions for ``evidence.*``),
     times this, is added to the stage's loss (utterances without a field's value are left out
     of that field's). It keeps the heads, and the descriptor tokens they read, on the cues while
-    the stage trains them; without it the LLM's loss alone moves them. 0 = off."""
+    the stage trains them; without it the LLM's loss alone moves them. 0 = off; not with
+    ``zero_descriptor`` (the heads would read zeros)."""
     lr_scale: dict[str, float] = field(default_factory=dict)
     """Not in the paper: a factor on ``lr`` per trainable group, e.g. ``{descriptor: 0.1}`` (a
     warm-started branch then adapts slowly while LoRA learns at ``lr``); a group left out gets 1."""

@@ -184,7 +184,12 @@ def concept_cues(
     most ``max_cues``; the surest cue alone when none is sure enough. ``[{cue, direction,
     confidence}]``."""
     heads = {f: p for f, p in probs.items() if f.startswith("evidence.") and f.split(".", 1)[1] in CUES}
-    n = next(iter(heads.values())).shape[0] if heads else 0
+    if not heads:
+        raise ValueError(
+            f"eval.concept_rationale: no concept head is on a measured cue (heads: {', '.join(probs) or 'none'}; "
+            f"measured cues: {', '.join('evidence.' + c for c in CUES)})"
+        )
+    n = next(iter(heads.values())).shape[0]
     out = []
     for i in range(n):
         cues = []

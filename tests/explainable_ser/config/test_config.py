@@ -196,9 +196,16 @@ def test_the_paper_settings_in_base_yaml_are_the_schema_defaults():
             ],
             "at least 1",
         ),
+        (["training.stages.0.concept_weight=1.0"], "no concept heads"),
+        (
+            ["training.stages.0.concept_weight=1.0", "model.branch.concepts={evidence.volume: {high: loud}}"],
+            "zeroes the descriptor tokens",
+        ),
+        (["training.stages.1.concept_weight=-1.0"], "expected 0 or more"),
     ],
 )
 def test_a_concept_led_rationale_needs_heads_on_measured_cues(overrides, message):
+    """And a stage's concept loss needs heads whose descriptor tokens it does not zero."""
     with pytest.raises(ConfigError, match=message):
         load_config(["offline", *overrides])
     cfg = load_config(

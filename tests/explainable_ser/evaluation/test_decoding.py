@@ -139,6 +139,8 @@ def test_concept_cues_are_the_sure_ones_deviations_first_at_most_max():
     assert [(c["cue"], c["direction"]) for c in got[1]] == [("volume", "normal")]  # none sure: the surest alone
     two = concept_cues(probs, classes, min_confidence=0.9, max_cues=2)
     assert [c["cue"] for c in two[0]] == ["speed", "volume"]
+    with pytest.raises(ValueError, match="no concept head is on a measured cue.*evidence.tremor, gender"):
+        concept_cues({f: probs[f] for f in ("evidence.tremor", "gender")}, classes, 0.9, 3)
 
 
 def test_a_concept_led_rationale_opens_with_the_heads_cues_and_the_model_writes_on(tiny_tokenizer, seeded):
