@@ -177,6 +177,16 @@ def field_value(record: dict, name: str) -> str | None:
     return None if value is None else str(value).strip().lower()
 
 
+def field_labels(classes: dict[str, list[str]], records: list[dict]) -> dict[str, list[int]]:
+    """Per field, each record's value as its index among ``classes[field]``; -100 (the index
+    torch's cross-entropy ignores) where the record has none, or one not among them."""
+    out = {}
+    for f, values in classes.items():
+        got = [field_value(r, f) for r in records]
+        out[f] = [values.index(v) if v in values else -100 for v in got]
+    return out
+
+
 def record_of(cut) -> dict[str, Any]:
     """The record fields of a cut as a plain dict (no audio)."""
     sup = cut.supervisions[0]

@@ -39,6 +39,13 @@ TINY_LLM = [
     "model.encoder.ctc_epochs=1",
 ]
 
+# Concept heads on two measured cues, their values spelled by words of the tiny tokenizer's
+# vocabulary (an unknown word would be its unknown token): ``model.branch.concepts={...}``.
+TINY_CONCEPTS = (
+    "model.branch.concepts={evidence.volume: {high: high, normal: red, low: low}, "
+    "evidence.speed: {fast: happy, slow: slow}}"
+)
+
 HUBERT_FIELDS = dict(
     model_type="hubert",
     hidden_size=32,

@@ -63,6 +63,18 @@ def token_mean(tokens: torch.Tensor, n_tok: torch.Tensor) -> torch.Tensor:
     return (tokens * valid).sum(1) / valid.sum(1).clamp(min=1)
 
 
+def heads_cross_entropy(logits: dict[str, torch.Tensor], labels: dict) -> torch.Tensor | None:
+    """Classifier heads' loss: per field the cross-entropy of its logits [B, C] on the labelled
+    rows (``labels``: field -> [B] indices, ``IGNORE`` where unknown), averaged over the fields
+    that have a label; ``None`` when none has."""
+    per = []
+    for f, y in labels.items():
+        y = torch.as_tensor(y, dtype=torch.long, device=logits[f].device)
+        if bool((y != IGNORE).any()):
+            per.append(F.cross_entropy(logits[f].float(), y, ignore_index=IGNORE))
+    return torch.stack(per).mean() if per else None
+
+
 class ConceptHeads(nn.Module):
     """One linear head per concept (a record field such as ``evidence.volume``) on the mean
     descriptor token, and the token each hands the LLM: its softmax over the concept's values
@@ -303,7 +315,7 @@ class ExplainableSER(nn.Module):
         zero_descriptor: bool = False,
         zero_content: bool = False,
         value_weight: float = 1.0,
-        concept_labels: dict[str, torch.Tensor] | None = None,
+        concept_labels: dict | None = None,
     ) -> dict[str, torch.Tensor]:
         """Per-utterance losses [B]: ``ce`` summed over the target tokens (paper eq. 4),
         ``ce_per_token`` (its mean, for reading curves), ``kl_content``, ``kl_descriptor``
@@ -342,13 +354,8 @@ class ExplainableSER(nn.Module):
             w = w.to(tok_ce.device, non_blocking=True)
             out["ce_weighted"] = torch.zeros_like(ce).index_add_(0, picks["row"], tok_ce * w)  # [B]
         if concept_labels is not None:
-            logits = self.descriptor.concepts(speech.descriptor, speech.n_tokens)  # field -> [B, C]
-            per = [
-                F.cross_entropy(logits[f].float(), y.to(logits[f].device), ignore_index=IGNORE)
-                for f, y in concept_labels.items()
-                if bool((y != IGNORE).any())
-            ]
-            out["concept_ce"] = torch.stack(per).mean() if per else ce.sum() * 0.0
+            got = heads_cross_entropy(self.descriptor.concepts(speech.descriptor, speech.n_tokens), concept_labels)
+            out["concept_ce"] = got if got is not None else ce.sum() * 0.0
         return out
 
     def loss(
@@ -365,7 +372,7 @@ class ExplainableSER(nn.Module):
         zero_content: bool = False,
         kl_reduction: str = "frame_mean",
         value_weight: float = 1.0,
-        concept_labels: dict[str, torch.Tensor] | None = None,
+        concept_labels: dict | None = None,
         concept_weight: float = 0.0,
     ) -> dict:
         """The objective: ``L = CE + beta * KL``, the cross-entropy summed over each target's

@@ -36,9 +36,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from data_modules.records import field_value, record_field
+from data_modules.records import field_labels, field_value, record_field
 from explainable_ser.config import ConfigError
-from explainable_ser.model.ser import token_mean
+from explainable_ser.model.ser import heads_cross_entropy, token_mean
 
 # How a record's descriptor field is spelled in the warm-start target (by its last name part).
 _SPELLING = {"pitch": "{} pitch", "volume": "{} volume", "speed": "{} speed", "range": "{} range"}
@@ -295,17 +295,8 @@ def warm_start(
 def field_loss(fheads: FieldHeads, tokens, n_tok, records: list[dict]) -> torch.Tensor:
     """Mean cross-entropy of the field heads over the fields and the records that have them
     (``fheads``: these or the model's own concept heads, which have the same interface)."""
-    losses = []
-    for f, logits in fheads(tokens, n_tok).items():
-        rows, labels = [], []
-        for j, rec in enumerate(records):
-            v = field_value(rec, f)
-            if v in fheads.classes[f]:
-                rows.append(j)
-                labels.append(fheads.classes[f].index(v))
-        if rows:
-            losses.append(F.cross_entropy(logits[rows], torch.tensor(labels)))
-    return torch.stack(losses).mean() if losses else tokens.sum() * 0.0
+    got = heads_cross_entropy(fheads(tokens, n_tok), field_labels(fheads.classes, records))
+    return got if got is not None else tokens.sum() * 0.0
 
 
 def ensure_warm_start(cfg, dm, model, run_dir: Path) -> list[str]:

@@ -308,8 +308,8 @@ class Explainer:
                 wave, lens, sample_content=False, sample_descriptor=False, zero_descriptor=False
             )
             ids = [str(i) for i in range(len(waves))]
-            prefixes, stated = concept_openings(model, speech, ids, self.cfg, zero_descriptor)
-            raw = model.generate_from(speech, task, prefixes=prefixes, **kw)
+            openings, stated = concept_openings(model, speech, ids, self.cfg, zero_descriptor)
+            raw = model.generate_from(speech, task, prefixes=openings, **kw)
         else:
             raw = model.generate(wave, lens, task, **kw)
         parsed = [parse_output(r, tuple(labels)) for r in raw]

@@ -16,9 +16,9 @@ from collections import Counter
 import lightning as L
 import torch
 
-from data_modules.records import field_value
+from data_modules.records import field_labels
 from explainable_ser.model.prompts import get_task
-from explainable_ser.model.ser import IGNORE, ExplainableSER
+from explainable_ser.model.ser import ExplainableSER
 from explainable_ser.training.stages import adaptable_names, group_of, kl_weight
 
 
@@ -36,16 +36,6 @@ def lr_lambda(warmup: int, total: int, schedule: str):
         raise ValueError(f"unknown scheduler {schedule!r} (constant or cosine)")
 
     return f
-
-
-def concept_labels(classes: dict[str, list[str]], records: list[dict]) -> dict[str, torch.Tensor]:
-    """Each concept head's target per record: the index of the record's value of that field
-    among the head's values (``IGNORE`` where the record has none, or one the head lacks)."""
-    out = {}
-    for f, values in classes.items():
-        got = [field_value(r, f) for r in records]
-        out[f] = torch.tensor([values.index(v) if v in values else IGNORE for v in got], dtype=torch.long)
-    return out
 
 
 class ExplainableSERModule(L.LightningModule):
@@ -97,12 +87,8 @@ class ExplainableSERModule(L.LightningModule):
         wave = batch["wave"][idx, : int(lens.max())]
         concept = dict(concept_labels=None, concept_weight=0.0)
         if self.stage.concept_weight > 0 and not zero_speech:
-            concept = dict(
-                concept_labels=concept_labels(
-                    self.model.descriptor.concepts.classes, [batch["records"][i] for i in keep]
-                ),
-                concept_weight=self.stage.concept_weight,
-            )
+            labels = field_labels(self.model.descriptor.concepts.classes, [batch["records"][i] for i in keep])
+            concept = dict(concept_labels=labels, concept_weight=self.stage.concept_weight)
         res = self.model.loss(
             wave,
             lens,

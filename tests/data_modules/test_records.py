@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lhotse import CutSet
 
-from data_modules.records import canonical_emotion, make_cut, record_of
+from data_modules.records import canonical_emotion, field_labels, make_cut, record_of
 
 
 def test_record_round_trip():
@@ -36,3 +36,17 @@ def test_canonical_emotion_labels():
     assert canonical_emotion(" Joy ") == "happy" and canonical_emotion("anger") == "angry"
     assert canonical_emotion("unknown") is None and canonical_emotion("fru") is None
     assert canonical_emotion(None) is None
+
+
+def test_field_labels_index_each_records_value_among_the_heads():
+    from explainable_ser.model.ser import IGNORE  # the index the model's losses ignore
+
+    classes = {"evidence.volume": ["high", "normal", "low"], "gender": ["female", "male"]}
+    records = [
+        {"attributes": {"evidence": {"volume": {"direction": "low", "value": -30.0}}, "gender": "Male"}},
+        {"attributes": {"evidence": {"volume": {"direction": "sideways"}}}},  # a value no head has
+        {"emotion": "sad"},  # no such fields
+    ]
+    got = field_labels(classes, records)
+    assert got["evidence.volume"] == [2, IGNORE, IGNORE]
+    assert got["gender"] == [1, IGNORE, IGNORE]

@@ -14,7 +14,7 @@ from explainable_ser.evaluation.decoding import (
 from explainable_ser.model.build import build_model
 from explainable_ser.model.prompts import get_task
 
-from conftest import tiny_config, waves
+from conftest import TINY_CONCEPTS, tiny_config, waves
 
 
 class CountCopies(TorchDispatchMode):
@@ -147,9 +147,7 @@ def test_a_concept_led_rationale_opens_with_the_heads_cues_and_the_model_writes_
     from data_modules.evidence import rationale_opening, rng_for
     from explainable_ser.evaluation.grounding import parse_cues
 
-    # words of the tiny tokenizer's vocabulary (see test_ser's concept-token test)
-    concepts = "{evidence.volume: {high: high, normal: red, low: low}, evidence.speed: {fast: happy, slow: slow}}"
-    cfg = tiny_config(f"model.branch.concepts={concepts}", "eval.max_new_tokens=4", "eval.concept_rationale=0.0")
+    cfg = tiny_config(TINY_CONCEPTS, "eval.max_new_tokens=4", "eval.concept_rationale=0.0")
     model = build_model(cfg.model, tiny_tokenizer).eval()
     wave, lens = waves([32000, 20000])
     records = [{"id": "a"}, {"id": "b"}]

@@ -11,7 +11,7 @@ from explainable_ser.model.prompts import get_task, render_target
 from explainable_ser.model.ser import IGNORE
 from explainable_ser.training.stages import apply_trainable, group_of
 
-from conftest import REC, tiny_config, waves
+from conftest import REC, TINY_CONCEPTS, tiny_config, waves
 
 
 @pytest.fixture(params=["fbank", "hubert"])
@@ -337,9 +337,7 @@ def test_value_weight_counts_the_value_tokens_that_many_times(tiny_tokenizer, se
 
 
 def test_concept_tokens_mix_their_words_by_a_head_on_the_mean_descriptor_token(tiny_tokenizer, seeded):
-    # words of the tiny tokenizer's vocabulary (an unknown word would be its unknown token)
-    concepts = "{evidence.volume: {high: high, normal: red, low: low}, evidence.speed: {fast: happy, slow: slow}}"
-    cfg = tiny_config(f"model.branch.concepts={concepts}")
+    cfg = tiny_config(TINY_CONCEPTS)
     model = build_model(cfg.model, tiny_tokenizer).eval()
     cpt = model.descriptor.concepts
     assert cpt.classes == {"evidence.volume": ["high", "normal", "low"], "evidence.speed": ["fast", "slow"]}
@@ -404,8 +402,7 @@ def test_a_forced_prefix_opens_the_answer_and_greedy_decoding_goes_on_from_it(mo
 
 
 def test_the_concept_loss_is_the_heads_cross_entropy_on_the_known_labels(tiny_tokenizer, seeded):
-    concepts = "{evidence.volume: {high: high, normal: red, low: low}, evidence.speed: {fast: happy, slow: slow}}"
-    model = build_model(tiny_config(f"model.branch.concepts={concepts}").model, tiny_tokenizer).train()
+    model = build_model(tiny_config(TINY_CONCEPTS).model, tiny_tokenizer).train()
     apply_trainable(model, ["descriptor", "concepts", "lora"])
     task = get_task("rat_ser")
     wave, lens = waves([32000, 20000])

@@ -92,11 +92,10 @@ def test_a_concept_led_explainer_opens_each_rationale_with_its_heads_cues(tiny_t
     from explainable_ser.model.build import build_model
     from explainable_ser.serving.inference import Explainer
 
-    from conftest import tiny_config
+    from conftest import TINY_CONCEPTS, tiny_config
 
-    concepts = "{evidence.volume: {high: high, normal: red, low: low}, evidence.speed: {fast: happy, slow: slow}}"
     cfg = tiny_config(
-        f"model.branch.concepts={concepts}",
+        TINY_CONCEPTS,
         "eval.concept_rationale=0.0",
         "eval.tasks=[asr, rat_ser]",
         "eval.max_new_tokens=3",

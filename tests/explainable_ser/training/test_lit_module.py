@@ -102,18 +102,3 @@ def test_the_step_trains_on_the_targets_the_data_side_chose(tiny_tokenizer, monk
     module.training_step(batch, 7)  # the batch index plays no part: the batch names its task
     assert seen["task"] == "ser_sed" and seen["n"] == 1 and seen["targets"] == batch["targets"]["ser_sed"]["texts"]
     assert module.skip_counts == {"missing_field_for_ser_sed": 1}
-
-
-def test_concept_labels_index_each_records_value_among_the_heads():
-    from explainable_ser.model.ser import IGNORE
-    from explainable_ser.training.lit_module import concept_labels
-
-    classes = {"evidence.volume": ["high", "normal", "low"], "gender": ["female", "male"]}
-    records = [
-        {"attributes": {"evidence": {"volume": {"direction": "low", "value": -30.0}}, "gender": "Male"}},
-        {"attributes": {"evidence": {"volume": {"direction": "sideways"}}}},  # a value no head has
-        {"emotion": "sad"},  # no such fields
-    ]
-    got = concept_labels(classes, records)
-    assert got["evidence.volume"].tolist() == [2, IGNORE, IGNORE]
-    assert got["gender"].tolist() == [1, IGNORE, IGNORE]
